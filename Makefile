@@ -1,0 +1,93 @@
+# litesam-pl: every entry point a user needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+RECIPE ?=
+ARGS ?=
+DEVICE ?= cpu
+SHARED ?= ../shared
+
+.DEFAULT_GOAL := help
+.PHONY: help install lock test test-fast smoke demo train-backbone train-autoppn train-litesam \
+        bench-complexity bench-dataloader bench-segevery bench-coco bench-lvis bench-bsds bench-ci clean
+
+help: ## list every target with one line each
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install the package editable with dev extras, pinned (idempotent)
+
+$(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@# torch first: plain pip with Python 3.11 finds these on this machine's disk (other set-ups download them)
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -c requirements/constraints.txt -e '.[dev]'
+	@# lvis without its dependencies: they would pull the GUI opencv-python over the headless one
+	$(PIP) install -q --no-deps lvis==0.5.3
+	@touch $(STAMP)
+	@echo "installed into $(VENV)"
+
+lock: install ## rewrite requirements/constraints.txt from the current venv
+	@{ echo "# Full pin set (pip constraints) for make install; regenerate with: make lock"; \
+	  $(PIP) freeze | grep -v -E '^(-e|litesam)'; } > requirements/constraints.txt
+
+test: install ## install if needed, then run the whole test suite
+	$(PY) -m pytest -q
+
+test-fast: install ## the suite without tests marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+data/smoke/shards/val/manifest.json: | install
+	$(PY) -m data_prep.synthetic --out data/smoke/raw/train --num-images 480 --seed 1 --images-per-tar 60 --size 384 512
+	$(PY) -m data_prep.synthetic --out data/smoke/raw/val --num-images 48 --seed 2 --images-per-tar 24 --size 384 512
+	$(PY) -m data_prep.sa1b --src data/smoke/raw/train --out data/smoke/shards/train --max-side 512 --fraction 1.0 --shard-size 60 --workers 2
+	$(PY) -m data_prep.sa1b --src data/smoke/raw/val --out data/smoke/shards/val --max-side 512 --fraction 1.0 --shard-size 24 --workers 2
+
+smoke-data: data/smoke/shards/val/manifest.json ## synthetic SA-1B-format data -> WebDataset shards for the smoke recipes
+
+smoke: install smoke-data ## train the three smoke recipes on CPU (runs/smoke/<backbone|autoppn|litesam>/)
+	$(VENV)/bin/litesam fit --config recipes/smoke/backbone_1box.yaml $(ARGS)
+	$(VENV)/bin/litesam fit --config recipes/smoke/autoppn.yaml $(ARGS)
+	$(VENV)/bin/litesam fit --config recipes/smoke/litesam.yaml $(ARGS)
+
+demo: install ## the newcomer's demo: data -> shards -> train -> SegEvery on photos -> latency vs grid search
+	$(PY) -m litesam_pl.demo $(ARGS)
+
+train-backbone: install ## backbone-only 1-box prompt training (paper recipe; RECIPE=, ARGS= override)
+	$(VENV)/bin/litesam fit --config $(or $(RECIPE),recipes/backbone_1box.yaml) $(ARGS)
+
+train-autoppn: install ## AutoPPN training (paper recipe; RECIPE=, ARGS= override)
+	$(VENV)/bin/litesam fit --config $(or $(RECIPE),recipes/autoppn.yaml) $(ARGS)
+
+train-litesam: install ## joint Lite-SAM training (paper recipe; RECIPE=, ARGS= override)
+	$(VENV)/bin/litesam fit --config $(or $(RECIPE),recipes/litesam.yaml) $(ARGS)
+
+bench-complexity: install ## params and MACs of every registry model vs the paper -> results/complexity.json
+	$(PY) -m benchmarks.complexity --json results/complexity.json $(ARGS)
+
+bench-dataloader: install smoke-data ## loader samples/s with AutoPPN targets at 640 for 0/1/2 workers
+	$(PY) -m benchmarks.dataloader --shards data/smoke/shards/train --json results/dataloader.json $(ARGS)
+
+bench-segevery: install ## SegEvery latency: AutoPPN vs grid search, per phase (DEVICE=cpu|cuda)
+	$(PY) -m benchmarks.segevery --device $(DEVICE) --json results/segevery-$(DEVICE).json $(ARGS)
+
+bench-coco: install ## COCO val2017 mIoU / AP / AR@1000 (ARGS='--ann ... --images ... --ckpt ...')
+	$(PY) -m benchmarks.coco --ann $(or $(ANN),$(SHARED)/data/coco2017_subset/annotations/instances_val2017_subset.json) \
+	  --images $(or $(IMAGES),$(SHARED)/data/coco2017_subset/val2017) --json results/coco.json $(ARGS)
+
+bench-lvis: install ## LVIS val mIoU / AP (ARGS='--ann ... --images ... --ckpt ...')
+	$(PY) -m benchmarks.lvis --ann $(or $(ANN),$(SHARED)/data/lvis_v0.5_val100/annotations/lvis_v0.5_val100_subset.json) \
+	  --images $(or $(IMAGES),$(SHARED)/data/lvis_v0.5_val100/val2017) --json results/lvis.json $(ARGS)
+
+bench-bsds: install ## BSDS500 edge ODS/OIS/AP/R50 (ARGS='--detector canny' or '--ckpt ...')
+	$(PY) -m benchmarks.bsds --data $(or $(DATA),$(SHARED)/data/bsds500) --split test --json results/bsds.json \
+	  --plot results/bsds_pr.png $(or $(ARGS),--detector canny)
+
+bench-ci: install ## fast CPU regression guard: AutoPPN >= 2.5x faster than grid search (results/bench-ci.*)
+	$(PY) -m benchmarks.ci --json results/bench-ci.json --md results/bench-ci.md $(ARGS)
+
+clean: ## remove run outputs and caches (keeps .venv)
+	rm -rf runs results data/smoke .pytest_cache wandb lightning_logs

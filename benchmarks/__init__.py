@@ -1,0 +1,1 @@
+"""Command-line benchmarks: each prints a paper-shaped table and writes JSON."""

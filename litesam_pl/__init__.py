@@ -1,0 +1,20 @@
+"""litesam-pl: Lite-SAM (LiteViT + AutoPPN + SAM's prompt encoder and mask decoder) on PyTorch Lightning."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["create_model", "load_model", "__version__"]
+
+
+def create_model(name: str, **overrides):
+    """Build a registered model by name (see ``litesam_pl.models.registry``)."""
+    from .models.registry import create_model as _create
+
+    return _create(name, **overrides)
+
+
+def load_model(path: str, **kwargs):
+    """Load a model from an export (``litesam export``) or a Lightning checkpoint."""
+    from .models.registry import load_model as _load
+
+    return _load(path, **kwargs)

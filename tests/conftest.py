@@ -1,0 +1,38 @@
+"""Shared pytest fixtures: the ../shared data samples (skipped cleanly when absent) and a quiet, offline env."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LITESAM_SHARED", REPO.parent / "shared"))
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(autouse=True)
+def _offline_wandb(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout; tests that need it skip where it is absent (a user's clone)."""
+    path = SHARED / "data"
+    if not path.is_dir():
+        pytest.skip(f"shared data samples not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_sa1b(tmp_path_factory) -> Path:
+    """A few synthetic SA-1B-format tars (written once per session by data_prep.synthetic)."""
+    from data_prep.synthetic import write_synthetic_sa1b
+
+    out = tmp_path_factory.mktemp("synthetic_sa1b")
+    write_synthetic_sa1b(out, num_images=12, seed=0, images_per_tar=4, size=(192, 256))
+    return out
