@@ -1,0 +1,527 @@
+"""SA-1B tars (or extracted folders) -> resized WebDataset shards + ``manifest.json``.
+
+    python -m data_prep.sa1b --src /data/sa1b/*.tar --out /data/sa1b_1024 --max-side 1024 \\
+        --fraction 0.18 --seed 0 --shard-size 1000 --workers 8
+
+Per image: decided in or out of the ``--fraction`` by a hash of ``(seed, key)`` (independent of order and of
+the other inputs), decoded and checked (bad ones are skipped and counted by reason), resized so its long side
+is at most ``--max-side`` (never upscaled; the original jpg bytes are kept when no resize is needed), masks
+re-encoded at the new size (area-resampled, coverage >= 0.5; masks that vanish are dropped and counted), boxes and
+areas recomputed from the resized masks, point_coords and crop_box scaled.
+
+Output naming is per input: ``<srcstem>-000000.tar, <srcstem>-000001.tar, ...`` each with ``--shard-size``
+samples (the last one fewer), members ``<key>.jpg`` + ``<key>.json`` as in SA-1B. Shards are deterministic tars
+written to ``<name>.tmp`` then renamed, and ``_state/<srcstem>.json`` remembers where each shard started in its
+input, so a rerun skips finished inputs, restarts an unfinished one at its first missing shard, and produces
+byte-identical shards to an uninterrupted run whatever ``--workers`` is.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import io
+import json
+import multiprocessing as mp
+import os
+import re
+import sys
+import tarfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from litesam_pl.data.rle import decode_rle, encode_mask, resize_mask, rle_to_bbox
+
+from ._common import TMP_SUFFIX, ShardWriter, atomic_write, dump_json, is_jpeg, write_manifest
+
+__all__ = ["PrepConfig", "find_inputs", "iter_input", "is_selected", "process_sample", "prepare_input", "prepare_sa1b",
+           "SkipSample"]
+
+STATE_DIR = "_state"
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    """Everything that changes the bytes of the output shards (the state files pin it)."""
+
+    max_side: int = 1024
+    fraction: float = 1.0
+    seed: int = 0
+    shard_size: int = 1000
+    quality: int = 90
+
+    def __post_init__(self):
+        if self.max_side < 1:
+            raise ValueError(f"max_side must be >= 1, got {self.max_side}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be in [1, 100], got {self.quality}")
+
+
+class SkipSample(Exception):
+    """A sample that cannot be used; ``reason`` is the manifest's ``skipped`` key."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def _natural(s: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def find_inputs(src: Sequence[str | Path]) -> list[Path]:
+    """Expand ``--src`` items (a tar, a folder of tars, an extracted folder of jpg+json, or a glob) to inputs.
+
+    Raises ``FileNotFoundError`` when nothing matches, ``ValueError`` on two inputs with the same stem.
+    """
+    found: list[Path] = []
+    for item in src:
+        item = str(item)
+        paths = [Path(p) for p in sorted(glob.glob(item), key=_natural)] if glob.has_magic(item) else [Path(item)]
+        for p in paths:
+            if p.is_file() and p.name.endswith(".tar"):
+                found.append(p)
+            elif p.is_dir():
+                tars = sorted(p.glob("*.tar"), key=lambda q: _natural(q.name))
+                if tars:
+                    found += tars
+                elif any(p.glob("*.json")):
+                    found.append(p)
+    if not found:
+        raise FileNotFoundError(f"no SA-1B tars or extracted folders (jpg + json) found in --src {list(map(str, src))}")
+    stems = Counter(_stem(p) for p in found)
+    dup = [s for s, n in stems.items() if n > 1]
+    if dup:
+        raise ValueError(f"inputs with the same name would write the same shards: {dup[:5]}")
+    return found
+
+
+def _stem(p: Path) -> str:
+    return p.name[: -len(".tar")] if p.name.endswith(".tar") else p.name
+
+
+def _split(name: str) -> tuple[str, str]:
+    base = name.rsplit("/", 1)[-1]
+    key, _, ext = base.partition(".")
+    return key, ext.lower()
+
+
+def iter_input(path: Path, on_error: Callable[[str], None] | None = None) -> Iterator[tuple[str, bytes | None, bytes | None]]:
+    """Yield ``(key, jpg bytes or None, json bytes or None)`` of a tar or folder, in a fixed order.
+
+    A truncated/unreadable tar yields what could be read and calls ``on_error("truncated_input")``.
+    """
+    if path.is_dir():
+        groups: dict[str, dict[str, Path]] = {}
+        for f in path.iterdir():
+            key, ext = _split(f.name)
+            if ext in ("jpg", "json") and f.is_file():
+                groups.setdefault(key, {})[ext] = f
+        for key in sorted(groups, key=_natural):
+            g = groups[key]
+            yield key, (g["jpg"].read_bytes() if "jpg" in g else None), (g["json"].read_bytes() if "json" in g else None)
+        return
+    with tarfile.open(path, "r:*") as tar:
+        members: list[tarfile.TarInfo] = []
+        try:
+            for m in tar:
+                members.append(m)
+        except (tarfile.TarError, EOFError, OSError):
+            if on_error:
+                on_error("truncated_input")
+        order: list[str] = []
+        groups2: dict[str, dict[str, tarfile.TarInfo]] = {}
+        for m in members:
+            if not m.isfile():
+                continue
+            key, ext = _split(m.name)
+            if ext not in ("jpg", "json"):
+                continue
+            if key not in groups2:
+                order.append(key)
+                groups2[key] = {}
+            groups2[key][ext] = m
+
+        def read(m: tarfile.TarInfo | None) -> bytes | None:
+            if m is None:
+                return None
+            try:
+                f = tar.extractfile(m)
+                data = f.read() if f is not None else None
+            except (tarfile.TarError, EOFError, OSError):
+                return None
+            return data if data is not None and len(data) == m.size else None
+
+        for key in order:
+            g = groups2[key]
+            yield key, read(g.get("jpg")), read(g.get("json"))
+
+
+def is_selected(key: str, seed: int, fraction: float) -> bool:
+    """Whether image ``key`` is in the ``fraction`` subset for ``seed`` (hash of (seed, key); order-free)."""
+    if fraction >= 1.0:
+        return True
+    h = hashlib.sha1(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2.0**64 < fraction
+
+
+# ------------------------------------------------------------------------------------------------ one sample
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode an image to RGB ``uint8 [H, W, 3]``; raises ``SkipSample('corrupt_image')`` (also on truncation)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.mode != "RGB":
+                im = im.convert("RGB")
+            arr = np.asarray(im)
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        raise SkipSample("corrupt_image", str(e)) from e
+    if is_jpeg(data) and data.rstrip(b"\x00\n\r ")[-2:] != b"\xff\xd9":
+        raise SkipSample("corrupt_image", "jpeg without end-of-image marker (truncated)")
+    return arr
+
+
+def resized_hw(h: int, w: int, max_side: int) -> tuple[int, int]:
+    """Size after shrinking the long side to ``max_side`` (SAM's ResizeLongestSide rounding); never upscales."""
+    scale = max_side / max(h, w)
+    if scale >= 1.0:
+        return h, w
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def process_sample(jpg: bytes | None, js: bytes | None, cfg: PrepConfig, stats: Counter | None = None) -> tuple[bytes, bytes]:
+    """Check, resize and re-encode one SA-1B sample; returns ``(jpg bytes, json bytes)`` or raises ``SkipSample``.
+
+    ``stats`` (if given) counts per-mask events (``masks_dropped_empty``).
+    """
+    if js is None:
+        raise SkipSample("missing_json")
+    if jpg is None:
+        raise SkipSample("missing_image")
+    try:
+        rec = json.loads(js)
+        image, anns = rec["image"], rec["annotations"]
+        h0, w0 = int(image["height"]), int(image["width"])
+        if not isinstance(anns, list):
+            raise TypeError("annotations is not a list")
+    except Exception as e:
+        raise SkipSample("bad_json", str(e)) from e
+    if not anns:
+        raise SkipSample("no_masks")
+    img = decode_image(jpg)
+    if img.shape[:2] != (h0, w0):
+        raise SkipSample("image_size_mismatch", f"jpg {img.shape[:2]} vs json {(h0, w0)}")
+    for a in anns:
+        seg = a.get("segmentation") if isinstance(a, dict) else None
+        if not isinstance(seg, dict) or "size" not in seg or "counts" not in seg:
+            raise SkipSample("bad_json", "annotation without an RLE segmentation")
+        if list(seg["size"]) != [h0, w0]:
+            raise SkipSample("rle_size_mismatch", f"rle {seg['size']} vs image {[h0, w0]}")
+
+    h, w = resized_hw(h0, w0, cfg.max_side)
+    sx, sy = w / w0, h / h0
+    out_anns = []
+    for a in anns:
+        try:
+            m = decode_rle(a["segmentation"])
+        except ValueError as e:
+            raise SkipSample("bad_rle", str(e)) from e
+        if (h, w) != (h0, w0):
+            m = resize_mask(m, (h, w), "area")
+        area = int(m.sum())
+        if area == 0:
+            if stats is not None:
+                stats["masks_dropped_empty"] += 1
+            continue
+        rle = encode_mask(m)
+        b = dict(a)
+        b["segmentation"] = rle
+        b["bbox"] = rle_to_bbox(rle)
+        b["area"] = area
+        if "point_coords" in a:
+            b["point_coords"] = [[float(p[0]) * sx, float(p[1]) * sy] for p in a["point_coords"]]
+        if "crop_box" in a:
+            x, y, bw, bh = (float(v) for v in a["crop_box"])
+            b["crop_box"] = [x * sx, y * sy, bw * sx, bh * sy]
+        out_anns.append(b)
+    if not out_anns:
+        raise SkipSample("no_masks", "every mask vanished at the new size")
+
+    if (h, w) == (h0, w0) and is_jpeg(jpg):
+        out_jpg = jpg
+    else:
+        if (h, w) != (h0, w0):
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        ok, enc = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, cfg.quality])
+        if not ok:
+            raise RuntimeError("cv2.imencode failed")
+        out_jpg = enc.tobytes()
+    out_rec = dict(rec)
+    out_rec["image"] = {**image, "width": w, "height": h}
+    out_rec["annotations"] = out_anns
+    return out_jpg, dump_json(out_rec)
+
+
+# ------------------------------------------------------------------------------------------------ one input
+def _state_path(out: Path, stem: str) -> Path:
+    return out / STATE_DIR / f"{stem}.json"
+
+
+def _load_state(out: Path, stem: str, cfg: PrepConfig) -> dict | None:
+    p = _state_path(out, stem)
+    if not p.exists():
+        return None
+    try:
+        state = json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return None  # a torn state file: redo this input
+    if state.get("config") != asdict(cfg):
+        raise ValueError(
+            f"{out} was prepared with different settings {state.get('config')} (now {asdict(cfg)}); "
+            "use a fresh --out or delete it")
+    return state
+
+
+def _shard_ok(out: Path, shard: dict) -> bool:
+    p = out / shard["url"]
+    return p.is_file() and p.stat().st_size == shard["bytes"]
+
+
+def prepare_input(path: Path, out: Path, cfg: PrepConfig, progress: Callable[[int], None] | None = None) -> dict:
+    """Turn one input tar/folder into shards ``out/<stem>-<k>.tar``; returns its finished state dict.
+
+    Resumes from ``out/_state/<stem>.json``: finished inputs are skipped; otherwise processing restarts at the
+    first shard that is missing (earlier shards are kept as they are).
+    """
+    path, out = Path(path), Path(out)
+    stem = _stem(path)
+    (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{glob.escape(stem)}-*.tar{TMP_SUFFIX}"):
+        stale.unlink()  # left by an interrupted run; this worker owns the stem
+    state = _load_state(out, stem, cfg)
+    if state and state.get("complete") and all(_shard_ok(out, s) for s in state["shards"]):
+        if progress:
+            progress(state["records"])
+        return state
+
+    # restart point: the first shard whose file is missing or not of the recorded size
+    kept: list[dict] = []
+    if state:
+        for s in state["shards"]:
+            if not _shard_ok(out, s):
+                break
+            kept.append(s)
+    if kept:
+        last = kept[-1]
+        start = last["end"]
+        skipped = Counter(last["skipped_after"])
+        not_selected = last["not_selected_after"]
+        stats = Counter(last["stats_after"])
+    else:
+        start, skipped, not_selected, stats = 0, Counter(), 0, Counter()
+
+    shards = list(kept)
+    writer: ShardWriter | None = None
+    input_errors: list[str] = []
+    idx = -1
+
+    def save(complete: bool, records: int) -> dict:
+        st = {"config": asdict(cfg), "input": str(path), "shards": shards, "complete": complete, "records": records,
+              "skipped": dict(skipped), "not_selected": not_selected, "stats": dict(stats)}
+        atomic_write(_state_path(out, stem), json.dumps(st, indent=1).encode())
+        return st
+
+    def flush(end: int) -> None:
+        nonlocal writer
+        info = writer.close()
+        writer = None
+        shards.append({**info, "end": end, "skipped_after": dict(skipped), "not_selected_after": not_selected,
+                       "stats_after": dict(stats)})
+        save(False, end)
+
+    pending = 0
+    try:
+        for idx, (key, jpg, js) in enumerate(iter_input(path, on_error=input_errors.append)):
+            pending += 1
+            if idx < start:
+                continue
+            if progress and pending >= 16:
+                progress(pending)
+                pending = 0
+            if not is_selected(key, cfg.seed, cfg.fraction):
+                not_selected += 1
+                continue
+            try:
+                sample = process_sample(jpg, js, cfg, stats)
+            except SkipSample as e:
+                skipped[e.reason] += 1
+                continue
+            if writer is None:
+                writer = ShardWriter(out / f"{stem}-{len(shards):06d}.tar")
+            writer.write(key, *sample)
+            if writer.samples == cfg.shard_size:
+                flush(idx + 1)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    records = idx + 1
+    if writer is not None:
+        flush(records)
+    for reason in input_errors:
+        skipped[reason] += 1
+    if progress and pending:
+        progress(pending)
+    return save(True, records)
+
+
+# ------------------------------------------------------------------------------------------------ driver
+_COUNTER = None
+
+
+def _init_worker(counter) -> None:
+    global _COUNTER
+    _COUNTER = counter
+    cv2.setNumThreads(1)
+
+
+def _bump(n: int) -> None:
+    with _COUNTER.get_lock():
+        _COUNTER.value += n
+
+
+def _worker(args: tuple[str, str, dict]) -> dict:
+    path, out, cfg = args
+    try:
+        return prepare_input(Path(path), Path(out), PrepConfig(**cfg), progress=_bump)
+    except (tarfile.TarError, OSError) as e:
+        return {"input": path, "error": f"{type(e).__name__}: {e}"}
+
+
+def prepare_sa1b(
+    src: Sequence[str | Path],
+    out: str | Path,
+    max_side: int = 1024,
+    fraction: float = 1.0,
+    seed: int = 0,
+    shard_size: int = 1000,
+    quality: int = 90,
+    workers: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Prepare every input of ``src`` into ``out`` (see module docstring); writes and returns the manifest."""
+    cfg = PrepConfig(max_side=max_side, fraction=fraction, seed=seed, shard_size=shard_size, quality=quality)
+    inputs = find_inputs(src)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for p in inputs:  # fail early on a settings mismatch, before any work
+        _load_state(out, _stem(p), cfg)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, unit="img", desc="sa1b", file=sys.stderr)
+    states: list[dict] = []
+    if workers <= 1 or len(inputs) == 1:
+        for p in inputs:
+            try:
+                states.append(prepare_input(p, out, cfg, progress=bar.update if bar is not None else None))
+            except (tarfile.TarError, OSError) as e:
+                states.append({"input": str(p), "error": f"{type(e).__name__}: {e}"})
+            if bar is not None:
+                bar.set_postfix(inputs=f"{len(states)}/{len(inputs)}")
+    else:
+        ctx = mp.get_context("spawn")
+        counter = ctx.Value("q", 0)
+        with ctx.Pool(min(workers, len(inputs)), initializer=_init_worker, initargs=(counter,)) as pool:
+            jobs = [pool.apply_async(_worker, ((str(p), str(out), asdict(cfg)),)) for p in inputs]
+            while True:
+                done = sum(j.ready() for j in jobs)
+                if bar is not None:
+                    bar.n = counter.value
+                    bar.set_postfix(inputs=f"{done}/{len(inputs)}")
+                    bar.refresh()
+                if done == len(jobs):
+                    break
+                time.sleep(0.2)
+            states = [j.get() for j in jobs]
+            if bar is not None:
+                bar.n = counter.value
+                bar.refresh()
+    if bar is not None:
+        bar.close()
+
+    skipped: Counter = Counter()
+    stats: Counter = Counter()
+    shards: list[dict] = []
+    not_selected = records = 0
+    errors = []
+    for st in states:
+        if "error" in st:
+            errors.append(f"{st['input']}: {st['error']}")
+            skipped["unreadable_input"] += 1
+            continue
+        skipped.update(st["skipped"])
+        stats.update(st["stats"])
+        not_selected += st["not_selected"]
+        records += st["records"]
+        shards += [{k: s[k] for k in ("url", "samples", "bytes", "sha256")} for s in st["shards"]]
+    args = {"src": [str(s) for s in src], **asdict(cfg), "workers": workers}
+    write_manifest(out, shards, skipped, args, records=records, not_selected=not_selected,
+                   masks_dropped_empty=int(stats["masks_dropped_empty"]), errors=errors)
+    return json.loads((out / "manifest.json").read_text())
+
+
+def summary(manifest: dict) -> str:
+    """A human-readable one-paragraph summary of a manifest."""
+    lines = [f"{manifest['samples']} samples in {len(manifest['shards'])} shards "
+             f"({manifest.get('records', '?')} images read, {manifest.get('not_selected', 0)} not in the fraction)"]
+    sk = manifest["skipped"]
+    lines.append("skipped: " + (", ".join(f"{k}={v}" for k, v in sk.items()) if sk else "none"))
+    if manifest.get("masks_dropped_empty"):
+        lines.append(f"masks that vanished when resized (dropped): {manifest['masks_dropped_empty']}")
+    for e in manifest.get("errors", []):
+        lines.append(f"error: {e}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m data_prep.sa1b", description="SA-1B tars or extracted folders -> resized WebDataset shards + manifest.json")
+    p.add_argument("--src", nargs="+", required=True,
+                   help="SA-1B tars, folders of tars, extracted folders (jpg + json) or globs (quote them)")
+    p.add_argument("--out", required=True, help="output shard directory (created; reruns resume)")
+    p.add_argument("--max-side", type=int, default=1024, help="shrink so the long side is at most this (never upscale)")
+    p.add_argument("--fraction", type=float, default=1.0, help="keep this fraction of images (paper: 0.18)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-image fraction hash")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per output shard")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of resized images")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                   help="worker processes (parallel over input tars)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    try:
+        manifest = prepare_sa1b(a.src, a.out, a.max_side, a.fraction, a.seed, a.shard_size, a.quality, a.workers,
+                                progress=not a.no_progress)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary(manifest))
+    print(f"manifest: {Path(a.out) / 'manifest.json'}")
+    return 1 if manifest.get("errors") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
