@@ -1,0 +1,204 @@
+"""AutoPPN (Sec. 3.3, Fig. 2(c)): automatic prompt proposals (points + boxes) from the image embedding.
+
+``AutoPPN(embedding [B, C, S/16, S/16])`` returns, at stride 8 of the input (upsampled inside the head):
+
+* ``heatmap_logits`` ``[B, G, P, P]``: point-prompt confidence per size group (sigmoid = confidence; the target is
+  the normalised distance transform, so the peak is a mask's most interior point),
+* ``boxes`` ``[B, G, 4, P, P]``: non-negative (left, top, right, bottom) distances from the cell centre to the box
+  sides, divided by the input side S.
+
+``AutoPPN.decode`` applies Point-NMS (a 3x3 local-maximum max-pool) and keeps the top-N points per image, fully
+vectorised over the batch.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .litevit import LiteViTBlock
+
+__all__ = ["AutoPPN", "point_nms", "decode_proposals"]
+
+
+def _conv_norm_act(cin: int, cout: int, k: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.GroupNorm(1, cout), nn.GELU())
+
+
+def point_nms(heat: torch.Tensor, kernel: int = 3) -> torch.Tensor:
+    """Point-NMS: keep a cell only where it equals the max of its ``kernel x kernel`` neighbourhood.
+
+    ``heat`` ``[B, G, H, W]`` -> bool ``[B, G, H, W]`` (ties on a plateau are all kept, as in CenterNet).
+    """
+    if kernel <= 1:
+        return torch.ones_like(heat, dtype=torch.bool)
+    if kernel % 2 == 0:
+        raise ValueError(f"nms_kernel must be odd, got {kernel}")
+    hmax = F.max_pool2d(heat, kernel, stride=1, padding=kernel // 2)
+    return heat == hmax
+
+
+def decode_proposals(
+    heatmap_logits: torch.Tensor,
+    boxes: torch.Tensor,
+    img_size: Union[int, Sequence[int]],
+    top_n: int = 256,
+    score_threshold: float = 0.05,
+    nms_kernel: int = 3,
+    clip: bool = True,
+) -> Dict[str, torch.Tensor]:
+    """Turn AutoPPN maps into ranked prompts.
+
+    Args:
+        heatmap_logits: ``[B, G, P, Q]`` logits.
+        boxes: ``[B, G, 4, P, Q]`` (l, t, r, b) distances / S.
+        img_size: input side S (int) or the padded input ``(H, W)``; the cell centre of cell (y, x) is
+            ``((x + 0.5) * W / Q, (y + 0.5) * H / P)`` and distances are multiplied by ``max(H, W)``.
+        top_n: N proposals per image (padded with ``valid=False`` rows when fewer cells exist).
+        score_threshold: proposals with a sigmoid score below it are marked ``valid=False``.
+        nms_kernel: Point-NMS window (odd; 1 disables it).
+        clip: clip boxes to the input frame.
+    Returns:
+        dict with ``points [B, N, 2]`` (xy input pixels), ``boxes [B, N, 4]`` (xyxy input pixels),
+        ``scores [B, N]``, ``groups [B, N]`` (int64), ``valid [B, N]`` (bool), sorted by score, descending.
+    """
+    if heatmap_logits.ndim != 4 or boxes.ndim != 5 or boxes.shape[2] != 4:
+        raise ValueError(
+            f"expected heatmap_logits [B, G, P, Q] and boxes [B, G, 4, P, Q], got "
+            f"{tuple(heatmap_logits.shape)} and {tuple(boxes.shape)}"
+        )
+    b, g, p, q = heatmap_logits.shape
+    if isinstance(img_size, (int, float)):
+        in_h = in_w = float(img_size)
+    else:
+        in_h, in_w = float(img_size[0]), float(img_size[1])
+    side = max(in_h, in_w)
+    heat = heatmap_logits.detach().float().sigmoid()
+    keep = point_nms(heat, nms_kernel)
+    heat = heat.masked_fill(~keep, -1.0).flatten(1)  # [B, G*P*Q]
+    k = min(int(top_n), heat.shape[1])
+    scores, idx = heat.topk(k, dim=1)  # sorted, descending
+    groups = idx // (p * q)
+    cell = idx % (p * q)
+    ys = (cell // q).float()
+    xs = (cell % q).float()
+    points = torch.stack([(xs + 0.5) * (in_w / q), (ys + 0.5) * (in_h / p)], dim=-1)  # [B, k, 2]
+    # gather (l, t, r, b) at the selected (group, cell)
+    dist = boxes.detach().float().permute(0, 1, 3, 4, 2).reshape(b, g * p * q, 4)
+    dist = dist.gather(1, idx.unsqueeze(-1).expand(-1, -1, 4)).clamp_min(0) * side
+    xyxy = torch.cat([points - dist[..., :2], points + dist[..., 2:]], dim=-1)
+    if clip:
+        limit = xyxy.new_tensor([in_w, in_h, in_w, in_h])
+        xyxy = torch.minimum(xyxy.clamp_min(0), limit)
+    valid = (scores >= score_threshold) & (scores >= 0)
+    scores = scores.clamp_min(0)
+    if k < top_n:  # pad to N rows
+        pad = int(top_n) - k
+        points = F.pad(points, (0, 0, 0, pad))
+        xyxy = F.pad(xyxy, (0, 0, 0, pad))
+        scores = F.pad(scores, (0, pad))
+        groups = F.pad(groups, (0, pad))
+        valid = F.pad(valid, (0, pad), value=False)
+    return {"points": points, "boxes": xyxy, "scores": scores, "groups": groups, "valid": valid}
+
+
+class AutoPPN(nn.Module):
+    """Automated Prompt Proposal Network head on a ``[B, in_chans, S/16, S/16]`` image embedding.
+
+    Layout: 1x1 reduce (in_chans -> embed_dim) -> stem (``mspm``: ``stem_depth`` LiteViT/MSPM blocks; ``conv``: a
+    plain 3x3 conv-norm-act, the Table 2 baseline) -> 2x transposed-conv upsample to stride 8 (head_dim) ->
+    two heads (3x3 conv-GELU-1x1): point heatmap (G channels) and box distances (4G channels, softplus).
+
+    Args:
+        in_chans: embedding channels (256).
+        embed_dim: width of the stem at stride 16.
+        head_dim: width of the heads at stride 8.
+        num_groups: G, size groups (3: large/medium/small; 1 without object grouping).
+        stem: ``"mspm"`` or ``"conv"``.
+        stem_depth: number of MSPM blocks in the ``mspm`` stem.
+        stem_mlp_ratio: ConvMLP ratio of those blocks.
+        input_stride: stride of the embedding (16).
+        stride: output stride (8).
+        heatmap_prior: initial point confidence; the heatmap bias is ``-log((1 - p) / p)`` (0.1 -> -2.19).
+        box_init: initial box distance (fraction of S) the softplus starts at.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 256,
+        embed_dim: int = 128,
+        head_dim: int = 64,
+        num_groups: int = 3,
+        stem: str = "mspm",
+        stem_depth: int = 2,
+        stem_mlp_ratio: float = 2.0,
+        input_stride: int = 16,
+        stride: int = 8,
+        heatmap_prior: float = 0.1,
+        box_init: float = 0.05,
+    ) -> None:
+        super().__init__()
+        if stem not in ("mspm", "conv"):
+            raise ValueError(f"AutoPPN stem must be 'mspm' or 'conv', got {stem!r}")
+        if num_groups < 1:
+            raise ValueError(f"num_groups must be >= 1, got {num_groups}")
+        if input_stride % stride:
+            raise ValueError(f"input_stride {input_stride} must be a multiple of stride {stride}")
+        self.in_chans = in_chans
+        self.num_groups = int(num_groups)
+        self.stem_type = stem
+        self.input_stride = int(input_stride)
+        self.stride = int(stride)
+
+        self.reduce = _conv_norm_act(in_chans, embed_dim, 1)
+        if stem == "mspm":
+            self.stem = nn.Sequential(
+                *[LiteViTBlock(embed_dim, stem_mlp_ratio, mixer="mspm") for _ in range(stem_depth)]
+            )
+        else:
+            self.stem = _conv_norm_act(embed_dim, embed_dim, 3)
+        factor = self.input_stride // self.stride
+        if factor == 1:
+            self.upsample = _conv_norm_act(embed_dim, head_dim, 1)
+        else:
+            self.upsample = nn.Sequential(
+                nn.ConvTranspose2d(embed_dim, head_dim, factor, stride=factor, bias=False),
+                nn.GroupNorm(1, head_dim),
+                nn.GELU(),
+            )
+        self.heatmap_head = nn.Sequential(
+            nn.Conv2d(head_dim, head_dim, 3, padding=1), nn.GELU(), nn.Conv2d(head_dim, self.num_groups, 1)
+        )
+        self.box_head = nn.Sequential(
+            nn.Conv2d(head_dim, head_dim, 3, padding=1), nn.GELU(), nn.Conv2d(head_dim, 4 * self.num_groups, 1)
+        )
+        # CenterNet-style prior so the focal/MSE heatmap loss starts stable; small boxes at start
+        nn.init.constant_(self.heatmap_head[-1].bias, -math.log((1 - heatmap_prior) / heatmap_prior))
+        nn.init.normal_(self.heatmap_head[-1].weight, std=0.001)
+        nn.init.constant_(self.box_head[-1].bias, math.log(math.expm1(box_init)))
+        nn.init.normal_(self.box_head[-1].weight, std=0.001)
+
+    def forward(self, embedding: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``[B, C, h, w]`` -> ``{"heatmap_logits": [B, G, P, Q], "boxes": [B, G, 4, P, Q]}``, P = h * 16 / 8."""
+        x = self.upsample(self.stem(self.reduce(embedding)))
+        heat = self.heatmap_head(x)
+        box = F.softplus(self.box_head(x))
+        b, _, p, q = box.shape
+        return {"heatmap_logits": heat, "boxes": box.view(b, self.num_groups, 4, p, q)}
+
+    @staticmethod
+    def decode(
+        outputs: Dict[str, torch.Tensor],
+        img_size: Union[int, Tuple[int, int]],
+        top_n: int = 256,
+        score_threshold: float = 0.05,
+        nms_kernel: int = 3,
+        clip: bool = True,
+    ) -> Dict[str, torch.Tensor]:
+        """Point-NMS + top-N on ``forward``'s outputs; see ``decode_proposals`` for the returned dict."""
+        return decode_proposals(
+            outputs["heatmap_logits"], outputs["boxes"], img_size, top_n, score_threshold, nms_kernel, clip
+        )

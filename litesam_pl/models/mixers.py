@@ -1,0 +1,120 @@
+"""Token mixers of Fig. 3: from PoolFormer pooling (design 1) to the Multi-Scale Pooling Module (design 5).
+
+Every mixer maps ``[B, C, H, W] -> [B, C, H, W]`` and is used inside a residual branch (``x + mixer(norm(x))``),
+so, like PoolFormer, each returns "context minus input". The paper only describes designs 1 and 5 in words;
+designs 2-4 are our reading of the intermediate steps of Fig. 3 (see docs/choices/models.md):
+
+1. ``pool``       PoolFormer: ``AvgPool3(x) - x``.
+2. ``pool_dw``    pooling plus a depthwise 3x3 conv for local detail: ``AvgPool3(x) - x + DW3(x)``.
+3. ``pool2``      two-scale pooling: ``mean(AvgPool3, AvgPool5)(x) - x + DW3(x)``.
+4. ``pool3``      multi-scale pooling without fusion: ``mean(AvgPool3, AvgPool5, AvgPool7)(x) - x + DW3(x)``.
+5. ``mspm``       MSPM: a learned per-channel fusion ("fusion conv", a depthwise 1x1 over the stacked scales and the
+                  input) of AvgPool3/5/7 and x, plus DW3(x). Initialised to equal design 4.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PoolMixer", "PoolDWMixer", "MultiScalePoolMixer", "MSPM", "MIXERS", "build_mixer"]
+
+
+def _avg_pool(x: torch.Tensor, k: int) -> torch.Tensor:
+    return F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)
+
+
+class PoolMixer(nn.Module):
+    """Fig. 3 (1), PoolFormer's token mixer: ``AvgPool_k(x) - x`` (no parameters)."""
+
+    def __init__(self, dim: int, pool_size: int = 3) -> None:
+        super().__init__()
+        self.dim = dim
+        self.pool_size = pool_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _avg_pool(x, self.pool_size) - x
+
+
+class MultiScalePoolMixer(nn.Module):
+    """Fig. 3 (2)-(4): mean of average pools at ``pool_sizes`` minus x, plus a depthwise conv for local detail.
+
+    ``pool_sizes=(3,)`` is design 2, ``(3, 5)`` design 3, ``(3, 5, 7)`` design 4 (multi-scale, no fusion conv).
+    """
+
+    def __init__(self, dim: int, pool_sizes: Sequence[int] = (3, 5, 7), dw_kernel: int = 3) -> None:
+        super().__init__()
+        self.dim = dim
+        self.pool_sizes = tuple(int(k) for k in pool_sizes)
+        self.dwconv = nn.Conv2d(dim, dim, dw_kernel, padding=dw_kernel // 2, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ctx = sum(_avg_pool(x, k) for k in self.pool_sizes) / len(self.pool_sizes)
+        return ctx - x + self.dwconv(x)
+
+
+class PoolDWMixer(MultiScalePoolMixer):
+    """Fig. 3 (2): single-scale pooling plus a depthwise 3x3 conv."""
+
+    def __init__(self, dim: int, pool_size: int = 3, dw_kernel: int = 3) -> None:
+        super().__init__(dim, pool_sizes=(pool_size,), dw_kernel=dw_kernel)
+
+
+class MSPM(nn.Module):
+    """Fig. 3 (5), the Multi-Scale Pooling Module.
+
+    ``y = sum_k w_k * AvgPool_k(x) + w_0 * x + b + DW3(x)`` with per-channel weights ``w`` (a depthwise 1x1
+    "fusion conv" over the stacked scales), ``k`` in ``pool_sizes``. ``w_k = 1/len(pool_sizes)``, ``w_0 = -1``,
+    ``b = 0`` at initialisation, i.e. it starts as design 4 and learns how much of each receptive field to mix.
+
+    Args:
+        dim: channels C.
+        pool_sizes: average-pool kernel sizes (stride 1, same padding).
+        dw_kernel: kernel of the depthwise local conv.
+    Shapes: ``[B, C, H, W] -> [B, C, H, W]``.
+    """
+
+    def __init__(self, dim: int, pool_sizes: Sequence[int] = (3, 5, 7), dw_kernel: int = 3) -> None:
+        super().__init__()
+        self.dim = dim
+        self.pool_sizes = tuple(int(k) for k in pool_sizes)
+        n = len(self.pool_sizes)
+        init = torch.cat([torch.full((n, dim), 1.0 / n), torch.full((1, dim), -1.0)], 0)
+        self.fuse_weight = nn.Parameter(init.view(n + 1, 1, dim, 1, 1))
+        self.fuse_bias = nn.Parameter(torch.zeros(1, dim, 1, 1))
+        self.dwconv = nn.Conv2d(dim, dim, dw_kernel, padding=dw_kernel // 2, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.fuse_weight
+        y = w[-1] * x + self.fuse_bias
+        for i, k in enumerate(self.pool_sizes):
+            y = y + w[i] * _avg_pool(x, k)
+        return y + self.dwconv(x)
+
+
+MIXERS: Dict[str, str] = {
+    "pool": "Fig. 3 (1) PoolFormer pooling",
+    "pool_dw": "Fig. 3 (2) pooling + depthwise conv",
+    "pool2": "Fig. 3 (3) two-scale pooling + depthwise conv",
+    "pool3": "Fig. 3 (4) multi-scale pooling + depthwise conv, no fusion",
+    "mspm": "Fig. 3 (5) MSPM: multi-scale pooling with learned fusion + depthwise conv",
+}
+_ALIASES = {"1": "pool", "2": "pool_dw", "3": "pool2", "4": "pool3", "5": "mspm", "poolformer": "pool"}
+
+
+def build_mixer(name: str | int, dim: int) -> nn.Module:
+    """Token mixer by name (``pool``, ``pool_dw``, ``pool2``, ``pool3``, ``mspm``) or Fig. 3 number (1-5)."""
+    key = _ALIASES.get(str(name).lower(), str(name).lower())
+    if key == "pool":
+        return PoolMixer(dim, 3)
+    if key == "pool_dw":
+        return PoolDWMixer(dim, 3)
+    if key == "pool2":
+        return MultiScalePoolMixer(dim, (3, 5))
+    if key == "pool3":
+        return MultiScalePoolMixer(dim, (3, 5, 7))
+    if key == "mspm":
+        return MSPM(dim, (3, 5, 7))
+    raise ValueError(f"unknown mixer {name!r}; choose one of {sorted(MIXERS)} or a Fig. 3 number 1-5")

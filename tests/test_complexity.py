@@ -1,0 +1,52 @@
+"""Complexity targets from the paper (Tables 1 and 6): parameter counts and MAC ratios."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.complexity import build, count_macs, count_params, main
+from litesam_pl import create_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster (and far faster on a shared, oversubscribed CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+PAPER_PARAMS_M = {"litevit": 1.16, "litevit_2x": 2.19, "litevit_3x": 3.63, "litesam": 4.2}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_PARAMS_M))
+def test_params_within_10_percent_of_paper(name):
+    params = count_params(create_model(name)) / 1e6  # litevit*: backbone only (no neck); litesam: everything
+    assert abs(params / PAPER_PARAMS_M[name] - 1) < 0.10, f"{name}: {params:.3f}M vs paper {PAPER_PARAMS_M[name]}M"
+
+
+def test_litevit_macs_over_poolformer_s12_at_640():
+    ours = count_macs(build("litevit", 640), 640)
+    poolformer = count_macs(build("poolformer_s12", 640), 640)
+    assert count_params(build("poolformer_s12", 640)) == pytest.approx(11.92e6, rel=0.01)
+    assert 0.15 <= ours / poolformer <= 0.35, (ours, poolformer)  # paper: 10.9 / 45.2 = 0.24
+
+
+def test_litesam_macs_1024_over_640_matches_paper():
+    r640 = count_macs(build("litesam", 640), 640)
+    r1024 = count_macs(build("litesam", 1024), 1024)
+    assert r640 > count_macs(build("litevit", 640), 640)  # the single-prompt forward includes the decoder etc.
+    assert abs((r1024 / r640) / (32.5 / 12.7) - 1) < 0.10, (r640, r1024)
+
+
+def test_complexity_cli_writes_json(tmp_path, capsys):
+    out = tmp_path / "complexity.json"
+    assert main(["--models", "litevit", "--sizes", "640", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    entry = result["models"]["litevit"]
+    assert isinstance(entry["params"], int) and isinstance(entry["macs"]["640"], int)
+    assert "FlopCounterMode" in result["counter"]
+    printed = capsys.readouterr().out
+    assert "litevit" in printed and "10.9" in printed  # the paper's figure beside ours
