@@ -1,0 +1,500 @@
+"""Shared machinery of ``benchmarks.coco`` and ``benchmarks.lvis`` (Lite-SAM Tables 5 and 6).
+
+Per image (one ``set_image`` each):
+  1. 1-box:   every non-crowd instance's GT box -> one batched decoder call -> IoU with the GT mask at original
+              resolution; the same masks, with the GT category and the predicted IoU as score, are the
+              detections of mask AP (paper's note (3) to Table 5: GT boxes as prompts).
+  2. 1-point: the farthest interior point of every instance's GT mask -> one batched call -> IoU.
+  3. SegEvery proposals for AR@1000 (unless --skip-ar): SAM's proposal protocol (no crops, no IoU/stability
+     filters, box NMS 0.9, ranked by the mean of predicted IoU and stability score), from
+     ``model.segment_everything`` (AutoPPN or grid prompts) or SAM's ``SamAutomaticMaskGenerator`` (``amg``).
+Then mIoU (overall, small / medium / large by the annotation's area), AP (pycocotools, or the official LVIS
+evaluator), class-agnostic AR@100/1000 (COCOeval, useCats=0), all in percent in the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+log = logging.getLogger("benchmarks")
+
+__all__ = [
+    "PAPER_ROWS",
+    "add_common_args",
+    "build_model",
+    "make_proposer",
+    "evaluate_instances",
+    "format_table",
+    "write_json",
+    "main_for",
+]
+
+# Lite-SAM (ours, r640) in the paper: Table 5 (mIoU, AP) and Table 6 (Mask AR@1000, COCO only).
+PAPER_ROWS: dict[str, dict[str, float | None]] = {
+    "coco": {"miou_1box": 74.8, "miou_1point": 55.8, "ap": 55.8, "ap_s": 46.7, "ap_m": 59.6, "ap_l": 69.6,
+             "ar1000": 52.8},
+    "lvis": {"miou_1box": 73.2, "miou_1point": 54.4, "ap": 58.4, "ap_s": 45.9, "ap_m": 66.9, "ap_l": 77.5,
+             "ar1000": None},
+}
+PAPER_ROWS_R1024: dict[str, dict[str, float | None]] = {
+    "coco": {"miou_1box": 76.3, "miou_1point": 56.9, "ap": 56.5, "ap_s": 47.4, "ap_m": 61.0, "ap_l": 70.7,
+             "ar1000": 54.1},
+    "lvis": {"miou_1box": 75.7, "miou_1point": 57.3, "ap": 60.7, "ap_s": 49.3, "ap_m": 71.9, "ap_l": 79.8,
+             "ar1000": None},
+}
+
+RANDOM_WEIGHTS_BANNER = (
+    "\n" + "!" * 78 + "\n"
+    "!!  NO --ckpt GIVEN: evaluating a RANDOMLY INITIALISED litesam model.             !!\n"
+    "!!  The numbers below measure nothing but the pipeline. Pass --ckpt PATH.          !!\n"
+    + "!" * 78 + "\n"
+)
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+def add_common_args(p: argparse.ArgumentParser, dataset: str) -> None:
+    p.add_argument("--ann", required=True, help=f"official {dataset.upper()} instances annotation file (json)")
+    p.add_argument("--images", required=True, help="folder of the images (COCO val2017/)")
+    p.add_argument("--ckpt", default=None,
+                   help="model: a `litesam export` file or a Lightning checkpoint (litesam_pl.load_model). "
+                        "Without it a RANDOM-weight litesam is evaluated (pipeline check only)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (sorted by id)")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="input side of the random model when no --ckpt (default: the registry's, 640)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--json", required=True, help="write the results JSON here")
+    p.add_argument("--save-results", default=None,
+                   help="write the GT-box-prompt masks as COCO results (RLE) here, re-scorable with pycocotools")
+    p.add_argument("--mask-select", default="max_pred_iou", choices=["max_pred_iou", "single"],
+                   help="which decoder output to keep: the multimask output with the highest predicted IoU "
+                        "(default) or the single-mask output")
+    p.add_argument("--max-prompts", type=int, default=128,
+                   help="prompts per decoder call (an image's prompts go in one call up to this many)")
+    p.add_argument("--skip-ar", action="store_true", help="skip the SegEvery AR@1000 evaluation")
+    p.add_argument("--segevery", default="autoppn", choices=["autoppn", "grid", "amg"],
+                   help="proposal source for AR@1000: AutoPPN (256 prompts), our grid search, or SAM's "
+                        "SamAutomaticMaskGenerator driving our model (default autoppn)")
+    p.add_argument("--ppn-top-n", type=int, default=256, help="AutoPPN prompts per image (paper: 256)")
+    p.add_argument("--ppn-score-threshold", type=float, default=0.0,
+                   help="AutoPPN point-confidence floor (default 0: exactly --ppn-top-n prompts)")
+    p.add_argument("--points-per-side", type=int, default=32, help="grid / amg: points per side (SAM: 32)")
+    p.add_argument("--max-proposals", type=int, default=1000, help="AR@k's largest k (default 1000)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+# ------------------------------------------------------------------------------------------------- model
+
+
+def _default_device(device: str | None) -> str:
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_model(ckpt: str | None, img_size: int | None, device: str | None) -> tuple[Any, dict]:
+    """``litesam_pl.load_model(ckpt)`` or a random ``create_model("litesam")``; eval mode, on ``device``."""
+    import litesam_pl
+
+    info: dict[str, Any] = {"device": _default_device(device)}
+    if ckpt:
+        if not os.path.isfile(ckpt):
+            raise FileNotFoundError(f"--ckpt not found: {ckpt}")
+        model = litesam_pl.load_model(ckpt)
+        info.update(ckpt=os.path.abspath(ckpt), random_weights=False)
+        if img_size is not None and int(getattr(model.image_encoder, "img_size", img_size)) != img_size:
+            warnings.warn(f"--img-size {img_size} ignored: the checkpoint's model takes "
+                          f"{model.image_encoder.img_size}")
+    else:
+        import torch
+
+        kwargs = {} if img_size is None else {"img_size": int(img_size)}
+        torch.manual_seed(0)  # the same random model on every run
+        model = litesam_pl.create_model("litesam", **kwargs)
+        info.update(ckpt=None, random_weights=True, model="litesam", model_kwargs=kwargs)
+    info["img_size"] = int(model.image_encoder.img_size)
+    model = model.to(info["device"]).eval()
+    return model, info
+
+
+# ------------------------------------------------------------------------------------------------ SegEvery
+
+
+def _proposal_score(rec: Mapping[str, Any]) -> float:
+    """SAM App. D.3: rank by the mean of predicted IoU and stability score (a given ``score`` otherwise)."""
+    if "predicted_iou" in rec and "stability_score" in rec:
+        return 0.5 * (float(rec["predicted_iou"]) + float(rec["stability_score"]))
+    if "score" in rec:
+        return float(rec["score"])
+    if "predicted_iou" in rec:
+        return float(rec["predicted_iou"])
+    raise ValueError("a SegEvery record needs 'predicted_iou' and 'stability_score' (or 'score')")
+
+
+def _record_rle(rec: Mapping[str, Any]) -> dict:
+    from litesam_pl.data.rle import encode_mask
+
+    seg = rec["segmentation"]
+    if isinstance(seg, Mapping):
+        counts = seg["counts"]
+        if isinstance(counts, bytes):
+            counts = counts.decode("ascii")
+        elif isinstance(counts, list):
+            from pycocotools import mask as mask_utils
+
+            h, w = seg["size"]
+            counts = mask_utils.frPyObjects(dict(seg), h, w)["counts"].decode("ascii")
+        return {"size": [int(v) for v in seg["size"]], "counts": counts}
+    if hasattr(seg, "detach"):
+        seg = seg.detach().cpu().numpy()
+    return encode_mask(np.asarray(seg, dtype=bool))
+
+
+def make_proposer(model: Any, mode: str, *, ppn_top_n: int = 256, ppn_score_threshold: float | None = 0.0,
+                  points_per_side: int = 32) -> tuple[Callable[[np.ndarray], list[dict]], str]:
+    """A function ``image uint8 [H, W, 3] -> SegEvery records`` under SAM's proposal protocol, and its name.
+
+    Protocol (SAM App. D.3): no crops, no predicted-IoU / stability filters, box NMS at 0.9, proposals ranked by
+    the mean of predicted IoU and stability score. ``autoppn`` / ``grid`` call ``model.segment_everything``
+    (``litesam_pl.inference.segevery``); ``amg`` (and the fallback when the model has no usable
+    ``segment_everything``) runs ``segment_anything.SamAutomaticMaskGenerator`` on the model.
+    """
+    protocol = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.9)
+
+    def amg() -> Callable[[np.ndarray], list[dict]]:
+        from segment_anything import SamAutomaticMaskGenerator
+
+        gen = SamAutomaticMaskGenerator(model, points_per_side=points_per_side, crop_n_layers=0,
+                                        min_mask_region_area=0, output_mode="coco_rle", **protocol)
+        return gen.generate
+
+    if mode == "amg":
+        return amg(), f"amg (SamAutomaticMaskGenerator, {points_per_side}x{points_per_side} grid)"
+    if mode not in ("autoppn", "grid"):
+        raise ValueError(f"segevery mode must be autoppn, grid or amg, got {mode!r}")
+    seg_fn = getattr(model, "segment_everything", None)
+    reason = None
+    if seg_fn is None:
+        reason = "the model has no segment_everything"
+    else:
+        try:
+            import litesam_pl.inference.segevery  # noqa: F401
+        except ImportError as e:
+            reason = f"litesam_pl.inference.segevery is not importable ({e})"
+    if mode == "autoppn" and getattr(model, "autoppn", None) is None:
+        reason = "the model has no AutoPPN head"
+    if reason is not None:
+        warnings.warn(f"--segevery {mode}: {reason}; falling back to SamAutomaticMaskGenerator (amg)")
+        return amg(), f"amg (fallback for {mode}: {reason})"
+    kwargs: dict[str, Any] = dict(protocol, prompts=mode, nms="box", rank_by="iou_stability_mean",
+                                  output_mode="coco_rle")
+    if mode == "autoppn":
+        kwargs.update(top_n=ppn_top_n, score_threshold=ppn_score_threshold)
+        name = f"autoppn (model.segment_everything, top {ppn_top_n} prompts, score threshold {ppn_score_threshold})"
+    else:
+        kwargs.update(points_per_side=points_per_side)
+        name = f"grid (model.segment_everything, {points_per_side}x{points_per_side} points)"
+
+    def run(image: np.ndarray) -> list[dict]:
+        out = seg_fn(image, **kwargs)
+        if out and isinstance(out, list) and isinstance(out[0], list):  # a batched result of one image
+            out = out[0]
+        return list(out)
+
+    return run, name
+
+
+# ------------------------------------------------------------------------------------------------ main loop
+
+
+def _ann_masks(anns: Sequence[dict], h: int, w: int) -> np.ndarray:
+    from litesam_pl.data.coco import ann_to_mask
+
+    if not anns:
+        return np.zeros((0, h, w), dtype=bool)
+    return np.stack([ann_to_mask(a, h, w) for a in anns])
+
+
+def evaluate_instances(
+    model: Any,
+    data: Any,
+    *,
+    mask_select: str = "max_pred_iou",
+    max_prompts: int = 128,
+    proposer: Callable[[np.ndarray], list[dict]] | None = None,
+    max_proposals: int = 1000,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the model over every image of ``data`` (a ``CocoInstances``) and collect what the metrics need.
+
+    Returns a dict with ``box_ious``, ``point_ious``, ``areas`` (per prompted instance), ``results`` (box-prompt
+    detections, COCO format), ``proposals`` (SegEvery records, COCO format, score = SAM's ranking score),
+    ``image_ids`` (processed), counters ``skipped_crowd``, ``skipped_empty``, and timing.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from litesam_pl.inference.prompting import PromptPredictor, boxes_from_annotations, farthest_interior_points
+    from litesam_pl.metrics.coco import results_from_masks
+    from litesam_pl.metrics.miou import mask_ious
+
+    predictor = PromptPredictor(model, mask_select=mask_select, max_prompts_per_call=max_prompts)
+    box_ious: list[float] = []
+    point_ious: list[float] = []
+    areas: list[float] = []
+    results: list[dict] = []
+    proposals: list[dict] = []
+    image_ids: list[int] = []
+    skipped_crowd = skipped_empty = 0
+    t_prompt = t_segevery = 0.0
+    bar = tqdm(data.image_ids, desc=f"{data.format} images", unit="img", disable=not progress, file=sys.stderr)
+    with torch.inference_mode():
+        for image_id in bar:
+            sample = data.load(image_id)
+            h, w = sample.height, sample.width
+            anns = []
+            for a in sample.annotations:
+                if a.get("iscrowd", 0):
+                    skipped_crowd += 1
+                elif float(a.get("area", 0)) < 1 or a["bbox"][2] <= 0 or a["bbox"][3] <= 0:
+                    skipped_empty += 1
+                else:
+                    anns.append(a)
+            gt = _ann_masks(anns, h, w)
+            keep = gt.reshape(len(gt), -1).any(axis=1) if len(gt) else np.zeros(0, dtype=bool)
+            skipped_empty += int((~keep).sum())
+            anns = [a for a, k in zip(anns, keep) if k]
+            gt = gt[keep]
+            image_ids.append(int(image_id))
+
+            t0 = time.perf_counter()
+            predictor.set_image(sample.image)
+            if anns:
+                box_masks, box_scores = predictor.predict_boxes(boxes_from_annotations(anns))
+                box_ious += np.atleast_1d(mask_ious(box_masks, gt)).tolist()
+                results += results_from_masks(image_id, box_masks, box_scores, [a["category_id"] for a in anns])
+                del box_masks
+                pt_masks, _ = predictor.predict_points(farthest_interior_points(gt))
+                point_ious += np.atleast_1d(mask_ious(pt_masks, gt)).tolist()
+                del pt_masks
+                areas += [float(a["area"]) for a in anns]
+            t_prompt += time.perf_counter() - t0
+
+            if proposer is not None:
+                t0 = time.perf_counter()
+                recs = proposer(sample.image)
+                t_segevery += time.perf_counter() - t0
+                recs = sorted(recs, key=_proposal_score, reverse=True)[:max_proposals]
+                proposals += [{"image_id": int(image_id), "category_id": 1, "segmentation": _record_rle(r),
+                               "score": _proposal_score(r)} for r in recs]
+            bar.set_postfix(inst=len(areas))
+    return {
+        "box_ious": box_ious, "point_ious": point_ious, "areas": areas, "results": results,
+        "proposals": proposals, "image_ids": image_ids, "skipped_crowd": skipped_crowd,
+        "skipped_empty": skipped_empty, "seconds_prompting": t_prompt, "seconds_segevery": t_segevery,
+    }
+
+
+# ------------------------------------------------------------------------------------------------- scoring
+
+
+def _pct(x: float | None) -> float | None:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    return 100.0 * float(x)
+
+
+def score(dataset_kind: str, gt: str | os.PathLike | dict, run: Mapping[str, Any], *, max_proposals: int = 1000,
+          lvis_backend: str = "lvis") -> dict[str, Any]:
+    """The Table-5/6 numbers (percent) of an ``evaluate_instances`` run.
+
+    ``gt`` is the annotation file (read afresh: the evaluators rewrite GT records in place) or its dict (copied).
+    """
+    from litesam_pl.metrics.coco import lvis_ap, mask_ap, proposal_recall_coco
+    from litesam_pl.metrics.miou import summarize_miou
+
+    out: dict[str, Any] = {}
+    for name, ious in (("1box", run["box_ious"]), ("1point", run["point_ious"])):
+        s = summarize_miou(ious, run["areas"])
+        out[f"miou_{name}"] = _pct(s["miou"])
+        for g in ("small", "medium", "large"):
+            out[f"miou_{name}_{g}"] = _pct(s[f"miou_{g}"])
+    counts = summarize_miou(run["box_ious"], run["areas"])
+    for g in ("small", "medium", "large"):
+        out[f"instances_{g}"] = counts[f"n_{g}"]
+    img_ids = run["image_ids"]
+    if dataset_kind == "lvis":
+        ap = lvis_ap(gt, run["results"], img_ids=img_ids, max_dets=300, backend=lvis_backend)
+        keys = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "ap_r", "ap_c", "ap_f")
+    else:
+        ap = mask_ap(gt, run["results"], img_ids=img_ids)
+        keys = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
+    for k in keys:
+        out[k] = _pct(ap[k])
+    if run.get("proposals_evaluated"):
+        if dataset_kind == "lvis":  # pycocotools wants iscrowd; LVIS has no crowd regions
+            if not isinstance(gt, Mapping):
+                with open(gt) as f:
+                    gt = json.load(f)
+            gt = {**gt, "annotations": [{**a, "iscrowd": 0} for a in gt["annotations"]]}
+        dets = sorted({100, max_proposals})
+        ar = proposal_recall_coco(gt, run["proposals"], img_ids=img_ids, max_dets=dets, iou_type="segm")
+        out["ar1000" if max_proposals == 1000 else f"ar{max_proposals}"] = _pct(ar[f"ar@{max_proposals}"])
+        out["ar100"] = _pct(ar["ar@100"])
+        for g in ("s", "m", "l"):
+            out[f"ar1000_{g}" if max_proposals == 1000 else f"ar{max_proposals}_{g}"] = _pct(ar[f"ar_{g}@{max_proposals}"])
+    else:
+        out["ar1000"] = None
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- output
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def format_table(dataset_kind: str, ours: Mapping[str, Any], label: str) -> str:
+    """A Table-5-shaped block (mIoU 1-box / 1-point, AP, AP_S/M/L) plus Table 6's Mask AR@1000."""
+    cols = [("1-box mIoU", "miou_1box"), ("1-point mIoU", "miou_1point"), ("AP", "ap"), ("AP_S", "ap_s"),
+            ("AP_M", "ap_m"), ("AP_L", "ap_l"), ("AR@1000", "ar1000")]
+    if dataset_kind == "lvis":
+        cols += [("AP_r", "ap_r"), ("AP_c", "ap_c"), ("AP_f", "ap_f")]
+    rows = [("Lite-SAM (paper, r640)", PAPER_ROWS[dataset_kind]),
+            ("Lite-SAM (paper, r1024)", PAPER_ROWS_R1024[dataset_kind]),
+            (label, ours)]
+    w0 = max(len(r[0]) for r in rows) + 2
+    title = {"coco": "MSCOCO 2017 val", "lvis": "LVIS val"}[dataset_kind]
+    head = f"{'Model':<{w0}}" + "".join(f"{c:>14}" for c, _ in cols)
+    lines = [f"Table 5/6 ({title}; percent; AR@1000 is Table 6, class-agnostic SegEvery proposals)", head,
+             "-" * len(head)]
+    for name, vals in rows:
+        lines.append(f"{name:<{w0}}" + "".join(f"{_fmt(vals.get(k)):>14}" for _, k in cols))
+    return "\n".join(lines)
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return _json_safe(x.item())
+    return x
+
+
+def write_json(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(_json_safe(dict(payload)), f, indent=2)
+        f.write("\n")
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+
+def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) -> dict[str, Any]:
+    """The whole command line of ``benchmarks.coco`` / ``benchmarks.lvis``; returns the JSON payload."""
+    from litesam_pl.data.coco import CocoInstances
+    from litesam_pl.inference.prompting import MASK_SELECT_RULES
+
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{dataset_kind}", description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p, dataset_kind)
+    if dataset_kind == "lvis":
+        p.add_argument("--lvis-backend", default="lvis", choices=["lvis", "faster"],
+                       help="AP scorer: the official lvis.LVISEval (default) or faster_coco_eval's LVIS mode")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    t_start = time.perf_counter()
+    try:
+        data = CocoInstances(args.ann, args.images, fmt=dataset_kind, limit=args.limit)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
+    n_total = len(data.imgs)
+    if data.num_missing:
+        print(f"WARNING: {data.num_missing} of {n_total} images listed in {args.ann} have no file in "
+              f"{args.images}: skipped (counted in the JSON as 'missing_images')", file=sys.stderr)
+    if len(data) == 0:
+        p.error(f"no image of {args.ann} was found under {args.images}")
+
+    try:
+        model, info = build_model(args.ckpt, args.img_size, args.device)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
+    if info["random_weights"]:
+        print(RANDOM_WEIGHTS_BANNER, file=sys.stderr)
+    proposer, segevery_name = (None, None)
+    if not args.skip_ar:
+        proposer, segevery_name = make_proposer(model, args.segevery, ppn_top_n=args.ppn_top_n,
+                                                ppn_score_threshold=args.ppn_score_threshold,
+                                                points_per_side=args.points_per_side)
+    run = evaluate_instances(model, data, mask_select=args.mask_select, max_prompts=args.max_prompts,
+                             proposer=proposer, max_proposals=args.max_proposals, progress=not args.no_progress)
+    run["proposals_evaluated"] = proposer is not None
+    numbers = score(dataset_kind, args.ann, run, max_proposals=args.max_proposals,
+                    lvis_backend=getattr(args, "lvis_backend", "lvis"))
+
+    if args.save_results:
+        Path(args.save_results).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.save_results, "w") as f:
+            json.dump(run["results"], f)
+
+    payload: dict[str, Any] = {
+        **numbers,
+        "images": len(run["image_ids"]),
+        "instances": len(run["areas"]),
+        "mask_select": f"{args.mask_select}: {MASK_SELECT_RULES[args.mask_select]}",
+        "dataset": dataset_kind,
+        "ann": os.path.abspath(args.ann),
+        "images_dir": os.path.abspath(args.images),
+        "images_in_annotations": n_total,
+        "missing_images": data.num_missing,
+        "limit": args.limit,
+        "skipped_crowd": run["skipped_crowd"],
+        "skipped_empty": run["skipped_empty"],
+        "point_rule": "farthest interior point: distance transform of the 1-px-padded GT mask, first argmax",
+        "ap_protocol": ("GT boxes as prompts (paper Table 5 note 3); GT category; score = predicted IoU; "
+                        + ("LVIS federated eval, 300 dets/image" if dataset_kind == "lvis" else "pycocotools COCOeval")),
+        "ar_protocol": (None if args.skip_ar else
+                        "class-agnostic COCOeval (useCats=0, segm), SAM App. D.3: no crops, no IoU/stability "
+                        "filters, box NMS 0.9, ranked by mean(predicted IoU, stability score)"),
+        "segevery": segevery_name,
+        "proposals": len(run["proposals"]) if proposer is not None else None,
+        **info,
+        "seconds_total": time.perf_counter() - t_start,
+        "seconds_prompting": run["seconds_prompting"],
+        "seconds_segevery": run["seconds_segevery"],
+        "save_results": os.path.abspath(args.save_results) if args.save_results else None,
+    }
+    if info["random_weights"]:
+        payload["warning"] = "RANDOM WEIGHTS: no --ckpt given; these numbers only check the pipeline"
+    write_json(args.json, payload)
+
+    label = "ours (RANDOM weights)" if info["random_weights"] else f"ours ({Path(args.ckpt).name})"
+    label += f", r{info['img_size']}"
+    print(format_table(dataset_kind, payload, label))
+    print(f"{payload['images']} images ({data.num_missing} missing, limit {args.limit}), {payload['instances']} "
+          f"instances ({run['skipped_crowd']} crowd, {run['skipped_empty']} empty skipped); mask_select="
+          f"{args.mask_select}; SegEvery: {segevery_name or 'skipped'}; JSON: {args.json}")
+    if info["random_weights"]:
+        print(RANDOM_WEIGHTS_BANNER, file=sys.stderr)
+    return payload

@@ -1,0 +1,29 @@
+"""MSCOCO 2017 zero-shot segmentation (Lite-SAM Table 5, COCO columns; Table 6, Mask AR@1000).
+
+- 1-box / 1-point mIoU: GT box / the GT mask's farthest interior point as the prompt; of the multimask outputs
+  the one with the highest predicted IoU is kept; IoU at original resolution; overall and small/medium/large
+  (COCO area ranges 32^2, 96^2 on the annotation's area). Crowd annotations (iscrowd=1) are not prompted.
+- Mask AP / AP_S/M/L (pycocotools): GT boxes as prompts (paper's note (3)); each mask keeps the GT category
+  and takes its predicted IoU as score.
+- Mask AR@1000: class-agnostic COCOeval (useCats=0) of SegEvery proposals under SAM's proposal protocol.
+
+Examples:
+  python -m benchmarks.coco --ann ../shared/data/coco2017_subset/annotations/instances_val2017_subset.json \\
+      --images ../shared/data/coco2017_subset/val2017 --ckpt litesam.pt --json results/coco.json
+  python -m benchmarks.coco --ann instances_val2017.json --images val2017 --limit 2 --img-size 256 \\
+      --skip-ar --json /tmp/coco.json      # random weights: pipeline check only
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+from benchmarks._eval_common import main_for
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    return main_for("coco", argv, __doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,249 @@
+"""litesam_pl.inference.prompting and benchmarks.coco / benchmarks.lvis end to end (random tiny model)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor
+from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from torch import nn
+
+from litesam_pl.inference.prompting import (
+    PromptPredictor,
+    boxes_from_annotations,
+    farthest_interior_point,
+    farthest_interior_points,
+)
+
+COCO_ANN = "coco2017_subset/annotations/instances_val2017_subset.json"
+LVIS_ANN = "lvis_v0.5_val100/annotations/lvis_v0.5_val100_subset.json"
+
+
+# ---------------------------------------------------------------------------------- farthest interior point
+
+
+def test_farthest_point_first_argmax_on_a_rectangle():
+    m = np.zeros((9, 9), dtype=bool)
+    m[2:7, 1:8] = True  # 5 x 7: distance 3 at row 4, columns 3, 4, 5 (a tie)
+    np.testing.assert_array_equal(farthest_interior_point(m), [3, 4])  # (x, y): the first in row-major order
+
+
+def test_farthest_point_counts_the_image_border_as_boundary():
+    m = np.ones((5, 5), dtype=bool)  # no background pixel at all: only the 1-px padding gives a boundary
+    np.testing.assert_array_equal(farthest_interior_point(m), [2, 2])
+    m = np.zeros((6, 10), dtype=bool)
+    m[:, :4] = True  # touches top, bottom, left border; distance 2 (the width limits it) first at row 1, col 1
+    x, y = farthest_interior_point(m)
+    assert (x, y) == (1, 1)
+
+
+def _brute_force_point(m: np.ndarray) -> tuple[int, int]:
+    p = np.pad(m, 1)
+    bg = np.argwhere(~p)
+    best, arg = -1.0, None
+    for y, x in np.argwhere(p):  # row-major order
+        d = np.sqrt(((bg - [y, x]) ** 2).sum(1)).min()
+        if d > best + 1e-6:
+            best, arg = d, (x - 1, y - 1)
+    return arg
+
+
+def test_farthest_point_matches_brute_force_on_irregular_masks():
+    rng = np.random.default_rng(0)
+    masks = []
+    for _ in range(4):
+        m = np.zeros((14, 17), dtype=bool)
+        for _ in range(3):
+            y, x = rng.integers(0, 12, 2)
+            h, w = rng.integers(2, 8, 2)
+            m[y : y + h, x : x + w] = True
+        masks.append(m)
+    pts = farthest_interior_points(np.stack(masks))
+    for m, pt in zip(masks, pts):
+        assert tuple(int(v) for v in pt) == _brute_force_point(m)
+        assert m[int(pt[1]), int(pt[0])]
+    with pytest.raises(ValueError, match="empty"):
+        farthest_interior_point(np.zeros((4, 4)))
+
+
+def test_boxes_from_annotations_xywh_to_xyxy():
+    b = boxes_from_annotations([{"bbox": [10, 20, 30, 40]}, {"bbox": [0.5, 1.5, 2, 3]}])
+    np.testing.assert_allclose(b, [[10, 20, 40, 60], [0.5, 1.5, 2.5, 4.5]])
+    assert boxes_from_annotations([]).shape == (0, 4)
+
+
+# --------------------------------------------------------------------------------------- PromptPredictor
+
+
+class _TinyEncoder(nn.Module):
+    img_size = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 256, kernel_size=16, stride=16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+def _tiny_sam() -> Sam:
+    torch.manual_seed(0)
+    return Sam(
+        image_encoder=_TinyEncoder(),
+        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(4, 4), input_image_size=(64, 64),
+                                     mask_in_chans=16),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=256, iou_head_depth=3,
+                                 iou_head_hidden_dim=32,
+                                 transformer=TwoWayTransformer(depth=1, embedding_dim=256, mlp_dim=64, num_heads=8)),
+    ).eval()
+
+
+@pytest.mark.parametrize("mask_select", ["max_pred_iou", "single"])
+def test_prompt_predictor_equals_sam_predictor(mask_select):
+    model = _tiny_sam()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    boxes = np.array([[2, 3, 40, 30], [10, 10, 69, 49], [0, 0, 5, 5]], dtype=np.float32)
+    points = np.array([[5, 6], [60, 40], [33, 20]], dtype=np.float32)
+    pp = PromptPredictor(model, mask_select=mask_select, max_prompts_per_call=2)  # 2 calls: chunking too
+    pp.set_image(image)
+    ref = SamPredictor(model)
+    ref.set_image(image)
+    multi = mask_select == "max_pred_iou"
+    for kind, prompts in (("boxes", boxes), ("points", points)):
+        if kind == "boxes":
+            got_m, got_s = pp.predict_boxes(prompts)
+            m, s, _ = ref.predict_torch(None, None, ref.transform.apply_boxes_torch(torch.as_tensor(prompts),
+                                                                                    (50, 70)),
+                                        multimask_output=multi)
+        else:
+            got_m, got_s = pp.predict_points(prompts)
+            c = ref.transform.apply_coords_torch(torch.as_tensor(prompts), (50, 70))[:, None]
+            m, s, _ = ref.predict_torch(c, torch.ones(len(prompts), 1, dtype=torch.int), multimask_output=multi)
+        best = s.argmax(1)
+        want_m = m[torch.arange(len(best)), best].numpy()
+        want_s = s[torch.arange(len(best)), best].numpy()
+        assert got_m.shape == (3, 50, 70) and got_m.dtype == bool
+        np.testing.assert_array_equal(got_m, want_m)
+        np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-6)
+
+
+def test_prompt_predictor_errors():
+    pp = PromptPredictor(_tiny_sam())
+    with pytest.raises(RuntimeError, match="set_image"):
+        pp.predict_boxes(np.zeros((1, 4)))
+    with pytest.raises(ValueError):
+        pp.set_image(np.zeros((10, 10), dtype=np.uint8))
+    pp.set_image(np.zeros((10, 12, 3), dtype=np.uint8))
+    with pytest.raises(ValueError):
+        pp.predict_points(np.zeros((3, 3)))
+    m, s = pp.predict_boxes(np.zeros((0, 4)))
+    assert m.shape == (0, 10, 12) and s.shape == (0,)
+    with pytest.raises(ValueError):
+        PromptPredictor(_tiny_sam(), mask_select="best")
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+
+PERCENT_KEYS = ("miou_1box", "miou_1point", "ap", "ap_s", "ap_m", "ap_l", "ar1000",
+                "miou_1box_small", "miou_1box_medium", "miou_1box_large",
+                "miou_1point_small", "miou_1point_medium", "miou_1point_large")
+
+
+def test_benchmark_coco_end_to_end(shared_data, tmp_path, capsys):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from benchmarks.coco import main
+
+    out, saved = tmp_path / "coco.json", tmp_path / "results.json"
+    main(["--ann", str(shared_data / COCO_ANN), "--images", str(shared_data / "coco2017_subset/val2017"),
+          "--limit", "2", "--img-size", "256", "--device", "cpu", "--json", str(out), "--save-results", str(saved),
+          "--segevery", "grid", "--points-per-side", "4", "--no-progress"])
+    r = json.loads(out.read_text())
+    for k in PERCENT_KEYS + ("images", "instances", "mask_select", "missing_images", "random_weights"):
+        assert k in r, k
+    assert r["images"] == 2 and r["instances"] > 0 and r["missing_images"] == 0
+    assert r["random_weights"] is True and "RANDOM" in r["warning"]
+    assert r["mask_select"].startswith("max_pred_iou")
+    for k in ("miou_1box", "miou_1point", "ap", "ar1000"):
+        assert 0.0 <= r[k] <= 100.0, k
+    assert r["instances_small"] + r["instances_medium"] + r["instances_large"] >= r["instances"]
+    assert r["proposals"] > 0
+    printed = capsys.readouterr()
+    assert "Lite-SAM (paper, r640)" in printed.out and "RANDOM" in printed.err
+
+    # the saved GT-box-prompt results re-score to the same AP with plain pycocotools
+    res = json.loads(saved.read_text())
+    assert len(res) == r["instances"] and all("segmentation" in d and "score" in d for d in res)
+    gt = COCO(str(shared_data / COCO_ANN))
+    e = COCOeval(gt, gt.loadRes(str(saved)), "segm")
+    e.params.imgIds = sorted({d["image_id"] for d in res})
+    e.evaluate(), e.accumulate(), e.summarize()
+    assert r["ap"] == pytest.approx(100 * max(e.stats[0], 0.0), abs=1e-9)
+    assert r["ap50"] == pytest.approx(100 * max(e.stats[1], 0.0), abs=1e-9)
+
+
+def test_benchmark_lvis_with_checkpoint_counts_missing_images(shared_data, tmp_path, capsys):
+    import litesam_pl
+    from benchmarks.lvis import main
+    from litesam_pl.models.registry import EXPORT_FORMAT, model_config
+
+    model = litesam_pl.create_model("litesam", img_size=256)
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"format": EXPORT_FORMAT, "model": model_config(model), "state_dict": model.state_dict()}, ckpt)
+    out = tmp_path / "lvis.json"
+    main(["--ann", str(shared_data / LVIS_ANN), "--images", str(shared_data / "lvis_v0.5_val100/val2017"),
+          "--limit", "1", "--ckpt", str(ckpt), "--device", "cpu", "--json", str(out), "--skip-ar", "--no-progress"])
+    r = json.loads(out.read_text())
+    assert r["random_weights"] is False and r["ckpt"] == str(ckpt) and r["img_size"] == 256
+    assert r["images"] == 1 and r["missing_images"] == 64 and r["images_in_annotations"] == 66
+    for k in ("miou_1box", "miou_1point", "ap", "ap_r", "ap_c", "ap_f", "ar1000", "instances", "mask_select"):
+        assert k in r, k
+    assert r["ar1000"] is None and r["instances"] > 0
+    assert 0.0 <= r["miou_1box"] <= 100.0
+    assert "64 of 66 images" in capsys.readouterr().err
+
+
+def test_benchmark_cli_errors_are_clean(tmp_path, capsys):
+    from benchmarks.coco import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--ann", str(tmp_path / "none.json"), "--images", str(tmp_path), "--json", str(tmp_path / "o.json")])
+    assert e.value.code == 2 and "annotation file not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SystemExit):
+        main(["--ann", str(bad), "--images", str(tmp_path), "--json", str(tmp_path / "o.json")])
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_proposals_path_scores_oracle_proposals_as_full_recall(shared_data):
+    """GT masks fed through the SegEvery record path (binary masks and RLEs) give AR@1000 = 100."""
+    from benchmarks._eval_common import evaluate_instances, score
+    from litesam_pl.data.coco import CocoInstances, ann_to_mask
+    from litesam_pl.metrics.coco import results_from_masks
+
+    data = CocoInstances(shared_data / COCO_ANN, shared_data / "coco2017_subset/val2017", limit=2)
+    calls = []
+
+    def oracle(image: np.ndarray) -> list[dict]:
+        image_id = data.image_ids[len(calls)]
+        calls.append(image_id)
+        recs = []
+        for i, a in enumerate(data.annotations(image_id)):
+            m = ann_to_mask(a, image.shape[0], image.shape[1])
+            seg = m if i % 2 else results_from_masks(image_id, m[None], [0], [1])[0]["segmentation"]
+            recs.append({"segmentation": seg, "predicted_iou": 0.5, "stability_score": 0.9 - 0.01 * i})
+        return recs
+
+    run = evaluate_instances(_tiny_sam(), data, proposer=oracle, progress=False)
+    run["proposals_evaluated"] = True
+    r = score("coco", shared_data / COCO_ANN, run)
+    assert calls == data.image_ids and len(run["proposals"]) == sum(len(data.annotations(i)) for i in calls)
+    assert r["ar1000"] == pytest.approx(100.0) and r["ar100"] == pytest.approx(100.0)
+    assert run["proposals"][0]["score"] == pytest.approx(0.7)  # mean(predicted IoU, stability), best first
+    assert 0.0 <= r["miou_1box"] <= 100.0 and len(run["box_ious"]) == len(run["areas"]) == len(run["point_ious"])
