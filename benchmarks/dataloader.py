@@ -1,0 +1,182 @@
+"""Data-loading throughput: samples/s of ``SA1BDataModule`` training batches (with prompts and AutoPPN targets).
+
+Measures 0, 1 and 2 DataLoader workers (``--workers``) on the given shards, or on SA-1B-like synthetic shards it
+writes first (``--synthetic DIR``: 1024-pixel long side, ~50-100 overlapping masks per image with SA-1B-style
+part/whole nesting and irregular outlines), prints a table and writes JSON
+``{"rows": [{"workers", "samples_per_s", "cpu_ms_per_sample", "runs"}], "config": {...}}``. ``cpu_ms_per_sample`` is
+the CPU time of the main process plus the workers per sample: on a busy machine it tells what free cores would give
+(``cores * 1000 / cpu_ms_per_sample`` at best).
+
+    python -m benchmarks.dataloader --synthetic /tmp/sa1b_bench --json results/dataloader.json
+    python -m benchmarks.dataloader --shards 'data/sa1b/sa_{000000..000009}.tar' --json results/dataloader.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from litesam_pl.data.datamodule import SA1BDataModule
+from litesam_pl.data.rle import encode_mask, rle_to_bbox
+
+
+def _dense_scene(rng: np.random.Generator, hw: tuple[int, int], n_masks: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """An SA-1B-like image: ``n_masks`` irregular shapes of log-uniform sizes, wholes with nested parts."""
+    H, W = hw
+    img = rng.normal(128, 30, (H // 8, W // 8, 3)).clip(0, 255).astype(np.uint8)
+    img = cv2.resize(img, (W, H), interpolation=cv2.INTER_CUBIC)
+    masks: list[np.ndarray] = []
+    while len(masks) < n_masks:
+        extent = float(np.exp(rng.uniform(np.log(0.01), np.log(0.6))))
+        cy, cx = rng.uniform(0, H), rng.uniform(0, W)
+        k = int(rng.integers(8, 40))
+        th = np.sort(rng.uniform(0, 2 * np.pi, k))
+        r = extent * max(H, W) / 2 * rng.uniform(0.4, 1.0, k)
+        pts = np.stack([cx + r * np.cos(th), cy + r * np.sin(th)], 1).round().astype(np.int32)
+        m = np.zeros((H, W), np.uint8)
+        cv2.fillPoly(m, [pts], 1)
+        if m.sum() < 16:
+            continue
+        colour = rng.integers(0, 256, 3).tolist()
+        img[m.astype(bool)] = (0.5 * img[m.astype(bool)] + 0.5 * np.array(colour)).astype(np.uint8)
+        masks.append(m.astype(bool))
+        if extent > 0.05 and rng.random() < 0.5 and len(masks) < n_masks:  # a part inside the whole
+            ys, xs = np.nonzero(m)
+            c = int(rng.integers(len(ys)))
+            disc = np.zeros((H, W), np.uint8)
+            cv2.circle(disc, (int(xs[c]), int(ys[c])), max(int(r.mean() * 0.4), 2), 1, -1)
+            part = (m & disc).astype(bool)
+            if part.sum() >= 16:
+                masks.append(part)
+    return img, masks
+
+
+def write_dense_synthetic(out: Path, num_images: int, images_per_tar: int, hw=(768, 1024), masks=(50, 100),
+                          seed: int = 0) -> list[str]:
+    """SA-1B-format tars of dense synthetic images (see ``_dense_scene``); returns the tar paths."""
+    import io
+    import tarfile
+
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    bar = tqdm(total=num_images, desc="dense synthetic", unit="img")
+    for t in range(0, num_images, images_per_tar):
+        path = out / f"sa_{t // images_per_tar:06d}.tar"
+        with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
+            for i in range(t, min(num_images, t + images_per_tar)):
+                rng = np.random.default_rng([seed, i])
+                img, ms = _dense_scene(rng, hw, int(rng.integers(masks[0], masks[1] + 1)))
+                anns = []
+                for j, m in enumerate(ms):
+                    rle = encode_mask(m)
+                    anns.append({"id": j, "segmentation": rle, "bbox": rle_to_bbox(rle), "area": int(m.sum()),
+                                 "predicted_iou": 0.9, "stability_score": 0.95, "point_coords": [[0.0, 0.0]],
+                                 "crop_box": [0, 0, hw[1], hw[0]]})
+                key = f"sa_{i + 1}"
+                js = json.dumps({"image": {"image_id": i + 1, "width": hw[1], "height": hw[0],
+                                           "file_name": f"{key}.jpg"}, "annotations": anns}).encode()
+                jpg = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
+                for name, data in ((f"{key}.jpg", jpg.tobytes()), (f"{key}.json", js)):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+                bar.update(1)
+        paths.append(str(path))
+    bar.close()
+    return paths
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux ``/proc``); 0 where unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def measure(shards: str | list[str], workers: int, batches: int, img_size: int, batch_size: int, max_masks: int,
+            warmup: int = 3) -> tuple[float, float]:
+    """(samples/s, CPU seconds per sample over the main process and the workers) over ``batches`` training batches
+    after ``warmup`` batches (worker start-up excluded)."""
+    dm = SA1BDataModule(train_shards=shards, batch_size=batch_size, num_workers=workers, img_size=img_size,
+                        max_masks=max_masks, epoch_samples=(batches + warmup + 2) * batch_size * max(workers, 1),
+                        shuffle_buffer=16, pin_memory=False)
+    dm.setup("fit")
+    it = iter(dm.train_dataloader())
+    for _ in range(warmup):
+        next(it)
+    pids = [w.pid for w in getattr(it, "_workers", [])]
+    cpu0 = time.process_time() + sum(_cpu_seconds(p) for p in pids)
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(batches):
+        n += len(next(it)["key"])
+    dt = time.perf_counter() - t0
+    cpu = time.process_time() + sum(_cpu_seconds(p) for p in pids) - cpu0
+    del it
+    return n / dt, cpu / n
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description="Measure SA1BDataModule training throughput (samples/s with targets).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--shards", nargs="+", help="shard specs (paths, directories, globs, brace patterns, URLs)")
+    src.add_argument("--synthetic", type=Path, metavar="DIR",
+                     help="write (or reuse) dense SA-1B-like synthetic tars in DIR and measure on them")
+    p.add_argument("--num-images", type=int, default=64, help="images to write with --synthetic")
+    p.add_argument("--json", type=Path, help="write the results as JSON here")
+    p.add_argument("--img-size", type=int, default=640, help="input side S")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-masks", type=int, default=16, help="K target masks per image")
+    p.add_argument("--batches", type=int, default=12, help="timed batches per run (after 3 warm-up batches)")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts")
+    p.add_argument("--repeats", type=int, default=2, help="runs per worker count (the median is reported)")
+    a = p.parse_args(argv)
+
+    if a.synthetic is not None:
+        existing = sorted(a.synthetic.glob("*.tar")) if a.synthetic.is_dir() else []
+        shards = [str(x) for x in existing] or write_dense_synthetic(a.synthetic, a.num_images, 16)
+        data = f"dense synthetic, {a.num_images} images 768x1024, 50-100 masks each ({a.synthetic})"
+    else:
+        shards = a.shards
+        data = " ".join(a.shards)
+    rows = []
+    for w in a.workers:
+        runs = [measure(shards, w, a.batches, a.img_size, a.batch_size, a.max_masks) for _ in range(a.repeats)]
+        rows.append({"workers": w, "samples_per_s": round(statistics.median(r[0] for r in runs), 2),
+                     "cpu_ms_per_sample": round(1000 * statistics.median(r[1] for r in runs), 1),
+                     "runs": [round(r[0], 2) for r in runs]})
+        print(f"workers={w}: {rows[-1]['samples_per_s']:.1f} samples/s (runs {rows[-1]['runs']}), "
+              f"{rows[-1]['cpu_ms_per_sample']:.0f} CPU ms/sample", flush=True)
+    result = {
+        "rows": rows,
+        "config": {"data": data, "img_size": a.img_size, "batch_size": a.batch_size, "max_masks": a.max_masks,
+                   "batches": a.batches, "repeats": a.repeats, "cpu_count": os.cpu_count(),
+                   "machine": platform.platform()},
+    }
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    result["config"]["load_average_1min_at_end"] = round(load, 2)
+    print(f"\n| workers | samples/s | CPU ms/sample |\n| --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['workers']} | {r['samples_per_s']:.1f} | {r['cpu_ms_per_sample']:.0f} |")
+    print(f"(1-min load average at the end: {load:.1f} on {os.cpu_count()} cores; other processes share the CPU)")
+    if a.json is not None:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

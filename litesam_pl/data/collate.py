@@ -1,0 +1,70 @@
+"""Collating per-sample dicts into the batch dict of ``docs/contracts.md`` ("Samples")."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+
+__all__ = ["collate_samples", "zeros_batch_tensor", "BATCH_KEYS", "STACKED_KEYS", "LIST_KEYS"]
+
+# stacked into [B, ...] tensors
+STACKED_KEYS = (
+    "image",
+    "masks",
+    "boxes",
+    "gt_boxes",
+    "points",
+    "point_labels",
+    "valid",
+    "ppn_heatmap",
+    "ppn_boxes",
+    "ppn_box_weight",
+    "ppn_ignore",
+    "original_size",
+    "input_size",
+)
+LIST_KEYS = ("all_boxes", "key")  # ragged / strings: lists of length B
+BATCH_KEYS = STACKED_KEYS + LIST_KEYS + ("num_skipped",)
+
+
+def zeros_batch_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """A zero tensor whose pages the kernel zero-fills lazily on first touch, so parts never written cost nothing.
+
+    In a DataLoader worker it lives in shared memory (like ``default_collate``'s output), so sending the batch to
+    the main process costs no extra copy.
+    """
+    shape = tuple(int(d) for d in shape)
+    if get_worker_info() is None:  # numpy's zeros is calloc: lazily zeroed pages for large arrays
+        return torch.from_numpy(np.zeros(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
+    elem = torch.empty(0, dtype=dtype)
+    numel = 1
+    for d in shape:
+        numel *= d
+    storage = elem._typed_storage()._new_shared(numel, device=elem.device)  # a fresh, zero-filled shm file
+    return elem.new(storage).resize_(*shape)
+
+
+def collate_samples(samples: Sequence[dict[str, Any]], out: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Samples (dicts of tensors as made by ``SampleProcessor``) -> batch dict.
+
+    Tensors are stacked along a new batch dim (into shared memory inside DataLoader workers), ``all_boxes`` and
+    ``key`` become lists, ``num_skipped`` an int64 ``[B]`` tensor. ``out`` holds batch tensors the samples were
+    already written into (``out[k][i]`` is sample ``i``'s ``k``); those keys are taken as ``out[k][:B]``.
+    """
+    if not samples:
+        raise ValueError("cannot collate an empty list of samples")
+    n = len(samples)
+    batch: dict[str, Any] = {}
+    for k in STACKED_KEYS:
+        if out is not None and k in out:
+            batch[k] = out[k][:n]
+            continue
+        first = samples[0][k]
+        dst = zeros_batch_tensor((n, *first.shape), first.dtype)
+        batch[k] = torch.stack([s[k] for s in samples], out=dst)
+    for k in LIST_KEYS:
+        batch[k] = [s[k] for s in samples]
+    batch["num_skipped"] = torch.tensor([int(s.get("num_skipped", 0)) for s in samples], dtype=torch.int64)
+    return batch

@@ -1,0 +1,204 @@
+"""``SA1BDataModule``: SA-1B-format tar shards -> batches of ``docs/contracts.md`` ("Samples"), with webdataset.
+
+The one module of ``litesam_pl.data`` that knows Lightning. Training streams shards split by node and by worker
+(or resampled), shuffles samples in a buffer, augments (flip, scale jitter) and stops after a fixed number of
+batches per epoch so that every rank runs the same number of steps; validation reads every sample of its shards
+exactly once, in order, without augmentation and with deterministic prompts.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterator, Optional, Union
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from .sa1b_stream import SA1BStream, SampleProcessor, SkipCounter, check_urls, count_samples, expand_urls
+from .targets import TARGET_MODES
+
+__all__ = ["SA1BDataModule"]
+
+log = logging.getLogger(__name__)
+
+
+class _EpochLoader(DataLoader):
+    """A DataLoader that tells its stream the epoch before each pass (fresh shard order and shuffling)."""
+
+    def __init__(self, *args, epoch_fn: Callable[[], int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch_fn = epoch_fn
+        self._passes = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch = self._epoch_fn() if self._epoch_fn is not None else None
+        self.dataset.set_epoch(self._passes if epoch is None else epoch)
+        self._passes += 1
+        return super().__iter__()
+
+
+class SA1BDataModule(LightningDataModule):
+    """SA-1B (or any SA-1B-format shards) for Lite-SAM training.
+
+    Args:
+        train_shards: training shards: paths, directories, globs, brace patterns (``sa_{000..099}.tar``), ``pipe:``
+            commands or fsspec URLs (``s3://bucket/sa_{000000..000999}.tar``); a list or ``::``-separated string.
+        val_shards: validation shards (same forms); ``None`` disables validation.
+        batch_size: samples per batch (per rank).
+        val_batch_size: validation batch size (default ``batch_size``).
+        num_workers: DataLoader workers per rank (shards are split between them).
+        img_size: padded input side ``S`` (640 or 1024).
+        max_masks: ``K`` target masks and prompts per image.
+        ppn_stride: AutoPPN grid stride (``P = S // ppn_stride``).
+        box_noise: std of the box-prompt noise as a fraction of the box side (SAM: 0.1); 0 disables it.
+        box_noise_max: clip of each box-noise value, in input pixels (SAM: 20).
+        hflip_prob: horizontal-flip probability (train).
+        scale_jitter: (min, max) factor on the resized longest side, within (0, 1] (train; (1, 1) = off).
+        target_mode: AutoPPN targets, ``"distance"`` (paper) or ``"gaussian"`` (Table 2 baseline).
+        num_groups: AutoPPN size groups, 3 (paper) or 1 (object grouping off).
+        shuffle_buffer: raw samples held per worker for shuffling (train); raw SA-1B samples are ~2-4 MB each
+            (jpg + json), prepared 1024-pixel ones ~0.3 MB, so size it to the workers' memory.
+        resampled: draw training shards with replacement in every worker (multi-node on many shards).
+        epoch_samples: training samples per epoch over all ranks; ``None`` = the number of samples in the training
+            shards (from ``manifest.json`` or the tar headers; required for remote shards).
+        seed: data seed (shard order, deterministic validation prompts).
+        pin_memory: pin batches in page-locked memory (when CUDA is available).
+        prefetch_factor: batches prefetched per worker.
+    """
+
+    def __init__(
+        self,
+        train_shards: Optional[Union[str, list[str]]] = None,
+        val_shards: Optional[Union[str, list[str]]] = None,
+        batch_size: int = 8,
+        val_batch_size: Optional[int] = None,
+        num_workers: int = 2,
+        img_size: int = 640,
+        max_masks: int = 16,
+        ppn_stride: int = 8,
+        box_noise: float = 0.1,
+        box_noise_max: float = 20.0,
+        hflip_prob: float = 0.5,
+        scale_jitter: tuple[float, float] = (1.0, 1.0),
+        target_mode: str = "distance",
+        num_groups: int = 3,
+        shuffle_buffer: int = 100,
+        resampled: bool = False,
+        epoch_samples: Optional[int] = None,
+        seed: int = 0,
+        pin_memory: bool = True,
+        prefetch_factor: int = 2,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if target_mode not in TARGET_MODES:
+            raise ValueError(f"target_mode must be one of {TARGET_MODES}, got {target_mode!r}")
+        if epoch_samples is not None and epoch_samples < 1:
+            raise ValueError(f"epoch_samples must be >= 1, got {epoch_samples}")
+        self.save_hyperparameters()
+        self.train_shards = train_shards
+        self.val_shards = val_shards
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.img_size = int(img_size)
+        self.max_masks = int(max_masks)
+        self.ppn_stride = int(ppn_stride)
+        self.num_groups = int(num_groups)
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.resampled = bool(resampled)
+        self.epoch_samples = epoch_samples
+        self.seed = int(seed)
+        self.pin_memory = bool(pin_memory)
+        self.prefetch_factor = int(prefetch_factor)
+        common = dict(img_size=img_size, max_masks=max_masks, ppn_stride=ppn_stride, box_noise=box_noise,
+                      box_noise_max=box_noise_max, target_mode=target_mode, num_groups=num_groups, seed=seed)
+        # constructing them validates the arguments now (clear errors at start-up)
+        self.train_processor = SampleProcessor(train=True, hflip_prob=hflip_prob,
+                                               scale_jitter=tuple(scale_jitter), **common)
+        self.val_processor = SampleProcessor(train=False, hflip_prob=0.0, **common)
+        self.train_urls: list[str] = []
+        self.val_urls: list[str] = []
+        self.train_counter = SkipCounter("train")
+        self.val_counter = SkipCounter("val")
+        self._train_samples: Optional[int] = None
+
+    # ------------------------------------------------------------------------------------------------ state
+    @property
+    def num_skipped(self) -> int:
+        """Bad samples/shards skipped so far by all workers of all loaders of this module (this rank)."""
+        return self.train_counter.total + self.val_counter.total
+
+    @property
+    def world_size(self) -> int:
+        trainer = self.trainer
+        if trainer is not None:
+            return int(trainer.world_size)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size()
+        return 1
+
+    def _current_epoch(self) -> Optional[int]:
+        trainer = self.trainer
+        return int(trainer.current_epoch) if trainer is not None else None
+
+    # ------------------------------------------------------------------------------------------------ setup
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Expand and check the shard lists; an empty list or a missing path raises here, not in a worker."""
+        if stage in (None, "fit"):
+            if self.train_shards is None:
+                raise ValueError("SA1BDataModule: train_shards is required for fitting")
+            self.train_urls = expand_urls(self.train_shards, "train_shards")
+            check_urls(self.train_urls)
+            if self.epoch_samples is None:
+                self._train_samples = count_samples(self.train_urls)
+                if self._train_samples is None:
+                    raise ValueError("epoch_samples is required for remote training shards (cannot count them)")
+                if self._train_samples == 0:
+                    raise ValueError(f"the training shards hold no samples: {self.train_urls[:3]}...")
+            else:
+                self._train_samples = int(self.epoch_samples)
+        if stage in (None, "fit", "validate") and self.val_shards is not None:
+            self.val_urls = expand_urls(self.val_shards, "val_shards")
+            check_urls(self.val_urls)
+            if len(self.val_urls) < self.world_size:
+                log.warning("%d validation shards for %d ranks: some ranks validate on nothing",
+                            len(self.val_urls), self.world_size)
+        if stage == "validate" and self.val_shards is None:
+            raise ValueError("SA1BDataModule: val_shards is required for validation")
+
+    @property
+    def train_batches_per_epoch(self) -> int:
+        """Training batches per epoch on each rank."""
+        if self._train_samples is None:
+            raise RuntimeError("call setup('fit') first")
+        return max(1, self._train_samples // (self.batch_size * self.world_size))
+
+    # ------------------------------------------------------------------------------------------------ loaders
+    def _loader(self, dataset: SA1BStream, epoch_fn: Optional[Callable[[], Optional[int]]]) -> DataLoader:
+        kw: dict[str, Any] = {}
+        if self.num_workers > 0:
+            kw["prefetch_factor"] = self.prefetch_factor
+        return _EpochLoader(dataset, batch_size=None, num_workers=self.num_workers,
+                            pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=False,
+                            epoch_fn=epoch_fn, **kw)
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.train_urls:
+            self.setup("fit")
+        ds = SA1BStream(self.train_urls, self.train_processor, self.batch_size, self.train_counter, train=True,
+                        shuffle_buffer=self.shuffle_buffer, resampled=self.resampled,
+                        batches_per_epoch=self.train_batches_per_epoch, seed=self.seed)
+        return self._loader(ds, self._current_epoch)
+
+    def val_dataloader(self) -> Union[DataLoader, list]:
+        if self.val_shards is None:
+            return []
+        if not self.val_urls:
+            self.setup("validate")
+        ds = SA1BStream(self.val_urls, self.val_processor, self.val_batch_size, self.val_counter, train=False,
+                        seed=self.seed)
+        return self._loader(ds, None)

@@ -1,0 +1,196 @@
+"""AutoPPN training targets (Lite-SAM Sec. 3.3 items 2-3, Fig. 4) on the stride-``s`` grid ``P = S // s``.
+
+Per size group ``g`` (0 large: ``max(h/H, w/W) >= 0.25``, 1 medium: in ``(0.05, 0.25)``, 2 small: ``<= 0.05``,
+with ``H, W`` the image size and ``h, w`` the mask's box size):
+
+- ``heatmap[g]``: point confidence, the distance transform of each mask of group ``g`` (distance of a cell to the
+  mask boundary, divided by its maximum inside that mask, so the mask's most interior cell is 1.0); a cell inside
+  several masks of the group takes the smallest one (masks are painted in order of decreasing area).
+- ``boxes[g]``: (left, top, right, bottom) distances from the cell centre to the box sides of the mask owning the
+  cell, divided by ``S``; ``box_weight[g]`` is 1 where a mask of group ``g`` owns the cell.
+- ``ignore``: cells no mask covers (SA-1B leaves "stuff" unlabeled) and padding cells; excluded from the loss.
+
+``mode="gaussian"`` gives the CenterNet-style targets of the Table 2 baseline ("New GT & Loss" off): a Gaussian at
+each box centre (radius from CenterNet's ``gaussian_radius``), box targets at the centre cell only, ignore =
+padding only. ``num_groups=1`` puts every mask in one group ("Object Grouping" off).
+
+Everything works on masks already sampled at the cell centres (``bool [N, P, P]``, see
+``litesam_pl.data.rle_sample``); distance transforms run per mask on its box crop of the grid.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "LARGE_THRESHOLD",
+    "SMALL_THRESHOLD",
+    "size_groups",
+    "grid_valid",
+    "gaussian_radius",
+    "distance_heatmap",
+    "ppn_targets",
+]
+
+LARGE_THRESHOLD = 0.25  # max(h/H, w/W) >= 0.25 -> large
+SMALL_THRESHOLD = 0.05  # max(h/H, w/W) <= 0.05 -> small
+TARGET_MODES = ("distance", "gaussian")
+
+
+def size_groups(box_hw: np.ndarray, image_hw: Sequence[float], num_groups: int = 3) -> np.ndarray:
+    """Size group of each box: int64 ``[N]``, 0 large, 1 medium, 2 small (all 0 when ``num_groups == 1``).
+
+    Args:
+        box_hw: ``[N, 2]`` box (height, width), in the same units as ``image_hw`` = (H, W).
+    """
+    box_hw = np.asarray(box_hw, np.float64).reshape(-1, 2)
+    if num_groups not in (1, 3):
+        raise ValueError(f"num_groups must be 1 or 3, got {num_groups}")
+    if num_groups == 1:
+        return np.zeros(len(box_hw), np.int64)
+    extent = np.maximum(box_hw[:, 0] / float(image_hw[0]), box_hw[:, 1] / float(image_hw[1]))
+    return np.where(extent >= LARGE_THRESHOLD, 0, np.where(extent <= SMALL_THRESHOLD, 2, 1)).astype(np.int64)
+
+
+def grid_valid(input_hw: Sequence[int], img_size: int, stride: int) -> tuple[int, int]:
+    """Number of grid rows/columns whose cell centre ``(i + 0.5) * stride`` lies inside the unpadded image."""
+    p = img_size // stride
+    rows = min(p, int(math.ceil(input_hw[0] / stride - 0.5)))
+    cols = min(p, int(math.ceil(input_hw[1] / stride - 0.5)))
+    return max(rows, 0), max(cols, 0)
+
+
+def gaussian_radius(det_size: Sequence[float], min_overlap: float = 0.7) -> float:
+    """CenterNet's ``gaussian_radius`` (CornerNet) for a box of (height, width), in grid cells."""
+    height, width = det_size
+    b1 = height + width
+    c1 = width * height * (1 - min_overlap) / (1 + min_overlap)
+    r1 = (b1 + math.sqrt(max(b1**2 - 4 * c1, 0.0))) / 2
+    b2 = 2 * (height + width)
+    c2 = (1 - min_overlap) * width * height
+    r2 = (b2 + math.sqrt(max(b2**2 - 16 * c2, 0.0))) / 2
+    a3 = 4 * min_overlap
+    b3 = -2 * min_overlap * (height + width)
+    c3 = (min_overlap - 1) * width * height
+    r3 = (b3 + math.sqrt(max(b3**2 - 4 * a3 * c3, 0.0))) / 2
+    return min(r1, r2, r3)
+
+
+def distance_heatmap(mask: np.ndarray) -> np.ndarray:
+    """Normalised distance transform of a bool mask ``[h, w]``: float32 in [0, 1], 1.0 at the most interior pixel.
+
+    The distance is to the nearest pixel outside the mask, where everything beyond the array border counts as
+    outside (a mask cut by the image border peaks inside its visible part).
+    """
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    if not m.any():
+        return np.zeros(m.shape, np.float32)
+    padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    dt = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    return dt * np.float32(1.0 / dt.max())
+
+
+def _cell_range(lo: float, hi: float, stride: int, n: int) -> tuple[int, int]:
+    """Cells (with a one-cell margin) whose centres can fall in ``[lo, hi]``, clipped to ``[0, n)``."""
+    return max(int(math.floor(lo / stride)) - 1, 0), min(int(math.ceil(hi / stride)) + 1, n)
+
+
+def ppn_targets(
+    grid_masks: np.ndarray,
+    boxes: np.ndarray,
+    areas: np.ndarray,
+    groups: np.ndarray,
+    input_hw: Sequence[int],
+    img_size: int,
+    stride: int = 8,
+    num_groups: int = 3,
+    mode: str = "distance",
+) -> dict[str, np.ndarray]:
+    """AutoPPN targets of one image.
+
+    Args:
+        grid_masks: bool ``[N, P, P]``, each mask sampled at the cell centres ``((j + .5) s, (i + .5) s)`` (False on
+            padding cells).
+        boxes: float ``[N, 4]`` xyxy boxes of the masks in input pixels.
+        areas: ``[N]`` mask areas (any unit: only the order matters; ties keep the annotation order).
+        groups: int ``[N]`` size group of each mask (``< num_groups``).
+        input_hw: (h, w) of the image after resizing, before padding.
+        img_size: padded side ``S``; ``P = S // stride``.
+        mode: ``"distance"`` (the paper's targets) or ``"gaussian"`` (CenterNet-style baseline).
+
+    Returns:
+        ``heatmap`` float32 ``[G, P, P]``, ``boxes`` float32 ``[G, 4, P, P]``, ``box_weight`` float32 ``[G, P, P]``,
+        ``ignore`` bool ``[P, P]``.
+    """
+    if mode not in TARGET_MODES:
+        raise ValueError(f"unknown target mode {mode!r}; use one of {TARGET_MODES}")
+    if num_groups not in (1, 3):
+        raise ValueError(f"num_groups must be 1 or 3, got {num_groups}")
+    p = img_size // stride
+    n = len(boxes)
+    grid_masks = np.asarray(grid_masks, bool).reshape(n, p, p)
+    boxes = np.asarray(boxes, np.float64).reshape(n, 4)
+    groups = np.asarray(groups, np.int64).reshape(n)
+    if n and (groups.min() < 0 or groups.max() >= num_groups):
+        raise ValueError(f"groups must lie in [0, {num_groups})")
+    rows_valid, cols_valid = grid_valid(input_hw, img_size, stride)
+    heat = np.zeros((num_groups, p, p), np.float32)
+    owner = np.full((num_groups, p, p), -1, np.int64)
+    order = np.argsort(-np.asarray(areas, np.float64).reshape(n), kind="stable")  # paint large first
+
+    for i in order:
+        g = groups[i]
+        x0, y0, x1, y1 = boxes[i]
+        if mode == "distance":
+            r0, r1 = _cell_range(y0, y1, stride, p)
+            c0, c1 = _cell_range(x0, x1, stride, p)
+            crop = grid_masks[i, r0:r1, c0:c1]
+            if crop.any():
+                dt = distance_heatmap(crop)
+                heat[g, r0:r1, c0:c1][crop] = dt[crop]
+                owner[g, r0:r1, c0:c1][crop] = i
+                continue
+        # gaussian mode, or a mask too small to contain any cell centre: the cell holding the box centre
+        if rows_valid == 0 or cols_valid == 0:
+            continue
+        cy = min(max(int((y0 + y1) * 0.5 / stride), 0), rows_valid - 1)
+        cx = min(max(int((x0 + x1) * 0.5 / stride), 0), cols_valid - 1)
+        if mode == "distance":
+            heat[g, cy, cx] = 1.0
+        else:
+            radius = max(0, int(gaussian_radius(((y1 - y0) / stride, (x1 - x0) / stride))))
+            _draw_gaussian(heat[g], (cx, cy), radius)
+        owner[g, cy, cx] = i
+
+    # box regression targets at owned cells
+    box_t = np.zeros((num_groups, 4, p, p), np.float32)
+    weight = (owner >= 0).astype(np.float32)
+    gi, ri, ci = np.nonzero(owner >= 0)
+    if gi.size:
+        b = boxes[owner[gi, ri, ci]]
+        cx, cy = (ci + 0.5) * stride, (ri + 0.5) * stride
+        ltrb = np.stack([cx - b[:, 0], cy - b[:, 1], b[:, 2] - cx, b[:, 3] - cy], axis=0)
+        box_t[gi, :, ri, ci] = (np.maximum(ltrb, 0.0) / img_size).T.astype(np.float32)
+
+    pad = np.ones((p, p), bool)
+    pad[:rows_valid, :cols_valid] = False
+    ignore = pad | ~(owner >= 0).any(0) if mode == "distance" else pad
+    return {"heatmap": heat, "boxes": box_t, "box_weight": weight, "ignore": ignore}
+
+
+def _draw_gaussian(heat: np.ndarray, center: tuple[int, int], radius: int) -> None:
+    """CenterNet ``draw_umich_gaussian``: ``heat = max(heat, gaussian)`` around ``center`` = (x, y), in place."""
+    diameter = 2 * radius + 1
+    sigma = diameter / 6.0
+    ax = np.arange(-radius, radius + 1, dtype=np.float32)
+    g = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * sigma * sigma))
+    g[g < np.finfo(g.dtype).eps * g.max()] = 0
+    x, y = center
+    h, w = heat.shape
+    left, right = min(x, radius), min(w - x, radius + 1)
+    top, bottom = min(y, radius), min(h - y, radius + 1)
+    region = heat[y - top:y + bottom, x - left:x + right]
+    np.maximum(region, g[radius - top:radius + bottom, radius - left:radius + right], out=region)

@@ -1,0 +1,203 @@
+"""Image decoding and SAM-style geometry: resize the longest side to ``S``, optional flip, pad bottom/right.
+
+One :class:`Geometry` per sample maps *output* (resized, flipped) continuous coordinates back to source pixels, so the
+image, every mask (sampled straight from its RLE, see :mod:`litesam_pl.data.rle_sample`), boxes and the AutoPPN grid
+all use the same mapping and stay aligned. Pixel ``j`` of the output covers ``[j, j + 1)``; its centre ``j + 0.5``
+maps to source pixel ``floor((j + 0.5) / scale)`` (nearest-neighbour for masks).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = [
+    "PIXEL_MEAN",
+    "PIXEL_STD",
+    "Geometry",
+    "decode_image",
+    "preprocess_shape",
+    "normalize_pad",
+    "reduce_factor",
+]
+
+PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32)  # segment_anything.modeling.Sam defaults
+PIXEL_STD = np.array([58.395, 57.12, 57.375], np.float32)
+
+
+def preprocess_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
+    """SAM's ``ResizeLongestSide.get_preprocess_shape``: (h, w) with the longest side scaled to ``long_side``."""
+    scale = long_side * 1.0 / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def reduce_factor(h: int, w: int, long_side: int) -> int:
+    """Largest JPEG DCT reduction (1, 2, 4 or 8) that still leaves the longest side at least ``long_side``."""
+    f = 1
+    while f < 8 and max(h, w) / (2 * f) >= long_side:
+        f *= 2
+    return f
+
+
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _to_rgb8(img: np.ndarray) -> np.ndarray:
+    """Any decoded array (grey, grey+alpha, RGB(A), 8/16-bit, float) -> uint8 RGB ``[H, W, 3]``."""
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = np.clip(img * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = img[..., None]
+    c = img.shape[2]
+    if c == 1:
+        return np.repeat(img, 3, axis=2)
+    if c == 2:  # grey + alpha
+        return np.repeat(img[..., :1], 3, axis=2)
+    return np.ascontiguousarray(img[..., :3])
+
+
+def decode_image(data: bytes, reduce: int = 1) -> np.ndarray:
+    """Decode an encoded image (jpg/png/...) of any mode to uint8 RGB ``[H, W, 3]``.
+
+    ``reduce`` in (1, 2, 4, 8) asks the JPEG decoder for a 1/reduce-size image (much faster for big SA-1B jpgs).
+    Raises ``ValueError`` when the bytes are not a decodable image.
+    """
+    if not data:
+        raise ValueError("empty image bytes")
+    arr = np.frombuffer(data, np.uint8)
+    img = None
+    is_jpeg = data[:3] == b"\xff\xd8\xff"
+    if is_jpeg:  # colour 8-bit decode (handles grey/CMYK jpgs) with optional DCT-domain downscale
+        img = cv2.imdecode(arr, _REDUCED.get(int(reduce), cv2.IMREAD_COLOR))
+        if img is not None:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img is None:
+        img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
+        if img is not None:
+            if img.ndim == 3 and img.shape[2] >= 3:
+                img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
+            img = _to_rgb8(img)
+    if img is None:  # let PIL try formats OpenCV does not read (palette modes, odd TIFFs, ...)
+        try:
+            from PIL import Image
+
+            with Image.open(io.BytesIO(data)) as pil:
+                pil.load()
+                if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    img = _to_rgb8(np.asarray(pil).astype(np.uint16) if pil.mode != "I"
+                                   else (np.clip(np.asarray(pil), 0, 65535).astype(np.uint16)))
+                else:
+                    img = np.asarray(pil.convert("RGB"))
+        except Exception as e:  # noqa: BLE001 - any failure means "not an image"
+            raise ValueError(f"cannot decode image ({len(data)} bytes): {e}") from e
+    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"decoded image has an unexpected shape {img.shape}")
+    return img
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Resize-longest-side (+ optional horizontal flip) of one sample.
+
+    Args:
+        orig_hw: (H, W) of the source image (the JSON / RLE size).
+        input_hw: (h, w) after resizing, before padding (``h, w <= img_size``).
+        img_size: padded square side ``S``.
+        hflip: whether the output is mirrored left-right.
+    """
+
+    orig_hw: tuple[int, int]
+    input_hw: tuple[int, int]
+    img_size: int
+    hflip: bool = False
+
+    @classmethod
+    def make(cls, orig_hw: Sequence[int], img_size: int, scale: float = 1.0, hflip: bool = False) -> "Geometry":
+        """Longest side to ``round(img_size * scale)`` (``scale <= 1`` is the train-time scale jitter)."""
+        H, W = int(orig_hw[0]), int(orig_hw[1])
+        if H <= 0 or W <= 0:
+            raise ValueError(f"bad image size {(H, W)}")
+        long_side = max(1, min(int(img_size), int(round(img_size * float(scale)))))
+        return cls((H, W), preprocess_shape(H, W, long_side), int(img_size), bool(hflip))
+
+    @property
+    def sy(self) -> float:
+        return self.input_hw[0] / self.orig_hw[0]
+
+    @property
+    def sx(self) -> float:
+        return self.input_hw[1] / self.orig_hw[1]
+
+    def src_rows(self, y: np.ndarray) -> np.ndarray:
+        """Source row index of output y coordinates (continuous): int64."""
+        return np.clip(np.floor(np.asarray(y, np.float64) / self.sy), 0, self.orig_hw[0] - 1).astype(np.int64)
+
+    def src_cols(self, x: np.ndarray) -> np.ndarray:
+        """Source column index of output x coordinates (continuous, after the flip): int64."""
+        x = np.asarray(x, np.float64)
+        if self.hflip:
+            x = self.input_hw[1] - x
+        return np.clip(np.floor(x / self.sx), 0, self.orig_hw[1] - 1).astype(np.int64)
+
+    def pixel_rows(self) -> np.ndarray:
+        """Source row of every output pixel row ``[h]``."""
+        return self.src_rows(np.arange(self.input_hw[0]) + 0.5)
+
+    def pixel_cols(self) -> np.ndarray:
+        """Source column of every output pixel column ``[w]``."""
+        return self.src_cols(np.arange(self.input_hw[1]) + 0.5)
+
+    def boxes(self, xywh: np.ndarray) -> np.ndarray:
+        """Source boxes ``[N, 4]`` (COCO x, y, w, h) -> output xyxy float32 ``[N, 4]``."""
+        b = np.asarray(xywh, np.float64).reshape(-1, 4)
+        x0, x1 = b[:, 0] * self.sx, (b[:, 0] + b[:, 2]) * self.sx
+        y0, y1 = b[:, 1] * self.sy, (b[:, 1] + b[:, 3]) * self.sy
+        if self.hflip:
+            x0, x1 = self.input_hw[1] - x1, self.input_hw[1] - x0
+        return np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)
+
+    def image(self, img: np.ndarray) -> np.ndarray:
+        """Resize (and flip) an RGB image of the source (or a 1/k-reduced decode of it) to ``input_hw``."""
+        h, w = self.input_hw
+        if img.shape[:2] != (h, w):
+            # bilinear up to a 2x shrink (6x cheaper than INTER_AREA; big JPEGs arrive DCT-reduced so the factor
+            # left is < 2), area averaging beyond, where bilinear would alias
+            strong = img.shape[0] > 2 * h or img.shape[1] > 2 * w
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if strong else cv2.INTER_LINEAR)
+        if self.hflip:
+            img = cv2.flip(img, 1)
+        return img
+
+
+_MEAN_T = torch.from_numpy(PIXEL_MEAN).view(3, 1, 1)
+_STD_T = torch.from_numpy(PIXEL_STD).view(3, 1, 1)
+
+
+def normalize_pad(img: np.ndarray, img_size: int, out: torch.Tensor | None = None, out_zeroed: bool = False
+                  ) -> torch.Tensor:
+    """uint8 RGB ``[h, w, 3]`` -> float32 ``[3, S, S]``: ``(x - mean) / std`` then zero padding (as ``Sam.preprocess``).
+
+    ``out``: an optional float32 ``[3, S, S]`` tensor to write into (e.g. a slot of a shared-memory batch);
+    ``out_zeroed``: it is known to be all zeros already (the padding is then left untouched).
+    """
+    h, w = img.shape[:2]
+    if h > img_size or w > img_size:
+        raise ValueError(f"image {h}x{w} larger than img_size {img_size}")
+    if out is None:
+        out = torch.zeros(3, img_size, img_size, dtype=torch.float32)
+    elif not out_zeroed:
+        out[:, h:].zero_()
+        out[:, :h, w:].zero_()
+    view = out[:, :h, :w]
+    torch.sub(torch.from_numpy(img).permute(2, 0, 1), _MEAN_T, out=view)
+    view.div_(_STD_T)
+    return out

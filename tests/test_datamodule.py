@@ -1,0 +1,467 @@
+"""SA1BDataModule and the sample stream: batch contract, alignment, exactly-once validation, bad samples, errors."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import types
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from litesam_pl.data.collate import BATCH_KEYS
+from litesam_pl.data.datamodule import SA1BDataModule
+from litesam_pl.data.rle import encode_mask
+from litesam_pl.data.rle_sample import RunLengths
+from litesam_pl.data.sa1b_stream import SampleProcessor, count_samples, expand_urls
+from litesam_pl.data.transforms import PIXEL_MEAN, PIXEL_STD, decode_image, normalize_pad
+
+S = 128
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _record(key: str, masks: list[np.ndarray], hw: tuple[int, int]) -> bytes:
+    anns = []
+    for j, m in enumerate(masks):
+        rle = encode_mask(m)
+        anns.append({"id": j, "segmentation": rle, "bbox": [float(v) for v in mask_utils.toBbox(
+            {"size": rle["size"], "counts": rle["counts"].encode()})], "area": int(m.sum()),
+            "predicted_iou": 0.9, "stability_score": 0.95, "point_coords": [[0.0, 0.0]],
+            "crop_box": [0, 0, hw[1], hw[0]]})
+    return json.dumps({"image": {"image_id": 1, "width": hw[1], "height": hw[0], "file_name": f"{key}.jpg"},
+                       "annotations": anns}).encode()
+
+
+def _colour_scene(rng: np.random.Generator, hw=(90, 120), n=6) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Image red inside the masks, blue outside; non-overlapping rectangles/ellipses."""
+    H, W = hw
+    img = np.zeros((H, W, 3), np.uint8)
+    img[..., 2] = 255
+    masks, taken = [], np.zeros((H, W), bool)
+    while len(masks) < n:
+        m = np.zeros((H, W), np.uint8)
+        cy, cx = int(rng.integers(10, H - 10)), int(rng.integers(10, W - 10))
+        ry, rx = int(rng.integers(3, 16)), int(rng.integers(3, 20))
+        if rng.random() < 0.5:
+            cv2.ellipse(m, (cx, cy), (rx, ry), 0, 0, 360, 1, -1)
+        else:
+            m[max(cy - ry, 0):cy + ry, max(cx - rx, 0):cx + rx] = 1
+        m = m.astype(bool)
+        if (m & taken).any():
+            continue
+        taken |= m
+        masks.append(m)
+    img[taken] = (255, 0, 0)
+    return img, masks
+
+
+def _png(img: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img)
+    assert ok
+    return buf.tobytes()
+
+
+def _jpg(img: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
+def _denorm(image: torch.Tensor) -> np.ndarray:
+    """[3, S, S] normalised -> uint8-ish [S, S, 3]."""
+    return image.permute(1, 2, 0).numpy() * PIXEL_STD + PIXEL_MEAN
+
+
+def _check_contract(batch: dict, B: int, K: int, G: int = 3, jitter: bool = False) -> None:
+    P = S // 8
+    assert set(batch) == set(BATCH_KEYS)
+    spec = {
+        "image": (torch.float32, (B, 3, S, S)), "masks": (torch.bool, (B, K, S, S)),
+        "boxes": (torch.float32, (B, K, 4)), "gt_boxes": (torch.float32, (B, K, 4)),
+        "points": (torch.float32, (B, K, 1, 2)), "point_labels": (torch.int64, (B, K, 1)),
+        "valid": (torch.bool, (B, K)), "ppn_heatmap": (torch.float32, (B, G, P, P)),
+        "ppn_boxes": (torch.float32, (B, G, 4, P, P)), "ppn_box_weight": (torch.float32, (B, G, P, P)),
+        "ppn_ignore": (torch.bool, (B, P, P)), "original_size": (torch.int64, (B, 2)),
+        "input_size": (torch.int64, (B, 2)), "num_skipped": (torch.int64, (B,)),
+    }
+    for k, (dtype, shape) in spec.items():
+        assert batch[k].dtype == dtype, k
+        assert tuple(batch[k].shape) == shape, (k, tuple(batch[k].shape))
+    assert len(batch["key"]) == B and all(isinstance(k, str) for k in batch["key"])
+    assert len(batch["all_boxes"]) == B
+    assert all(b.dtype == torch.float32 and b.ndim == 2 and b.shape[1] == 4 for b in batch["all_boxes"])
+    h = batch["ppn_heatmap"]
+    assert (h >= 0).all() and (h <= 1).all()
+    assert (batch["point_labels"] == 1).all()
+    assert (batch["ppn_boxes"] >= 0).all()
+    assert (batch["input_size"] <= S).all()
+    if not jitter:  # resize-longest-side to S
+        assert (batch["input_size"].max(1).values == S).all()
+    # padding (outside input_size) is False in masks and zero in the image
+    for b in range(B):
+        ih, iw = batch["input_size"][b].tolist()
+        assert not batch["masks"][b, :, ih:].any() and not batch["masks"][b, :, :, iw:].any()
+        assert (batch["image"][b, :, ih:] == 0).all() and (batch["image"][b, :, :, iw:] == 0).all()
+        for k in range(K):
+            if not batch["valid"][b, k]:
+                assert not batch["masks"][b, k].any()
+                continue
+            x, y = batch["points"][b, k, 0].long().tolist()
+            assert batch["masks"][b, k, y, x], "point prompt outside its mask"
+            ys, xs = torch.nonzero(batch["masks"][b, k], as_tuple=True)
+            x0, y0, x1, y1 = batch["gt_boxes"][b, k].tolist()
+            assert xs.min() >= x0 - 1 and xs.max() + 1 <= x1 + 1 and ys.min() >= y0 - 1 and ys.max() + 1 <= y1 + 1
+
+
+@pytest.fixture(scope="module")
+def colour_shards(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("colour")
+    rng = np.random.default_rng(0)
+    for t in range(2):
+        members = []
+        for i in range(3):
+            key = f"sa_{t * 3 + i}"
+            hw = [(90, 120), (120, 90), (64, 64)][i]
+            img, masks = _colour_scene(rng, hw)
+            members += [(f"{key}.png", _png(img)), (f"{key}.json", _record(key, masks, hw))]
+        _write_tar(out / f"sa_{t:06d}.tar", members)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ RLE sampling
+def test_run_lengths_match_pycocotools():
+    rng = np.random.default_rng(0)
+    H, W = 37, 53
+    masks = [rng.random((H, W)) < p for p in (0.0, 0.02, 0.5, 0.98, 1.0)]
+    masks.append(np.zeros((H, W), bool))
+    masks[-1][0, 0] = masks[-1][-1, -1] = True
+    rles = [encode_mask(m) for m in masks]
+    rl = RunLengths(rles, H, W)
+    full = np.stack(masks)
+    assert rl.areas().tolist() == full.reshape(len(masks), -1).sum(1).tolist()
+    rows, cols = rng.integers(0, H, 20), rng.integers(0, W, 25)
+    np.testing.assert_array_equal(rl.sample(rows, cols), full[:, rows][:, :, cols])
+    np.testing.assert_array_equal(rl.sample(rows, cols, [4, 1]), full[[4, 1]][:, rows][:, :, cols])
+    for i in range(len(masks)):
+        np.testing.assert_array_equal(rl.decode_window(i, 7, 30), full[i][:, 7:30])
+    with pytest.raises(ValueError, match="size"):
+        RunLengths([rles[2]], H + 1, W)
+    with pytest.raises(ValueError):
+        RunLengths([{"size": [H, W], "counts": rles[2]["counts"][:-3]}], H, W)
+
+
+# ------------------------------------------------------------------------------------------------ images
+@pytest.mark.parametrize("mode", ["grey_png", "rgba_png", "png16", "grey16", "grey_jpg", "rgb_jpg"])
+def test_decode_image_any_mode_to_rgb8(mode):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    if mode == "grey_png":
+        data = _png(base[..., 0])
+    elif mode == "rgba_png":
+        data = cv2.imencode(".png", np.dstack([base, np.full((20, 30), 128, np.uint8)]))[1].tobytes()
+    elif mode == "png16":
+        data = cv2.imencode(".png", base.astype(np.uint16) * 257)[1].tobytes()
+    elif mode == "grey16":
+        data = cv2.imencode(".png", base[..., 0].astype(np.uint16) * 257)[1].tobytes()
+    elif mode == "grey_jpg":
+        data = cv2.imencode(".jpg", base[..., 0])[1].tobytes()
+    else:
+        data = _jpg(base)
+    img = decode_image(data)
+    assert img.dtype == np.uint8 and img.shape == (20, 30, 3)
+    if mode in ("png16", "rgba_png"):  # cv2 wrote `base` as B, G, R(, A): RGB back is base reversed
+        np.testing.assert_array_equal(img, base[..., ::-1])
+    if mode in ("grey_png", "grey16"):
+        assert (img[..., 0] == img[..., 1]).all() and (img[..., 0] == base[..., 0]).all()
+    with pytest.raises(ValueError):
+        decode_image(data[: len(data) // 3] if "jpg" not in mode else b"not an image")
+
+
+def test_normalize_pad_is_sam_preprocess():
+    from segment_anything.modeling import Sam
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (50, 64, 3), dtype=np.uint8)
+    fake = types.SimpleNamespace(pixel_mean=torch.tensor(PIXEL_MEAN).view(-1, 1, 1),
+                                 pixel_std=torch.tensor(PIXEL_STD).view(-1, 1, 1),
+                                 image_encoder=types.SimpleNamespace(img_size=64))
+    ref = Sam.preprocess(fake, torch.from_numpy(img).permute(2, 0, 1).float())
+    assert torch.equal(normalize_pad(img, 64), ref)
+
+
+# ------------------------------------------------------------------------------------------------ samples
+@pytest.mark.parametrize("train", [False, True])
+def test_resize_pad_keeps_masks_aligned(colour_shards, train):
+    proc = SampleProcessor(img_size=S, max_masks=4, train=train, hflip_prob=1.0 if train else 0.0,
+                           scale_jitter=(0.6, 0.9) if train else (1.0, 1.0))
+    rng = np.random.default_rng(0)
+    seen = 0
+    with tarfile.open(next(colour_shards.glob("*.tar"))) as tf:
+        files = {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
+    for key in sorted({n.split(".")[0] for n in files}):
+        raw = {"__key__": key, "png": files[f"{key}.png"], "json": files[f"{key}.json"]}
+        s = proc(raw, rng)
+        red = _denorm(s["image"])[..., 0] > 128
+        ih, iw = s["input_size"].tolist()
+        H, W = s["original_size"].tolist()
+        assert max(ih, iw) == (S if not train else max(ih, iw)) and max(ih, iw) <= S
+        if train:
+            assert max(ih, iw) < S  # scale jitter shrank the image
+        for k in range(4):
+            if not s["valid"][k]:
+                continue
+            m = s["masks"][k].numpy()
+            assert red[m].mean() > 0.93, "mask not aligned with the image"
+            x0, y0, x1, y1 = s["gt_boxes"][k].tolist()
+            ys, xs = np.nonzero(m)
+            assert abs(xs.min() - x0) <= 1.5 and abs(xs.max() + 1 - x1) <= 1.5
+            assert abs(ys.min() - y0) <= 1.5 and abs(ys.max() + 1 - y1) <= 1.5
+            seen += 1
+        # AutoPPN cells owned by a mask sit on red pixels of the image at their centres
+        owned = (s["ppn_box_weight"] > 0).any(0).numpy()
+        ci = np.argwhere(owned)
+        assert len(ci) and red[ci[:, 0] * 8 + 4, ci[:, 1] * 8 + 4].mean() > 0.9
+        assert s["ppn_ignore"][ci[:, 0], ci[:, 1]].sum() == 0
+        if not train:  # validation prompts: exact boxes, points at the most interior pixel
+            assert torch.equal(s["boxes"], s["gt_boxes"])
+    assert seen >= 6
+
+
+def test_validation_prompts_deterministic(colour_shards):
+    proc = SampleProcessor(img_size=S, max_masks=3, train=False)
+    with tarfile.open(next(colour_shards.glob("*.tar"))) as tf:
+        files = {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
+    raw = {"__key__": "sa_0", "png": files["sa_0.png"], "json": files["sa_0.json"]}
+    a = proc(raw, np.random.default_rng(1))
+    b = proc(raw, np.random.default_rng(2))
+    for k in ("masks", "boxes", "points", "ppn_heatmap"):
+        assert torch.equal(a[k], b[k])
+
+
+# ------------------------------------------------------------------------------------------------ data module
+def test_val_loader_two_workers_reads_every_sample_once(synthetic_sa1b):
+    dm = SA1BDataModule(train_shards=str(synthetic_sa1b), val_shards=str(synthetic_sa1b), batch_size=5,
+                        num_workers=2, img_size=S, max_masks=4)
+    dm.setup("validate")
+    expected = {f"sa_{i + 1}" for i in range(12)}
+    for _ in range(2):  # two epochs
+        keys = []
+        for batch in dm.val_dataloader():
+            _check_contract(batch, len(batch["key"]), 4)
+            keys += batch["key"]
+        assert Counter(keys) == Counter(expected)
+    assert dm.num_skipped == 0
+
+
+def test_train_loader_contract_and_epoch_length(synthetic_sa1b):
+    dm = SA1BDataModule(train_shards=f"{synthetic_sa1b}/sa_{{000000..000002}}.tar", batch_size=2, num_workers=2,
+                        img_size=S, max_masks=6, epoch_samples=10, scale_jitter=(0.5, 1.0))
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert len(loader) == 5
+    batches = list(loader)
+    assert len(batches) == 5
+    for b in batches:
+        _check_contract(b, 2, 6, jitter=True)
+        assert b["valid"].any()
+    # without epoch_samples: one epoch = the shards' sample count (from the tar headers)
+    dm2 = SA1BDataModule(train_shards=str(synthetic_sa1b), batch_size=4, num_workers=0, img_size=S)
+    dm2.setup("fit")
+    assert dm2.train_batches_per_epoch == 3
+
+
+def test_ablation_target_switches(synthetic_sa1b):
+    dm = SA1BDataModule(val_shards=str(synthetic_sa1b), batch_size=3, num_workers=0, img_size=S, max_masks=2,
+                        target_mode="gaussian", num_groups=1)
+    dm.setup("validate")
+    batch = next(iter(dm.val_dataloader()))
+    _check_contract(batch, 3, 2, G=1)
+    # gaussian: one box target per mask, at most
+    assert (batch["ppn_box_weight"].sum((1, 2, 3)) <= torch.tensor([len(b) for b in batch["all_boxes"]])).all()
+
+
+def test_bad_samples_are_skipped_and_counted(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    good = []
+    for i in range(3):
+        img, masks = _colour_scene(rng, (64, 80), n=3)
+        good.append((f"sa_{i}", _jpg(img), _record(f"sa_{i}", masks, (64, 80))))
+    img, masks = _colour_scene(rng, (64, 80), n=3)
+    jpg, js = _jpg(img), _record("x", masks, (64, 80))
+    wrong_size = json.loads(js)
+    wrong_size["annotations"][1]["segmentation"]["size"] = [32, 80]
+    members = [
+        ("sa_0.jpg", good[0][1]), ("sa_0.json", good[0][2]),
+        ("sa_10.jpg", jpg[: len(jpg) // 3]), ("sa_10.json", js),  # truncated jpg
+        ("sa_11.jpg", jpg), ("sa_11.json", b'{"image": {"width": 80, '),  # bad json
+        ("sa_1.jpg", good[1][1]), ("sa_1.json", good[1][2]),
+        ("sa_12.jpg", jpg), ("sa_12.json", json.dumps(wrong_size).encode()),  # RLE of the wrong size
+        ("sa_13.jpg", jpg),  # json member missing
+        ("sa_2.jpg", good[2][1]), ("sa_2.json", good[2][2]),
+    ]
+    _write_tar(tmp_path / "sa_000000.tar", members)
+    dm = SA1BDataModule(val_shards=str(tmp_path), batch_size=1, num_workers=0, img_size=S, max_masks=2)
+    dm.setup("validate")
+    with caplog.at_level("WARNING"):
+        batches = list(dm.val_dataloader())
+    assert [b["key"][0] for b in batches] == ["sa_0", "sa_1", "sa_2"]
+    assert [int(b["num_skipped"][0]) for b in batches] == [0, 2, 4]
+    assert dm.num_skipped == 4
+    assert sum("skipped a bad sample" in r.getMessage() for r in caplog.records) == 4
+
+
+def test_truncated_shard_is_skipped_not_fatal(tmp_path, synthetic_sa1b):
+    shard = sorted(synthetic_sa1b.glob("*.tar"))[0]
+    data = shard.read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[: int(len(data) * 0.6)])
+    dm = SA1BDataModule(val_shards=[str(tmp_path / "cut.tar"), str(sorted(synthetic_sa1b.glob("*.tar"))[1])],
+                        batch_size=2, num_workers=2, img_size=S, max_masks=2)
+    dm.setup("validate")
+    keys = [k for b in dm.val_dataloader() for k in b["key"]]
+    assert 4 <= len(keys) < 8 and len(set(keys)) == len(keys)
+    assert dm.num_skipped >= 1
+
+
+def test_start_up_errors(tmp_path, synthetic_sa1b):
+    with pytest.raises(ValueError, match="empty"):
+        SA1BDataModule(train_shards=[]).setup("fit")
+    with pytest.raises(ValueError, match="train_shards"):
+        SA1BDataModule().setup("fit")
+    with pytest.raises(FileNotFoundError):
+        SA1BDataModule(train_shards=str(tmp_path / "nope" / "sa_{000..003}.tar")).setup("fit")
+    with pytest.raises(FileNotFoundError):
+        SA1BDataModule(train_shards=str(tmp_path / "missing_*.tar")).setup("fit")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(ValueError, match="no .tar"):
+        SA1BDataModule(train_shards=str(tmp_path / "empty_dir")).setup("fit")
+    with pytest.raises(FileNotFoundError):
+        SA1BDataModule(train_shards=str(synthetic_sa1b), val_shards=str(tmp_path / "v.tar")).setup("fit")
+    with pytest.raises(ValueError, match="val_shards"):
+        SA1BDataModule(train_shards=str(synthetic_sa1b)).setup("validate")
+    with pytest.raises(ValueError):
+        SA1BDataModule(img_size=130, ppn_stride=8)
+    with pytest.raises(ValueError):
+        SA1BDataModule(scale_jitter=(0.5, 1.5))
+    with pytest.raises(ValueError):
+        SA1BDataModule(target_mode="centernet")
+
+
+def test_url_expansion(synthetic_sa1b):
+    tars = sorted(str(p) for p in synthetic_sa1b.glob("*.tar"))
+    assert expand_urls(str(synthetic_sa1b)) == tars
+    assert expand_urls(f"{synthetic_sa1b}/sa_{{000000..000002}}.tar") == tars
+    assert expand_urls(f"{synthetic_sa1b}/sa_*.tar") == tars
+    assert expand_urls(f"{tars[0]}::{tars[2]}") == [tars[0], tars[2]]
+    assert expand_urls(["pipe:cat a.tar", "s3://bucket/sa_{0..1}.tar"]) == [
+        "pipe:cat a.tar", "s3://bucket/sa_0.tar", "s3://bucket/sa_1.tar"]
+    assert count_samples(tars) == 12
+
+
+def test_pipe_url_streams(synthetic_sa1b):
+    tar = sorted(synthetic_sa1b.glob("*.tar"))[0]
+    dm = SA1BDataModule(val_shards=f"pipe:cat {tar}", batch_size=4, num_workers=0, img_size=S, max_masks=2)
+    dm.setup("validate")
+    keys = [k for b in dm.val_dataloader() for k in b["key"]]
+    assert sorted(keys) == ["sa_1", "sa_2", "sa_3", "sa_4"]
+
+
+def test_lightning_fit_and_validate_loop(synthetic_sa1b):
+    import lightning.pytorch as pl
+
+    class Probe(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.train_keys: list[str] = []
+            self.val_keys: list[str] = []
+
+        def training_step(self, batch, batch_idx):
+            _check_contract(batch, len(batch["key"]), 3)
+            self.train_keys += batch["key"]
+            return (self.w * batch["ppn_heatmap"].mean()).sum() + self.w.sum() ** 2
+
+        def validation_step(self, batch, batch_idx):
+            self.val_keys += batch["key"]
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = SA1BDataModule(train_shards=str(synthetic_sa1b), val_shards=str(synthetic_sa1b), batch_size=4,
+                        num_workers=1, img_size=S, max_masks=3, epoch_samples=8)
+    probe = Probe()
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(probe, datamodule=dm)
+    assert len(probe.train_keys) == 2 * 8  # 2 epochs x 2 batches of 4
+    assert Counter(probe.val_keys) == Counter({f"sa_{i + 1}": 2 for i in range(12)})  # every sample, once per epoch
+    assert dm.num_skipped == 0
+
+
+def test_constructor_is_cli_friendly(synthetic_sa1b):
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(SA1BDataModule, "data")
+    cfg = parser.parse_args(["--data.train_shards", str(synthetic_sa1b), "--data.img_size", "128",
+                             "--data.scale_jitter", "[0.5, 1.0]", "--data.target_mode", "gaussian"])
+    init = parser.instantiate_classes(cfg)
+    dm = init.data
+    assert isinstance(dm, SA1BDataModule) and dm.img_size == 128
+    assert dm.train_processor.scale_jitter == (0.5, 1.0) and dm.train_processor.target_mode == "gaussian"
+
+
+def test_two_ranks_split_validation_and_resampled_training(synthetic_sa1b, monkeypatch):
+    keys_per_rank = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        dm = SA1BDataModule(train_shards=str(synthetic_sa1b), val_shards=str(synthetic_sa1b), batch_size=2,
+                            num_workers=2, img_size=S, max_masks=2, resampled=True, epoch_samples=8)
+        dm.setup("fit")
+        keys_per_rank.append([k for b in dm.val_dataloader() for k in b["key"]])
+        train = list(dm.train_dataloader())  # resampled shards: still exactly the epoch length
+        assert len(train) == 8 // (2 * 1)  # world size comes from the trainer (none here): 1
+    a, b = keys_per_rank
+    assert not set(a) & set(b) and len(a) + len(b) == 12  # ranks split the shards, every sample once
+
+
+def test_fsspec_urls_stream(synthetic_sa1b):
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    for p in sorted(synthetic_sa1b.glob("*.tar"))[:2]:
+        fs.pipe(f"/litesam_test/{p.name}", p.read_bytes())
+    dm = SA1BDataModule(val_shards="memory://litesam_test/sa_*.tar", batch_size=4, num_workers=0, img_size=S,
+                        max_masks=2)
+    dm.setup("validate")
+    assert [u.replace(":///", "://") for u in dm.val_urls] == [
+        "memory://litesam_test/sa_000000.tar", "memory://litesam_test/sa_000001.tar"]
+    keys = [k for b in dm.val_dataloader() for k in b["key"]]
+    assert sorted(keys) == sorted(f"sa_{i + 1}" for i in range(8))
+    with pytest.raises(FileNotFoundError):
+        SA1BDataModule(val_shards="memory://litesam_test/missing_{0..1}.tar").setup("validate")
+
+
+def test_unreadable_shards_raise_instead_of_hanging(tmp_path):
+    (tmp_path / "garbage.tar").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes())
+    dm = SA1BDataModule(train_shards=str(tmp_path / "garbage.tar"), val_shards=str(tmp_path / "garbage.tar"),
+                        batch_size=2, num_workers=0, img_size=S, epoch_samples=4)
+    dm.setup("fit")
+    with pytest.raises(RuntimeError, match="no readable sample"):
+        list(dm.val_dataloader())
+    with pytest.raises(RuntimeError, match="no readable sample"):
+        list(dm.train_dataloader())
+    assert dm.num_skipped >= 2
