@@ -1,0 +1,440 @@
+"""SegEvery latency (Lite-SAM Table 3 / Table 6): AutoPPN vs grid search, per phase, CPU and CUDA.
+
+Rows (``--methods``):
+
+==================  ==========================================================================================
+``litesam_autoppn`` Lite-SAM, AutoPPN + Point-NMS + top-256 prompts, our batched pipeline (``segment_everything``)
+``litesam_grid32``  Lite-SAM, our batched pipeline fed a 32x32 point grid (1024 prompts)
+``litesam_amg32``   Lite-SAM driven by ``segment_anything.SamAutomaticMaskGenerator`` (32x32, its defaults)
+``sam_b_amg32``     SAM-B (ViT-B encoder, random weights) with ``SamAutomaticMaskGenerator``
+``sam_b_autoppn``   SAM-B + AutoPPN through our pipeline
+``decoder_stock``   SAM's ``MaskDecoder`` on the same 256 AutoPPN prompts (decoder call only)
+``decoder_ours``    our ``FastMaskDecoder`` on those prompts (decoder call only; ``max_abs_diff`` vs stock)
+==================  ==========================================================================================
+
+Protocol: real photographs (``skimage.data`` and ``../shared/data`` COCO/BSDS images when present), each resized
+so that its longer side equals the resolution; one warm-up run per method (same code path, few prompts); then,
+image by image, every method in turn (interleaved, so machine-load drift hits all rows alike); wall time with device synchronisation; median and
+p90 over images; per-phase medians. With random weights (no ``--ckpt``) AutoPPN's scores mean nothing, so exactly
+``top_n`` = 256 prompts are taken (``score_threshold=0``); ``prompts`` in the JSON says how many were decoded.
+SAM-B rows are slow on CPU: ``--sam-images`` (default 2 on CPU) limits them.
+
+Example::
+
+    python -m benchmarks.segevery --device cpu --resolution 640 --images 5 --threads 1 --json results/segevery-cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+METHODS = ("litesam_autoppn", "litesam_grid32", "litesam_amg32", "sam_b_amg32", "sam_b_autoppn",
+           "decoder_stock", "decoder_ours")
+DEFAULT_METHODS = METHODS
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
+                  "immunohistochemistry", "retina", "moon", "cell", "colorwheel", "brick", "grass", "gravel")
+
+
+# ---------------------------------------------------------------------------------------------- images
+def _resize_long_side(img: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    s = side / max(h, w)
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp)
+
+
+def load_photos(n: int, side: int, shared: Optional[Path] = None) -> List[Tuple[str, np.ndarray]]:
+    """``n`` real photographs as RGB uint8, longer side ``side``: skimage.data first, then shared COCO/BSDS."""
+    from litesam_pl.inference.images import load_image, to_rgb_uint8
+
+    out: List[Tuple[str, np.ndarray]] = []
+    try:
+        import skimage.data as skd
+
+        for name in SKIMAGE_PHOTOS:
+            if len(out) >= n:
+                break
+            try:
+                out.append((f"skimage:{name}", _resize_long_side(to_rgb_uint8(getattr(skd, name)()), side)))
+            except Exception:  # a data file that would need a download: skip
+                continue
+    except ImportError:
+        pass
+    if shared is not None and len(out) < n:
+        files: List[Path] = []
+        for sub in ("coco2017_subset/val2017", "bsds500/images/test"):
+            d = shared / sub
+            if d.is_dir():
+                files.extend(sorted(d.glob("*.jpg")))
+        for f in files[: max(0, n - len(out))]:
+            out.append((f"shared:{f.parent.parent.name}/{f.name}", _resize_long_side(load_image(f), side)))
+    if not out:
+        raise RuntimeError("no benchmark images found (scikit-image data or ../shared/data)")
+    while len(out) < n:  # fewer photos than requested: cycle
+        out.append(out[len(out) % max(1, len(out))])
+    return out[:n]
+
+
+# ---------------------------------------------------------------------------------------------- timing helpers
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class ModuleTimer:
+    """Accumulates the wall time of ``module.forward`` calls (device synchronised) via forward hooks."""
+
+    def __init__(self, modules: Dict[str, torch.nn.Module], device: torch.device) -> None:
+        self.device = device
+        self.totals: Dict[str, float] = {k: 0.0 for k in modules}
+        self._start: Dict[str, float] = {}
+        self._handles = []
+        for name, mod in modules.items():
+            self._handles.append(mod.register_forward_pre_hook(self._pre(name)))
+            self._handles.append(mod.register_forward_hook(self._post(name)))
+
+    def _pre(self, name: str):
+        def hook(module, args):
+            _sync(self.device)
+            self._start[name] = time.perf_counter()
+        return hook
+
+    def _post(self, name: str):
+        def hook(module, args, out):
+            _sync(self.device)
+            self.totals[name] += time.perf_counter() - self._start.pop(name)
+        return hook
+
+    def reset(self) -> None:
+        self.totals = {k: 0.0 for k in self.totals}
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    return float(np.quantile(np.asarray(xs, dtype=np.float64), q)) if xs else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------- methods
+class Bench:
+    """Models and per-method runners for one (device, resolution)."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device, res: int) -> None:
+        self.args = args
+        self.device = device
+        self.res = res
+        self.dtype = torch.bfloat16 if (device.type == "cuda" and args.dtype == "bf16") else None
+        self._models: Dict[str, torch.nn.Module] = {}
+        self.random_weights = not args.ckpt
+        self.decoder_diffs: List[float] = []
+
+    def model(self, kind: str) -> torch.nn.Module:
+        if kind not in self._models:
+            import litesam_pl
+
+            torch.manual_seed(self.args.seed)
+            if kind == "litesam":
+                if self.args.ckpt:
+                    m = litesam_pl.load_model(self.args.ckpt)
+                    if int(m.image_encoder.img_size) != self.res:
+                        print(f"note: --ckpt model has img_size {m.image_encoder.img_size}; building one at {self.res} "
+                              "with the same weights", file=sys.stderr)
+                        from litesam_pl.models.registry import model_config
+
+                        cfg = model_config(m)
+                        m2 = litesam_pl.create_model(cfg["name"], **{**cfg["kwargs"], "img_size": self.res})
+                        m2.load_state_dict(m.state_dict(), strict=False)
+                        m = m2
+                else:
+                    m = litesam_pl.create_model("litesam", img_size=self.res)
+            elif kind == "sam_b":
+                m = litesam_pl.create_model("sam_vit_b", img_size=self.res)
+            else:
+                raise KeyError(kind)
+            self._models[kind] = m.eval().to(self.device)
+        return self._models[kind]
+
+    def _amp(self):
+        return torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None else nullcontext()
+
+    def _segevery(self, kind: str, prompts: str, image: np.ndarray, warm: bool = False) -> Dict[str, Any]:
+        from litesam_pl.inference.segevery import segment_everything
+
+        model = self.model(kind)
+        phases: Dict[str, float] = {}
+        stats: Dict[str, Any] = {}
+        kw: Dict[str, Any] = dict(prompts=prompts, top_n=16 if warm else self.args.top_n,
+                                  points_per_side=4 if warm else 32, timings=phases,
+                                  stats=stats, output_mode="binary_mask", autocast_dtype=self.dtype,
+                                  pred_iou_thresh=self.args.pred_iou_thresh,
+                                  stability_score_thresh=self.args.stability_score_thresh)
+        if self.random_weights:
+            kw["score_threshold"] = 0.0
+        _sync(self.device)
+        t0 = time.perf_counter()
+        recs = segment_everything(model, image, **kw)
+        _sync(self.device)
+        total = time.perf_counter() - t0
+        return {"total": total, "phases": phases, "prompts": stats["prompts"][0], "masks": len(recs)}
+
+    def _amg(self, kind: str, image: np.ndarray, warm: bool = False) -> Dict[str, Any]:
+        from segment_anything import SamAutomaticMaskGenerator
+
+        model = self.model(kind)
+        amg = SamAutomaticMaskGenerator(model, points_per_side=4 if warm else 32,
+                                        pred_iou_thresh=self.args.pred_iou_thresh,
+                                        stability_score_thresh=self.args.stability_score_thresh)
+        timer = ModuleTimer({"encoder": model.image_encoder, "prompts": model.prompt_encoder,
+                             "decoder": model.mask_decoder}, self.device)
+        try:
+            _sync(self.device)
+            t0 = time.perf_counter()
+            with torch.no_grad(), self._amp():
+                recs = amg.generate(image)
+            _sync(self.device)
+            total = time.perf_counter() - t0
+        finally:
+            timer.close()
+        phases = dict(timer.totals)
+        phases["postprocess"] = max(0.0, total - sum(phases.values()))
+        return {"total": total, "phases": phases, "prompts": amg.point_grids[0].shape[0], "masks": len(recs)}
+
+    def _decoder(self, which: str, image: np.ndarray, warm: bool = False) -> Dict[str, Any]:
+        """One decoder call (chunked by ``--decoder-chunk``) on the image's 256 AutoPPN prompts."""
+        from litesam_pl.inference.fast_decoder import FastMaskDecoder, embed_prompts, stock_decode
+        from litesam_pl.inference.sam_compat import as_image_list, preprocess_images
+        from litesam_pl.inference.segevery import _autoppn_prompts, _prompt_tensors
+
+        model = self.model("litesam")
+        with torch.no_grad(), self._amp():
+            imgs, _ = as_image_list(image)
+            prep = preprocess_images(model, imgs, self.device)
+            emb = model.image_encoder(prep.pixels)
+            pr = _autoppn_prompts(model, emb, prep.input_sizes, 16 if warm else self.args.top_n, 0.0, 3)[0]
+            coords, labels = _prompt_tensors(pr["points"], pr["boxes"], "point+box")
+            sparse = embed_prompts(model.prompt_encoder, coords, labels)
+            n = sparse.shape[0]
+            chunk = self.args.decoder_chunk or n
+            fast = FastMaskDecoder(model.mask_decoder, model.prompt_encoder)
+
+            def run_stock():
+                outs = [stock_decode(model.mask_decoder, model.prompt_encoder, emb, sparse[i:i + chunk], True)
+                        for i in range(0, n, chunk)]
+                return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+            def run_ours():
+                return fast.decode(emb, sparse, True, chunk_size=chunk)
+
+            fn = run_stock if which == "stock" else run_ours
+            _sync(self.device)
+            t0 = time.perf_counter()
+            masks, iou = fn()
+            _sync(self.device)
+            total = time.perf_counter() - t0
+            if which == "ours" and self.args.check_decoder and not warm and not self.decoder_diffs:  # first image
+                ref_m, ref_i = run_stock()  # (one more stock call: checked on the first timed image only)
+                self.decoder_diffs.append(float(max((masks.float() - ref_m.float()).abs().max(),
+                                                    (iou.float() - ref_i.float()).abs().max())))
+        return {"total": total, "phases": {"decoder": total}, "prompts": n, "masks": int(masks.shape[0] * masks.shape[1])}
+
+    def runner(self, method: str) -> Callable[..., Dict[str, Any]]:
+        """``fn(image, warm=False)``; ``warm=True`` runs the same code path with few prompts (warm-up)."""
+        return {
+            "litesam_autoppn": lambda im, warm=False: self._segevery("litesam", "autoppn", im, warm),
+            "litesam_grid32": lambda im, warm=False: self._segevery("litesam", "grid", im, warm),
+            "litesam_amg32": lambda im, warm=False: self._amg("litesam", im, warm),
+            "sam_b_amg32": lambda im, warm=False: self._amg("sam_b", im, warm),
+            "sam_b_autoppn": lambda im, warm=False: self._segevery("sam_b", "autoppn", im, warm),
+            "decoder_stock": lambda im, warm=False: self._decoder("stock", im, warm),
+            "decoder_ours": lambda im, warm=False: self._decoder("ours", im, warm),
+        }[method]
+
+
+def run_config(args: argparse.Namespace, device: torch.device, res: int) -> List[Dict[str, Any]]:
+    """All requested methods at one (device, resolution), interleaved image by image."""
+    from tqdm import tqdm
+
+    bench = Bench(args, device, res)
+    photos = load_photos(args.images, res, Path(args.shared) / "data" if args.shared else None)
+    sam_images = args.sam_images if args.sam_images is not None else (2 if device.type == "cpu" else args.images)
+    limits = {m: (min(sam_images, args.images) if m.startswith("sam_b") else
+                  min(args.heavy_images or args.images, args.images) if m in ("litesam_amg32", "decoder_stock")
+                  else args.images) for m in args.methods}
+    results: Dict[str, List[Dict[str, Any]]] = {m: [] for m in args.methods}
+    runners = {m: bench.runner(m) for m in args.methods}
+    for m in args.methods:  # warm-up: model build, allocator, kernels (same code path, few prompts)
+        runners[m](photos[0][1], warm=True)
+    total_runs = sum(limits.values())
+    with tqdm(total=total_runs, desc=f"segevery {device.type} r{res}", unit="run", disable=None) as bar:
+        for i, (name, img) in enumerate(photos):
+            order = args.methods if i % 2 == 0 else list(reversed(args.methods))  # alternate the order
+            for m in order:
+                if i >= limits[m]:
+                    continue
+                r = runners[m](img)
+                r["image"] = name
+                results[m].append(r)
+                bar.update(1)
+                bar.set_postfix_str(f"{m} {r['total'] * 1e3:.0f} ms")
+    rows = []
+    for m in args.methods:
+        rs = results[m]
+        if not rs:
+            continue
+        totals = [r["total"] * 1e3 for r in rs]
+        phase_names = sorted({k for r in rs for k in r["phases"]})
+        row = {
+            "method": m,
+            "resolution": res,
+            "device": device.type,
+            "dtype": "bf16" if bench.dtype is not None else "fp32",
+            "threads": torch.get_num_threads() if device.type == "cpu" else None,
+            "images": len(rs),
+            "median_ms": _quantile(totals, 0.5),
+            "p90_ms": _quantile(totals, 0.9),
+            "prompts": int(np.median([r["prompts"] for r in rs])),
+            "masks": float(np.median([r["masks"] for r in rs])),
+            "phases": {k: _quantile([r["phases"].get(k, 0.0) * 1e3 for r in rs], 0.5) for k in phase_names},
+            "per_image_ms": totals,
+            "random_weights": bench.random_weights,
+        }
+        if m == "decoder_ours" and bench.decoder_diffs:
+            row["max_abs_diff_vs_stock"] = max(bench.decoder_diffs)
+        rows.append(row)
+    return rows
+
+
+def speedups(rows: List[Dict[str, Any]]) -> Dict[str, float]:
+    """The ratios the issue targets, per (device, resolution)."""
+    out: Dict[str, float] = {}
+    by = {(r["device"], r["resolution"], r["method"]): r["median_ms"] for r in rows}
+    for (dev, res, m), v in by.items():
+        key = f"{dev}/r{res}"
+        for num, den, name in (("litesam_amg32", "litesam_autoppn", "amg32_over_autoppn"),
+                               ("litesam_grid32", "litesam_autoppn", "grid32_over_autoppn"),
+                               ("litesam_amg32", "litesam_grid32", "amg32_over_grid32"),
+                               ("sam_b_amg32", "sam_b_autoppn", "sam_b_amg32_over_autoppn"),
+                               ("decoder_stock", "decoder_ours", "decoder_stock_over_ours")):
+            if m == num and (dev, res, den) in by:
+                out[f"{key}/{name}"] = v / by[(dev, res, den)]
+    return out
+
+
+def table3(rows: List[Dict[str, Any]]) -> str:
+    """Rows shaped like the paper's Table 3 (model, sampling strategy, SegEvery time, speed-up)."""
+    labels = {
+        "sam_b_amg32": ("SAM-B", "Grid-Search (32 x 32), SAM AMG"),
+        "sam_b_autoppn": ("SAM-B + AutoPPN", "AutoPPN (256 points)"),
+        "litesam_amg32": ("LiteViT (Lite-SAM)", "Grid-Search (32 x 32), SAM AMG"),
+        "litesam_grid32": ("LiteViT (Lite-SAM)", "Grid-Search (32 x 32), our batched path"),
+        "litesam_autoppn": ("LiteViT + AutoPPN (Lite-SAM)", "AutoPPN (256 points)"),
+        "decoder_stock": ("mask decoder only", "stock MaskDecoder, 256 prompts"),
+        "decoder_ours": ("mask decoder only", "our batched decoder, 256 prompts"),
+    }
+    base = {"sam_b_autoppn": "sam_b_amg32", "litesam_grid32": "litesam_amg32", "litesam_autoppn": "litesam_amg32",
+            "decoder_ours": "decoder_stock"}
+    by = {(r["device"], r["resolution"], r["method"]): r for r in rows}
+    lines = []
+    for dev, res in sorted({(r["device"], r["resolution"]) for r in rows}):
+        lines.append(f"\n{dev}, r{res} ({by.get((dev, res, rows[0]['method']), rows[0])['dtype']}):")
+        lines.append(f"| {'Model':30s} | {'Sampling Strategy':40s} | {'SegEvery Time (ms)':>18s} | {'p90 (ms)':>9s} "
+                     f"| prompts | masks | images |")
+        lines.append("|" + "-" * 32 + "|" + "-" * 42 + "|" + "-" * 20 + "|" + "-" * 11 + "|---------|-------|--------|")
+        for m in METHODS:
+            r = by.get((dev, res, m))
+            if r is None:
+                continue
+            model, strat = labels[m]
+            t = f"{r['median_ms']:.0f}"
+            b = by.get((dev, res, base.get(m, "")))
+            if b is not None:
+                t += f" ({b['median_ms'] / r['median_ms']:.1f}x up)"
+            lines.append(f"| {model:30s} | {strat:40s} | {t:>18s} | {r['p90_ms']:9.0f} | {r['prompts']:7d} "
+                         f"| {r['masks']:5.0f} | {r['images']:6d} |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.segevery", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--device", nargs="+", default=["cpu"], choices=["cpu", "cuda"],
+                   help="devices (default cpu; cuda rows run in bf16 autocast unless --dtype fp32)")
+    p.add_argument("--resolution", nargs="+", type=int, action="extend", default=None,
+                   help="input sides, repeatable (default 640 1024)")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS, help="rows to run")
+    p.add_argument("--images", type=int, default=20, help="images per row (default 20)")
+    p.add_argument("--sam-images", type=int, default=None, help="images for sam_b rows (default 2 on CPU)")
+    p.add_argument("--heavy-images", type=int, default=None,
+                   help="images for litesam_amg32 and decoder_stock (default: --images)")
+    p.add_argument("--ckpt", help="Lite-SAM export/checkpoint (random weights when absent)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU (default: torch's)")
+    p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="CUDA autocast dtype (default bf16)")
+    p.add_argument("--top-n", type=int, default=256, help="AutoPPN prompts (default 256)")
+    p.add_argument("--pred-iou-thresh", type=float, default=0.88, help="as SAM's AMG (default 0.88)")
+    p.add_argument("--stability-score-thresh", type=float, default=0.95, help="as SAM's AMG (default 0.95)")
+    p.add_argument("--decoder-chunk", type=int, default=0,
+                   help="prompts per call in the decoder rows (default 0: all 256 in one call)")
+    p.add_argument("--no-check-decoder", dest="check_decoder", action="store_false",
+                   help="skip the decoder_ours vs stock output check")
+    p.add_argument("--shared", default=os.environ.get("LITESAM_SHARED", str(Path(__file__).resolve().parents[2] / "shared")),
+                   help="the shared folder with data/ (default ../shared)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write {'rows': [...], 'speedups': {...}, 'meta': {...}} here")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    args.resolution = args.resolution or [640, 1024]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows: List[Dict[str, Any]] = []
+    for dev in args.device:
+        if dev == "cuda" and not torch.cuda.is_available():
+            print("CUDA not available: skipping the cuda rows", file=sys.stderr)
+            continue
+        for res in args.resolution:
+            rows.extend(run_config(args, torch.device(dev), res))
+    out = {
+        "rows": rows,
+        "speedups": speedups(rows),
+        "meta": {
+            "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks.segevery"] + list(argv or sys.argv[1:])),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "random_weights": not args.ckpt,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    }
+    print(table3(rows))
+    for k, v in out["speedups"].items():
+        print(f"{k}: {v:.2f}x")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1))
+        print(f"wrote {args.json}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Robust image loading for SegEvery: any file PIL or OpenCV reads -> RGB ``uint8 [H, W, 3]``, or a clear error.
+
+Handles grey, grey+alpha, RGBA (alpha dropped: composited on black would invent edges; SAM ignores alpha too),
+palette, CMYK, 16-bit and float images (scaled to 8 bit), EXIF orientation, and refuses non-images, empty
+files and missing paths with an :class:`ImageLoadError` naming the file.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+__all__ = ["ImageLoadError", "load_image", "to_rgb_uint8", "DEFAULT_MAX_PIXELS"]
+
+#: refuse images above this many pixels (PIL's decompression-bomb guard is 2 * 89.5 MP); 0 disables.
+DEFAULT_MAX_PIXELS = 1 << 28  # 268 MP
+
+
+class ImageLoadError(ValueError):
+    """An input that is not a readable image (missing, empty, corrupted, unsupported or too large)."""
+
+
+def to_rgb_uint8(array: np.ndarray, name: str = "image") -> np.ndarray:
+    """Any ``[H, W]``, ``[H, W, 1|2|3|4]`` array (uint8/uint16/int/float/bool) -> RGB ``uint8 [H, W, 3]``.
+
+    16-bit and wider integers are scaled by their dtype range (``>> 8`` for uint16); floats are taken as
+    [0, 1] when their max is <= 1, else min-max scaled; grey is repeated, alpha dropped."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 3 and a.shape[2] == 2:  # grey + alpha
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ImageLoadError(f"{name}: unsupported image shape {a.shape} (expected HxW, HxWx1..4)")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ImageLoadError(f"{name}: empty image of shape {a.shape}")
+    if a.ndim == 3 and a.shape[2] == 4:
+        a = a[..., :3]
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.integer):  # e.g. PIL mode "I" (int32) from a 16-bit grey PNG
+        lo, hi = float(a.min()), float(a.max())
+        if lo >= 0 and hi <= 255:
+            a = a.astype(np.uint8)
+        elif lo >= 0 and hi <= 65535:
+            a = (a.astype(np.uint32) >> 8).astype(np.uint8)
+        else:
+            a = ((a.astype(np.float64) - lo) * (255.0 / max(hi - lo, 1.0))).round().astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.floating):
+        f = np.nan_to_num(a.astype(np.float64))
+        lo, hi = float(f.min()), float(f.max())
+        if lo >= 0.0 and hi <= 1.0:
+            f = f * 255.0
+        elif hi > lo:
+            f = (f - lo) * (255.0 / (hi - lo))
+        else:
+            f = np.zeros_like(f)
+        a = np.clip(f, 0, 255).round().astype(np.uint8)
+    else:
+        raise ImageLoadError(f"{name}: unsupported pixel type {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    return np.ascontiguousarray(a)
+
+
+def load_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read ``path`` as RGB ``uint8 [H, W, 3]`` (see the module doc). Raises :class:`ImageLoadError`."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageLoadError(f"{p}: no such file")
+    if p.is_dir():
+        raise ImageLoadError(f"{p}: is a directory, not an image file")
+    if p.stat().st_size == 0:
+        raise ImageLoadError(f"{p}: empty file")
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            old = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below, with a clearer message
+            try:
+                with Image.open(p) as im:
+                    w, h = im.size
+                    if max_pixels and w * h > max_pixels:
+                        raise ImageLoadError(
+                            f"{p}: {w}x{h} = {w * h / 1e6:.0f} MP is above the {max_pixels / 1e6:.0f} MP limit "
+                            f"(resize it first or raise --max-pixels)"
+                        )
+                    im = ImageOps.exif_transpose(im)
+                    mode = im.mode
+                    if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+                        im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
+                    arr = np.asarray(im)
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        arr = _load_with_cv2(p)
+    except (OSError, SyntaxError, ValueError) as err:
+        arr = _load_with_cv2(p, err)
+    return to_rgb_uint8(arr, name=str(p))
+
+
+def _load_with_cv2(p: Path, err: Exception = None) -> np.ndarray:
+    """Second chance for formats PIL cannot read (e.g. some 16-bit RGB TIFFs); clear error otherwise."""
+    import cv2
+
+    data = np.fromfile(str(p), dtype=np.uint8)
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if arr is None:
+        why = f" ({err})" if err else ""
+        raise ImageLoadError(f"{p}: not a readable image file{why}")
+    if arr.ndim == 3 and arr.shape[2] >= 3:  # OpenCV is BGR(A)
+        arr = arr[..., [2, 1, 0] + ([3] if arr.shape[2] == 4 else [])]
+    return arr

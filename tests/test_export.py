@@ -1,0 +1,68 @@
+"""Weights-only export and ONNX export (litesam_pl.inference.export)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import litesam_pl
+from litesam_pl.inference.export import EXPORT_FORMAT, export_onnx, export_weights, main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return litesam_pl.create_model("litesam", img_size=64).eval()
+
+
+def test_weights_round_trip(tiny_model, tmp_path):
+    path = export_weights(tiny_model, tmp_path / "sub" / "m.pt")
+    obj = torch.load(path, weights_only=True)
+    assert obj["format"] == EXPORT_FORMAT == "litesam-pl/weights-v1"
+    assert obj["model"]["name"] == "litesam" and obj["model"]["kwargs"]["img_size"] == 64
+    ref = tiny_model.state_dict()
+    assert set(obj["state_dict"]) == set(ref)
+    assert all(torch.equal(obj["state_dict"][k], ref[k]) for k in ref)
+    back = litesam_pl.load_model(path)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(back.image_encoder(x), tiny_model.image_encoder(x))
+    img = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    kw = dict(prompts="autoppn", top_n=8, score_threshold=0.0, output_mode="tensors", pred_iou_thresh=0,
+              stability_score_thresh=0)
+    a, b = back.segment_everything(img, **kw), tiny_model.segment_everything(img, **kw)
+    assert torch.equal(a["masks"], b["masks"])
+
+
+def test_onnx_matches_pytorch(tiny_model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    report = export_onnx(tiny_model, tmp_path / "onnx", top_n=16, num_prompts=3)
+    assert (tmp_path / "onnx" / "encoder.onnx").is_file() and (tmp_path / "onnx" / "decoder.onnx").is_file()
+    assert json.loads((tmp_path / "onnx" / "report.json").read_text())["max_abs_diff"] == report["max_abs_diff"]
+    diffs = report["max_abs_diff"]
+    assert {"encoder/image_embeddings", "encoder/heatmap_logits", "decoder/low_res_masks",
+            "decoder/iou_predictions"} <= set(diffs)
+    assert max(diffs.values()) < 1e-4, diffs
+
+
+def test_cli(tiny_model, tmp_path, capsys):
+    src = export_weights(tiny_model, tmp_path / "a.pt")
+    assert main(["--ckpt", str(src), "--out", str(tmp_path / "b.pt")]) == 0
+    back = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert back["format"] == EXPORT_FORMAT
+    assert main(["--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "c.pt")]) == 2
+    assert "no model file" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    assert main(["--ckpt", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "d.pt")]) == 2
+    with pytest.raises(SystemExit):
+        main(["--ckpt", str(src)])  # neither --out nor --onnx

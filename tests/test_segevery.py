@@ -1,0 +1,279 @@
+"""SegEvery (litesam_pl.inference.segevery / postprocess / sam_compat) on hand-made inputs and a tiny model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+from segment_anything.utils.amg import calculate_stability_score
+
+import litesam_pl
+from litesam_pl.inference.postprocess import (
+    box_nms,
+    decode_rle,
+    greedy_nms_from_iou,
+    mask_iou_matrix,
+    mask_nms,
+    masks_to_boxes,
+    stability_score,
+)
+from litesam_pl.inference.sam_compat import grid_points
+from litesam_pl.inference.segevery import segment_everything
+
+AMG_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: the CI/dev machines are small and shared, and OpenMP spinning on 2 busy cores
+    is 10-30x slower than one thread."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+LOOSE = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+
+
+# ---------------------------------------------------------------------------------------------- hand-made NMS
+def _square(h, w, y0, x0, y1, x1):
+    m = torch.zeros(h, w, dtype=torch.bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_mask_nms_is_greedy_not_fast_nms():
+    # A (best) overlaps B (IoU 0.8); B overlaps C (IoU 0.8) but A and C barely overlap.
+    # Greedy NMS at 0.5 keeps A and C (C's only suppressor B is itself suppressed); "fast NMS" would drop C.
+    a = _square(10, 30, 0, 0, 10, 10)
+    b = _square(10, 30, 0, 1, 10, 11)
+    c = _square(10, 30, 0, 2, 10, 12)
+    d = _square(10, 30, 0, 20, 10, 30)  # disjoint
+    masks = torch.stack([c, a, d, b])
+    scores = torch.tensor([0.7, 0.9, 0.1, 0.8])
+    iou = mask_iou_matrix(masks)
+    assert iou[1, 3] == pytest.approx(9 / 11)  # A-B
+    assert iou[0, 1] == pytest.approx(8 / 12)  # C-A
+    keep = mask_nms(masks, scores, 0.7)
+    assert keep.tolist() == [1, 0, 2]  # A, C, D by score; B suppressed by A
+    keep = mask_nms(masks, scores, 0.6)
+    assert keep.tolist() == [1, 2]  # C now suppressed by A (IoU 0.667 > 0.6)
+
+
+def test_greedy_nms_from_iou_matches_loop():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        k = 40
+        x = torch.rand(k, k, generator=g)
+        iou = (x + x.t()) / 2
+        iou.fill_diagonal_(1.0)
+        keep = greedy_nms_from_iou(iou, 0.6)
+        ref = []
+        for i in range(k):
+            if all(iou[i, j] <= 0.6 for j in ref):
+                ref.append(i)
+        assert keep.nonzero()[:, 0].tolist() == ref
+
+
+def test_box_nms_hand_made():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10]], dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.95])
+    assert box_nms(boxes, scores, 0.5).tolist() == [3, 2]
+
+
+def test_masks_to_boxes_and_stability():
+    m = torch.stack([_square(8, 9, 2, 3, 5, 7), torch.zeros(8, 9, dtype=torch.bool)])
+    assert masks_to_boxes(m).tolist() == [[3, 2, 6, 4], [0, 0, 0, 0]]
+    logits = torch.randn(5, 16, 16) * 3
+    torch.testing.assert_close(stability_score(logits, 0.0, 1.0), calculate_stability_score(logits, 0.0, 1.0))
+
+
+def test_point_nms_exact_survivors():
+    """AutoPPN.decode: Point-NMS keeps local maxima only, ranked, thresholded; points at cell centres."""
+    from litesam_pl.models.autoppn import AutoPPN
+
+    heat = torch.full((1, 1, 8, 8), -6.0)
+    heat[0, 0, 2, 2] = 3.0
+    heat[0, 0, 2, 3] = 2.0  # neighbour of the first peak: suppressed
+    heat[0, 0, 6, 5] = 1.0
+    heat[0, 0, 7, 7] = 0.5  # 2 cells from (6, 5): its own local max
+    boxes = torch.full((1, 1, 4, 8, 8), 0.0625)  # 4 px on each side for S = 64
+    out = AutoPPN.decode({"heatmap_logits": heat, "boxes": boxes}, 64, top_n=5, score_threshold=0.5, nms_kernel=3)
+    valid = out["valid"][0]
+    assert valid.tolist() == [True, True, True, False, False]
+    assert out["points"][0][valid].tolist() == [[20.0, 20.0], [44.0, 52.0], [60.0, 60.0]]
+    assert out["boxes"][0][0].tolist() == [16.0, 16.0, 24.0, 24.0]
+    torch.testing.assert_close(out["scores"][0][valid], torch.sigmoid(torch.tensor([3.0, 1.0, 0.5])))
+
+
+def test_grid_points_match_amg():
+    pts = grid_points(4, (60, 80))
+    assert pts.shape == (16, 2)
+    assert pts[0].tolist() == [10.0, 7.5] and pts[-1].tolist() == [70.0, 52.5]
+
+
+# ---------------------------------------------------------------------------------------------- tiny model
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return litesam_pl.create_model("litesam", img_size=128).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    a = np.zeros((96, 128, 3), np.uint8)
+    a[20:70, 30:90] = (200, 40, 40)
+    a += rng.integers(0, 20, a.shape, dtype=np.uint8)
+    b = rng.integers(0, 255, (128, 80, 3), dtype=np.uint8)
+    return [a, b]
+
+
+def _validate_records(records, image, rle: bool):
+    h, w = image.shape[:2]
+    for r in records:
+        assert set(r) == AMG_KEYS
+        seg = decode_rle(r["segmentation"]) if rle else r["segmentation"]
+        assert isinstance(seg, np.ndarray) and seg.dtype == bool and seg.shape == (h, w)
+        assert isinstance(r["area"], int) and r["area"] == int(seg.sum()) > 0
+        ys, xs = np.nonzero(seg)
+        # SAM's AMG convention: xyxy with inclusive max indices, then XYWH = (x0, y0, x1 - x0, y1 - y0)
+        assert r["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
+        assert all(isinstance(v, int) for v in r["bbox"])
+        assert isinstance(r["predicted_iou"], float) and isinstance(r["stability_score"], float)
+        (px, py), = r["point_coords"]
+        assert 0 <= px <= w and 0 <= py <= h
+        assert r["crop_box"] == [0, 0, w, h]
+
+
+@pytest.mark.parametrize("prompts", ["autoppn", "grid"])
+def test_records_validate(tiny_model, images, prompts):
+    kw = dict(prompts=prompts, top_n=24, score_threshold=0.0, points_per_side=5, box_nms_thresh=0.95, **LOOSE)
+    stats = {}
+    bin_recs = segment_everything(tiny_model, images, output_mode="binary_mask", stats=stats, **kw)
+    rle_recs = segment_everything(tiny_model, images, output_mode="coco_rle", **kw)
+    assert stats["prompts"] == ([24, 24] if prompts == "autoppn" else [25, 25])
+    assert len(bin_recs) == 2
+    for img, rb, rr in zip(images, bin_recs, rle_recs):
+        assert len(rb) == len(rr) > 0
+        _validate_records(rb, img, rle=False)
+        _validate_records(rr, img, rle=True)
+        for x, y in zip(rb, rr):  # the RLE decodes to the binary mask of the same run
+            assert np.array_equal(decode_rle(y["segmentation"]), x["segmentation"])
+        ious = [r["predicted_iou"] for r in rb]
+        assert ious == sorted(ious, reverse=True)
+
+
+def test_single_image_and_tensor_input(tiny_model, images):
+    one = segment_everything(tiny_model, images[0], prompts="grid", points_per_side=3, **LOOSE)
+    assert isinstance(one, list) and (not one or isinstance(one[0], dict))
+    t = torch.from_numpy(images[0]).permute(2, 0, 1)
+    two = segment_everything(tiny_model, t[None].float(), prompts="grid", points_per_side=3, **LOOSE)
+    assert len(two) == 1 and len(two[0]) == len(one)
+
+
+def test_chunking_and_stock_decoder_give_same_result(tiny_model, images):
+    kw = dict(prompts="autoppn", top_n=20, score_threshold=0.0, output_mode="tensors", **LOOSE)
+    a = segment_everything(tiny_model, images, chunk_size=None, **kw)
+    b = segment_everything(tiny_model, images, chunk_size=3, image_batch_size=1, **kw)
+    c = segment_everything(tiny_model, images, chunk_size=7, decoder="stock", **kw)
+    for x, y, z in zip(a, b, c):
+        assert torch.equal(x["masks"], y["masks"]) and torch.equal(x["masks"], z["masks"])
+        assert (x["iou_preds"] - z["iou_preds"]).abs().max() < 1e-4
+
+
+def test_tensors_mode_probability_maps(tiny_model, images):
+    out = segment_everything(tiny_model, images[1], prompts="grid", points_per_side=4, output_mode="tensors",
+                             return_logits=True, **LOOSE)
+    k = out["masks"].shape[0]
+    assert k > 0 and out["masks"].shape[1:] == images[1].shape[:2]
+    assert out["mask_probs"].shape == out["masks"].shape
+    assert torch.equal(out["masks"], out["mask_logits"] > 0)
+    assert float(out["mask_probs"].min()) >= 0 and float(out["mask_probs"].max()) <= 1
+    assert out["low_res_logits"].shape[0] == k and out["boxes"].shape == (k, 4)
+    assert torch.equal(out["areas"], out["masks"].flatten(1).sum(1))
+
+
+def test_ar1000_protocol_ranking(tiny_model, images):
+    out = segment_everything(tiny_model, images[0], prompts="autoppn", top_n=24, score_threshold=0.0,
+                             box_nms_thresh=0.9, rank_by="iou_stability_mean", output_mode="tensors",
+                             max_masks=5, **LOOSE)
+    s = out["scores"]
+    assert 0 < s.numel() <= 5
+    torch.testing.assert_close(s, 0.5 * (out["iou_preds"] + out["stability_scores"]))
+    assert torch.all(s[:-1] >= s[1:])
+
+
+def test_autoppn_prompts_stay_inside_the_image(tiny_model):
+    img = np.full((32, 128, 3), 128, np.uint8)  # resized to 32 x 128: 3/4 of the input frame is padding
+    out = segment_everything(tiny_model, img, prompts="autoppn", top_n=30, score_threshold=0.0,
+                             output_mode="tensors", nms="none", **LOOSE)
+    assert out["points"].shape[0] > 0
+    assert float(out["points"][:, 1].max()) <= 32 and float(out["points"][:, 0].max()) <= 128
+
+
+def test_thresholds_filter(tiny_model, images):
+    strict = segment_everything(tiny_model, images, prompts="grid", points_per_side=4, pred_iou_thresh=2.0)
+    assert strict == [[], []]
+
+
+def test_bad_options(tiny_model, images):
+    with pytest.raises(ValueError, match="prompts"):
+        segment_everything(tiny_model, images, prompts="dense")
+    with pytest.raises(ValueError, match="output_mode"):
+        segment_everything(tiny_model, images, output_mode="png")
+    with pytest.raises(ValueError, match="HxWx3"):
+        segment_everything(tiny_model, [np.zeros((8, 8), np.uint8)])
+    no_ppn = litesam_pl.create_model("litesam", img_size=128, autoppn=False).eval()
+    with pytest.raises(ValueError, match="AutoPPN"):
+        segment_everything(no_ppn, images, prompts="autoppn")
+
+
+def test_model_method_and_sam_wrappers(tiny_model, images):
+    """LiteSAM.segment_everything delegates here; SamAutomaticMaskGenerator and SamPredictor drive our model."""
+    recs = tiny_model.segment_everything(images[0], prompts="grid", points_per_side=3, **LOOSE)
+    assert all(set(r) == AMG_KEYS for r in recs)
+    amg = SamAutomaticMaskGenerator(tiny_model, points_per_side=4, **LOOSE)
+    amg_recs = amg.generate(images[0])
+    assert all(set(r) == AMG_KEYS for r in amg_recs)
+    pred = SamPredictor(tiny_model)
+    pred.set_image(images[0])
+    masks, scores, low = pred.predict(point_coords=np.array([[60, 40]]), point_labels=np.array([1]),
+                                      box=np.array([30, 20, 90, 70]), multimask_output=False)
+    assert masks.shape == (1, 96, 128) and scores.shape == (1,)
+
+
+def test_survivor_only_upscaling_matches_stock(tiny_model, images):
+    """The fast path upscales only prompts whose predicted IoU passes; the result equals the stock path."""
+    base = dict(prompts="grid", points_per_side=5, output_mode="tensors", stability_score_thresh=0.0, nms="none")
+    allm = segment_everything(tiny_model, images[1], pred_iou_thresh=-1e9, decoder="stock", **base)
+    thresh = float(allm["iou_preds"].median())
+    stats = {}
+    fast = segment_everything(tiny_model, images[1], pred_iou_thresh=thresh, stats=stats, **base)
+    stock = segment_everything(tiny_model, images[1], pred_iou_thresh=thresh, decoder="stock", **base)
+    assert 0 < fast["masks"].shape[0] < allm["masks"].shape[0]
+    assert torch.equal(fast["masks"], stock["masks"])
+    assert torch.equal(fast["points"], stock["points"])
+    assert (fast["iou_preds"] > thresh).all()
+
+
+def test_bf16_autocast_path(tiny_model, images):
+    out = segment_everything(tiny_model, images[0], prompts="autoppn", top_n=12, score_threshold=0.0,
+                             output_mode="tensors", autocast_dtype=torch.bfloat16, **LOOSE)
+    assert out["masks"].dtype == torch.bool and out["masks"].shape[1:] == images[0].shape[:2]
+
+
+def test_benchmark_json_schema(tmp_path):
+    """benchmarks.segevery end to end at a toy resolution: the JSON rows the issue specifies."""
+    from benchmarks.segevery import main as bench_main
+
+    out = bench_main(["--resolution", "64", "--images", "1", "--threads", "1", "--json", str(tmp_path / "b.json"), "--top-n", "16",
+                      "--methods", "litesam_autoppn", "litesam_grid32", "decoder_stock", "decoder_ours"])
+    rows = {r["method"]: r for r in out["rows"]}
+    assert set(rows) == {"litesam_autoppn", "litesam_grid32", "decoder_stock", "decoder_ours"}
+    for r in rows.values():
+        assert {"method", "resolution", "device", "median_ms", "p90_ms", "prompts", "masks", "phases"} <= set(r)
+        assert r["resolution"] == 64 and r["device"] == "cpu" and r["median_ms"] > 0
+    assert rows["litesam_autoppn"]["prompts"] == 16 and rows["litesam_grid32"]["prompts"] == 1024
+    assert {"encoder", "prompts", "decoder", "postprocess"} <= set(rows["litesam_autoppn"]["phases"])
+    assert rows["decoder_ours"]["max_abs_diff_vs_stock"] < 1e-4
+    assert "cpu/r64/decoder_stock_over_ours" in out["speedups"]
