@@ -5,6 +5,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Unit tests use tiny tensors: one intra-op thread is faster than two on a busy 2-core machine, and deterministic.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LITESAM_SHARED", REPO.parent / "shared"))

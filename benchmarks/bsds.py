@@ -1,0 +1,319 @@
+"""BSDS500 zero-shot edge detection (Lite-SAM Table 7): ODS, OIS, AP and R50 with the original BSDS bench protocol.
+
+Edge sources (exactly one):
+  --ckpt PATH            our model (export or Lightning checkpoint): SegEvery without IoU/stability filters,
+                         SAM App. D.2 edge maps (Sobel on mask probabilities, outer boundary, max, normalise, NMS)
+  --model NAME           the same with a randomly initialised registry model (smoke runs only)
+  --detector sobel|canny the classical rows of Table 7
+  --pred DIR             precomputed maps <id>.png / <id>.npy / <id>.mat (--pred-format png|npy|ucm2|segs)
+
+Examples:
+  python -m benchmarks.bsds --data ../shared/data/bsds500 --detector canny --workers 2 --json canny.json
+  python -m benchmarks.bsds --data ../shared/data/bsds500 --pred ../shared/data/bsds500/ucm2_gPb_owt_ucm/test \\
+      --pred-format ucm2 --limit 5 --thresholds 99
+  python -m benchmarks.bsds --data ../shared/data/bsds500 --ckpt litesam.pt --json litesam.json --plot pr.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from litesam_pl.data.bsds import BSDS500, PRED_FORMATS, load_prediction
+from litesam_pl.metrics.bsds import DEFAULT_MAX_DIST, BoundaryCounts, bsds_thresholds, evaluate_images, summarize
+
+# Table 7 of the paper (BSDS500 test, 200 images); the first rows are quoted by the paper from SAM.
+PAPER_TABLE7: List[Tuple[str, Optional[float], Optional[float], Optional[float], Optional[float]]] = [
+    ("HED (paper)", 0.788, 0.808, 0.840, 0.923),
+    ("EDETR (paper)", 0.840, 0.858, 0.896, 0.930),
+    ("Sobel filter (paper)", 0.539, None, None, None),
+    ("Canny (paper)", 0.600, 0.640, 0.580, None),
+    ("Felz-Hutt (paper)", 0.610, 0.640, 0.560, None),
+    ("SAM-H (paper)", 0.768, 0.786, 0.794, 0.928),
+    ("Fast-SAM (paper)", 0.750, 0.790, 0.793, 0.903),
+    ("Lite-SAM (paper)", 0.761, 0.788, 0.793, 0.919),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bsds",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, help="BSDS500 folder (images/<split>/*.jpg, groundTruth/<split>/*.mat)")
+    p.add_argument("--split", default="test", choices=["test", "val", "train"], help="split to score (default test)")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N ids (string-sorted)")
+    src = p.add_argument_group("edge source (exactly one)")
+    src.add_argument("--ckpt", help="our model: a `litesam export` file or a Lightning checkpoint")
+    src.add_argument("--model", help="registry name built with RANDOM weights (smoke runs), e.g. litesam")
+    src.add_argument("--detector", choices=["sobel", "canny"], help="classical detector")
+    src.add_argument("--pred", help="folder of precomputed edge maps named <image id>.<ext>")
+    p.add_argument("--pred-format", default="png", choices=list(PRED_FORMATS),
+                   help="format of --pred files: png (pb=png/255), npy (float in [0,1]), ucm2 (pb=ucm2[2::2,2::2]), "
+                        "segs (one segmentation per threshold)")
+    bench = p.add_argument_group("benchmark")
+    bench.add_argument("--thresholds", type=int, default=99, help="number of thresholds k/(N+1) (official: 99)")
+    bench.add_argument("--max-dist", type=float, default=DEFAULT_MAX_DIST,
+                       help="match tolerance, fraction of the image diagonal (official: 0.0075)")
+    bench.add_argument("--no-thin", action="store_true", help="do not thin thresholded maps (official: thin)")
+    bench.add_argument("--workers", type=int, default=1, help="processes matching images in parallel")
+    bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    det = p.add_argument_group("classical detectors")
+    det.add_argument("--sigma", type=float, default=None,
+                     help="Gaussian smoothing in pixels (default: sobel 1.0, canny 2.0)")
+    mdl = p.add_argument_group("model (--ckpt / --model)")
+    mdl.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    mdl.add_argument("--img-size", type=int, default=None, help="--model only: input side of the random model")
+    mdl.add_argument("--points-per-side", type=int, default=16, help="grid path: points per side (SAM: 16)")
+    mdl.add_argument("--box-nms-thresh", type=float, default=0.7, help="box NMS IoU of duplicate masks (SAM: 0.7)")
+    mdl.add_argument("--prompts", default="auto", choices=["auto", "autoppn", "grid"],
+                     help="SegEvery prompts: AutoPPN (Lite-SAM), the point grid (SAM App. D.2), or auto "
+                          "(AutoPPN when the model has it)")
+    mdl.add_argument("--nms", default="box", choices=["box", "mask"],
+                     help="duplicate-mask NMS (SAM's AMG: box)")
+    mdl.add_argument("--no-edge-nms", action="store_true", help="skip the edge NMS of the SAM protocol")
+    out = p.add_argument_group("outputs")
+    out.add_argument("--json", help="write results JSON here")
+    out.add_argument("--plot", help="write a PR-curve PNG (with iso-F curves) here")
+    out.add_argument("--plot-with", nargs="*", default=[], metavar="JSON",
+                     help="earlier --json results to draw on the same PR plot")
+    out.add_argument("--save-edges", help="write each edge map as an 8-bit <id>.png here")
+    out.add_argument("--eval-dir",
+                     help="cache per-image counts here as the bench's <id>_ev1.txt; images already there (same "
+                          "thresholds) are not evaluated again, so an interrupted run resumes")
+    out.add_argument("--name", help="method name in the table and plot")
+    return p
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    sources = [s for s in ("ckpt", "model", "detector", "pred") if getattr(args, s)]
+    if not sources:
+        p.error("give an edge source: --ckpt PATH (our model), --detector sobel|canny, or --pred DIR "
+                "(--pred-format png|npy|ucm2|segs)")
+    if len(sources) > 1:
+        p.error(f"give exactly one edge source, got {', '.join('--' + s for s in sources)}")
+    if args.thresholds < 1:
+        p.error("--thresholds must be >= 1")
+    if args.workers < 1:
+        p.error("--workers must be >= 1")
+    if not (0 < args.max_dist < 1):
+        p.error("--max-dist must be in (0, 1)")
+    if args.ckpt and not Path(args.ckpt).is_file():
+        p.error(f"--ckpt: file not found: {args.ckpt}")
+    if args.img_size is not None and not args.model:
+        p.error("--img-size only applies to --model")
+
+
+def load_edge_model(args: argparse.Namespace):
+    """The model of --ckpt (``litesam_pl.load_model``) or a random --model, in eval mode on --device."""
+    import litesam_pl
+
+    if args.ckpt:
+        model = litesam_pl.load_model(args.ckpt)
+    else:
+        kwargs = {} if args.img_size is None else {"img_size": args.img_size}
+        model = litesam_pl.create_model(args.model, **kwargs)
+    return model.to(args.device).eval()
+
+
+def method_name(args: argparse.Namespace) -> str:
+    """The method's name in the table, plot and JSON."""
+    if args.name:
+        return args.name
+    if args.detector:
+        return args.detector + ("" if args.sigma is None else f" (sigma={args.sigma})")
+    if args.pred:
+        pred = Path(args.pred).resolve()
+        return f"{pred.parent.name}/{pred.name} ({args.pred_format})"
+    return Path(args.ckpt).stem if args.ckpt else f"{args.model} (random weights)"
+
+
+def make_edge_fn(args: argparse.Namespace) -> Optional[Callable[[BSDS500, str], np.ndarray]]:
+    """``fn(dataset, image_id) -> pb`` float [H, W] in [0, 1]; None for --pred (files are read by make_items)."""
+    if args.pred:
+        return None
+    if args.detector:
+        from litesam_pl.inference.edges import DETECTORS
+
+        det = DETECTORS[args.detector]
+        kw = {} if args.sigma is None else {"sigma": args.sigma}
+        return lambda ds, i: det(ds.image(i), **kw)
+    from litesam_pl.inference.edges import edge_map_from_model
+
+    model = load_edge_model(args)
+    seg_kw = dict(prompts=args.prompts, points_per_side=args.points_per_side, box_nms_thresh=args.box_nms_thresh,
+                  nms=args.nms)
+
+    def fn(ds: BSDS500, i: str) -> np.ndarray:
+        return edge_map_from_model(model, ds.image(i), apply_edge_nms=not args.no_edge_nms, **seg_kw)
+
+    return fn
+
+
+def make_items(ds: BSDS500, args: argparse.Namespace, edge_fn,
+               ids: Sequence[str]) -> Iterator[Tuple[str, object, List[np.ndarray]]]:
+    """Lazily yield ``(image_id, pb, annotator boundaries)``; writes --save-edges pngs on the way."""
+    pred_paths = ds.prediction_paths(args.pred, args.pred_format) if args.pred else None
+    save_dir = Path(args.save_edges) if args.save_edges else None
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    for i in ids:
+        pb = load_prediction(pred_paths[i], args.pred_format) if pred_paths else edge_fn(ds, i)
+        if save_dir is not None and isinstance(pb, np.ndarray):
+            import cv2
+
+            cv2.imwrite(str(save_dir / f"{i}.png"), np.round(np.clip(pb, 0, 1) * 255).astype(np.uint8))
+        yield i, pb, ds.boundaries(i)
+
+
+def load_cached_counts(eval_dir: str, ids: Sequence[str], args: argparse.Namespace) -> Dict[str, BoundaryCounts]:
+    """Counts of ``ids`` already in ``eval_dir`` (``<id>_ev1.txt``) at the thresholds of this run."""
+    want = None if (args.pred and args.pred_format == "segs") else bsds_thresholds(args.thresholds)
+    out = {}
+    for i in ids:
+        f = Path(eval_dir) / f"{i}_ev1.txt"
+        if not f.is_file():
+            continue
+        c = BoundaryCounts.load(f)
+        if want is not None and (c.thresholds.shape != want.shape or not np.allclose(c.thresholds, want)):
+            raise ValueError(f"{f} was evaluated at {c.thresholds.size} other thresholds; use another --eval-dir")
+        out[i] = c
+    return out
+
+
+def _fmt(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def format_table(name: str, res: Dict[str, object], n_thresholds: int) -> str:
+    lines = [
+        f"Table 7: zero-shot edge detection on BSDS500 ({res['images']} images, {n_thresholds} thresholds; "
+        "paper rows: 200 test images, 99 thresholds)",
+        "| method | ODS | OIS | AP | R50 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in PAPER_TABLE7:
+        lines.append("| " + " | ".join([row[0]] + [_fmt(v) for v in row[1:]]) + " |")
+    lines.append(f"| **{name} (ours, measured)** | " + " | ".join(
+        _fmt(res[k]) for k in ("ods", "ois", "ap", "r50")) + " |")
+    return "\n".join(lines)
+
+
+def plot_pr_curves(curves: Dict[str, Dict[str, object]], path: str) -> None:
+    """BSDS-style precision/recall plot: iso-F curves, each method's curve and its ODS point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
+    r = np.linspace(0.01, 1, 400)
+    for f in np.arange(0.1, 1.0, 0.1):
+        p = f * r / (2 * r - f)
+        ok = (p > 0) & (p <= 1) & (2 * r > f)
+        ax.plot(r[ok], p[ok], color="0.6", lw=0.7, ls="--")
+        ax.annotate(f"F={f:.1f}", xy=(1.0, f / (2 - f)), xytext=(2, 0), textcoords="offset points",
+                    fontsize=6, color="0.45", va="center", annotation_clip=False)
+    for name, res in curves.items():
+        c = res["curve"]
+        rr, pp = np.asarray(c["r"]), np.asarray(c["p"])
+        keep = (rr > 0) | (pp > 0)
+        (line,) = ax.plot(rr[keep], pp[keep], lw=2, label=f"[F={res['ods']:.3f}] {name}")
+        ax.plot([res["ods_r"]], [res["ods_p"]], "o", color=line.get_color(), ms=6)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("Recall")
+    ax.set_ylabel("Precision")
+    ax.set_title("BSDS500 boundary benchmark")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> Dict[str, object]:
+    t0 = time.time()
+    ds = BSDS500(args.data, args.split, limit=args.limit)
+    cached = load_cached_counts(args.eval_dir, ds.ids, args) if args.eval_dir else {}
+    todo = [i for i in ds.ids if i not in cached]
+    if cached:
+        print(f"{len(cached)} of {len(ds)} images already evaluated in {args.eval_dir}")
+    save = None
+    if args.eval_dir:
+        Path(args.eval_dir).mkdir(parents=True, exist_ok=True)
+        save = lambda i, c: c.save(Path(args.eval_dir) / f"{i}_ev1.txt")  # noqa: E731
+    edge_fn = make_edge_fn(args) if todo else None
+    name = method_name(args)
+    per_image = evaluate_images(
+        make_items(ds, args, edge_fn, todo),
+        thresholds=args.thresholds,
+        max_dist=args.max_dist,
+        thin=not args.no_thin,
+        workers=args.workers,
+        progress=not args.no_progress,
+        total=len(todo),
+        on_result=save,
+    ) if todo else {}
+    per_image = {i: (per_image[i] if i in per_image else cached[i]) for i in ds.ids}
+    res = summarize(per_image)
+    wall = time.time() - t0
+    out = {
+        "ods": res["ods"], "ois": res["ois"], "ap": res["ap"], "r50": res["r50"], "images": res["images"],
+        "per_image": res["per_image"],
+        "method": name,
+        "ods_threshold": res["ods_threshold"], "ods_r": res["ods_r"], "ods_p": res["ods_p"],
+        "ois_r": res["ois_r"], "ois_p": res["ois_p"],
+        "curve": res["curve"],
+        "config": {
+            "data": str(args.data), "split": args.split, "limit": args.limit,
+            "source": {k: getattr(args, k) for k in ("ckpt", "model", "detector", "pred") if getattr(args, k)},
+            "pred_format": args.pred_format if args.pred else None,
+            "thresholds": args.thresholds, "max_dist": args.max_dist, "thin": not args.no_thin,
+            "sigma": args.sigma, "workers": args.workers, "eval_dir": args.eval_dir,
+            "segevery": None if not (args.ckpt or args.model) else {
+                "prompts": args.prompts, "points_per_side": args.points_per_side,
+                "box_nms_thresh": args.box_nms_thresh, "nms": args.nms, "edge_nms": not args.no_edge_nms},
+        },
+        "wall_s": round(wall, 2),
+    }
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    out = run(args)
+    n_thr = args.thresholds if args.pred_format != "segs" or not args.pred else len(out["curve"]["thresholds"])
+    print(format_table(out["method"], out, n_thr))
+    print(f"ODS threshold {out['ods_threshold']:.4f} (R {out['ods_r']:.3f}, P {out['ods_p']:.3f}); "
+          f"wall {out['wall_s']:.1f} s")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+        print(f"wrote {args.json}")
+    if args.plot:
+        curves = {}
+        for extra in args.plot_with:
+            with open(extra) as f:
+                prev = json.load(f)
+            curves[prev.get("method", Path(extra).stem)] = prev
+        curves[out["method"]] = out
+        plot_pr_curves(curves, args.plot)
+        print(f"wrote {args.plot}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
