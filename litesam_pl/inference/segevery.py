@@ -158,7 +158,9 @@ def _fast_decode_survivors(
     for start in range(0, n, chunk):
         queries, keys = fast.run_transformer(cache, sparse[start : start + chunk])
         iou = fast.predict_iou(queries)[:, sel[0] : sel[-1] + 1]
-        keep = (iou > pred_iou_thresh).any(1).nonzero()[:, 0]
+        # as SamAutomaticMaskGenerator: a threshold of 0 (or below) switches the filter off
+        passed = (iou > pred_iou_thresh).any(1) if pred_iou_thresh > 0 else torch.ones_like(iou[:, 0], dtype=torch.bool)
+        keep = passed.nonzero()[:, 0]
         if keep.numel() < iou.shape[0]:
             queries, keys, iou = queries[keep], keys[keep], iou[keep]
         lows.append(fast.predict_masks(queries, keys, cache.hw, sel))
@@ -339,9 +341,11 @@ def _postprocess_image(
     vh = min(lh, math.ceil(input_size[0] * lh / size))
     vw = min(lw, math.ceil(input_size[1] * lw / size))
     crop = low[:, :vh, :vw]
-    keep = iou > pred_iou_thresh
+    # as SamAutomaticMaskGenerator: a threshold of 0 (or below) switches that filter off
+    keep = iou > pred_iou_thresh if pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
     stab = stability_score(crop, mask_threshold, stability_score_offset)
-    keep &= stab >= stability_score_thresh
+    if stability_score_thresh > 0:
+        keep &= stab >= stability_score_thresh
     binary = crop > mask_threshold
     keep &= binary.flatten(1).any(1)
     idx = keep.nonzero()[:, 0]

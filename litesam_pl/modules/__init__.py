@@ -1,0 +1,7 @@
+"""Lightning training stages of Lite-SAM (the only package, with ``litesam_pl.cli``, that imports Lightning)."""
+from .autoppn import AutoPPNModule
+from .backbone_box import BackboneBoxModule
+from .base import LiteSAMTaskBase, load_init_weights
+from .joint import LiteSAMModule
+
+__all__ = ["LiteSAMTaskBase", "BackboneBoxModule", "AutoPPNModule", "LiteSAMModule", "load_init_weights"]

@@ -1,0 +1,466 @@
+"""The LightningModule shared by the three Lite-SAM training stages.
+
+``LiteSAMTaskBase`` owns the network (``self.model``, built by ``litesam_pl.create_model(model_name, **model_kwargs)``),
+the optimizer (Adam, as the paper), the optional ``init_from`` warm start, and the pieces every stage reuses:
+prompted mask prediction + SAM's mask loss, AutoPPN forward + loss, and the validation metrics
+(``val/miou_1box``, ``val/miou_1point``, ``val/map``, ``val/ar100``, ``val/ar1000``, ``val/point_hit_rate``).
+The stages (``backbone_box.py``, ``autoppn.py``, ``joint.py``) only choose which parts train and validate.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+import numpy as np
+from torchmetrics import MeanMetric
+
+import litesam_pl
+from litesam_pl.losses import MaskLoss, PPNLoss, downsample_masks
+from litesam_pl.metrics.coco import mask_ap, proposal_recall
+from litesam_pl.metrics.miou import mask_ious
+
+__all__ = ["LiteSAMTaskBase", "load_init_weights"]
+
+
+def load_init_weights(model: torch.nn.Module, path: str, strict_shapes: bool = True) -> Dict[str, List[str]]:
+    """Warm-start ``model`` from a Lightning checkpoint (keys ``model.*``) or a ``litesam export`` file.
+
+    Keys missing from the file keep their initialisation; keys whose shape differs are skipped. Returns
+    ``{"loaded": [...], "missing": [...], "skipped": [...]}``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"init_from: no checkpoint at {p}")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupted / not a torch file
+        raise RuntimeError(f"init_from: cannot read {p} as a torch checkpoint: {e}") from e
+    if not isinstance(blob, dict) or "state_dict" not in blob:
+        raise ValueError(f"init_from: {p} has no 'state_dict' (expected a Lightning checkpoint or a litesam export)")
+    sd = blob["state_dict"]
+    if any(k.startswith("model.") for k in sd):
+        sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+    own = model.state_dict()
+    loaded, skipped = [], []
+    to_load = {}
+    for k, v in sd.items():
+        if k in own and own[k].shape == v.shape:
+            to_load[k] = v
+            loaded.append(k)
+        else:
+            skipped.append(k)
+    model.load_state_dict(to_load, strict=False)
+    missing = [k for k in own if k not in to_load]
+    return {"loaded": loaded, "missing": missing, "skipped": skipped}
+
+
+class LiteSAMTaskBase(pl.LightningModule):
+    """Shared training/validation logic; subclasses set what trains (``train_masks``, ``train_ppn``).
+
+    Args:
+        model_name: registry name (``litesam``, ``litesam_2x``, ``sam_vit_b``, ...).
+        model_kwargs: overrides for ``create_model`` (``img_size``, ``backbone``, ``mixer``, ``ppn_stem``,
+            ``ppn_groups``, ...).
+        lr, weight_decay, betas: Adam (the paper: Adam, lr 4e-5).
+        lr_schedule: ``constant`` (the paper states no schedule) or ``cosine`` (to ``min_lr_ratio * lr`` at the
+            trainer's last step); both after ``warmup_steps`` of linear warm-up.
+        init_from: checkpoint (Lightning ``.ckpt`` or export) to warm-start ``self.model`` from (shape-matching keys),
+            loaded at the start of ``fit`` (not when resuming with ``--ckpt_path``); ``apply_init_from()`` by hand.
+        focal_weight, dice_weight, iou_weight: mask-loss weights (paper: focal:dice = 10:1; SAM used 20:1).
+        ppn_heatmap_weight, ppn_box_weight: AutoPPN loss weights (paper: 2:1).
+        ppn_point_loss: ``hard_mse`` (ours, distance-transform targets) or ``focal`` (Gaussian targets, Table 2 baseline).
+        ppn_neg_ratio: hard negatives per positive in the hard-mining MSE.
+        ppn_box_beta: Smooth-L1 beta, in units of the image side (targets are distances / S).
+        ppn_loss_weight, mask_loss_weight: the two terms of ``L_total`` (paper: 1 + 1).
+        point_prompt_weight, box_prompt_weight: weights of the point- and box-prompted mask losses.
+        max_train_prompts: at most this many (valid) prompts per image go through the decoder in training.
+        mask_loss_resolution: ``full``: the low-res logits are upsampled (bilinear) to the input size ``S`` and
+            compared with the full-resolution masks (small masks keep their pixels); ``low``: the masks are
+            area-downsampled to the logits' ``S/4`` (16x fewer loss pixels; small masks can vanish).
+        min_train_mask_area: in training, prompts whose target mask has fewer pixels (at ``S``) are left out of the
+            mask loss (0 keeps all); validation always scores every mask.
+        compute_map: also compute the COCO-style mask mAP of the 1-box predictions (``val/map``).
+        val_top_n: proposals decoded per image for ``val/ar1000`` (``val/ar100`` uses the top 100).
+        ppn_score_threshold: score threshold of ``AutoPPN.decode`` in validation.
+    """
+
+    train_masks: bool = True
+    train_ppn: bool = True
+    val_masks: bool = True
+    val_ppn: bool = True
+
+    def __init__(
+        self,
+        model_name: str = "litesam",
+        model_kwargs: Optional[Dict[str, Any]] = None,
+        lr: float = 4e-5,
+        weight_decay: float = 0.0,
+        betas: Tuple[float, float] = (0.9, 0.999),
+        lr_schedule: str = "constant",
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.01,
+        init_from: Optional[str] = None,
+        focal_weight: float = 10.0,
+        dice_weight: float = 1.0,
+        iou_weight: float = 1.0,
+        ppn_heatmap_weight: float = 2.0,
+        ppn_box_weight: float = 1.0,
+        ppn_point_loss: str = "hard_mse",
+        ppn_neg_ratio: float = 3.0,
+        ppn_box_beta: float = 1.0 / 9.0,
+        ppn_loss_weight: float = 1.0,
+        mask_loss_weight: float = 1.0,
+        point_prompt_weight: float = 1.0,
+        box_prompt_weight: float = 1.0,
+        max_train_prompts: Optional[int] = None,
+        mask_loss_resolution: str = "full",
+        min_train_mask_area: int = 0,
+        compute_map: bool = True,
+        val_top_n: int = 1000,
+        ppn_score_threshold: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if mask_loss_resolution not in ("full", "low"):
+            raise ValueError(f"mask_loss_resolution must be 'full' or 'low', got {mask_loss_resolution!r}")
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        self.save_hyperparameters()
+        self.model_name = model_name
+        self.model_kwargs = dict(model_kwargs or {})
+        self.model = litesam_pl.create_model(model_name, **self.model_kwargs)
+        self.init_report: Optional[Dict[str, List[str]]] = None  # set by apply_init_from()
+        self.mask_loss = MaskLoss(focal_weight, dice_weight, iou_weight)
+        self.ppn_loss = PPNLoss(ppn_heatmap_weight, ppn_box_weight, ppn_point_loss, ppn_neg_ratio, box_beta=ppn_box_beta)
+        self.last_loss_terms: Dict[str, Tensor] = {}
+        self.configure_trainable()
+        # validation metrics (torchmetrics: synced across DDP ranks at compute time)
+        self.val_miou_1box = MeanMetric()
+        self.val_miou_1point = MeanMetric()
+        self.val_point_hit = MeanMetric()
+        # per-image arrays for the COCO evaluators of litesam_pl.metrics.coco (gathered over ranks at epoch end)
+        self._map_items: List[Dict[str, Any]] = []
+        self._ar_items: List[Dict[str, Any]] = []
+
+    # ------------------------------------------------------------------------------------------------------------
+    # set-up
+    # ------------------------------------------------------------------------------------------------------------
+    @property
+    def has_ppn(self) -> bool:
+        return getattr(self.model, "autoppn", None) is not None
+
+    @property
+    def img_size(self) -> int:
+        return int(self.model.image_encoder.img_size)
+
+    def configure_trainable(self) -> None:
+        """Freeze what this stage does not train (keeps DDP free of unused parameters and Adam of dead state)."""
+        if not self.train_ppn and self.has_ppn:
+            self.model.autoppn.requires_grad_(False)
+        if not self.train_masks:
+            self.model.prompt_encoder.requires_grad_(False)
+            self.model.mask_decoder.requires_grad_(False)
+        # SAM's mask-prompt branch is never fed a mask prompt here: keep it out of the optimizer
+        if hasattr(self.model.prompt_encoder, "mask_downscaling"):
+            self.model.prompt_encoder.mask_downscaling.requires_grad_(False)
+
+    def apply_init_from(self) -> Optional[Dict[str, List[str]]]:
+        """Load ``init_from`` into ``self.model`` (shape-matching keys); a missing file is a clear error."""
+        if self.hparams.init_from:
+            self.init_report = load_init_weights(self.model, self.hparams.init_from)
+            return self.init_report
+        return None
+
+    def setup(self, stage: str) -> None:
+        # warm start only when fitting from scratch: a resumed run (--ckpt_path) or validate/test loads its own
+        # weights afterwards, and a checkpoint loaded elsewhere must not need the init_from file
+        if stage == "fit" and self.hparams.init_from and self.init_report is None:
+            if not getattr(self.trainer, "ckpt_path", None):
+                self.apply_init_from()
+                rep = self.init_report
+                self.print(f"init_from {self.hparams.init_from}: {len(rep['loaded'])} tensors loaded, "
+                           f"{len(rep['missing'])} kept their initialisation, {len(rep['skipped'])} skipped")
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("nothing to train: every parameter is frozen")
+        opt = torch.optim.Adam(params, lr=self.hparams.lr, betas=tuple(self.hparams.betas), weight_decay=self.hparams.weight_decay)
+        warmup = int(self.hparams.warmup_steps)
+        schedule = self.hparams.lr_schedule
+        if warmup <= 0 and schedule == "constant":
+            return opt
+        min_ratio = float(self.hparams.min_lr_ratio)
+
+        def factor(step: int) -> float:
+            if warmup > 0 and step < warmup:
+                return (step + 1) / warmup
+            if schedule == "constant":
+                return 1.0
+            total = max(int(self.trainer.estimated_stepping_batches), warmup + 1)
+            t = min(1.0, (step - warmup) / max(1, total - warmup))
+            return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------------------------------
+    # forward pieces
+    # ------------------------------------------------------------------------------------------------------------
+    def check_batch(self, batch: Dict[str, Any]) -> None:
+        """Clear error when the data's geometry does not match the model's."""
+        S = batch["image"].shape[-1]
+        if batch["image"].shape[-2] != S or S != self.img_size:
+            raise ValueError(
+                f"batch images are {tuple(batch['image'].shape[-2:])} but the model's img_size is {self.img_size}: "
+                "set data img_size and model_kwargs.img_size to the same value"
+            )
+
+    def encode(self, image: Tensor) -> Tensor:
+        """``[B, 3, S, S]`` -> image embedding ``[B, 256, S/16, S/16]``."""
+        return self.model.image_encoder(image)
+
+    def predict(
+        self,
+        embeddings: Tensor,
+        boxes: Optional[Tensor] = None,
+        points: Optional[Tuple[Tensor, Tensor]] = None,
+        multimask_output: bool = False,
+    ) -> Tuple[Tensor, Tensor]:
+        """Prompted masks: boxes ``[B, K, 4]`` or points ``([B, K, n, 2], [B, K, n])`` ->
+        ``(low_res_logits [B, K, M, h, w], iou_pred [B, K, M])``."""
+        return self.model.predict_masks(embeddings, points=points, boxes=boxes, multimask_output=multimask_output)
+
+    def select_prompts(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        """Training prompts: drop masks under ``min_train_mask_area`` and keep at most ``max_train_prompts`` per image."""
+        out = dict(batch)
+        min_area = int(self.hparams.min_train_mask_area)
+        if min_area > 0:
+            out["valid"] = batch["valid"] & (batch["masks"].flatten(2).sum(-1) >= min_area)
+        k = self.hparams.max_train_prompts
+        if k and batch["masks"].shape[1] > k:
+            for key in ("masks", "boxes", "gt_boxes", "points", "point_labels", "valid"):
+                out[key] = out[key][:, :k]
+        return out
+
+    def _loss_pair(self, logits: Tensor, masks: Tensor, targets: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """Logits and targets at the loss resolution (see ``mask_loss_resolution``); ``targets`` caches the last."""
+        if self.hparams.mask_loss_resolution == "full":
+            S = masks.shape[-1]
+            return self._upsample(logits, S), masks.float() if targets is None else targets
+        return logits, downsample_masks(masks, tuple(logits.shape[-2:])) if targets is None else targets
+
+    def mask_losses(self, embeddings: Tensor, batch: Dict[str, Any], use_boxes: bool, use_points: bool) -> Dict[str, Tensor]:
+        """SAM mask loss with box prompts (single mask) and/or point prompts (3 masks, min-loss one back-propagated)."""
+        out: Dict[str, Tensor] = {}
+        total = embeddings.new_zeros(())
+        valid = batch["valid"]
+        targets = None
+        if use_boxes:
+            logits, iou = self.predict(embeddings, boxes=batch["boxes"], multimask_output=False)
+            logits, targets = self._loss_pair(logits, batch["masks"], targets)
+            r = self.mask_loss(logits, iou, targets, valid)
+            total = total + self.hparams.box_prompt_weight * r["loss"]
+            out.update({"mask_box": r["loss"], "focal_box": r["focal"], "dice_box": r["dice"], "iou_box": r["iou"]})
+        if use_points:
+            pts = (batch["points"], batch["point_labels"])
+            logits, iou = self.predict(embeddings, points=pts, multimask_output=True)
+            logits, targets = self._loss_pair(logits, batch["masks"], targets)
+            r = self.mask_loss(logits, iou, targets, valid)
+            total = total + self.hparams.point_prompt_weight * r["loss"]
+            out.update({"mask_point": r["loss"], "focal_point": r["focal"], "dice_point": r["dice"], "iou_point": r["iou"]})
+        out["mask"] = total
+        return out
+
+    def ppn_forward(self, embeddings: Tensor) -> Dict[str, Tensor]:
+        if not self.has_ppn:
+            raise ValueError(f"model {self.model_name!r} has no AutoPPN head (model_kwargs disable it?)")
+        return self.model.autoppn(embeddings)
+
+    def ppn_losses(self, ppn_out: Dict[str, Tensor], batch: Dict[str, Any]) -> Dict[str, Tensor]:
+        r = self.ppn_loss(ppn_out, batch)
+        out = {"ppn": r["loss"], "ppn_point": r["point"], "ppn_box": r["box"]}
+        out.update({f"ppn_{k}": v for k, v in r.items() if k.startswith(("point_g", "box_g"))})
+        return out
+
+    # ------------------------------------------------------------------------------------------------------------
+    # training
+    # ------------------------------------------------------------------------------------------------------------
+    def train_prompt_kinds(self) -> Tuple[bool, bool]:
+        """(use box prompts, use point prompts) for the mask loss in training."""
+        return True, True
+
+    def compute_losses(self, batch: Dict[str, Any]) -> Dict[str, Tensor]:
+        self.check_batch(batch)
+        emb = self.encode(batch["image"])
+        terms: Dict[str, Tensor] = {}
+        loss = emb.new_zeros(())
+        if self.train_ppn:
+            terms.update(self.ppn_losses(self.ppn_forward(emb), batch))
+            loss = loss + self.hparams.ppn_loss_weight * terms["ppn"]
+        if self.train_masks:
+            b = self.select_prompts(batch)
+            use_boxes, use_points = self.train_prompt_kinds()
+            terms.update(self.mask_losses(emb, b, use_boxes, use_points))
+            loss = loss + self.hparams.mask_loss_weight * terms["mask"]
+        terms["loss"] = loss
+        return terms
+
+    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> Tensor:
+        terms = self.compute_losses(batch)
+        self.last_loss_terms = {k: v.detach() for k, v in terms.items()}
+        bs = batch["image"].shape[0]
+        for k, v in terms.items():
+            name = "train/loss" if k == "loss" else f"train/loss_{k}"
+            self.log(name, v.detach().float(), on_step=True, on_epoch=True, batch_size=bs, sync_dist=True, prog_bar=k == "loss")
+        return terms["loss"]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # validation / test
+    # ------------------------------------------------------------------------------------------------------------
+    def _upsample(self, logits: Tensor, S: int) -> Tensor:
+        """``[B, K, M, h, w]`` low-res logits -> ``[B, K, M, S, S]`` (bilinear, as ``Sam.postprocess_masks``)."""
+        B, K, M = logits.shape[:3]
+        if logits.shape[-1] == S:
+            return logits
+        up = F.interpolate(logits.flatten(0, 2).unsqueeze(1), size=(S, S), mode="bilinear", align_corners=False)
+        return up.view(B, K, M, S, S)
+
+    @torch.no_grad()
+    def eval_masks(self, emb: Tensor, batch: Dict[str, Any]) -> None:
+        S = batch["image"].shape[-1]
+        valid = batch["valid"].bool()
+        gt = batch["masks"].bool()
+        box_logits, box_iou = self.predict(emb, boxes=batch["gt_boxes"], multimask_output=False)
+        box_masks = self._upsample(box_logits, S)[:, :, 0] > 0  # [B, K, S, S]
+        pt_logits, pt_iou = self.predict(emb, points=(batch["points"], batch["point_labels"]), multimask_output=True)
+        best = pt_iou.argmax(-1)  # SAM's choice among the 3 outputs: the highest predicted IoU
+        pt_logits = pt_logits.gather(2, best[:, :, None, None, None].expand(-1, -1, 1, *pt_logits.shape[-2:]))
+        pt_masks = self._upsample(pt_logits, S)[:, :, 0] > 0
+        for i in range(gt.shape[0]):
+            h, w = (int(x) for x in batch["input_size"][i])
+            v = valid[i]
+            if not v.any():
+                continue
+            g = gt[i, v, :h, :w]
+            bm = box_masks[i, v, :h, :w]
+            pm = pt_masks[i, v, :h, :w]
+            self.val_miou_1box.update(torch.as_tensor(mask_ious(bm, g), dtype=torch.float32, device=self.device))
+            self.val_miou_1point.update(torch.as_tensor(mask_ious(pm, g), dtype=torch.float32, device=self.device))
+            if self.hparams.compute_map:  # bit-packed: cheap to keep and to gather across ranks
+                self._map_items.append({
+                    "shape": tuple(g.shape),
+                    "gt": np.packbits(g.cpu().numpy(), axis=None),
+                    "pred": np.packbits(bm.cpu().numpy(), axis=None),
+                    "scores": box_iou[i, v, 0].float().cpu().numpy(),
+                })
+
+    @torch.no_grad()
+    def eval_ppn(self, ppn_out: Dict[str, Tensor], batch: Dict[str, Any]) -> None:
+        S = batch["image"].shape[-1]
+        ignore = batch["ppn_ignore"].bool()
+        P = ignore.shape[-1]
+        stride = S / P
+        # proposals only inside the image: cells whose centre lies in the zero padding are never proposed
+        logits = ppn_out["heatmap_logits"].float().clone()
+        centres = (torch.arange(P, device=logits.device, dtype=torch.float32) + 0.5) * stride
+        for i in range(logits.shape[0]):
+            h, w = (float(x) for x in batch["input_size"][i])
+            outside = (centres[:, None] >= h) | (centres[None, :] >= w)  # [P, P] (y, x)
+            logits[i, :, outside] = -1e4
+        dec = self.model.autoppn.decode(
+            {"heatmap_logits": logits, "boxes": ppn_out["boxes"].float()}, img_size=S, top_n=self.hparams.val_top_n,
+            score_threshold=self.hparams.ppn_score_threshold,
+        )
+        for i in range(ignore.shape[0]):
+            v = dec["valid"][i].bool()
+            boxes, scores, points = dec["boxes"][i][v].float(), dec["scores"][i][v].float(), dec["points"][i][v].float()
+            gt_boxes = torch.as_tensor(batch["all_boxes"][i]).float().reshape(-1, 4)
+            self._ar_items.append({
+                "gt": gt_boxes.cpu().numpy(), "boxes": boxes.cpu().numpy(), "scores": scores.cpu().numpy(),
+            })
+            top = points[:100]
+            if len(top):
+                cells = (top / stride).long().clamp(0, P - 1)
+                hit = ~ignore[i, cells[:, 1], cells[:, 0]]
+                self.val_point_hit.update(hit.float())
+
+    def _eval_step(self, batch: Dict[str, Any], prefix: str) -> None:
+        self.check_batch(batch)
+        bs = batch["image"].shape[0]
+        emb = self.encode(batch["image"])
+        if self.val_ppn and self.has_ppn:
+            ppn_out = self.ppn_forward(emb)
+            r = self.ppn_losses(ppn_out, batch)
+            self.log(f"{prefix}/loss_ppn", r["ppn"].float(), on_epoch=True, batch_size=bs, sync_dist=True)
+            self.eval_ppn(ppn_out, batch)
+        if self.val_masks:
+            r = self.mask_losses(emb, batch, use_boxes=True, use_points=False)
+            self.log(f"{prefix}/loss_mask_box", r["mask"].float(), on_epoch=True, batch_size=bs, sync_dist=True)
+            self.eval_masks(emb, batch)
+
+    def _gather(self, items: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """Every rank's per-image items, in rank order, on every rank (identical metrics everywhere)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return list(items)
+        out: List[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(out, items)
+        return [x for part in out for x in part]
+
+    def _coco_map(self, items: List[Dict[str, Any]]) -> Dict[str, float]:
+        """1-box mask mAP (one class, masks scored by the IoU head) with ``litesam_pl.metrics.coco.mask_ap``."""
+        if not items:
+            return {"ap": float("nan"), "ap50": float("nan")}
+        gts, preds = [], []
+        for idx, it in enumerate(items):
+            n = int(np.prod(it["shape"]))
+            g = np.unpackbits(it["gt"], count=n).reshape(it["shape"]).astype(bool)
+            p = np.unpackbits(it["pred"], count=n).reshape(it["shape"]).astype(bool)
+            gts.append({"masks": g, "image_id": idx})
+            preds.append({"masks": p, "scores": it["scores"], "image_id": idx})
+        return mask_ap(gts, preds, iou_type="segm")
+
+    def _eval_epoch_end(self, prefix: str) -> None:
+        # no rank-dependent branches here: every rank computes (and so syncs) the same metrics
+        if self.val_masks:
+            self.log(f"{prefix}/miou_1box", self.val_miou_1box.compute(), sync_dist=True)
+            self.log(f"{prefix}/miou_1point", self.val_miou_1point.compute(), sync_dist=True)
+            if self.hparams.compute_map:
+                res = self._coco_map(self._gather(self._map_items))
+                self.log(f"{prefix}/map", torch.tensor(res["ap"], device=self.device), sync_dist=True)
+                self.log(f"{prefix}/map_50", torch.tensor(res["ap50"], device=self.device), sync_dist=True)
+        if self.val_ppn and self.has_ppn:
+            items = self._gather(self._ar_items)
+            top = max(int(self.hparams.val_top_n), 100)
+            if items:
+                res = proposal_recall(
+                    [it["gt"] for it in items],
+                    [{"boxes": it["boxes"], "scores": it["scores"]} for it in items],
+                    max_dets=(100, top),
+                )
+                ar100, ar_top = res["ar@100"], res[f"ar@{top}"]
+            else:
+                ar100 = ar_top = float("nan")
+            self.log(f"{prefix}/ar100", torch.tensor(ar100, device=self.device), sync_dist=True)
+            self.log(f"{prefix}/ar1000", torch.tensor(ar_top, device=self.device), sync_dist=True)
+            self.log(f"{prefix}/point_hit_rate", self.val_point_hit.compute(), sync_dist=True)
+        for m in (self.val_miou_1box, self.val_miou_1point, self.val_point_hit):
+            m.reset()
+        self._map_items.clear()
+        self._ar_items.clear()
+
+    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")

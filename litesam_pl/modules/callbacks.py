@@ -1,0 +1,252 @@
+"""Training callbacks: NaN/inf guard, metrics.json writer, throughput and skipped-sample logging, image logging."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor
+
+__all__ = ["NonFiniteLossError", "check_finite", "NaNGuard", "MetricsJSON", "Throughput", "ImageLogger", "CPUThreads"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss term turns NaN or inf; the message names the term and the step."""
+
+
+def check_finite(terms: Mapping[str, Tensor], step: int) -> None:
+    """Raise ``NonFiniteLossError`` naming the first non-finite entry of ``terms`` (the total ``loss`` last)."""
+    names = [k for k in terms if k != "loss"] + (["loss"] if "loss" in terms else [])
+    for name in names:
+        v = terms[name]
+        if not bool(torch.isfinite(torch.as_tensor(v)).all()):
+            raise NonFiniteLossError(
+                f"loss '{name}' is {float(torch.as_tensor(v).float().flatten()[0])} at global step {step}: stopping. "
+                "Lower the lr, enable gradient clipping, or try bf16-mixed instead of 16-mixed; "
+                "resume from the last good checkpoint with --ckpt_path."
+            )
+
+
+class NaNGuard(pl.Callback):
+    """Stop training with a clear error (loss name + step) when any loss term is NaN or inf.
+
+    Reads ``pl_module.last_loss_terms`` (a dict of detached loss tensors set in ``training_step``) before the
+    backward pass, so no NaN gradient ever reaches the weights.
+    """
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        terms = dict(getattr(pl_module, "last_loss_terms", {}) or {})
+        terms["loss"] = loss.detach()
+        check_finite(terms, trainer.global_step)
+
+
+class MetricsJSON(pl.Callback):
+    """Write the latest validation (and test) metrics to ``<dirpath>/metrics.json`` (``test_metrics.json``).
+
+    A flat JSON object: every logged ``val/*`` (``test/*``) metric as a float, plus ``global_step`` and ``epoch``.
+    Rank 0 only; the sanity-check pass is skipped.
+
+    Args:
+        dirpath: where to write; defaults to ``trainer.default_root_dir``.
+    """
+
+    def __init__(self, dirpath: Optional[str] = None) -> None:
+        self.dirpath = dirpath
+
+    def _write(self, trainer: pl.Trainer, prefix: str, filename: str) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        out: Dict[str, Any] = {}
+        for k, v in trainer.callback_metrics.items():
+            if k.startswith(prefix + "/"):
+                out[k] = float(v)
+        out["global_step"] = int(trainer.global_step)
+        out["epoch"] = int(trainer.current_epoch)
+        d = Path(self.dirpath or trainer.default_root_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / (filename + ".tmp")
+        tmp.write_text(json.dumps(out, indent=2, sort_keys=True, allow_nan=True))
+        os.replace(tmp, d / filename)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, "val", "metrics.json")
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, "test", "test_metrics.json")
+
+
+class Throughput(pl.Callback):
+    """Log ``train/samples_per_sec`` (global, all ranks) and ``train/num_skipped`` (bad samples skipped by the
+    data workers so far, from the batch's ``num_skipped``).
+
+    Args:
+        window: average the rate over this many steps.
+    """
+
+    def __init__(self, window: int = 10) -> None:
+        self.window = max(1, int(window))
+        self._t0: Optional[float] = None
+        self._samples = 0
+        self._steps = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0, self._samples, self._steps = None, 0, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        bs = int(batch["image"].shape[0]) if isinstance(batch, Mapping) else 0
+        if isinstance(batch, Mapping) and "num_skipped" in batch:
+            skipped = torch.as_tensor(batch["num_skipped"]).max().float().to(pl_module.device)
+            pl_module.log("train/num_skipped", skipped, on_step=True, on_epoch=False, reduce_fx="max", batch_size=bs)
+        if self._t0 is None:  # the first step includes start-up: start the clock after it
+            self._t0 = now
+            return
+        self._samples += bs * trainer.world_size
+        self._steps += 1
+        if self._steps >= self.window:
+            rate = self._samples / max(now - self._t0, 1e-9)
+            pl_module.log("train/samples_per_sec", float(rate), on_step=True, on_epoch=False, batch_size=bs, rank_zero_only=True)
+            self._t0, self._samples, self._steps = now, 0, 0
+
+
+def _render(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, heat: Optional[np.ndarray], points: Optional[np.ndarray]) -> np.ndarray:
+    """A figure (RGB uint8) of the image with predicted masks + prompt boxes and, if given, the AutoPPN heatmap
+    (max over groups) with the proposed points."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cols = 2 if heat is not None else 1
+    fig, axes = plt.subplots(1, cols, figsize=(4.5 * cols, 4.5), dpi=80)
+    axes = np.atleast_1d(axes)
+    ax = axes[0]
+    ax.imshow(image)
+    rng = np.random.default_rng(0)
+    overlay = np.zeros((*image.shape[:2], 4), dtype=np.float32)
+    for m, b in zip(masks, boxes):
+        c = rng.uniform(0.2, 1.0, 3)
+        overlay[m] = [*c, 0.5]
+        ax.add_patch(plt.Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, color=c, lw=1))
+    ax.imshow(overlay)
+    ax.set_title("box prompts -> masks")
+    ax.axis("off")
+    if heat is not None:
+        ax = axes[1]
+        ax.imshow(image)
+        h, w = image.shape[:2]
+        ax.imshow(heat, alpha=0.6, cmap="magma", extent=(0, w, h, 0), vmin=0, vmax=1)
+        if points is not None and len(points):
+            ax.scatter(points[:, 0], points[:, 1], s=8, c="cyan", marker="x")
+        ax.set_title(f"AutoPPN heatmap, top {0 if points is None else len(points)} points")
+        ax.axis("off")
+    fig.tight_layout()
+    fig.canvas.draw()
+    arr = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return arr
+
+
+class ImageLogger(pl.Callback):
+    """Every ``every_n_steps`` training steps, draw the first image of the batch with its box-prompted masks and
+    the AutoPPN heatmap + top proposals; save a PNG under ``<default_root_dir>/images/`` and send it to every
+    logger that takes images (W&B ``log_image``, TensorBoard ``add_image``). Rank 0 only.
+
+    Args:
+        every_n_steps: period in optimizer steps (0 disables).
+        max_prompts: masks drawn.
+        top_n: AutoPPN proposals drawn.
+    """
+
+    def __init__(self, every_n_steps: int = 500, max_prompts: int = 8, top_n: int = 50) -> None:
+        self.every_n_steps = int(every_n_steps)
+        self.max_prompts = int(max_prompts)
+        self.top_n = int(top_n)
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps <= 0 or trainer.global_step % self.every_n_steps != 0:
+            return
+        try:
+            arr = self.render(pl_module, batch)
+        except Exception as e:  # a picture must never stop a run
+            pl_module.print(f"ImageLogger: could not render a picture at step {trainer.global_step}: {e}")
+            return
+        self.emit(trainer, arr, trainer.global_step)
+
+    @torch.no_grad()
+    def render(self, pl_module: pl.LightningModule, batch: Mapping[str, Any]) -> np.ndarray:
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        try:
+            img = batch["image"][:1]
+            h, w = (int(x) for x in batch["input_size"][0])
+            emb = model.image_encoder(img)
+            k = min(self.max_prompts, int(batch["valid"][0].sum()))
+            boxes = batch["boxes"][:1, :k]
+            masks = np.zeros((0, h, w), dtype=bool)
+            if k > 0:
+                logits, _ = model.predict_masks(emb, boxes=boxes, multimask_output=False)
+                S = img.shape[-1]
+                up = torch.nn.functional.interpolate(logits[0, :, :1].float(), size=(S, S), mode="bilinear", align_corners=False)
+                masks = (up[:, 0, :h, :w] > 0).cpu().numpy()
+            heat = points = None
+            if getattr(model, "autoppn", None) is not None:
+                out = model.autoppn(emb)
+                S = img.shape[-1]
+                hm = out["heatmap_logits"][0].float().sigmoid().amax(0)[None, None]
+                hm = torch.nn.functional.interpolate(hm, size=(S, S), mode="nearest")[0, 0, :h, :w]
+                heat = hm.cpu().numpy()
+                dec = model.autoppn.decode({kk: v.float() for kk, v in out.items()}, img_size=S, top_n=self.top_n)
+                points = dec["points"][0][dec["valid"][0]].cpu().numpy()
+            mean = model.pixel_mean.view(3, 1, 1)
+            std = model.pixel_std.view(3, 1, 1)
+            rgb = (img[0].float() * std + mean).clamp(0, 255)[:, :h, :w].permute(1, 2, 0).byte().cpu().numpy()
+            return _render(rgb, masks, boxes[0].cpu().numpy(), heat, points)
+        finally:
+            model.train(was_training)
+
+    def emit(self, trainer: pl.Trainer, arr: np.ndarray, step: int) -> None:
+        d = Path(trainer.default_root_dir) / "images"
+        d.mkdir(parents=True, exist_ok=True)
+        try:
+            from PIL import Image
+
+            Image.fromarray(arr).save(d / f"step_{step:07d}.png")
+        except Exception:
+            pass
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):  # WandbLogger
+                logger.log_image(key="train/visual", images=[arr], step=step)
+            elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
+                logger.experiment.add_image("train/visual", arr, step, dataformats="HWC")
+
+
+class CPUThreads(pl.Callback):
+    """Set the intra-op thread count of this process (``torch.set_num_threads``, and OpenCV's) at start-up.
+
+    On a small shared CPU machine one thread per process avoids OpenMP spin contention, which can make a step
+    several times slower than with all cores. ``num_threads <= 0`` leaves the defaults.
+    """
+
+    def __init__(self, num_threads: int = 1) -> None:
+        self.num_threads = int(num_threads)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.num_threads <= 0:
+            return
+        torch.set_num_threads(self.num_threads)
+        try:
+            import cv2
+
+            cv2.setNumThreads(self.num_threads)
+        except Exception:
+            pass

@@ -1,0 +1,193 @@
+"""Losses against references: torchvision's focal loss, hand-computed dice / hard-mining / Smooth-L1 cases."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss as tv_focal
+
+from litesam_pl.losses import (
+    MaskLoss,
+    PPNLoss,
+    box_smooth_l1_loss,
+    dice_loss,
+    downsample_masks,
+    gaussian_focal_loss,
+    hard_mining_mse_loss,
+    iou_mse_loss,
+    mask_iou,
+    sigmoid_focal_loss,
+)
+
+
+def test_focal_matches_torchvision():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, generator=g) * 3
+    targets = (torch.rand(2, 3, 8, 8, generator=g) > 0.5).float()
+    ours = sigmoid_focal_loss(logits, targets, alpha=0.25, gamma=2.0)
+    ref = tv_focal(logits, targets, alpha=0.25, gamma=2.0, reduction="none").flatten(-2).mean(-1)
+    assert ours.shape == (2, 3)
+    torch.testing.assert_close(ours, ref)
+    # gradients agree too
+    l1 = logits.clone().requires_grad_(True)
+    l2 = logits.clone().requires_grad_(True)
+    sigmoid_focal_loss(l1, targets).sum().backward()
+    tv_focal(l2, targets, reduction="none").flatten(-2).mean(-1).sum().backward()
+    torch.testing.assert_close(l1.grad, l2.grad)
+
+
+def test_dice_hand_computed():
+    # p = sigmoid(0) = 0.5 everywhere on a 2x2 mask; target has 2 ones
+    logits = torch.zeros(1, 2, 2)
+    target = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])
+    # 1 - (2 * 1.0 + 1) / (2.0 + 2 + 1) = 1 - 3/5
+    assert dice_loss(logits, target).item() == pytest.approx(0.4)
+    # a perfect, saturated prediction has dice ~0
+    perfect = torch.where(target > 0, 50.0, -50.0)
+    assert dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mask_iou_and_iou_mse():
+    logits = torch.tensor([[[1.0, 1.0], [-1.0, -1.0]]])  # predicts the top row
+    target = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])  # left column
+    assert mask_iou(logits, target).item() == pytest.approx(1 / 3)
+    iou_pred = torch.tensor([0.5], requires_grad=True)
+    loss = iou_mse_loss(iou_pred, logits, target)
+    assert loss.item() == pytest.approx((0.5 - 1 / 3) ** 2)
+    loss.sum().backward()
+    assert iou_pred.grad.item() == pytest.approx(2 * (0.5 - 1 / 3))
+
+
+def test_hard_mining_mse_hand_computed():
+    # one row: 2 positives, 8 negatives, one ignored pixel with a huge error
+    target = torch.tensor([[1.0, 0.5, 0, 0, 0, 0, 0, 0, 0, 0, 0.0]])
+    pred = torch.tensor([[0.8, 0.5, 0.9, 0.1, 0.2, 0.7, 0.0, 0.3, 0.05, 0.6, 1.0]])
+    ignore = torch.zeros_like(target, dtype=torch.bool)
+    ignore[0, -1] = True
+    loss = hard_mining_mse_loss(pred, target, ignore, neg_ratio=3.0, min_negatives=0)
+    # positives: (0.2^2 + 0) ; k = 6 hardest negatives: 0.9, 0.7, 0.6, 0.3, 0.2, 0.1
+    pos = 0.2**2 + 0.0
+    neg = 0.9**2 + 0.7**2 + 0.6**2 + 0.3**2 + 0.2**2 + 0.1**2
+    assert loss.shape == (1,)
+    assert loss.item() == pytest.approx((pos + neg) / 8, rel=1e-5)
+    # gradient only reaches the selected pixels (not the two easiest negatives nor the ignored one)
+    p = pred.clone().requires_grad_(True)
+    hard_mining_mse_loss(p, target, ignore, neg_ratio=3.0, min_negatives=0).sum().backward()
+    assert p.grad[0, 6].item() == 0 and p.grad[0, 8].item() == 0 and p.grad[0, -1].item() == 0
+    assert p.grad[0, 2].item() > 0
+
+
+def test_hard_mining_without_positives_uses_min_negatives():
+    target = torch.zeros(1, 10)
+    pred = torch.linspace(0, 0.9, 10).unsqueeze(0)
+    loss = hard_mining_mse_loss(pred, target, None, neg_ratio=3.0, min_negatives=2)
+    assert loss.item() == pytest.approx((0.9**2 + 0.8**2) / 2, rel=1e-5)
+    # everything ignored -> 0, not NaN
+    loss = hard_mining_mse_loss(pred, target, torch.ones_like(pred, dtype=torch.bool))
+    assert loss.item() == 0.0
+
+
+def test_gaussian_focal_hand_computed():
+    target = torch.tensor([[1.0, 0.5, 0.0]])
+    pred = torch.tensor([[0.8, 0.4, 0.1]])
+    loss = gaussian_focal_loss(pred, target)
+    pos = math.log(0.8) * 0.2**2
+    neg = math.log(0.6) * 0.4**2 * 0.5**4 + math.log(0.9) * 0.1**2 * 1.0
+    assert loss.item() == pytest.approx(-(pos + neg), rel=1e-5)
+
+
+def test_box_smooth_l1_weighted_mean():
+    pred = torch.zeros(1, 4, 2, 2)
+    target = torch.zeros(1, 4, 2, 2)
+    target[0, :, 0, 0] = 0.5  # l1 regime (beta 1/9): 0.5 - 1/18 per side
+    target[0, :, 1, 1] = 2.0  # not weighted
+    weight = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])
+    loss = box_smooth_l1_loss(pred, target, weight, beta=1 / 9)
+    assert loss.item() == pytest.approx(4 * (0.5 - 1 / 18) / 2, rel=1e-5)
+    ref = F.smooth_l1_loss(pred[0, :, 0, 0], target[0, :, 0, 0], beta=1 / 9, reduction="sum") / 2
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_mask_loss_multimask_backprops_min_only():
+    target = torch.zeros(1, 1, 4, 4)
+    target[..., :2, :] = 1
+    good = torch.where(target > 0, 10.0, -10.0)[:, :, None]
+    bad = -good
+    logits = torch.cat([bad, good, torch.zeros_like(good)], dim=2).requires_grad_(True)  # [1, 1, 3, 4, 4]
+    iou_pred = torch.full((1, 1, 3), 0.5, requires_grad=True)
+    out = MaskLoss()(logits, iou_pred, target)
+    assert out["best"].item() == 1
+    out["loss"].backward()
+    assert logits.grad[0, 0, 0].abs().sum() == 0 and logits.grad[0, 0, 2].abs().sum() == 0
+    assert logits.grad[0, 0, 1].abs().sum() > 0
+    # IoU head is supervised on every output: actual IoUs 0, 1, 0 (zeros predict nothing)
+    exp_iou = ((0.5 - 0) ** 2 + (0.5 - 1) ** 2 + (0.5 - 0) ** 2) / 3
+    assert out["iou"].item() == pytest.approx(exp_iou)
+    ref = 10 * sigmoid_focal_loss(good[0, 0, 0], target[0, 0]) + dice_loss(good[0, 0, 0], target[0, 0])
+    assert (out["loss"] - out["iou"]).item() == pytest.approx(ref.item(), rel=1e-4, abs=1e-6)
+
+
+def test_mask_loss_ignores_invalid_prompts():
+    target = torch.ones(1, 2, 4, 4)
+    logits = torch.zeros(1, 2, 1, 4, 4)
+    logits[0, 1] = float("nan")  # padding row with garbage must not leak
+    out = MaskLoss()(logits, torch.zeros(1, 2, 1), target, valid=torch.tensor([[True, False]]))
+    assert torch.isfinite(out["loss"])
+    # focal for p=0.5, t=1: 0.25 * ln2 * 0.25
+    assert out["focal"].item() == pytest.approx(0.25 * math.log(2) * 0.25, rel=1e-5)
+
+
+def _ppn_batch(B=2, G=3, P=8):
+    g = torch.Generator().manual_seed(1)
+    heat = torch.zeros(B, G, P, P)
+    heat[:, 0, 2:5, 2:5] = 0.5
+    heat[:, 0, 3, 3] = 1.0
+    bw = (heat > 0).float()
+    boxes = torch.rand(B, G, 4, P, P, generator=g) * 0.3
+    ignore = torch.zeros(B, P, P, dtype=torch.bool)
+    ignore[:, -1] = True
+    return {"ppn_heatmap": heat, "ppn_boxes": boxes, "ppn_box_weight": bw, "ppn_ignore": ignore}
+
+
+def test_ppn_loss_weights_groups_and_ignore():
+    batch = _ppn_batch()
+    outputs = {"heatmap_logits": torch.zeros(2, 3, 8, 8, requires_grad=True), "boxes": torch.zeros(2, 3, 4, 8, 8)}
+    out = PPNLoss()(outputs, batch)
+    assert out["loss"].item() == pytest.approx(2 * out["point"].item() + out["box"].item(), rel=1e-6)
+    # group 0: only group with boxes; groups 1, 2 have no positives -> min_negatives of error 0.25
+    assert out["point_g1"].item() == pytest.approx(0.25)
+    # box term: only group 0 has box cells (same count in both images) -> mean of the two images' losses
+    w0 = batch["ppn_box_weight"][:, 0] * (~batch["ppn_ignore"]).float()
+    exp_box = box_smooth_l1_loss(batch["ppn_boxes"][:, 0], torch.zeros(2, 4, 8, 8), w0).mean()
+    assert out["box"].item() == pytest.approx(exp_box.item(), rel=1e-5)
+    assert out["box_g1"].item() == 0.0
+    out["loss"].backward()
+    # no gradient on ignored pixels
+    assert outputs["heatmap_logits"].grad[:, :, -1].abs().sum() == 0
+    # a perfect prediction has zero loss
+    perfect = {
+        "heatmap_logits": torch.logit(batch["ppn_heatmap"].clamp(1e-7, 1 - 1e-7).double()).float(),
+        "boxes": batch["ppn_boxes"].clone(),
+    }
+    assert PPNLoss()(perfect, batch)["loss"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ppn_loss_focal_variant_and_shape_errors():
+    batch = _ppn_batch(G=1)
+    outputs = {"heatmap_logits": torch.zeros(2, 1, 8, 8), "boxes": torch.zeros(2, 1, 4, 8, 8)}
+    out = PPNLoss(point_loss="focal")(outputs, batch)
+    assert torch.isfinite(out["loss"]) and out["point"] > 0
+    with pytest.raises(ValueError, match="point_loss"):
+        PPNLoss(point_loss="l2")
+    with pytest.raises(ValueError, match="ppn_groups"):
+        PPNLoss()({"heatmap_logits": torch.zeros(2, 3, 8, 8), "boxes": torch.zeros(2, 3, 4, 8, 8)}, batch)
+
+
+def test_downsample_masks():
+    m = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    m[..., :4, :6] = True
+    d = downsample_masks(m, (4, 4))
+    assert d.shape == (1, 1, 4, 4)
+    assert d[0, 0, :2, :3].all() and d[0, 0, 2:].sum() == 0 and d[0, 0, :2, 3].sum() == 0

@@ -1,0 +1,216 @@
+"""The three LightningModules: losses, freezing, checkpoints (contract), init_from, NaN guard, metrics.json."""
+from __future__ import annotations
+
+import json
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from litesam_pl.modules import AutoPPNModule, BackboneBoxModule, LiteSAMModule, load_init_weights
+from litesam_pl.modules.callbacks import CPUThreads, ImageLogger, MetricsJSON, NaNGuard, NonFiniteLossError, Throughput
+
+S = 64  # tiny images keep these tests fast
+
+
+def fake_batch(B: int = 2, K: int = 3, S: int = S, G: int = 3, stride: int = 8, seed: int = 0) -> dict:
+    """A batch following docs/contracts.md with rectangle masks."""
+    g = torch.Generator().manual_seed(seed)
+    P = S // stride
+    masks = torch.zeros(B, K, S, S, dtype=torch.bool)
+    boxes = torch.zeros(B, K, 4)
+    points = torch.zeros(B, K, 1, 2)
+    for b in range(B):
+        for k in range(K):
+            x0, y0 = torch.randint(0, S // 2, (2,), generator=g).tolist()
+            w, h = torch.randint(8, S // 2, (2,), generator=g).tolist()
+            masks[b, k, y0 : y0 + h, x0 : x0 + w] = True
+            boxes[b, k] = torch.tensor([x0, y0, x0 + w, y0 + h], dtype=torch.float)
+            points[b, k, 0] = torch.tensor([x0 + w / 2, y0 + h / 2])
+    heat = torch.rand(B, G, P, P, generator=g) * (torch.rand(B, G, P, P, generator=g) > 0.7)
+    valid = torch.ones(B, K, dtype=torch.bool)
+    valid[-1, -1] = False  # one padding row
+    return {
+        "image": torch.randn(B, 3, S, S, generator=g),
+        "masks": masks,
+        "boxes": boxes,
+        "gt_boxes": boxes.clone(),
+        "points": points,
+        "point_labels": torch.ones(B, K, 1, dtype=torch.long),
+        "valid": valid,
+        "ppn_heatmap": heat,
+        "ppn_boxes": torch.rand(B, G, 4, P, P, generator=g) * 0.2,
+        "ppn_box_weight": (heat > 0).float(),
+        "ppn_ignore": torch.zeros(B, P, P, dtype=torch.bool),
+        "all_boxes": [boxes[b] for b in range(B)],
+        "original_size": torch.full((B, 2), S),
+        "input_size": torch.full((B, 2), S),
+        "key": [f"k{b}" for b in range(B)],
+        "num_skipped": torch.zeros(B, dtype=torch.long),
+    }
+
+
+class _Batches(torch.utils.data.Dataset):
+    def __init__(self, n: int = 2):
+        self.batches = [fake_batch(seed=i) for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.batches[i]
+
+
+def _loader(n: int = 2):
+    return torch.utils.data.DataLoader(_Batches(n), batch_size=None)
+
+
+def _trainer(tmp_path, **kw) -> pl.Trainer:
+    args = dict(
+        accelerator="cpu", devices=1, max_steps=2, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path),
+        enable_checkpointing=False,
+    )
+    args.update(kw)
+    return pl.Trainer(**args)
+
+
+TINY = {"img_size": S}
+
+
+def test_joint_losses_and_gradients():
+    m = LiteSAMModule(model_kwargs=TINY, lr=1e-3)
+    terms = m.compute_losses(fake_batch())
+    for k in ("loss", "ppn", "ppn_point", "ppn_box", "mask_box", "mask_point", "focal_box", "dice_point", "iou_box"):
+        assert torch.isfinite(terms[k]), k
+    assert terms["loss"].item() == pytest.approx(terms["ppn"].item() + terms["mask"].item(), rel=1e-5)
+    terms["loss"].backward()
+    for part in ("image_encoder", "autoppn", "mask_decoder"):
+        grads = [p.grad for p in getattr(m.model, part).parameters() if p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), part
+
+
+def test_stage_freezing_and_prompt_kinds():
+    bb = BackboneBoxModule(model_kwargs=TINY)
+    assert not any(p.requires_grad for p in bb.model.autoppn.parameters())
+    terms = bb.compute_losses(fake_batch())
+    assert "mask_box" in terms and "mask_point" not in terms and "ppn" not in terms
+    bb_pts = BackboneBoxModule(model_kwargs=TINY, train_point_prompts=True)
+    assert "mask_point" in bb_pts.compute_losses(fake_batch())
+    ppn = AutoPPNModule(model_kwargs=TINY, freeze_encoder=True)
+    trainable = {n.split(".")[1] for n, p in ppn.named_parameters() if p.requires_grad}
+    assert trainable == {"autoppn"}
+    terms = ppn.compute_losses(fake_batch())
+    assert "ppn" in terms and "mask" not in terms
+    assert not terms["loss"].grad_fn is None
+    with pytest.raises(ValueError, match="AutoPPN"):
+        AutoPPNModule(model_kwargs={**TINY, "autoppn": False})
+    with pytest.raises(ValueError, match="img_size"):
+        LiteSAMModule(model_kwargs=TINY).compute_losses(fake_batch(S=128))
+
+
+def test_fit_validate_checkpoint_contract_and_init_from(tmp_path):
+    m = LiteSAMModule(model_kwargs=TINY, lr=1e-3, compute_map=True)
+    cbs = [MetricsJSON(), NaNGuard(), Throughput(window=1), ImageLogger(every_n_steps=2), CPUThreads(0)]
+    trainer = _trainer(tmp_path, callbacks=cbs, limit_val_batches=2)
+    trainer.fit(m, train_dataloaders=_loader(), val_dataloaders=_loader())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for k in ("val/miou_1box", "val/miou_1point", "val/map", "val/ar100", "val/ar1000", "val/point_hit_rate"):
+        assert k in metrics and math.isfinite(metrics[k]) and 0.0 <= metrics[k] <= 1.0, k
+    assert metrics["global_step"] == 2
+    assert list((tmp_path / "images").glob("step_*.png"))
+    assert "train/samples_per_sec" in trainer.logged_metrics or "train/samples_per_sec" in trainer.callback_metrics
+    ckpt = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(ckpt)
+    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert blob["hyper_parameters"]["model_name"] == "litesam"
+    assert blob["hyper_parameters"]["model_kwargs"] == TINY
+    assert all(k.startswith("model.") for k in blob["state_dict"])
+    # init_from: a fresh module starts from those weights
+    m2 = AutoPPNModule(model_kwargs=TINY, init_from=str(ckpt))
+    m2.apply_init_from()
+    for k, v in m.model.state_dict().items():
+        torch.testing.assert_close(m2.model.state_dict()[k], v, msg=k)
+    assert not m2.init_report["skipped"]
+    with pytest.raises(FileNotFoundError):
+        AutoPPNModule(model_kwargs=TINY, init_from=str(tmp_path / "nope.ckpt")).apply_init_from()
+    # and through fit: the warm start happens in setup("fit")
+    m3 = LiteSAMModule(model_kwargs=TINY, init_from=str(ckpt), lr=0.0)
+    _trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(m3, train_dataloaders=_loader(1))
+    assert m3.init_report is not None and not m3.init_report["skipped"]
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="cannot read"):
+        load_init_weights(m2.model, str(bad))
+
+
+def test_backbone_and_autoppn_validation_keys(tmp_path):
+    bb = BackboneBoxModule(model_kwargs={**TINY, "autoppn": False}, compute_map=False)
+    trainer = _trainer(tmp_path, callbacks=[MetricsJSON()])
+    trainer.validate(bb, dataloaders=_loader(1), verbose=False)
+    got = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"val/miou_1box", "val/miou_1point"} <= set(got) and "val/ar100" not in got and "val/map" not in got
+    ppn = AutoPPNModule(model_kwargs=TINY)
+    trainer = _trainer(tmp_path, callbacks=[MetricsJSON()])
+    trainer.validate(ppn, dataloaders=_loader(1), verbose=False)
+    got = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"val/ar100", "val/ar1000", "val/point_hit_rate"} <= set(got) and "val/miou_1box" not in got
+
+
+def test_perfect_predictions_score_one():
+    """The metric plumbing: GT boxes as proposals give AR 1, masks that equal the GT give mIoU 1."""
+    m = LiteSAMModule(model_kwargs=TINY)
+    batch = fake_batch()
+    valid = batch["valid"]
+
+    def predict(emb, boxes=None, points=None, multimask_output=False):
+        M = 3 if multimask_output else 1
+        logits = torch.where(batch["masks"], 10.0, -10.0)[:, :, None].expand(-1, -1, M, -1, -1)
+        return logits, torch.ones(*logits.shape[:3])
+
+    m.predict = predict
+    m.eval_masks(torch.zeros(1), batch)
+    assert m.val_miou_1box.compute().item() == pytest.approx(1.0)
+    assert m.val_miou_1point.compute().item() == pytest.approx(1.0)
+    assert m._coco_map(m._map_items)["ap"] == pytest.approx(1.0)
+    assert int(valid.sum()) == 5
+    # AutoPPN decode returning exactly the GT boxes -> box AR 1, every point inside a mask -> hit rate 1
+    B = batch["image"].shape[0]
+    dec = {"boxes": batch["gt_boxes"], "scores": torch.ones(B, 3), "valid": torch.ones(B, 3, dtype=torch.bool),
+           "points": batch["points"][:, :, 0], "groups": torch.zeros(B, 3, dtype=torch.long)}
+    m.model.autoppn.decode = lambda *a, **k: dec
+    m.eval_ppn({"heatmap_logits": torch.zeros(B, 3, 8, 8), "boxes": torch.zeros(B, 3, 4, 8, 8)}, batch)
+    from litesam_pl.metrics.coco import proposal_recall
+
+    items = m._gather(m._ar_items)
+    res = proposal_recall([it["gt"] for it in items], [{"boxes": it["boxes"], "scores": it["scores"]} for it in items])
+    assert res["ar@100"] == pytest.approx(1.0)
+    assert m.val_point_hit.compute().item() == pytest.approx(1.0)
+
+
+def test_nan_guard_names_loss_and_step(tmp_path):
+    class Broken(LiteSAMModule):
+        def compute_losses(self, batch):
+            terms = super().compute_losses(batch)
+            if self.global_step == 1:
+                terms["ppn_box"] = terms["ppn_box"] * float("nan")
+                terms["loss"] = terms["loss"] + terms["ppn_box"]
+            return terms
+
+    m = Broken(model_kwargs=TINY)
+    trainer = _trainer(tmp_path, callbacks=[NaNGuard()], max_steps=3, limit_val_batches=0)
+    with pytest.raises(NonFiniteLossError, match=r"loss 'ppn_box' is nan at global step 1"):
+        trainer.fit(m, train_dataloaders=_loader(3))
+
+
+def test_cosine_schedule_and_bad_args(tmp_path):
+    m = BackboneBoxModule(model_kwargs={**TINY, "autoppn": False}, lr=1e-2, lr_schedule="cosine", warmup_steps=2)
+    trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=0)
+    trainer.fit(m, train_dataloaders=_loader(4))
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert 1e-4 <= lr < 1e-2  # decayed after warm-up
+    with pytest.raises(ValueError, match="lr_schedule"):
+        BackboneBoxModule(model_kwargs=TINY, lr_schedule="step")
+    with pytest.raises(ValueError, match="train_box_prompts"):
+        LiteSAMModule(model_kwargs=TINY, train_box_prompts=False, train_point_prompts=False)
