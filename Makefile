@@ -41,9 +41,9 @@ test-fast: install ## the suite without tests marked slow
 	$(PY) -m pytest -q -m "not slow"
 
 data/smoke/shards/val/manifest.json: | install
-	$(PY) -m data_prep.synthetic --out data/smoke/raw/train --num-images 480 --seed 1 --images-per-tar 60 --size 384 512
-	$(PY) -m data_prep.synthetic --out data/smoke/raw/val --num-images 48 --seed 2 --images-per-tar 24 --size 384 512
-	$(PY) -m data_prep.sa1b --src data/smoke/raw/train --out data/smoke/shards/train --max-side 512 --fraction 1.0 --shard-size 60 --workers 2
+	$(PY) -m data_prep.synthetic --out data/smoke/raw/train --num-images 960 --seed 1 --images-per-tar 120 --size 128 128 --preset smoke
+	$(PY) -m data_prep.synthetic --out data/smoke/raw/val --num-images 48 --seed 2 --images-per-tar 24 --size 128 128 --preset smoke
+	$(PY) -m data_prep.sa1b --src data/smoke/raw/train --out data/smoke/shards/train --max-side 512 --fraction 1.0 --shard-size 120 --workers 2
 	$(PY) -m data_prep.sa1b --src data/smoke/raw/val --out data/smoke/shards/val --max-side 512 --fraction 1.0 --shard-size 24 --workers 2
 
 smoke-data: data/smoke/shards/val/manifest.json ## synthetic SA-1B-format data -> WebDataset shards for the smoke recipes

@@ -28,12 +28,36 @@ from litesam_pl.data.rle import encode_mask, rle_to_bbox
 
 from ._common import atomic_write, dump_json, sample_members, tar_bytes
 
-__all__ = ["write_synthetic_sa1b", "make_scene", "make_sample", "size_group"]
+__all__ = ["write_synthetic_sa1b", "make_scene", "make_sample", "size_group", "PRESETS", "ScenePreset"]
 
 # Extent ranges (max(h/H, w/W)) we draw each group at; kept clear of the 0.05 / 0.25 borders so that rotation and
 # the non-square image do not move a shape into the next group (visible parts of occluded shapes still may).
 _EXTENT = {"large": (0.3, 0.75), "medium": (0.08, 0.17), "small": (0.02, 0.037)}
 _MIN_AREA = 4  # visible pixels below which an object gets no mask
+
+
+@dataclass(frozen=True)
+class ScenePreset:
+    """How many objects of each group a scene gets (``[lo, hi)`` counts), their extents, parts and textures."""
+
+    counts: dict  # group -> (lo, hi) for rng.integers
+    extent: dict  # group -> (lo, hi) of max(h/H, w/W)
+    part_prob: float  # chance that a large/medium whole gets nested parts
+    flat_objects: bool  # objects in one flat saturated colour (no stripes/checker/gradient)
+    min_area: int  # visible pixels below which an object gets no mask
+
+
+# "sa1b": crowded scenes close to SA-1B's statistics (the default; tests and benchmarks rely on it).
+# "smoke": few, large, flat-coloured objects and no parts, so that a CPU smoke run of minutes at 128 px can
+# learn (at 128 px the "sa1b" preset's median mask is ~12 px; see docs/choices/training.md).
+PRESETS = {
+    "sa1b": ScenePreset({"large": (2, 4), "medium": (4, 10), "small": (4, 10)}, _EXTENT, 0.6, False, _MIN_AREA),
+    "smoke": ScenePreset(
+        {"large": (1, 3), "medium": (2, 5), "small": (0, 2)},
+        {"large": (0.3, 0.6), "medium": (0.12, 0.22), "small": (0.04, 0.048)},
+        0.0, True, 12,
+    ),
+}
 
 
 def size_group(box_hw: Sequence[float], image_hw: Sequence[int]) -> int:
@@ -106,8 +130,12 @@ def _shape_mask(rng: np.random.Generator, hw: tuple[int, int], center: tuple[flo
     return canvas.astype(bool)
 
 
-def make_scene(rng: np.random.Generator, hw: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Draw one scene. Returns the RGB image ``uint8 [H, W, 3]`` and the visible masks (bool ``[H, W]`` each)."""
+def make_scene(rng: np.random.Generator, hw: tuple[int, int], preset: str = "sa1b") -> tuple[np.ndarray, list[np.ndarray]]:
+    """Draw one scene (``preset``: a key of ``PRESETS``). Returns the RGB image ``uint8 [H, W, 3]`` and the
+    visible masks (bool ``[H, W]`` each)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    P = PRESETS[preset]
     H, W = hw
     # background: low saturation, gradient/stripes/checker + noise
     bh = rng.uniform(0, 1)
@@ -115,7 +143,7 @@ def make_scene(rng: np.random.Generator, hw: tuple[int, int]) -> tuple[np.ndarra
     c1 = _hsv(bh + rng.uniform(-0.1, 0.1), rng.uniform(0.0, 0.2), rng.uniform(0.35, 0.75))
     img = _texture(rng, (H, W), c0, c1, noise=6.0)
 
-    n_large, n_medium, n_small = int(rng.integers(2, 4)), int(rng.integers(4, 10)), int(rng.integers(4, 10))
+    n_large, n_medium, n_small = (int(rng.integers(*P.counts[g])) for g in ("large", "medium", "small"))
     groups = ["large"] * n_large + ["medium"] * n_medium + ["small"] * n_small
     n_colors = len(groups) * 2
     hues = (rng.uniform(0, 1) + np.arange(n_colors) / n_colors) % 1.0
@@ -131,26 +159,30 @@ def make_scene(rng: np.random.Generator, hw: tuple[int, int]) -> tuple[np.ndarra
         hue = hues[color_i % n_colors]
         color_i += 1
         s, v = rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0)
-        tex = _texture(rng, (y1 - y0, x1 - x0), _hsv(hue, s, v), _hsv(hue + 0.04, s * 0.7, v * 0.75), noise=4.0)
+        if P.flat_objects:
+            s, v = max(s, 0.8), max(v, 0.7)
+            tex = np.broadcast_to(_hsv(hue, s, v), (y1 - y0, x1 - x0, 3)) + (rng.random((y1 - y0, x1 - x0, 1), dtype=np.float32) - 0.5) * 8.0
+        else:
+            tex = _texture(rng, (y1 - y0, x1 - x0), _hsv(hue, s, v), _hsv(hue + 0.04, s * 0.7, v * 0.75), noise=4.0)
         win = mask[y0:y1, x0:x1]
         img[y0:y1, x0:x1][win] = tex[win]
         owner[y0:y1, x0:x1][win] = len(shapes)
         shapes.append(_Shape(mask, parent, box))
 
     for g in groups:
-        lo, hi = _EXTENT[g]
+        lo, hi = P.extent[g]
         extent = rng.uniform(lo, hi)
         center = (rng.uniform(0.05, 0.95) * H, rng.uniform(0.05, 0.95) * W)
         mask = _shape_mask(rng, hw, center, extent)
         whole = len(shapes)
         draw(mask, -1)
-        if g != "small" and rng.random() < 0.6:  # nested parts, inside the whole as drawn
+        if g != "small" and P.part_prob > 0 and rng.random() < P.part_prob:  # nested parts, inside the whole as drawn
             dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
             for _ in range(int(rng.integers(1, 3))):
                 ys, xs = np.nonzero(dist >= dist.max() * 0.5)  # the inner half of the whole
                 k = int(rng.integers(len(ys)))
                 part = _shape_mask(rng, hw, (float(ys[k]), float(xs[k])), extent * rng.uniform(0.25, 0.5)) & mask
-                if part.sum() >= _MIN_AREA:
+                if part.sum() >= P.min_area:
                     draw(part, whole)
 
     img = np.clip(img + (rng.random(img.shape, dtype=np.float32) - 0.5) * 6.0, 0, 255).astype(np.uint8)
@@ -166,18 +198,20 @@ def make_scene(rng: np.random.Generator, hw: tuple[int, int]) -> tuple[np.ndarra
                 lut[1 + j] = True
         y0, y1, x0, x1 = sh.box
         win = lut[owner[y0:y1, x0:x1] + 1]
-        if win.sum() >= _MIN_AREA:
+        if win.sum() >= P.min_area:
             m = np.zeros((H, W), bool)
             m[y0:y1, x0:x1] = win
             visible.append(m)
     return img, visible
 
 
-def make_sample(index: int, seed: int, size: tuple[int, int] = (480, 640), quality: int = 92) -> tuple[str, bytes, bytes]:
+def make_sample(
+    index: int, seed: int, size: tuple[int, int] = (480, 640), quality: int = 92, preset: str = "sa1b"
+) -> tuple[str, bytes, bytes]:
     """Synthetic image ``index`` for ``seed``: returns ``(key, jpg bytes, json bytes)`` in the SA-1B layout."""
     H, W = int(size[0]), int(size[1])
     rng = np.random.default_rng([int(seed), int(index)])
-    img, masks = make_scene(rng, (H, W))
+    img, masks = make_scene(rng, (H, W), preset)
     image_id = index + 1
     key = f"sa_{image_id}"
     ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -211,12 +245,15 @@ def write_synthetic_sa1b(
     images_per_tar: int = 100,
     size: tuple[int, int] = (480, 640),
     progress: bool = False,
+    preset: str = "sa1b",
 ) -> list[Path]:
     """Write ``num_images`` synthetic images as SA-1B tars ``out/sa_000000.tar, ...``; returns the tar paths."""
     if num_images < 1 or images_per_tar < 1:
         raise ValueError(f"num_images ({num_images}) and images_per_tar ({images_per_tar}) must be >= 1")
     if len(size) != 2 or min(size) < 32:
         raise ValueError(f"size must be (H, W) with both >= 32, got {size!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -229,7 +266,7 @@ def write_synthetic_sa1b(
     for t in range(n_tars):
         samples = []
         for i in range(t * images_per_tar, min(num_images, (t + 1) * images_per_tar)):
-            samples.append(make_sample(i, seed, (int(size[0]), int(size[1]))))
+            samples.append(make_sample(i, seed, (int(size[0]), int(size[1])), preset=preset))
             if bar is not None:
                 bar.update(1)
         path = out / f"sa_{t:06d}.tar"
@@ -247,8 +284,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> byte-identical tars)")
     p.add_argument("--images-per-tar", type=int, default=100, help="images per tar")
     p.add_argument("--size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"), help="image size")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="sa1b",
+                   help="scene statistics: 'sa1b' crowded SA-1B-like scenes (default), 'smoke' few large flat objects for CPU smoke runs")
     a = p.parse_args(argv)
-    paths = write_synthetic_sa1b(a.out, a.num_images, a.seed, a.images_per_tar, tuple(a.size), progress=True)
+    paths = write_synthetic_sa1b(a.out, a.num_images, a.seed, a.images_per_tar, tuple(a.size), progress=True, preset=a.preset)
     print(f"wrote {a.num_images} images in {len(paths)} tars to {a.out}")
 
 

@@ -1,6 +1,7 @@
 """SegEvery (litesam_pl.inference.segevery / postprocess / sam_compat) on hand-made inputs and a tiny model."""
 from __future__ import annotations
 
+import copy
 import numpy as np
 import pytest
 import torch
@@ -245,11 +246,15 @@ def test_model_method_and_sam_wrappers(tiny_model, images):
 def test_survivor_only_upscaling_matches_stock(tiny_model, images):
     """The fast path upscales only prompts whose predicted IoU passes; the result equals the stock path."""
     base = dict(prompts="grid", points_per_side=5, output_mode="tensors", stability_score_thresh=0.0, nms="none")
-    allm = segment_everything(tiny_model, images[1], pred_iou_thresh=-1e9, decoder="stock", **base)
+    # a positive IoU-head bias so the median predicted IoU is > 0 (a threshold <= 0 switches the filter off, as SAM's)
+    model = copy.deepcopy(tiny_model)
+    model.mask_decoder.iou_prediction_head.layers[-1].bias.data += 1.0
+    allm = segment_everything(model, images[1], pred_iou_thresh=0.0, decoder="stock", **base)
     thresh = float(allm["iou_preds"].median())
+    assert thresh > 0
     stats = {}
-    fast = segment_everything(tiny_model, images[1], pred_iou_thresh=thresh, stats=stats, **base)
-    stock = segment_everything(tiny_model, images[1], pred_iou_thresh=thresh, decoder="stock", **base)
+    fast = segment_everything(model, images[1], pred_iou_thresh=thresh, stats=stats, **base)
+    stock = segment_everything(model, images[1], pred_iou_thresh=thresh, decoder="stock", **base)
     assert 0 < fast["masks"].shape[0] < allm["masks"].shape[0]
     assert torch.equal(fast["masks"], stock["masks"])
     assert torch.equal(fast["points"], stock["points"])
