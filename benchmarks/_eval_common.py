@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from benchmarks._wandb import publish
 
 log = logging.getLogger("benchmarks")
 
@@ -497,4 +498,5 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
           f"{args.mask_select}; SegEvery: {segevery_name or 'skipped'}; JSON: {args.json}")
     if info["random_weights"]:
         print(RANDOM_WEIGHTS_BANNER, file=sys.stderr)
+    publish(dataset_kind, payload)
     return payload

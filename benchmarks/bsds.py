@@ -27,6 +27,7 @@ import numpy as np
 
 from litesam_pl.data.bsds import BSDS500, PRED_FORMATS, load_prediction
 from litesam_pl.metrics.bsds import DEFAULT_MAX_DIST, BoundaryCounts, bsds_thresholds, evaluate_images, summarize
+from benchmarks._wandb import publish
 
 # Table 7 of the paper (BSDS500 test, 200 images); the first rows are quoted by the paper from SAM.
 PAPER_TABLE7: List[Tuple[str, Optional[float], Optional[float], Optional[float], Optional[float]]] = [
@@ -311,6 +312,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
         curves[out["method"]] = out
         plot_pr_curves(curves, args.plot)
         print(f"wrote {args.plot}")
+    publish("bsds", out, images=[args.plot] if args.plot else [])
     return out
 
 

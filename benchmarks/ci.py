@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from benchmarks._wandb import publish
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text)
     print(md)
+    publish("bench-ci", out)
     if not ok:
         print(f"bench-ci: FAIL: AutoPPN is only {ratio:.2f}x faster than grid search (< {args.min_speedup}x)",
               file=sys.stderr)

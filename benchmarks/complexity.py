@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from litesam_pl import create_model
+from benchmarks._wandb import publish
 
 COUNTER = (
     "torch.utils.flop_counter.FlopCounterMode, MACs = FLOPs / 2, batch 1; counts conv / matmul / attention only "
@@ -217,6 +218,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
         print(f"wrote {args.json}")
+    publish("complexity", result)
     return 0
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from litesam_pl.data.datamodule import SA1BDataModule
 from litesam_pl.data.rle import encode_mask, rle_to_bbox
+from benchmarks._wandb import publish
 
 
 def _dense_scene(rng: np.random.Generator, hw: tuple[int, int], n_masks: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -168,13 +169,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     }
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     result["config"]["load_average_1min_at_end"] = round(load, 2)
-    print(f"\n| workers | samples/s | CPU ms/sample |\n| --- | --- | --- |")
+    print("\n| workers | samples/s | CPU ms/sample |\n| --- | --- | --- |")
     for r in rows:
         print(f"| {r['workers']} | {r['samples_per_s']:.1f} | {r['cpu_ms_per_sample']:.0f} |")
     print(f"(1-min load average at the end: {load:.1f} on {os.cpu_count()} cores; other processes share the CPU)")
     if a.json is not None:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(result, indent=2))
+    publish("dataloader", result)
     return result
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -38,6 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from benchmarks._wandb import publish
 
 METHODS = ("litesam_autoppn", "litesam_grid32", "litesam_amg32", "sam_b_amg32", "sam_b_autoppn",
            "decoder_stock", "decoder_ours")
@@ -433,6 +433,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1))
         print(f"wrote {args.json}")
+    publish("segevery", out)
     return out
 
 

@@ -17,12 +17,6 @@ from litesam_pl.inference.postprocess import decode_rle
 LOOSE = ["--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--top-n", "16", "--score-threshold", "0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,6 @@ import torch
 from litesam_pl.models import AutoPPN, point_nms
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster (and far faster on a shared, oversubscribed CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 BG = -10.0
 S, P, G = 64, 8, 2  # input side, map side (stride 8), groups

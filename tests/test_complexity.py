@@ -4,19 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from benchmarks.complexity import build, count_macs, count_params, main
 from litesam_pl import create_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster (and far faster on a shared, oversubscribed CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 PAPER_PARAMS_M = {"litevit": 1.16, "litevit_2x": 2.19, "litevit_3x": 3.63, "litesam": 4.2}
 

@@ -11,12 +11,6 @@ import litesam_pl
 from litesam_pl.inference.export import EXPORT_FORMAT, export_onnx, export_weights, main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,6 @@ from litesam_pl.inference.fast_decoder import FastMaskDecoder, embed_prompts, st
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the CI/dev machines are small and shared, and OpenMP spinning on 2 busy cores
-    is 10-30x slower than one thread."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _parts(dim: int = 64, depth: int = 2, side: int = 8, mlp_dim: int = 128, seed: int = 0):

@@ -22,13 +22,6 @@ from litesam_pl.models.mixers import MSPM, MultiScalePoolMixer
 from litesam_pl.models.registry import EXPORT_FORMAT, build_from_config, model_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster (and far faster on a shared, oversubscribed CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,6 @@ from litesam_pl.inference.segevery import segment_everything
 AMG_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the CI/dev machines are small and shared, and OpenMP spinning on 2 busy cores
-    is 10-30x slower than one thread."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 LOOSE = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
 

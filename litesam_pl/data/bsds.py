@@ -13,7 +13,7 @@ Predictions the BSDS bench accepts, turned into a soft boundary map ``pb`` in [0
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 

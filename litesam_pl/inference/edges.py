@@ -11,7 +11,7 @@ All maps are float32 [H, W] numpy arrays in [0, 1].
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 

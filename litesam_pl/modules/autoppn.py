@@ -1,7 +1,7 @@
 """Stage 2 (Tables 2 and 3): AutoPPN on a frozen or trainable image encoder."""
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 import torch
 from torch import Tensor
