@@ -49,7 +49,7 @@ class ScenePreset:
 
 # "sa1b": crowded scenes close to SA-1B's statistics (the default; tests and benchmarks rely on it).
 # "smoke": few, large, flat-coloured objects and no parts, so that a CPU smoke run of minutes at 128 px can
-# learn (at 128 px the "sa1b" preset's median mask is ~12 px; see docs/choices/training.md).
+# learn (at 128 px the "sa1b" preset's median mask is ~12 px; see docs/architecture.md).
 PRESETS = {
     "sa1b": ScenePreset({"large": (2, 4), "medium": (4, 10), "small": (4, 10)}, _EXTENT, 0.6, False, _MIN_AREA),
     "smoke": ScenePreset(

@@ -5,7 +5,6 @@ The learning bar itself (held-out ``val/miou_1box`` and ``val/ar100`` after ``ma
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

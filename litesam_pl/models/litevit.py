@@ -18,7 +18,7 @@ from .mixers import build_mixer
 __all__ = ["PatchMerge", "ConvMLP", "LiteViTBlock", "LiteViT", "LITEVIT_CONFIGS"]
 
 # Variants as configs (timm style). Depths follow PoolFormer-S12; MLP ratios were tuned so the parameter counts
-# match Table 1 (1.16M / 2.19M / 3.63M) at the paper's embedding dims (see docs/choices/models.md).
+# match Table 1 (1.16M / 2.19M / 3.63M) at the paper's embedding dims (see docs/architecture.md).
 LITEVIT_CONFIGS = {
     "litevit": dict(embed_dims=(64, 96, 128, 256), depths=(2, 2, 6, 2), mlp_ratios=(4.0, 4.0, 1.5, 1.5)),
     "litevit_2x": dict(embed_dims=(96, 128, 192, 384), depths=(2, 2, 6, 2), mlp_ratios=(4.0, 4.0, 1.5, 1.0)),

@@ -2,7 +2,7 @@
 
 Every mixer maps ``[B, C, H, W] -> [B, C, H, W]`` and is used inside a residual branch (``x + mixer(norm(x))``),
 so, like PoolFormer, each returns "context minus input". The paper only describes designs 1 and 5 in words;
-designs 2-4 are our reading of the intermediate steps of Fig. 3 (see docs/choices/models.md):
+designs 2-4 are our reading of the intermediate steps of Fig. 3 (see docs/architecture.md):
 
 1. ``pool``       PoolFormer: ``AvgPool3(x) - x``.
 2. ``pool_dw``    pooling plus a depthwise 3x3 conv for local detail: ``AvgPool3(x) - x + DW3(x)``.
