@@ -59,6 +59,8 @@ DEMO_PHOTOS = $(addprefix $(SKIMAGE_DATA)/,astronaut.png coffee.png chelsea.png 
   $(wordlist 1,2,$(sort $(wildcard $(SHARED)/data/bsds500/images/test/*.jpg)))
 DEMO_RUN = runs/smoke/litesam
 DEMO_EPOCHS ?= 2
+# 2 x 720 samples: the smoke recipe's schedule, shortened so the whole demo stays under 10 minutes on 2 cores
+DEMO_SAMPLES ?= 720
 # a minutes-old model is not confident yet: show masks above looser filters than SAM's 0.88 / 0.95
 DEMO_FILTERS ?= --pred-iou-thresh 0.5 --stability-score-thresh 0.8 --score-threshold 0
 # without the earlier smoke stages the joint recipe starts from scratch
@@ -68,7 +70,7 @@ demo: install smoke-data ## the newcomer's demo: synthetic SA-1B -> shards -> tr
 	@echo "== [1/4] synthetic SA-1B-format data and WebDataset shards: data/smoke/ (done)"
 	@echo "== [2/4] training the joint Lite-SAM smoke recipe (recipes/smoke/litesam.yaml)"
 	$(VENV)/bin/litesam fit --config recipes/smoke/litesam.yaml --trainer.accelerator=auto --trainer.max_epochs=$(DEMO_EPOCHS) \
-	  --trainer.check_val_every_n_epoch=$(DEMO_EPOCHS) $(DEMO_INIT) $(ARGS)
+	  --trainer.check_val_every_n_epoch=$(DEMO_EPOCHS) --data.epoch_samples=$(DEMO_SAMPLES) $(DEMO_INIT) $(ARGS)
 	@echo "== [3/4] SegEvery with the trained model on real photographs"
 	$(VENV)/bin/litesam segment-everything $(DEMO_PHOTOS) --ckpt $(DEMO_RUN)/last.ckpt --out $(DEMO_RUN)/segevery \
 	  $(DEMO_FILTERS)
