@@ -59,8 +59,8 @@ DEMO_PHOTOS = $(addprefix $(SKIMAGE_DATA)/,astronaut.png coffee.png chelsea.png 
   $(wordlist 1,2,$(sort $(wildcard $(SHARED)/data/bsds500/images/test/*.jpg)))
 DEMO_RUN = runs/smoke/litesam
 DEMO_EPOCHS ?= 2
-# 2 x 720 samples: the smoke recipe's schedule, shortened so the whole demo stays under 10 minutes on 2 cores
-DEMO_SAMPLES ?= 720
+# the smoke recipe's schedule (2 x 960 samples); fewer (e.g. DEMO_SAMPLES=720) is faster but too short to show masks
+DEMO_SAMPLES ?= 960
 # a minutes-old model is not confident yet: show masks above looser filters than SAM's 0.88 / 0.95
 DEMO_FILTERS ?= --pred-iou-thresh 0.5 --stability-score-thresh 0.8 --score-threshold 0
 # without the earlier smoke stages the joint recipe starts from scratch
