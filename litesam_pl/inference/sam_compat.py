@@ -59,20 +59,12 @@ def as_image_list(images: ImagesLike) -> Tuple[List[Tensor], bool]:
     in 0..255) or a list of ``[3, H, W]`` tensors. Returns ``(images, single)`` where ``single`` says that one
     image (not a batch) was given."""
     single = False
-    if isinstance(images, np.ndarray):
-        if images.ndim == 3:
-            images, single = [images], True
-        elif images.ndim == 4:
-            images = list(images)
-        else:
-            raise ValueError(f"expected an HxWx3 image or a BxHxWx3 batch, got an array of shape {images.shape}")
-    elif isinstance(images, Tensor):
-        if images.ndim == 3:
-            images, single = [images], True
-        elif images.ndim == 4:
-            images = list(images)
-        else:
-            raise ValueError(f"expected a [3, H, W] or [B, 3, H, W] tensor, got shape {tuple(images.shape)}")
+    if isinstance(images, (np.ndarray, Tensor)):
+        if images.ndim not in (3, 4):
+            expected = "an HxWx3 image or a BxHxWx3 batch" if isinstance(images, np.ndarray) else "a [3, H, W] or [B, 3, H, W] tensor"
+            raise ValueError(f"expected {expected}, got shape {tuple(images.shape)}")
+        single = images.ndim == 3
+        images = [images] if single else list(images)
     elif not isinstance(images, (list, tuple)):
         raise TypeError(f"images must be an array, a tensor or a list of them, got {type(images).__name__}")
     out: List[Tensor] = []
