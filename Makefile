@@ -41,8 +41,8 @@ test-fast: install ## the suite without tests marked slow
 	$(PY) -m pytest -q -m "not slow"
 
 data/smoke/shards/val/manifest.json: | install
-	$(PY) -m data_prep.synthetic --out data/smoke/raw/train --num-images 960 --seed 1 --images-per-tar 120 --size 128 128 --preset smoke
-	$(PY) -m data_prep.synthetic --out data/smoke/raw/val --num-images 48 --seed 2 --images-per-tar 24 --size 128 128 --preset smoke
+	$(PY) -m data_prep.synthetic --out data/smoke/raw/train --num-images 960 --seed 1 --images-per-tar 120 --size 192 192 --preset smoke
+	$(PY) -m data_prep.synthetic --out data/smoke/raw/val --num-images 48 --seed 2 --images-per-tar 24 --size 192 192 --preset smoke
 	$(PY) -m data_prep.sa1b --src data/smoke/raw/train --out data/smoke/shards/train --max-side 512 --fraction 1.0 --shard-size 120 --workers 2
 	$(PY) -m data_prep.sa1b --src data/smoke/raw/val --out data/smoke/shards/val --max-side 512 --fraction 1.0 --shard-size 24 --workers 2
 
@@ -63,8 +63,8 @@ DEMO_EPOCHS ?= 2
 DEMO_SAMPLES ?= 960
 # a minutes-old model is not confident yet: show masks above looser filters than SAM's 0.88 / 0.95
 DEMO_FILTERS ?= --pred-iou-thresh 0.5 --stability-score-thresh 0.8 --score-threshold 0
-# without the earlier smoke stages the joint recipe starts from scratch
-DEMO_INIT = $(if $(wildcard runs/smoke/autoppn/last.ckpt),,--model.init_args.init_from=null)
+# without the earlier smoke stages the joint recipe starts from scratch (at the backbone stage's learning rate)
+DEMO_INIT = $(if $(wildcard runs/smoke/autoppn/last.ckpt),,--model.init_args.init_from=null --model.init_args.lr=0.001)
 
 demo: install smoke-data ## the newcomer's demo: synthetic SA-1B -> shards -> train Lite-SAM -> SegEvery on photos -> latency vs grid
 	@echo "== [1/4] synthetic SA-1B-format data and WebDataset shards: data/smoke/ (done)"

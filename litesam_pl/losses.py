@@ -239,7 +239,9 @@ class PPNLoss:
     ``point_loss`` is ``"hard_mse"`` (ours: distance-transform targets) or ``"focal"`` (CenterNet focal on Gaussian
     targets, the Table 2 baseline). Both terms are computed per size group ``g`` (the point term per image and
     group, then the mean over the batch; the box term pooled over the batch's cells of that group) and then
-    averaged over the groups, so 1 or 3 groups give losses of the same scale. A group without any
+    averaged over the groups, so 1 or 3 groups give losses of the same scale. Box distances enter the Smooth-L1 in
+    grid cells (``box_unit="cell"``, beta in cells; the loss does not shrink as the input grows) or as fractions of
+    the input side (``box_unit="image"``). A group without any
     box target in the batch adds 0 to the box term (and is left out of its mean).
     """
 
@@ -249,10 +251,13 @@ class PPNLoss:
     neg_ratio: float = 3.0
     min_negatives: int = 16
     box_beta: float = 1.0 / 9.0
+    box_unit: str = "cell"
 
     def __post_init__(self) -> None:
         if self.point_loss not in ("hard_mse", "focal"):
             raise ValueError(f"point_loss must be 'hard_mse' or 'focal', got {self.point_loss!r}")
+        if self.box_unit not in ("cell", "image"):
+            raise ValueError(f"box_unit must be 'cell' or 'image', got {self.box_unit!r}")
 
     def __call__(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """
@@ -289,6 +294,8 @@ class PPNLoss:
         box_pred = outputs["boxes"].permute(1, 2, 0, 3, 4).reshape(G, 4, B * P, P)
         box_tgt = batch["ppn_boxes"].permute(1, 2, 0, 3, 4).reshape(G, 4, B * P, P)
         w_g = w.permute(1, 0, 2, 3).reshape(G, B * P, P)
+        if self.box_unit == "cell":  # distances / S -> grid cells: the same loss scale at any input size
+            box_pred, box_tgt = box_pred * P, box_tgt * P
         box_g = box_smooth_l1_loss(box_pred, box_tgt, w_g, self.box_beta)  # [G]
         wsum = w_g.flatten(1).sum(1)
         has_box = (wsum > 0).float()

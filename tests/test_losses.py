@@ -160,7 +160,8 @@ def test_ppn_loss_weights_groups_and_ignore():
     assert out["point_g1"].item() == pytest.approx(0.25)
     # box term: only group 0 has box cells (same count in both images) -> mean of the two images' losses
     w0 = batch["ppn_box_weight"][:, 0] * (~batch["ppn_ignore"]).float()
-    exp_box = box_smooth_l1_loss(batch["ppn_boxes"][:, 0], torch.zeros(2, 4, 8, 8), w0).mean()
+    # (distances enter the Smooth-L1 in grid cells: P = 8 times the stored fractions of S)
+    exp_box = box_smooth_l1_loss(8 * batch["ppn_boxes"][:, 0], torch.zeros(2, 4, 8, 8), w0).mean()
     assert out["box"].item() == pytest.approx(exp_box.item(), rel=1e-5)
     assert out["box_g1"].item() == 0.0
     out["loss"].backward()
@@ -172,6 +173,17 @@ def test_ppn_loss_weights_groups_and_ignore():
         "boxes": batch["ppn_boxes"].clone(),
     }
     assert PPNLoss()(perfect, batch)["loss"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ppn_box_loss_units():
+    # Smooth-L1(P x, P y; beta) = P * Smooth-L1(x, y; beta / P): cells and fractions of S agree up to that identity
+    batch = _ppn_batch(P=8)
+    outputs = {"heatmap_logits": torch.zeros(2, 3, 8, 8), "boxes": torch.rand(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(3)) * 0.3}
+    cell = PPNLoss(box_unit="cell", box_beta=0.5)(outputs, batch)["box"]
+    image = PPNLoss(box_unit="image", box_beta=0.5 / 8)(outputs, batch)["box"]
+    assert cell.item() == pytest.approx(8 * image.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="box_unit"):
+        PPNLoss(box_unit="pixel")
 
 
 def test_ppn_loss_focal_variant_and_shape_errors():

@@ -214,3 +214,37 @@ def test_cosine_schedule_and_bad_args(tmp_path):
         BackboneBoxModule(model_kwargs=TINY, lr_schedule="step")
     with pytest.raises(ValueError, match="train_box_prompts"):
         LiteSAMModule(model_kwargs=TINY, train_box_prompts=False, train_point_prompts=False)
+
+
+def test_cpu_threads_auto(monkeypatch):
+    monkeypatch.setattr(CPUThreads, "_busy_cores", staticmethod(lambda window=0.5: 0.0))
+    cores = CPUThreads.idle_cores()
+    assert cores >= 1
+    monkeypatch.setattr(CPUThreads, "_busy_cores", staticmethod(lambda window=0.5: float(cores)))
+    assert CPUThreads.idle_cores() == 1  # a busy machine: one thread
+    with pytest.raises(ValueError, match="num_threads"):
+        CPUThreads("many")
+
+
+def test_joint_prompt_split_gives_each_mask_one_prompt_kind():
+    torch.manual_seed(0)
+    batch = fake_batch(K=4)
+    both = LiteSAMModule(model_kwargs={"img_size": S})
+    split = LiteSAMModule(model_kwargs={"img_size": S}, prompt_split=True)
+    split.load_state_dict(both.state_dict())
+    seen = []
+    real = split.model.predict_masks
+
+    def spy(emb, points=None, boxes=None, multimask_output=False):
+        seen.append(("box" if boxes is not None else "point", (boxes if boxes is not None else points[0]).shape[1]))
+        return real(emb, points=points, boxes=boxes, multimask_output=multimask_output)
+
+    split.model.predict_masks = spy
+    terms = split.compute_losses(batch)
+    assert seen == [("box", 2), ("point", 2)]  # every other mask: 2 boxes + 2 points instead of 4 + 4
+    assert {"mask_box", "mask_point", "ppn"} <= set(terms)
+    assert terms["mask"].item() == pytest.approx((terms["mask_box"] + terms["mask_point"]).item(), rel=1e-6)
+    # the box half alone equals the stock module's box loss on the even slots
+    even = {**batch, **{k: batch[k][:, 0::2] for k in ("masks", "boxes", "gt_boxes", "points", "point_labels", "valid")}}
+    ref = both.mask_losses(both.encode(batch["image"]), even, True, False)
+    assert terms["mask_box"].item() == pytest.approx(ref["mask_box"].item(), rel=1e-5)

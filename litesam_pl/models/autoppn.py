@@ -5,7 +5,8 @@
 * ``heatmap_logits`` ``[B, G, P, P]``: point-prompt confidence per size group (sigmoid = confidence; the target is
   the normalised distance transform, so the peak is a mask's most interior point),
 * ``boxes`` ``[B, G, 4, P, P]``: non-negative (left, top, right, bottom) distances from the cell centre to the box
-  sides, divided by the input side S.
+  sides, divided by the input side S. The head regresses them in grid cells (``softplus(raw) / P``, FCOS/CenterNet
+  style), so the raw outputs are O(1) at any input size and the regression gradient is not damped by ``1/S``.
 
 ``AutoPPN.decode`` applies Point-NMS (a 3x3 local-maximum max-pool) and keeps the top-N points per image, fully
 vectorised over the batch.
@@ -123,7 +124,7 @@ class AutoPPN(nn.Module):
         input_stride: stride of the embedding (16).
         stride: output stride (8).
         heatmap_prior: initial point confidence; the heatmap bias is ``-log((1 - p) / p)`` (0.1 -> -2.19).
-        box_init: initial box distance (fraction of S) the softplus starts at.
+        box_init: initial box distance, in grid cells (stride units), the softplus starts at.
     """
 
     def __init__(
@@ -138,7 +139,7 @@ class AutoPPN(nn.Module):
         input_stride: int = 16,
         stride: int = 8,
         heatmap_prior: float = 0.1,
-        box_init: float = 0.05,
+        box_init: float = 1.0,
     ) -> None:
         super().__init__()
         if stem not in ("mspm", "conv"):
@@ -187,6 +188,7 @@ class AutoPPN(nn.Module):
         heat = self.heatmap_head(x)
         box = F.softplus(self.box_head(x))
         b, _, p, q = box.shape
+        box = box / max(p, q)  # grid cells -> fraction of the input side S (S = P * stride)
         return {"heatmap_logits": heat, "boxes": box.view(b, self.num_groups, 4, p, q)}
 
     @staticmethod

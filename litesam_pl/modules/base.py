@@ -72,10 +72,13 @@ class LiteSAMTaskBase(pl.LightningModule):
         init_from: checkpoint (Lightning ``.ckpt`` or export) to warm-start ``self.model`` from (shape-matching keys),
             loaded at the start of ``fit`` (not when resuming with ``--ckpt_path``); ``apply_init_from()`` by hand.
         focal_weight, dice_weight, iou_weight: mask-loss weights (paper: focal:dice = 10:1; SAM used 20:1).
+        focal_alpha, focal_gamma: sigmoid focal loss parameters (RetinaNet's 0.25 / 2; ``focal_alpha < 0`` turns the
+            class balancing off).
         ppn_heatmap_weight, ppn_box_weight: AutoPPN loss weights (paper: 2:1).
         ppn_point_loss: ``hard_mse`` (ours, distance-transform targets) or ``focal`` (Gaussian targets, Table 2 baseline).
         ppn_neg_ratio: hard negatives per positive in the hard-mining MSE.
-        ppn_box_beta: Smooth-L1 beta, in units of the image side (targets are distances / S).
+        ppn_box_beta: Smooth-L1 beta, in ``ppn_box_unit`` units.
+        ppn_box_unit: ``cell`` (box distances in grid cells, i.e. stride units) or ``image`` (fractions of S).
         ppn_loss_weight, mask_loss_weight: the two terms of ``L_total`` (paper: 1 + 1).
         point_prompt_weight, box_prompt_weight: weights of the point- and box-prompted mask losses.
         max_train_prompts: at most this many (valid) prompts per image go through the decoder in training.
@@ -108,11 +111,14 @@ class LiteSAMTaskBase(pl.LightningModule):
         focal_weight: float = 10.0,
         dice_weight: float = 1.0,
         iou_weight: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
         ppn_heatmap_weight: float = 2.0,
         ppn_box_weight: float = 1.0,
         ppn_point_loss: str = "hard_mse",
         ppn_neg_ratio: float = 3.0,
         ppn_box_beta: float = 1.0 / 9.0,
+        ppn_box_unit: str = "cell",
         ppn_loss_weight: float = 1.0,
         mask_loss_weight: float = 1.0,
         point_prompt_weight: float = 1.0,
@@ -134,8 +140,9 @@ class LiteSAMTaskBase(pl.LightningModule):
         self.model_kwargs = dict(model_kwargs or {})
         self.model = litesam_pl.create_model(model_name, **self.model_kwargs)
         self.init_report: Optional[Dict[str, List[str]]] = None  # set by apply_init_from()
-        self.mask_loss = MaskLoss(focal_weight, dice_weight, iou_weight)
-        self.ppn_loss = PPNLoss(ppn_heatmap_weight, ppn_box_weight, ppn_point_loss, ppn_neg_ratio, box_beta=ppn_box_beta)
+        self.mask_loss = MaskLoss(focal_weight, dice_weight, iou_weight, focal_alpha, focal_gamma)
+        self.ppn_loss = PPNLoss(ppn_heatmap_weight, ppn_box_weight, ppn_point_loss, ppn_neg_ratio, box_beta=ppn_box_beta,
+                               box_unit=ppn_box_unit)
         self.last_loss_terms: Dict[str, Tensor] = {}
         self.configure_trainable()
         # validation metrics (torchmetrics: synced across DDP ranks at compute time)
@@ -294,6 +301,11 @@ class LiteSAMTaskBase(pl.LightningModule):
         """(use box prompts, use point prompts) for the mask loss in training."""
         return True, True
 
+    def train_mask_losses(self, embeddings: Tensor, batch: Dict[str, Any]) -> Dict[str, Tensor]:
+        """The training mask loss on the selected prompts (every prompt with each kind of ``train_prompt_kinds``)."""
+        use_boxes, use_points = self.train_prompt_kinds()
+        return self.mask_losses(embeddings, batch, use_boxes, use_points)
+
     def compute_losses(self, batch: Dict[str, Any]) -> Dict[str, Tensor]:
         self.check_batch(batch)
         emb = self.encode(batch["image"])
@@ -304,8 +316,7 @@ class LiteSAMTaskBase(pl.LightningModule):
             loss = loss + self.hparams.ppn_loss_weight * terms["ppn"]
         if self.train_masks:
             b = self.select_prompts(batch)
-            use_boxes, use_points = self.train_prompt_kinds()
-            terms.update(self.mask_losses(emb, b, use_boxes, use_points))
+            terms.update(self.train_mask_losses(emb, b))
             loss = loss + self.hparams.mask_loss_weight * terms["mask"]
         terms["loss"] = loss
         return terms

@@ -1,9 +1,13 @@
 """Stage 3: joint Lite-SAM training, ``L_total = L_ppn + L_mask`` (Sec. 3.4)."""
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Dict, Tuple
+
+from torch import Tensor
 
 from .base import LiteSAMTaskBase
+
+_PROMPT_KEYS = ("masks", "boxes", "gt_boxes", "points", "point_labels", "valid")
 
 __all__ = ["LiteSAMModule"]
 
@@ -18,6 +22,10 @@ class LiteSAMModule(LiteSAMTaskBase):
 
     Args:
         train_box_prompts, train_point_prompts: which prompt kinds feed ``L_mask`` (both by default).
+        prompt_split: with both kinds, give each prompt ONE kind, as SAM's training ("either a foreground point or
+            a bounding box is selected randomly with equal probability"): of each image's (randomly ordered) masks,
+            every other one gets its box and the others a point; the decoder then runs once per mask instead of
+            twice. False (default): every mask gets both prompts.
         **kwargs: ``LiteSAMTaskBase`` arguments.
     """
 
@@ -26,12 +34,26 @@ class LiteSAMModule(LiteSAMTaskBase):
     val_masks = True
     val_ppn = True
 
-    def __init__(self, train_box_prompts: bool = True, train_point_prompts: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, train_box_prompts: bool = True, train_point_prompts: bool = True, prompt_split: bool = False, **kwargs: Any
+    ) -> None:
         if not (train_box_prompts or train_point_prompts):
             raise ValueError("at least one of train_box_prompts / train_point_prompts must be true")
         self.train_box_prompts = bool(train_box_prompts)
         self.train_point_prompts = bool(train_point_prompts)
+        self.prompt_split = bool(prompt_split)
         super().__init__(**kwargs)
 
     def train_prompt_kinds(self) -> Tuple[bool, bool]:
         return self.train_box_prompts, self.train_point_prompts
+
+    def train_mask_losses(self, embeddings: Tensor, batch: Dict[str, Any]) -> Dict[str, Tensor]:
+        k = batch["masks"].shape[1]
+        if not (self.prompt_split and self.train_box_prompts and self.train_point_prompts) or k < 2:
+            return super().train_mask_losses(embeddings, batch)
+        # masks come in random order (valid ones first): even slots get their box, odd slots a point
+        boxes = self.mask_losses(embeddings, {**batch, **{key: batch[key][:, 0::2] for key in _PROMPT_KEYS}}, True, False)
+        points = self.mask_losses(embeddings, {**batch, **{key: batch[key][:, 1::2] for key in _PROMPT_KEYS}}, False, True)
+        out = {key: v for key, v in {**boxes, **points}.items() if key != "mask"}
+        out["mask"] = boxes["mask"] + points["mask"]
+        return out
