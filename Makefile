@@ -63,8 +63,13 @@ DEMO_EPOCHS ?= 2
 DEMO_SAMPLES ?= 960
 # a minutes-old model is not confident yet: show masks above looser filters than SAM's 0.88 / 0.95
 DEMO_FILTERS ?= --pred-iou-thresh 0.5 --stability-score-thresh 0.8 --score-threshold 0
-# without the earlier smoke stages the joint recipe starts from scratch (at the backbone stage's learning rate)
-DEMO_INIT = $(if $(wildcard runs/smoke/autoppn/last.ckpt),,--model.init_args.init_from=null --model.init_args.lr=0.001)
+# without the earlier smoke stages the joint recipe starts from scratch; from scratch the recipe's 192 px / box loss
+# in grid cells lets the AutoPPN box term swamp the mask loss (0 masks on photos after 480 steps), so the demo trains
+# from scratch in the 128 px set-up measured before (box loss in units of S, lr 5e-4, both prompts per mask)
+DEMO_SCRATCH = --model.init_args.init_from=null --model.init_args.lr=0.0005 --model.init_args.ppn_box_unit=image \
+  --model.init_args.prompt_split=false --model.init_args.focal_alpha=0.25 --model.init_args.min_train_mask_area=16 \
+  --data.img_size=128 --model.init_args.model_kwargs='{"img_size": 128}'
+DEMO_INIT = $(if $(wildcard runs/smoke/autoppn/last.ckpt),,$(DEMO_SCRATCH))
 
 demo: install smoke-data ## the newcomer's demo: synthetic SA-1B -> shards -> train Lite-SAM -> SegEvery on photos -> latency vs grid
 	@echo "== [1/4] synthetic SA-1B-format data and WebDataset shards: data/smoke/ (done)"
