@@ -213,7 +213,9 @@ def test_threshold_semantics_and_cache():
     gt = _square_boundary()
     pb = gt * 0.5  # boundary strength exactly 0.5
     c = evaluate_boundary_image(pb, [gt], thresholds=[0.25, 0.5, 0.5000001, 0.75])
-    assert list(c.recall) == [1.0, 1.0, 0.0, 0.0]
+    # the bench's matcher is randomised (may leave a pixel or two out); equal thresholds share one match
+    assert c.recall[0] == c.recall[1] >= 1.0 - 3 / gt.sum()
+    assert list(c.recall[2:]) == [0.0, 0.0]
     cnt_r, sum_r, cnt_p, sum_p = match_boundaries(gt, [gt.astype(np.uint8) * 255])  # any non-zero GT is boundary
     assert sum_r == sum_p == gt.sum() and cnt_r >= sum_r - 3
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
