@@ -24,7 +24,15 @@ from litesam_pl.losses import MaskLoss, PPNLoss, downsample_masks
 from litesam_pl.metrics.coco import mask_ap, proposal_recall
 from litesam_pl.metrics.miou import mask_ious
 
-__all__ = ["LiteSAMTaskBase", "load_init_weights"]
+__all__ = ["LiteSAMTaskBase", "load_init_weights", "slice_prompts", "PROMPT_KEYS"]
+
+# the per-prompt entries of a batch (``[B, K, ...]``, see docs/contracts.md)
+PROMPT_KEYS = ("masks", "boxes", "gt_boxes", "points", "point_labels", "valid")
+
+
+def slice_prompts(batch: Dict[str, Any], index: slice) -> Dict[str, Any]:
+    """A copy of ``batch`` keeping the prompts ``index`` (a slice of the K axis) of every image."""
+    return {**batch, **{key: batch[key][:, index] for key in PROMPT_KEYS}}
 
 
 def load_init_weights(model: torch.nn.Module, path: str, strict_shapes: bool = True) -> Dict[str, List[str]]:
@@ -250,8 +258,7 @@ class LiteSAMTaskBase(pl.LightningModule):
             out["valid"] = batch["valid"] & (batch["masks"].flatten(2).sum(-1) >= min_area)
         k = self.hparams.max_train_prompts
         if k and batch["masks"].shape[1] > k:
-            for key in ("masks", "boxes", "gt_boxes", "points", "point_labels", "valid"):
-                out[key] = out[key][:, :k]
+            out = slice_prompts(out, slice(0, k))
         return out
 
     def _loss_pair(self, logits: Tensor, masks: Tensor, targets: Optional[Tensor]) -> Tuple[Tensor, Tensor]:

@@ -5,9 +5,7 @@ from typing import Any, Dict, Tuple
 
 from torch import Tensor
 
-from .base import LiteSAMTaskBase
-
-_PROMPT_KEYS = ("masks", "boxes", "gt_boxes", "points", "point_labels", "valid")
+from .base import LiteSAMTaskBase, slice_prompts
 
 __all__ = ["LiteSAMModule"]
 
@@ -52,8 +50,8 @@ class LiteSAMModule(LiteSAMTaskBase):
         if not (self.prompt_split and self.train_box_prompts and self.train_point_prompts) or k < 2:
             return super().train_mask_losses(embeddings, batch)
         # masks come in random order (valid ones first): even slots get their box, odd slots a point
-        boxes = self.mask_losses(embeddings, {**batch, **{key: batch[key][:, 0::2] for key in _PROMPT_KEYS}}, True, False)
-        points = self.mask_losses(embeddings, {**batch, **{key: batch[key][:, 1::2] for key in _PROMPT_KEYS}}, False, True)
+        boxes = self.mask_losses(embeddings, slice_prompts(batch, slice(0, None, 2)), True, False)
+        points = self.mask_losses(embeddings, slice_prompts(batch, slice(1, None, 2)), False, True)
         out = {key: v for key, v in {**boxes, **points}.items() if key != "mask"}
         out["mask"] = boxes["mask"] + points["mask"]
         return out
