@@ -229,7 +229,7 @@ def box_smooth_l1_loss(pred: Tensor, target: Tensor, weight: Tensor, beta: float
     """
     loss = F.smooth_l1_loss(pred.float(), target.float(), reduction="none", beta=beta).sum(1)  # [N, H, W]
     w = weight.float()
-    return (loss * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1.0)
+    return (loss * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-6)
 
 
 @dataclass
@@ -241,7 +241,9 @@ class PPNLoss:
     group, then the mean over the batch; the box term pooled over the batch's cells of that group) and then
     averaged over the groups, so 1 or 3 groups give losses of the same scale. Box distances enter the Smooth-L1 in
     grid cells (``box_unit="cell"``, beta in cells; the loss does not shrink as the input grows) or as fractions of
-    the input side (``box_unit="image"``). A group without any
+    the input side (``box_unit="image"``). ``box_weighting="uniform"`` weights every cell a mask owns alike;
+    ``"centerness"`` weights each by its point target (the normalised distance transform, 1 at the mask's most
+    interior cell, where Point-NMS reads the box; FCOS's centre-ness idea). A group without any
     box target in the batch adds 0 to the box term (and is left out of its mean).
     """
 
@@ -252,12 +254,15 @@ class PPNLoss:
     min_negatives: int = 16
     box_beta: float = 1.0 / 9.0
     box_unit: str = "cell"
+    box_weighting: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.point_loss not in ("hard_mse", "focal"):
             raise ValueError(f"point_loss must be 'hard_mse' or 'focal', got {self.point_loss!r}")
         if self.box_unit not in ("cell", "image"):
             raise ValueError(f"box_unit must be 'cell' or 'image', got {self.box_unit!r}")
+        if self.box_weighting not in ("uniform", "centerness"):
+            raise ValueError(f"box_weighting must be 'uniform' or 'centerness', got {self.box_weighting!r}")
 
     def __call__(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """
@@ -289,6 +294,8 @@ class PPNLoss:
         point_g = point_rows.view(B, G).mean(0)  # [G]
 
         w = batch["ppn_box_weight"].float() * (~ignore).unsqueeze(1).float()  # [B, G, P, P]
+        if self.box_weighting == "centerness":
+            w = w * target.float()
         P = w.shape[-1]
         # one row per group, pooled over the batch: [G, 4, B*P, P] and [G, B*P, P]
         box_pred = outputs["boxes"].permute(1, 2, 0, 3, 4).reshape(G, 4, B * P, P)

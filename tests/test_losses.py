@@ -186,6 +186,21 @@ def test_ppn_box_loss_units():
         PPNLoss(box_unit="pixel")
 
 
+def test_ppn_box_loss_centerness_weighting():
+    # "centerness": each owned cell weighted by its point target, so the peak cell (1.0) counts twice a 0.5 cell
+    batch = _ppn_batch(P=8)
+    outputs = {"heatmap_logits": torch.zeros(2, 3, 8, 8), "boxes": torch.zeros(2, 3, 4, 8, 8)}
+    got = PPNLoss(box_weighting="centerness")(outputs, batch)["box"]
+    w = batch["ppn_heatmap"][:, 0] * (~batch["ppn_ignore"]).float()  # 0.5 on the 3x3 ring, 1.0 at its centre
+    per_cell = F.smooth_l1_loss(8 * batch["ppn_boxes"][:, 0], torch.zeros(2, 4, 8, 8), reduction="none", beta=1 / 9).sum(1)
+    want = ((per_cell * w).flatten(1).sum(1) / w.flatten(1).sum(1)).mean()
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    uniform = PPNLoss()(outputs, batch)["box"]
+    assert got.item() != pytest.approx(uniform.item(), rel=1e-3)
+    with pytest.raises(ValueError, match="box_weighting"):
+        PPNLoss(box_weighting="gaussian")
+
+
 def test_ppn_loss_focal_variant_and_shape_errors():
     batch = _ppn_batch(G=1)
     outputs = {"heatmap_logits": torch.zeros(2, 1, 8, 8), "boxes": torch.zeros(2, 1, 4, 8, 8)}

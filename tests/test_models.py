@@ -18,7 +18,7 @@ from litesam_pl.models import (
     list_models,
     load_model,
 )
-from litesam_pl.models.mixers import MSPM, MultiScalePoolMixer
+from litesam_pl.models.mixers import MSPM, MultiScalePoolMixer, box_mean
 from litesam_pl.models.registry import EXPORT_FORMAT, build_from_config, model_config
 
 
@@ -90,6 +90,27 @@ def test_mspm_starts_as_design_4_and_learns_a_fusion():
     torch.testing.assert_close(mspm(x), pooled - x)
     with pytest.raises(ValueError, match="unknown mixer"):
         build_mixer("attention", 8)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 7, 9])
+@pytest.mark.parametrize("shape", [(2, 3, 11, 13), (1, 2, 1, 1), (1, 2, 3, 17)])
+def test_box_mean_equals_avg_pool_without_padding_counts(k, shape):
+    # the CPU fast path of the MSPM pooling: same values and gradients as avg_pool2d(count_include_pad=False)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    ref = torch.nn.functional.avg_pool2d(x, k, 1, k // 2, count_include_pad=False)
+    got = box_mean(x, k)
+    torch.testing.assert_close(got, ref)
+    g_ref, = torch.autograd.grad((ref ** 2).sum(), x)
+    g_got, = torch.autograd.grad((got ** 2).sum(), x)
+    torch.testing.assert_close(g_got, g_ref)
+    half = box_mean(x.detach().bfloat16(), k)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.double(), ref.detach(), atol=2e-2, rtol=2e-2)
+
+
+def test_box_mean_rejects_even_windows():
+    with pytest.raises(ValueError, match="odd"):
+        box_mean(torch.zeros(1, 1, 4, 4), 4)
 
 
 def test_litevit_rejects_bad_config():

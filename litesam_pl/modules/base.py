@@ -87,6 +87,8 @@ class LiteSAMTaskBase(pl.LightningModule):
         ppn_neg_ratio: hard negatives per positive in the hard-mining MSE.
         ppn_box_beta: Smooth-L1 beta, in ``ppn_box_unit`` units.
         ppn_box_unit: ``cell`` (box distances in grid cells, i.e. stride units) or ``image`` (fractions of S).
+        ppn_box_weighting: ``uniform`` (every cell a mask owns) or ``centerness`` (cells weighted by their point
+            target, so the box is learnt best where Point-NMS reads it).
         ppn_loss_weight, mask_loss_weight: the two terms of ``L_total`` (paper: 1 + 1).
         point_prompt_weight, box_prompt_weight: weights of the point- and box-prompted mask losses.
         max_train_prompts: at most this many (valid) prompts per image go through the decoder in training.
@@ -127,6 +129,7 @@ class LiteSAMTaskBase(pl.LightningModule):
         ppn_neg_ratio: float = 3.0,
         ppn_box_beta: float = 1.0 / 9.0,
         ppn_box_unit: str = "cell",
+        ppn_box_weighting: str = "uniform",
         ppn_loss_weight: float = 1.0,
         mask_loss_weight: float = 1.0,
         point_prompt_weight: float = 1.0,
@@ -150,7 +153,7 @@ class LiteSAMTaskBase(pl.LightningModule):
         self.init_report: Optional[Dict[str, List[str]]] = None  # set by apply_init_from()
         self.mask_loss = MaskLoss(focal_weight, dice_weight, iou_weight, focal_alpha, focal_gamma)
         self.ppn_loss = PPNLoss(ppn_heatmap_weight, ppn_box_weight, ppn_point_loss, ppn_neg_ratio, box_beta=ppn_box_beta,
-                               box_unit=ppn_box_unit)
+                               box_unit=ppn_box_unit, box_weighting=ppn_box_weighting)
         self.last_loss_terms: Dict[str, Tensor] = {}
         self.configure_trainable()
         # validation metrics (torchmetrics: synced across DDP ranks at compute time)
