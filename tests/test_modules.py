@@ -91,6 +91,35 @@ def test_joint_losses_and_gradients():
         assert grads and any(g.abs().sum() > 0 for g in grads), part
 
 
+def test_frozen_encoder_embedding_cache():
+    torch.manual_seed(0)
+    ppn = AutoPPNModule(model_kwargs=TINY, freeze_encoder=True, embedding_cache_mb=1)
+    ppn.log = lambda *a, **k: None
+    calls = []
+    ppn.model.image_encoder.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    ppn.train()
+    ppn.on_train_epoch_start()
+    images = torch.randn(3, 3, S, S)
+    first = ppn.encode(images)
+    again = ppn.encode(images[[2, 0]])  # all cached: no encoder call
+    mixed = ppn.encode(torch.cat([images[:1], images[1:2].flip(-1)]))  # a flipped view is a new entry
+    assert calls == [3, 1]
+    torch.testing.assert_close(again, first[[2, 0]])
+    torch.testing.assert_close(mixed[0], first[0])
+    with torch.no_grad():
+        torch.testing.assert_close(first, ppn.model.image_encoder(images), atol=1e-5, rtol=1e-5)
+    ppn.eval()
+    ppn.encode(images)  # validation never reads or fills the cache
+    assert calls[-1] == 3 and len(ppn._cache) == 4
+    tiny = AutoPPNModule(model_kwargs=TINY, freeze_encoder=True, embedding_cache_mb=1e-6)  # too small: computes, stores nothing
+    tiny.log = lambda *a, **k: None
+    tiny.train()
+    tiny.encode(images)
+    assert tiny._cache == {}
+    with pytest.raises(ValueError, match="freeze_encoder"):
+        AutoPPNModule(model_kwargs=TINY, embedding_cache_mb=10)
+
+
 def test_stage_freezing_and_prompt_kinds():
     bb = BackboneBoxModule(model_kwargs=TINY)
     assert not any(p.requires_grad for p in bb.model.autoppn.parameters())

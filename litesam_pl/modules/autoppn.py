@@ -1,7 +1,8 @@
 """Stage 2 (Tables 2 and 3): AutoPPN on a frozen or trainable image encoder."""
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+from typing import Any, Dict
 
 import torch
 from torch import Tensor
@@ -20,6 +21,13 @@ class AutoPPNModule(LiteSAMTaskBase):
     Args:
         freeze_encoder: keep the image encoder fixed (eval mode, no gradients): e.g. on a backbone trained by
             ``BackboneBoxModule`` (``init_from``). Prompt encoder and mask decoder are always frozen here.
+        embedding_cache_mb: with ``freeze_encoder``, keep up to this many MB of training-image embeddings (in CPU
+            memory, per process) and reuse them when the same input tensor comes again (keyed by a BLAKE2 digest of
+            the image bytes, so a flipped or re-augmented view is a different entry). A frozen encoder maps an input
+            to one embedding, so this changes no number, only the time: the encoder forward is most of a frozen
+            AutoPPN step. 0 (default) disables it; it pays off when the run makes several passes over a data set
+            small enough to hold (smoke runs), not on SA-1B. Hits and misses are logged as
+            ``train/embedding_cache_hit_rate``.
         **kwargs: ``LiteSAMTaskBase`` arguments.
     """
 
@@ -28,8 +36,15 @@ class AutoPPNModule(LiteSAMTaskBase):
     val_masks = False
     val_ppn = True
 
-    def __init__(self, freeze_encoder: bool = False, **kwargs: Any) -> None:
+    def __init__(self, freeze_encoder: bool = False, embedding_cache_mb: float = 0.0, **kwargs: Any) -> None:
+        if embedding_cache_mb < 0:
+            raise ValueError(f"embedding_cache_mb must be >= 0, got {embedding_cache_mb}")
+        if embedding_cache_mb > 0 and not freeze_encoder:
+            raise ValueError("embedding_cache_mb needs freeze_encoder: true (a trained encoder changes its embeddings)")
         self.freeze_encoder = bool(freeze_encoder)
+        self.embedding_cache_bytes = int(embedding_cache_mb * 2**20)
+        self._cache: Dict[bytes, Tensor] = {}
+        self._cache_used = 0
         super().__init__(**kwargs)
 
     def configure_trainable(self) -> None:
@@ -45,6 +60,28 @@ class AutoPPNModule(LiteSAMTaskBase):
 
     def encode(self, image: Tensor) -> Tensor:
         if self.freeze_encoder:
+            if self.embedding_cache_bytes and self.training:
+                return self._cached_encode(image)
             with torch.no_grad():
                 return self.model.image_encoder(image).detach()
         return super().encode(image)
+
+    @torch.no_grad()
+    def _cached_encode(self, image: Tensor) -> Tensor:
+        """Frozen-encoder forward of ``[B, 3, S, S]`` that only runs the images not in the cache."""
+        keys = [hashlib.blake2b(x.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest() for x in image]
+        out: list = [self._cache.get(k) for k in keys]
+        miss = [i for i, e in enumerate(out) if e is None]
+        if miss:
+            emb = self.model.image_encoder(image[miss]).detach()
+            for j, i in enumerate(miss):
+                out[i] = emb[j]
+                e = emb[j].cpu().clone()
+                size = e.numel() * e.element_size()
+                if self._cache_used + size <= self.embedding_cache_bytes:
+                    self._cache[keys[i]] = e
+                    self._cache_used += size
+        hits = len(keys) - len(miss)
+        self.log("train/embedding_cache_hit_rate", hits / max(len(keys), 1), on_step=False, on_epoch=True,
+                 batch_size=len(keys), sync_dist=True)
+        return torch.stack([e.to(image.device) for e in out])
