@@ -68,6 +68,7 @@ DEMO_FILTERS ?= --pred-iou-thresh 0.5 --stability-score-thresh 0.8 --score-thres
 # from scratch in the 128 px set-up measured before (box loss in units of S, lr 5e-4, both prompts per mask)
 DEMO_SCRATCH = --model.init_args.init_from=null --model.init_args.lr=0.0005 --model.init_args.ppn_box_unit=image \
   --model.init_args.prompt_split=false --model.init_args.focal_alpha=0.25 --model.init_args.min_train_mask_area=16 \
+  --model.init_args.ppn_box_weighting=uniform \
   --data.img_size=128 --model.init_args.model_kwargs='{"img_size": 128}'
 DEMO_INIT = $(if $(wildcard runs/smoke/autoppn/last.ckpt),,$(DEMO_SCRATCH))
 
