@@ -1,7 +1,7 @@
 """The ``smoke`` scene preset of ``data_prep.synthetic`` (the data of ``make smoke`` and ``make demo``).
 
 The learning bar itself (held-out ``val/miou_1box`` and ``val/ar100`` after ``make smoke``) is measured by running
-``make smoke`` (~15 min on this 2-core CPU) and reading ``runs/smoke/litesam/metrics.json``; see docs/training.md.
+``make smoke`` (~15-17 min on this 2-core CPU) and reading ``runs/smoke/litesam/metrics.json``; see docs/training.md.
 """
 from __future__ import annotations
 
