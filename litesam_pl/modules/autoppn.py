@@ -69,19 +69,19 @@ class AutoPPNModule(LiteSAMTaskBase):
     @torch.no_grad()
     def _cached_encode(self, image: Tensor) -> Tensor:
         """Frozen-encoder forward of ``[B, 3, S, S]`` that only runs the images not in the cache."""
-        keys = [hashlib.blake2b(x.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest() for x in image]
-        out: list = [self._cache.get(k) for k in keys]
+        # digest of each image's bytes, read in place (no copy on CPU)
+        keys = [hashlib.blake2b(x.cpu().contiguous().numpy().data, digest_size=16).digest() for x in image]
+        out = [self._cache.get(k) for k in keys]
         miss = [i for i, e in enumerate(out) if e is None]
         if miss:
-            emb = self.model.image_encoder(image[miss]).detach()
+            emb = self.model.image_encoder(image[miss])
+            size = emb[0].numel() * emb.element_size()
             for j, i in enumerate(miss):
                 out[i] = emb[j]
-                e = emb[j].cpu().clone()
-                size = e.numel() * e.element_size()
-                if self._cache_used + size <= self.embedding_cache_bytes:
-                    self._cache[keys[i]] = e
+                if self._cache_used + size <= self.embedding_cache_bytes:  # store while there is room, never evict
+                    self._cache[keys[i]] = emb[j].cpu().clone()
                     self._cache_used += size
         hits = len(keys) - len(miss)
-        self.log("train/embedding_cache_hit_rate", hits / max(len(keys), 1), on_step=False, on_epoch=True,
+        self.log("train/embedding_cache_hit_rate", hits / len(keys), on_step=False, on_epoch=True,
                  batch_size=len(keys), sync_dist=True)
         return torch.stack([e.to(image.device) for e in out])

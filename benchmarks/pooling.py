@@ -1,0 +1,62 @@
+"""LiteViT encoder forward on CPU with MSPM's pooling as ``mixers.box_mean`` (the CPU default) vs ``F.avg_pool2d``.
+
+    python -m benchmarks.pooling --resolution 192 640 --batch 4 --threads 1 --json results/pooling.json
+
+Both paths give the same values (tests/test_models.py); this measures only the time. Rows interleaved, medians.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+
+import litesam_pl
+from litesam_pl.models import mixers
+
+
+def _plain(x: torch.Tensor, k: int) -> torch.Tensor:
+    return F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--resolution", type=int, nargs="+", default=[192, 640])
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    for res in args.resolution:
+        enc = litesam_pl.create_model("litesam", img_size=res, autoppn=False).image_encoder.eval()
+        x = torch.randn(args.batch, 3, res, res)
+        times = {"box_mean": [], "avg_pool2d": []}
+        with torch.no_grad():
+            enc(x)  # warm-up
+            for _ in range(args.rounds):
+                for name in times:
+                    ctx = mock.patch.object(mixers, "_avg_pool", _plain) if name == "avg_pool2d" else mock.patch.object(mixers, "_avg_pool", mixers._avg_pool)
+                    with ctx:
+                        t = time.perf_counter()
+                        enc(x)
+                        times[name].append(1e3 * (time.perf_counter() - t))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append({"resolution": res, "batch": args.batch, "threads": args.threads, "box_mean_ms": med["box_mean"],
+                     "avg_pool2d_ms": med["avg_pool2d"], "speedup": med["avg_pool2d"] / med["box_mean"]})
+        print(f"r{res} batch {args.batch}: box_mean {med['box_mean']:.0f} ms, avg_pool2d {med['avg_pool2d']:.0f} ms, "
+              f"{rows[-1]['speedup']:.2f}x")
+    out = {"benchmark": "pooling", "rows": rows}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
+
+
+if __name__ == "__main__":
+    main()
