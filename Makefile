@@ -11,7 +11,7 @@ DEVICE ?= cpu
 SHARED ?= ../shared
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test test-fast smoke demo train-backbone train-autoppn train-litesam \
+.PHONY: help install lock test test-fast smoke demo train-backbone train-autoppn train-litesam table2-smoke \
         bench-complexity bench-dataloader bench-segevery bench-coco bench-lvis bench-bsds bench-ci clean
 
 help: ## list every target with one line each
@@ -48,10 +48,13 @@ data/smoke/shards/val/manifest.json: | install
 
 smoke-data: data/smoke/shards/val/manifest.json ## synthetic SA-1B-format data -> WebDataset shards for the smoke recipes
 
-smoke: install smoke-data ## train the three smoke recipes on CPU (runs/smoke/<backbone|autoppn|litesam>/)
-	$(VENV)/bin/litesam fit --config recipes/smoke/backbone_1box.yaml $(ARGS)
-	$(VENV)/bin/litesam fit --config recipes/smoke/autoppn.yaml $(ARGS)
-	$(VENV)/bin/litesam fit --config recipes/smoke/litesam.yaml $(ARGS)
+smoke: install smoke-data ## the three paper recipes at smoke scale on CPU (runs/smoke/<backbone|autoppn|litesam>/)
+	$(VENV)/bin/litesam fit --config recipes/backbone_1box.yaml --config recipes/smoke/backbone_1box.yaml $(ARGS)
+	$(VENV)/bin/litesam fit --config recipes/autoppn.yaml --config recipes/smoke/autoppn.yaml $(ARGS)
+	$(VENV)/bin/litesam fit --config recipes/litesam.yaml --config recipes/smoke/litesam.yaml $(ARGS)
+
+table2-smoke: install smoke-data ## Table 2's eight AutoPPN combinations at smoke scale (after make smoke) -> results/table2.json
+	$(PY) -m benchmarks.table2 --json results/table2.json $(ARGS)
 
 SKIMAGE_DATA = $(shell $(PY) -c "import os, skimage.data; print(os.path.dirname(skimage.data.__file__))")
 DEMO_PHOTOS = $(addprefix $(SKIMAGE_DATA)/,astronaut.png coffee.png chelsea.png rocket.jpg motorcycle_left.png) \
@@ -63,20 +66,15 @@ DEMO_EPOCHS ?= 2
 DEMO_SAMPLES ?= 960
 # a minutes-old model is not confident yet: show masks above looser filters than SAM's 0.88 / 0.95
 DEMO_FILTERS ?= --pred-iou-thresh 0.5 --stability-score-thresh 0.8 --score-threshold 0
-# without the earlier smoke stages the joint recipe starts from scratch; from scratch the recipe's 192 px / box loss
-# in grid cells lets the AutoPPN box term swamp the mask loss (0 masks on photos after 480 steps), so the demo trains
-# from scratch in the 128 px set-up measured before (box loss in units of S, lr 5e-4, both prompts per mask)
-DEMO_SCRATCH = --model.init_args.init_from=null --model.init_args.lr=0.0005 --model.init_args.ppn_box_unit=image \
-  --model.init_args.prompt_split=false --model.init_args.focal_alpha=0.25 --model.init_args.min_train_mask_area=16 \
-  --model.init_args.ppn_box_weighting=uniform \
-  --data.img_size=128 --model.init_args.model_kwargs='{"img_size": 128}'
-DEMO_INIT = $(if $(wildcard runs/smoke/autoppn/last.ckpt),,$(DEMO_SCRATCH))
+# the joint recipe at smoke scale from the AutoPPN smoke run when there is one, else from scratch at the demo's
+# scale (recipes/smoke/demo.yaml: 128 px, lr 5e-4); both overlays change only scale, the loss is the paper recipe's
+DEMO_OVERLAY = $(if $(wildcard runs/smoke/autoppn/last.ckpt),recipes/smoke/litesam.yaml,recipes/smoke/demo.yaml)
 
 demo: install smoke-data ## the newcomer's demo: synthetic SA-1B -> shards -> train Lite-SAM -> SegEvery on photos -> latency vs grid
 	@echo "== [1/4] synthetic SA-1B-format data and WebDataset shards: data/smoke/ (done)"
-	@echo "== [2/4] training the joint Lite-SAM smoke recipe (recipes/smoke/litesam.yaml)"
-	$(VENV)/bin/litesam fit --config recipes/smoke/litesam.yaml --trainer.accelerator=auto --trainer.max_epochs=$(DEMO_EPOCHS) \
-	  --trainer.check_val_every_n_epoch=$(DEMO_EPOCHS) --data.epoch_samples=$(DEMO_SAMPLES) $(DEMO_INIT) $(ARGS)
+	@echo "== [2/4] training joint Lite-SAM: recipes/litesam.yaml + $(DEMO_OVERLAY)"
+	$(VENV)/bin/litesam fit --config recipes/litesam.yaml --config $(DEMO_OVERLAY) --trainer.accelerator=auto \
+	  --trainer.max_epochs=$(DEMO_EPOCHS) --trainer.check_val_every_n_epoch=$(DEMO_EPOCHS) --data.epoch_samples=$(DEMO_SAMPLES) $(ARGS)
 	@echo "== [3/4] SegEvery with the trained model on real photographs"
 	$(VENV)/bin/litesam segment-everything $(DEMO_PHOTOS) --ckpt $(DEMO_RUN)/last.ckpt --out $(DEMO_RUN)/segevery \
 	  $(DEMO_FILTERS)
@@ -84,14 +82,17 @@ demo: install smoke-data ## the newcomer's demo: synthetic SA-1B -> shards -> tr
 	$(PY) -m benchmarks.ci --json results/bench-ci.json --md results/bench-ci.md
 	@$(PY) -m benchmarks.demo_report --run $(DEMO_RUN) --segevery $(DEMO_RUN)/segevery --bench results/bench-ci.json
 
-train-backbone: install ## backbone-only 1-box prompt training (paper recipe; RECIPE=, ARGS= override)
-	$(VENV)/bin/litesam fit --config $(or $(RECIPE),recipes/backbone_1box.yaml) $(ARGS)
+# train-*: the stage's paper recipe (BASE= replaces it), then each overlay of RECIPE= in order (later files win), then
+# ARGS=, e.g. make train-autoppn RECIPE=recipes/ablations/table2/stem-conv_gt-gaussian_groups-1.yaml
+#      make train-litesam RECIPE="recipes/litesam_r1024.yaml recipes/smoke/litesam.yaml"
+train-backbone: install ## backbone-only 1-box prompt training (paper recipe; RECIPE= overlays, BASE=, ARGS=)
+	$(VENV)/bin/litesam fit $(foreach c,$(or $(BASE),recipes/backbone_1box.yaml) $(RECIPE),--config $(c)) $(ARGS)
 
-train-autoppn: install ## AutoPPN training (paper recipe; RECIPE=, ARGS= override)
-	$(VENV)/bin/litesam fit --config $(or $(RECIPE),recipes/autoppn.yaml) $(ARGS)
+train-autoppn: install ## AutoPPN training (paper recipe; RECIPE= overlays, BASE=, ARGS=)
+	$(VENV)/bin/litesam fit $(foreach c,$(or $(BASE),recipes/autoppn.yaml) $(RECIPE),--config $(c)) $(ARGS)
 
-train-litesam: install ## joint Lite-SAM training (paper recipe; RECIPE=, ARGS= override)
-	$(VENV)/bin/litesam fit --config $(or $(RECIPE),recipes/litesam.yaml) $(ARGS)
+train-litesam: install ## joint Lite-SAM training (paper recipe; RECIPE= overlays, BASE=, ARGS=)
+	$(VENV)/bin/litesam fit $(foreach c,$(or $(BASE),recipes/litesam.yaml) $(RECIPE),--config $(c)) $(ARGS)
 
 bench-complexity: install ## params and MACs of every registry model vs the paper -> results/complexity.json
 	$(PY) -m benchmarks.complexity --json results/complexity.json $(ARGS)

@@ -5,6 +5,9 @@ Per image (one ``set_image`` each):
               resolution; the same masks, with the GT category and the predicted IoU as score, are the
               detections of mask AP (paper's note (3) to Table 5: GT boxes as prompts).
   2. 1-point: the farthest interior point of every instance's GT mask -> one batched call -> IoU.
+  Each prompt form is read from the decoder output training supervises (``--mask-select prompt_form``, the
+  default; ``litesam_pl.models.prompt_forms``): box prompts the single-mask output (``multimask_output=False``),
+  point prompts the highest predicted IoU of the three multimask outputs (SAM).
   3. SegEvery proposals for AR@1000 (unless --skip-ar): SAM's proposal protocol (no crops, no IoU/stability
      filters, box NMS 0.9, ranked by the mean of predicted IoU and stability score), from
      ``model.segment_everything`` (AutoPPN or grid prompts) or SAM's ``SamAutomaticMaskGenerator`` (``amg``).
@@ -31,6 +34,8 @@ log = logging.getLogger("benchmarks")
 
 __all__ = [
     "PAPER_ROWS",
+    "MASK_SELECT",
+    "mask_select_for",
     "add_common_args",
     "build_model",
     "make_proposer",
@@ -64,6 +69,28 @@ RANDOM_WEIGHTS_BANNER = (
 
 # ---------------------------------------------------------------------------------------------- arguments
 
+# --mask-select: which decoder output the 1-box / 1-point prompts are read from (the JSON records the rule)
+MASK_SELECT: dict[str, str] = {
+    "prompt_form": "per prompt form (litesam_pl.models.prompt_forms.multimask_output_for): box prompts the "
+                   "single-mask output (multimask_output=False, what training supervises), point prompts the "
+                   "highest predicted IoU of the 3 multimask outputs (SAM)",
+    "max_pred_iou": "box and point prompts: multimask_output=True, keep the highest predicted IoU "
+                    "(EfficientViT-SAM's protocol; for boxes it reads outputs only point prompts train)",
+    "single": "box and point prompts: multimask_output=False (the single-mask output token)",
+}
+
+
+def mask_select_for(mask_select: str, form: str) -> str:
+    """``PromptPredictor``'s ``mask_select`` rule for prompt ``form`` (``"box"`` / ``"point"``) under the
+    benchmark's ``--mask-select``."""
+    from litesam_pl.models.prompt_forms import multimask_output_for
+
+    if mask_select not in MASK_SELECT:
+        raise ValueError(f"mask_select must be one of {tuple(MASK_SELECT)}, got {mask_select!r}")
+    if mask_select == "prompt_form":
+        return "max_pred_iou" if multimask_output_for(form) else "single"
+    return mask_select
+
 
 def add_common_args(p: argparse.ArgumentParser, dataset: str) -> None:
     p.add_argument("--ann", required=True, help=f"official {dataset.upper()} instances annotation file (json)")
@@ -78,9 +105,11 @@ def add_common_args(p: argparse.ArgumentParser, dataset: str) -> None:
     p.add_argument("--json", required=True, help="write the results JSON here")
     p.add_argument("--save-results", default=None,
                    help="write the GT-box-prompt masks as COCO results (RLE) here, re-scorable with pycocotools")
-    p.add_argument("--mask-select", default="max_pred_iou", choices=["max_pred_iou", "single"],
-                   help="which decoder output to keep: the multimask output with the highest predicted IoU "
-                        "(default) or the single-mask output")
+    p.add_argument("--mask-select", default="prompt_form", choices=list(MASK_SELECT),
+                   help="which decoder output to keep: prompt_form (default): box prompts the single-mask "
+                        "output training supervises, point prompts the multimask output with the highest "
+                        "predicted IoU; max_pred_iou: that multimask rule for boxes too (EfficientViT-SAM); "
+                        "single: the single-mask output for both")
     p.add_argument("--max-prompts", type=int, default=128,
                    help="prompts per decoder call (an image's prompts go in one call up to this many)")
     p.add_argument("--skip-ar", action="store_true", help="skip the SegEvery AR@1000 evaluation")
@@ -89,7 +118,8 @@ def add_common_args(p: argparse.ArgumentParser, dataset: str) -> None:
                         "SamAutomaticMaskGenerator driving our model (default autoppn)")
     p.add_argument("--ppn-top-n", type=int, default=256, help="AutoPPN prompts per image (paper: 256)")
     p.add_argument("--ppn-score-threshold", type=float, default=0.0,
-                   help="AutoPPN point-confidence floor (default 0: exactly --ppn-top-n prompts)")
+                   help="AutoPPN point-confidence floor (default 0: the --ppn-top-n best local maxima inside "
+                        "the image)")
     p.add_argument("--points-per-side", type=int, default=32, help="grid / amg: points per side (SAM: 32)")
     p.add_argument("--max-proposals", type=int, default=1000, help="AR@k's largest k (default 1000)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -233,7 +263,7 @@ def evaluate_instances(
     model: Any,
     data: Any,
     *,
-    mask_select: str = "max_pred_iou",
+    mask_select: str = "prompt_form",
     max_prompts: int = 128,
     proposer: Callable[[np.ndarray], list[dict]] | None = None,
     max_proposals: int = 1000,
@@ -241,6 +271,7 @@ def evaluate_instances(
 ) -> dict[str, Any]:
     """Run the model over every image of ``data`` (a ``CocoInstances``) and collect what the metrics need.
 
+    ``mask_select`` (``MASK_SELECT``) picks the decoder output of each prompt form (``mask_select_for``).
     Returns a dict with ``box_ious``, ``point_ious``, ``areas`` (per prompted instance), ``results`` (box-prompt
     detections, COCO format), ``proposals`` (SegEvery records, COCO format, score = SAM's ranking score),
     ``image_ids`` (processed), counters ``skipped_crowd``, ``skipped_empty``, and timing.
@@ -252,7 +283,8 @@ def evaluate_instances(
     from litesam_pl.metrics.coco import results_from_masks
     from litesam_pl.metrics.miou import mask_ious
 
-    predictor = PromptPredictor(model, mask_select=mask_select, max_prompts_per_call=max_prompts)
+    rule = {form: mask_select_for(mask_select, form) for form in ("box", "point")}
+    predictor = PromptPredictor(model, mask_select=rule["box"], max_prompts_per_call=max_prompts)
     box_ious: list[float] = []
     point_ious: list[float] = []
     areas: list[float] = []
@@ -284,10 +316,12 @@ def evaluate_instances(
             t0 = time.perf_counter()
             predictor.set_image(sample.image)
             if anns:
+                predictor.mask_select = rule["box"]
                 box_masks, box_scores = predictor.predict_boxes(boxes_from_annotations(anns))
                 box_ious += np.atleast_1d(mask_ious(box_masks, gt)).tolist()
                 results += results_from_masks(image_id, box_masks, box_scores, [a["category_id"] for a in anns])
                 del box_masks
+                predictor.mask_select = rule["point"]
                 pt_masks, _ = predictor.predict_points(farthest_interior_points(gt))
                 point_ious += np.atleast_1d(mask_ious(pt_masks, gt)).tolist()
                 del pt_masks
@@ -414,7 +448,6 @@ def write_json(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
 def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) -> dict[str, Any]:
     """The whole command line of ``benchmarks.coco`` / ``benchmarks.lvis``; returns the JSON payload."""
     from litesam_pl.data.coco import CocoInstances
-    from litesam_pl.inference.prompting import MASK_SELECT_RULES
 
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.{dataset_kind}", description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -463,7 +496,9 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
         **numbers,
         "images": len(run["image_ids"]),
         "instances": len(run["areas"]),
-        "mask_select": f"{args.mask_select}: {MASK_SELECT_RULES[args.mask_select]}",
+        "mask_select": f"{args.mask_select}: {MASK_SELECT[args.mask_select]}",
+        "mask_select_box": mask_select_for(args.mask_select, "box"),
+        "mask_select_point": mask_select_for(args.mask_select, "point"),
         "dataset": dataset_kind,
         "ann": os.path.abspath(args.ann),
         "images_dir": os.path.abspath(args.images),

@@ -1,7 +1,8 @@
 """MSCOCO 2017 zero-shot segmentation (Lite-SAM Table 5, COCO columns; Table 6, Mask AR@1000).
 
-- 1-box / 1-point mIoU: GT box / the GT mask's farthest interior point as the prompt; of the multimask outputs
-  the one with the highest predicted IoU is kept; IoU at original resolution; overall and small/medium/large
+- 1-box / 1-point mIoU: GT box / the GT mask's farthest interior point as the prompt; each read from the output
+  training supervises (--mask-select prompt_form: the single-mask output for a box, the highest predicted IoU
+  of the 3 multimask outputs for a point); IoU at original resolution; overall and small/medium/large
   (COCO area ranges 32^2, 96^2 on the annotation's area). Crowd annotations (iscrowd=1) are not prompted.
 - Mask AP / AP_S/M/L (pycocotools): GT boxes as prompts (paper's note (3)); each mask keeps the GT category
   and takes its predicted IoU as score.

@@ -1,10 +1,14 @@
 """SA-1B tars (or extracted folders) -> resized WebDataset shards + ``manifest.json``.
 
     python -m data_prep.sa1b --src /data/sa1b/*.tar --out /data/sa1b_1024 --max-side 1024 \\
-        --fraction 0.18 --seed 0 --shard-size 1000 --workers 8
+        --hash-range 0 0.18 --seed 0 --shard-size 1000 --workers 8
 
-Per image: decided in or out of the ``--fraction`` by a hash of ``(seed, key)`` (independent of order and of
-the other inputs), decoded and checked (bad ones are skipped and counted by reason), resized so its long side
+Per image: decided in or out by a hash of ``(seed, key)`` (independent of order and of the other inputs): with
+``u = sha1("<seed>:<key>")[:8] / 2^64`` an image is kept when ``LO <= u < HI`` for ``--hash-range LO HI``
+(``HI = 1`` keeps every ``u >= LO``); ``--fraction F`` is ``--hash-range 0 F``. Two runs with the same seed and
+ranges that do not overlap (e.g. train ``0 0.18``, val ``0.18 0.20``) are disjoint whatever tars they read; the
+range is recorded in ``manifest.json`` (``hash_range``, ``args.seed``) and ``check_disjoint`` compares two of them.
+Each kept image is then decoded and checked (bad ones are skipped and counted by reason), resized so its long side
 is at most ``--max-side`` (never upscaled; the original jpg bytes are kept when no resize is needed), masks
 re-encoded at the new size (area-resampled, coverage >= 0.5; masks that vanish are dropped and counted), boxes and
 areas recomputed from the resized masks, point_coords and crop_box scaled.
@@ -41,8 +45,8 @@ from litesam_pl.data.rle import decode_rle, encode_mask, resize_mask, rle_to_bbo
 
 from ._common import TMP_SUFFIX, ShardWriter, atomic_write, dump_json, is_jpeg, write_manifest
 
-__all__ = ["PrepConfig", "find_inputs", "iter_input", "is_selected", "process_sample", "prepare_input", "prepare_sa1b",
-           "SkipSample"]
+__all__ = ["PrepConfig", "find_inputs", "iter_input", "hash_fraction", "in_hash_range", "is_selected", "process_sample",
+           "prepare_input", "prepare_sa1b", "check_disjoint", "SkipSample"]
 
 STATE_DIR = "_state"
 
@@ -52,7 +56,8 @@ class PrepConfig:
     """Everything that changes the bytes of the output shards (the state files pin it)."""
 
     max_side: int = 1024
-    fraction: float = 1.0
+    hash_lo: float = 0.0  # keep an image when hash_lo <= u < hash_hi (see ``in_hash_range``)
+    hash_hi: float = 1.0
     seed: int = 0
     shard_size: int = 1000
     quality: int = 90
@@ -60,12 +65,19 @@ class PrepConfig:
     def __post_init__(self):
         if self.max_side < 1:
             raise ValueError(f"max_side must be >= 1, got {self.max_side}")
-        if not 0.0 < self.fraction <= 1.0:
-            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        check_hash_range(self.hash_lo, self.hash_hi)
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be in [1, 100], got {self.quality}")
+
+
+def check_hash_range(lo: float, hi: float) -> None:
+    """Raise a one-line ``ValueError`` unless ``0 <= lo < hi <= 1``."""
+    if not (0.0 <= lo <= 1.0 and 0.0 <= hi <= 1.0):
+        raise ValueError(f"--hash-range LO HI must lie in [0, 1], got {lo} {hi}")
+    if not lo < hi:
+        raise ValueError(f"--hash-range LO HI needs LO < HI, got {lo} {hi}")
 
 
 class SkipSample(Exception):
@@ -169,12 +181,27 @@ def iter_input(path: Path, on_error: Callable[[str], None] | None = None) -> Ite
             yield key, read(g.get("jpg")), read(g.get("json"))
 
 
-def is_selected(key: str, seed: int, fraction: float) -> bool:
-    """Whether image ``key`` is in the ``fraction`` subset for ``seed`` (hash of (seed, key); order-free)."""
-    if fraction >= 1.0:
-        return True
+def hash_fraction(key: str, seed: int) -> float:
+    """``u = sha1("<seed>:<key>")[:8] / 2^64`` in [0, 1]: the per-image number the selection compares."""
     h = hashlib.sha1(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(h[:8], "big") / 2.0**64 < fraction
+    return int.from_bytes(h[:8], "big") / 2.0**64
+
+
+def in_hash_range(key: str, seed: int, lo: float, hi: float) -> bool:
+    """Whether image ``key`` is selected by ``[lo, hi)`` for ``seed``: ``lo <= u < hi``, no upper test when ``hi >= 1``.
+
+    The same ``u`` is compared against both ends, so ranges ``[a, b)`` and ``[b, c)`` never share an image and
+    together select exactly what ``[a, c)`` selects.
+    """
+    if lo <= 0.0 and hi >= 1.0:
+        return True
+    u = hash_fraction(key, seed)
+    return u >= lo and (hi >= 1.0 or u < hi)
+
+
+def is_selected(key: str, seed: int, fraction: float) -> bool:
+    """Whether image ``key`` is in the ``fraction`` subset for ``seed`` (``in_hash_range(key, seed, 0, fraction)``)."""
+    return in_hash_range(key, seed, 0.0, fraction)
 
 
 # ------------------------------------------------------------------------------------------------ one sample
@@ -287,6 +314,10 @@ def _load_state(out: Path, stem: str, cfg: PrepConfig) -> dict | None:
         state = json.loads(p.read_text())
     except json.JSONDecodeError:
         return None  # a torn state file: redo this input
+    old = state.get("config")
+    if isinstance(old, dict) and "fraction" in old and "hash_lo" not in old:  # written before --hash-range
+        state["config"] = {**{k: v for k, v in old.items() if k != "fraction"},
+                           "hash_lo": 0.0, "hash_hi": float(old["fraction"])}
     if state.get("config") != asdict(cfg):
         raise ValueError(
             f"{out} was prepared with different settings {state.get('config')} (now {asdict(cfg)}); "
@@ -360,7 +391,7 @@ def prepare_input(path: Path, out: Path, cfg: PrepConfig, progress: Callable[[in
             if progress and pending >= 16:
                 progress(pending)
                 pending = 0
-            if not is_selected(key, cfg.seed, cfg.fraction):
+            if not in_hash_range(key, cfg.seed, cfg.hash_lo, cfg.hash_hi):
                 not_selected += 1
                 continue
             try:
@@ -414,15 +445,27 @@ def prepare_sa1b(
     src: Sequence[str | Path],
     out: str | Path,
     max_side: int = 1024,
-    fraction: float = 1.0,
+    fraction: float | None = None,
     seed: int = 0,
     shard_size: int = 1000,
     quality: int = 90,
     workers: int = 1,
     progress: bool = True,
+    hash_range: tuple[float, float] | None = None,
 ) -> dict:
-    """Prepare every input of ``src`` into ``out`` (see module docstring); writes and returns the manifest."""
-    cfg = PrepConfig(max_side=max_side, fraction=fraction, seed=seed, shard_size=shard_size, quality=quality)
+    """Prepare every input of ``src`` into ``out`` (see module docstring); writes and returns the manifest.
+
+    Selection: ``hash_range=(lo, hi)`` keeps images with ``lo <= u < hi``; ``fraction=F`` is ``hash_range=(0, F)``
+    (give at most one; neither keeps everything).
+    """
+    if fraction is not None and hash_range is not None:
+        raise ValueError("give --fraction or --hash-range, not both")
+    if fraction is not None:
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        hash_range = (0.0, float(fraction))
+    lo, hi = (0.0, 1.0) if hash_range is None else (float(hash_range[0]), float(hash_range[1]))
+    cfg = PrepConfig(max_side=max_side, hash_lo=lo, hash_hi=hi, seed=seed, shard_size=shard_size, quality=quality)
     inputs = find_inputs(src)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -480,15 +523,37 @@ def prepare_sa1b(
         records += st["records"]
         shards += [{k: s[k] for k in ("url", "samples", "bytes", "sha256")} for s in st["shards"]]
     args = {"src": [str(s) for s in src], **asdict(cfg), "workers": workers}
-    write_manifest(out, shards, skipped, args, records=records, not_selected=not_selected,
-                   masks_dropped_empty=int(stats["masks_dropped_empty"]), errors=errors)
+    write_manifest(out, shards, skipped, args, hash_range=[cfg.hash_lo, cfg.hash_hi], records=records,
+                   not_selected=not_selected, masks_dropped_empty=int(stats["masks_dropped_empty"]), errors=errors)
     return json.loads((out / "manifest.json").read_text())
+
+
+def _manifest(m: dict | str | Path) -> dict:
+    if isinstance(m, dict):
+        return m
+    p = Path(m)
+    return json.loads((p / "manifest.json" if p.is_dir() else p).read_text())
+
+
+def check_disjoint(a: dict | str | Path, b: dict | str | Path) -> None:
+    """Raise ``ValueError`` unless two prepared splits (manifests, or their directories) cannot share an image:
+    same ``seed`` and non-overlapping ``hash_range``s (this holds whatever tars each one read)."""
+    ma, mb = _manifest(a), _manifest(b)
+    ra, rb = ma.get("hash_range"), mb.get("hash_range")
+    if ra is None or rb is None:
+        raise ValueError("a manifest without hash_range (made before --hash-range): disjointness cannot be checked")
+    sa, sb = ma["args"]["seed"], mb["args"]["seed"]
+    if sa != sb:
+        raise ValueError(f"different seeds ({sa} vs {sb}): hash ranges say nothing about overlap")
+    if ra[0] < rb[1] and rb[0] < ra[1]:
+        raise ValueError(f"hash ranges {ra} and {rb} overlap")
 
 
 def summary(manifest: dict) -> str:
     """A human-readable one-paragraph summary of a manifest."""
     lines = [f"{manifest['samples']} samples in {len(manifest['shards'])} shards "
-             f"({manifest.get('records', '?')} images read, {manifest.get('not_selected', 0)} not in the fraction)"]
+             f"({manifest.get('records', '?')} images read, {manifest.get('not_selected', 0)} not in the hash range "
+             f"{manifest.get('hash_range', '?')})"]
     sk = manifest["skipped"]
     lines.append("skipped: " + (", ".join(f"{k}={v}" for k, v in sk.items()) if sk else "none"))
     if manifest.get("masks_dropped_empty"):
@@ -504,8 +569,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="SA-1B tars, folders of tars, extracted folders (jpg + json) or globs (quote them)")
     p.add_argument("--out", required=True, help="output shard directory (created; reruns resume)")
     p.add_argument("--max-side", type=int, default=1024, help="shrink so the long side is at most this (never upscale)")
-    p.add_argument("--fraction", type=float, default=1.0, help="keep this fraction of images (paper: 0.18)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the per-image fraction hash")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--fraction", type=float, default=None, help="keep this fraction of images (paper: 0.18); "
+                     "same as --hash-range 0 FRACTION")
+    sel.add_argument("--hash-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                     help="keep an image when LO <= u < HI, u = sha1('<seed>:<key>')[:8] / 2^64; splits with the same "
+                          "seed and non-overlapping ranges share no image (train: 0 0.18, val: 0.18 0.20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-image selection hash")
     p.add_argument("--shard-size", type=int, default=1000, help="samples per output shard")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of resized images")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
@@ -514,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         manifest = prepare_sa1b(a.src, a.out, a.max_side, a.fraction, a.seed, a.shard_size, a.quality, a.workers,
-                                progress=not a.no_progress)
+                                progress=not a.no_progress, hash_range=a.hash_range)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

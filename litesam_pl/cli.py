@@ -1,7 +1,8 @@
 """The ``litesam`` command.
 
     litesam fit --config recipes/litesam.yaml [--trainer.num_nodes 16 --trainer.devices 8] [--ckpt_path last]
-    litesam validate --config recipes/smoke/litesam.yaml --ckpt_path runs/smoke/litesam/last.ckpt
+    litesam fit --config recipes/litesam.yaml --config recipes/litesam_r1024.yaml   (a base, then its overlays)
+    litesam validate --config recipes/litesam.yaml --config recipes/smoke/litesam.yaml --ckpt_path runs/smoke/litesam/last.ckpt
     litesam test --config ...
     litesam segment-everything ...      (litesam_pl.inference.app)
     litesam export --ckpt X --out Y     (litesam_pl.inference.export)

@@ -232,6 +232,18 @@ def box_smooth_l1_loss(pred: Tensor, target: Tensor, weight: Tensor, beta: float
     return (loss * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-6)
 
 
+BOX_UNITS = ("box", "cell", "image")
+
+
+def _relative_to_box(pred: Tensor, target: Tensor, min_side: float) -> Tuple[Tensor, Tensor]:
+    """(l, t, r, b) distances ``[..., 4, H, W]`` of prediction and target divided by the target box's width
+    (l, r) and height (t, b), each at least ``min_side`` (same unit as the distances)."""
+    width = (target[..., 0:1, :, :] + target[..., 2:3, :, :]).clamp_min(min_side)
+    height = (target[..., 1:2, :, :] + target[..., 3:4, :, :]).clamp_min(min_side)
+    side = torch.cat([width, height, width, height], dim=-3)
+    return pred / side, target / side
+
+
 @dataclass
 class PPNLoss:
     """AutoPPN loss ``heatmap_weight * L_point + box_weight * L_box`` (Lite-SAM Eq. 1, weights 2:1).
@@ -239,9 +251,12 @@ class PPNLoss:
     ``point_loss`` is ``"hard_mse"`` (ours: distance-transform targets) or ``"focal"`` (CenterNet focal on Gaussian
     targets, the Table 2 baseline). Both terms are computed per size group ``g`` (the point term per image and
     group, then the mean over the batch; the box term pooled over the batch's cells of that group) and then
-    averaged over the groups, so 1 or 3 groups give losses of the same scale. Box distances enter the Smooth-L1 in
-    grid cells (``box_unit="cell"``, beta in cells; the loss does not shrink as the input grows) or as fractions of
-    the input side (``box_unit="image"``). ``box_weighting="uniform"`` weights every cell a mask owns alike;
+    averaged over the groups, so 1 or 3 groups give losses of the same scale. Box distances enter the Smooth-L1
+    relative to the target box (``box_unit="box"``, the paper recipes: left/right divided by the target box's
+    width, top/bottom by its height, at least one grid cell; the same scale at any input size and for every size
+    group, and an error costs what it costs the box's IoU), in grid cells (``"cell"``: grows with the input
+    size, ~27 at 640 px on a fresh model) or as fractions of the input side (``"image"``: large objects dominate).
+    ``box_beta`` is in the same unit. ``box_weighting="uniform"`` weights every cell a mask owns alike;
     ``"centerness"`` weights each by its point target (the normalised distance transform, 1 at the mask's most
     interior cell, where Point-NMS reads the box; FCOS's centre-ness idea). A group without any
     box target in the batch adds 0 to the box term (and is left out of its mean).
@@ -253,14 +268,14 @@ class PPNLoss:
     neg_ratio: float = 3.0
     min_negatives: int = 16
     box_beta: float = 1.0 / 9.0
-    box_unit: str = "cell"
+    box_unit: str = "box"
     box_weighting: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.point_loss not in ("hard_mse", "focal"):
             raise ValueError(f"point_loss must be 'hard_mse' or 'focal', got {self.point_loss!r}")
-        if self.box_unit not in ("cell", "image"):
-            raise ValueError(f"box_unit must be 'cell' or 'image', got {self.box_unit!r}")
+        if self.box_unit not in BOX_UNITS:
+            raise ValueError(f"box_unit must be one of {BOX_UNITS}, got {self.box_unit!r}")
         if self.box_weighting not in ("uniform", "centerness"):
             raise ValueError(f"box_weighting must be 'uniform' or 'centerness', got {self.box_weighting!r}")
 
@@ -301,8 +316,10 @@ class PPNLoss:
         box_pred = outputs["boxes"].permute(1, 2, 0, 3, 4).reshape(G, 4, B * P, P)
         box_tgt = batch["ppn_boxes"].permute(1, 2, 0, 3, 4).reshape(G, 4, B * P, P)
         w_g = w.permute(1, 0, 2, 3).reshape(G, B * P, P)
-        if self.box_unit == "cell":  # distances / S -> grid cells: the same loss scale at any input size
+        if self.box_unit == "cell":  # distances / S -> grid cells (grows with the input size)
             box_pred, box_tgt = box_pred * P, box_tgt * P
+        elif self.box_unit == "box":  # relative to the target box: l, r / its width, t, b / its height
+            box_pred, box_tgt = _relative_to_box(box_pred, box_tgt, min_side=1.0 / P)
         box_g = box_smooth_l1_loss(box_pred, box_tgt, w_g, self.box_beta)  # [G]
         wsum = w_g.flatten(1).sum(1)
         has_box = (wsum > 0).float()

@@ -109,3 +109,110 @@ def test_autoppn_forward_shapes_and_init(stem, groups):
     assert ((decoded["points"] >= 0) & (decoded["points"] <= 80)).all()
     with pytest.raises(ValueError):
         AutoPPN(stem="transformer")
+
+
+# ------------------------------------------------------------------------------- no prompt outside the image
+
+def _assert_inside(out, sizes):
+    """Every valid point and box of image i lies in [0, w] x [0, h] of ``sizes[i]`` (h, w); padding rows are 0."""
+    for i, (h, w) in enumerate(sizes):
+        v = out["valid"][i]
+        pts, bxs = out["points"][i][v], out["boxes"][i][v]
+        assert ((pts[:, 0] >= 0) & (pts[:, 0] <= w) & (pts[:, 1] >= 0) & (pts[:, 1] <= h)).all(), pts
+        assert ((bxs[:, 0::2] >= 0) & (bxs[:, 0::2] <= w) & (bxs[:, 1::2] >= 0) & (bxs[:, 1::2] <= h)).all(), bxs
+        assert torch.isfinite(out["scores"][i][v]).all()
+
+
+def _heatmaps(kind, b, g, p):
+    gen = torch.Generator().manual_seed(0)
+    if kind == "random":
+        return torch.randn(b, g, p, p, generator=gen) * 3
+    if kind == "zeros":  # the reported bug: zero-filled padding is a plateau of maxima with score 0.5
+        return torch.zeros(b, g, p, p)
+    if kind == "constant":
+        return torch.full((b, g, p, p), 4.0)
+    if kind == "hot_padding":  # the padding holds the highest logits (and neighbours the image's edge cells)
+        x = torch.randn(b, g, p, p, generator=gen)
+        x[..., p // 2 :, :] = 20.0
+        x[..., :, p // 2 :] = 20.0
+        return x
+    if kind == "nonfinite":  # -inf outside nothing, nan and +inf scattered inside
+        x = torch.randn(b, g, p, p, generator=gen)
+        x[..., 0, 0] = float("nan")
+        x[..., 1, 1] = float("inf")
+        x[..., 2:, 2:] = float("-inf")
+        return x
+    raise KeyError(kind)
+
+
+SIZES = [(32, 640), (640, 32), (1, 1), (640, 640), (100, 7), (300, 411)]
+
+
+@pytest.mark.parametrize("kind", ["random", "zeros", "constant", "hot_padding", "nonfinite"])
+@pytest.mark.parametrize("threshold", [0.0, 0.05, None])
+@pytest.mark.parametrize("top_n", [5, 300, 20000])  # 20000 > every cell of the map: mostly padding rows
+def test_valid_proposals_lie_inside_each_image(kind, threshold, top_n):
+    side, p, g = 640, 80, 3
+    heat = _heatmaps(kind, len(SIZES), g, p)
+    boxes = torch.rand(len(SIZES), g, 4, p, p, generator=torch.Generator().manual_seed(1)) * 2  # up to 2x the side
+    out = AutoPPN.decode({"heatmap_logits": heat, "boxes": boxes}, side, top_n=top_n, score_threshold=threshold,
+                         input_sizes=SIZES)
+    assert out["points"].shape == (len(SIZES), top_n, 2) and out["valid"].dtype == torch.bool
+    _assert_inside(out, SIZES)
+    counts = out["valid"].sum(1).tolist()
+    assert counts[2] == 0  # a 1 x 1 image holds no cell centre of an 8-px grid: no proposal at all
+    if kind in ("zeros", "constant"):  # sigmoid 0.5 / 0.98: over every threshold
+        # a plateau: every in-image cell of every group is a local maximum (CenterNet ties), capped at top_n
+        inside = [(math.ceil(h / 8 - 0.5)) * math.ceil(w / 8 - 0.5) * g for h, w in SIZES]
+        assert counts == [min(top_n, n) for n in inside]
+    # rows past the maxima are padding: invalid, zero
+    pad = ~out["valid"] & (out["scores"] == 0)
+    assert (out["points"][pad] == 0).all() and (out["boxes"][pad] == 0).all()
+    assert (out["scores"][:, :-1] >= out["scores"][:, 1:]).all()
+
+
+def test_input_sizes_tensor_and_list_agree_and_none_is_the_whole_square():
+    heat, boxes = _heatmaps("random", 2, 1, 16), torch.rand(2, 1, 4, 16, 16)
+    maps = {"heatmap_logits": heat, "boxes": boxes}
+    a = AutoPPN.decode(maps, 128, top_n=40, score_threshold=0.0, input_sizes=[(20, 128), (128, 128)])
+    b = AutoPPN.decode(maps, 128, top_n=40, score_threshold=0.0, input_sizes=torch.tensor([[20, 128], [128, 128]]))
+    c = AutoPPN.decode(maps, 128, top_n=40, score_threshold=0.0)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+        assert torch.equal(a[k][1], c[k][1]), k  # a full-size image decodes as without input_sizes
+    assert (a["points"][0][a["valid"][0]][:, 1] < 20).all()
+    with pytest.raises(ValueError, match="input_sizes"):
+        AutoPPN.decode(maps, 128, input_sizes=[(20, 128)])
+
+
+def test_padding_neither_wins_nor_suppresses_and_boxes_clip_to_the_image():
+    """A hot padding cell next to the image's edge must not suppress the edge cell (it is not in the image)."""
+    heat = torch.full((1, 1, 8, 8), -8.0)
+    heat[0, 0, 3, 2] = 9.0  # in the padding (row 3: centre y = 28 >= h = 24)
+    heat[0, 0, 2, 2] = 1.0  # the image's last row, next to the hot padding cell
+    boxes = torch.full((1, 1, 4, 8, 8), 0.5)  # 32 px each way on S = 64: leaves the 24 x 40 image
+    out = AutoPPN.decode({"heatmap_logits": heat, "boxes": boxes}, 64, top_n=3, score_threshold=0.5,
+                         input_sizes=[(24, 40)])
+    assert out["valid"][0].tolist() == [True, False, False]
+    torch.testing.assert_close(out["points"][0, 0], torch.tensor([20.0, 20.0]))
+    torch.testing.assert_close(out["scores"][0, 0], torch.tensor(_sig(1.0)))
+    torch.testing.assert_close(out["boxes"][0, 0], torch.tensor([0.0, 0.0, 40.0, 24.0]))  # the image, not 64 x 64
+
+
+@pytest.mark.parametrize("hw", [(32, 200), (200, 32)])
+def test_segment_everything_points_stay_inside_thin_images(hw):
+    import numpy as np
+
+    import litesam_pl
+    from litesam_pl.inference.segevery import segment_everything
+
+    torch.manual_seed(0)
+    model = litesam_pl.create_model("litesam", img_size=128).eval()
+    image = np.random.default_rng(0).integers(0, 255, (*hw, 3), dtype=np.uint8)
+    recs = segment_everything(model, image, prompts="autoppn", top_n=64, score_threshold=0.0, nms="none",
+                              pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    assert recs
+    h, w = hw
+    for r in recs:
+        (x, y), = r["point_coords"]
+        assert 0 <= x <= w and 0 <= y <= h, (x, y)

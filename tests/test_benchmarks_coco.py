@@ -168,7 +168,8 @@ def test_benchmark_coco_end_to_end(shared_data, tmp_path, capsys):
         assert k in r, k
     assert r["images"] == 2 and r["instances"] > 0 and r["missing_images"] == 0
     assert r["random_weights"] is True and "RANDOM" in r["warning"]
-    assert r["mask_select"].startswith("max_pred_iou")
+    assert r["mask_select"].startswith("prompt_form")
+    assert (r["mask_select_box"], r["mask_select_point"]) == ("single", "max_pred_iou")
     for k in ("miou_1box", "miou_1point", "ap", "ar1000"):
         assert 0.0 <= r[k] <= 100.0, k
     assert r["instances_small"] + r["instances_medium"] + r["instances_large"] >= r["instances"]
@@ -247,3 +248,61 @@ def test_proposals_path_scores_oracle_proposals_as_full_recall(shared_data):
     assert r["ar1000"] == pytest.approx(100.0) and r["ar100"] == pytest.approx(100.0)
     assert run["proposals"][0]["score"] == pytest.approx(0.7)  # mean(predicted IoU, stability), best first
     assert 0.0 <= r["miou_1box"] <= 100.0 and len(run["box_ious"]) == len(run["areas"]) == len(run["point_ious"])
+
+
+class _OneImage:
+    """A ``CocoInstances`` stand-in: one 40 x 60 image with two rectangle instances (no files needed)."""
+
+    format = "coco"
+    image_ids = [7]
+
+    def load(self, image_id):
+        from types import SimpleNamespace
+
+        anns = [{"id": i, "image_id": 7, "category_id": 1, "iscrowd": 0, "bbox": [x, y, bw, bh], "area": bw * bh,
+                 "segmentation": [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]]}
+                for i, (x, y, bw, bh) in enumerate([(5, 4, 20, 16), (30, 10, 25, 25)])]
+        image = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+        return SimpleNamespace(height=40, width=60, image=image, annotations=anns)
+
+
+def _decoder_calls(model, mask_select=None):
+    """(prompt form, multimask_output) of every mask-decoder call of the benchmark's 1-box / 1-point path."""
+    from benchmarks._eval_common import evaluate_instances
+
+    forms, calls = [], []
+    hooks = [
+        model.prompt_encoder.register_forward_pre_hook(
+            lambda m, a, kw: forms.append("box" if kw.get("boxes") is not None else "point"), with_kwargs=True),
+        model.mask_decoder.register_forward_pre_hook(
+            lambda m, a, kw: calls.append((forms[-1], kw["multimask_output"])), with_kwargs=True),
+    ]
+    try:
+        kw = {} if mask_select is None else {"mask_select": mask_select}
+        run = evaluate_instances(model, _OneImage(), progress=False, **kw)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(run["box_ious"]) == len(run["point_ious"]) == 2
+    return calls
+
+
+def test_benchmark_reads_each_prompt_form_from_the_output_training_supervises():
+    """By default box prompts use ``multimask_output_for("box")`` (the single output training supervises) and
+    point prompts ``multimask_output_for("point")``: the benchmark cannot drift from ``prompt_forms`` again."""
+    from benchmarks._eval_common import MASK_SELECT, add_common_args, mask_select_for
+    from litesam_pl.models.prompt_forms import multimask_output_for
+
+    calls = _decoder_calls(_tiny_sam())
+    assert sorted(set(calls)) == [("box", multimask_output_for("box")), ("point", multimask_output_for("point"))]
+    # the CLI default is that rule; the other selections stay available as explicit options
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_common_args(p, "coco")
+    assert p.get_default("mask_select") == "prompt_form" and set(MASK_SELECT) == {"prompt_form", "max_pred_iou",
+                                                                                 "single"}
+    assert set(_decoder_calls(_tiny_sam(), "max_pred_iou")) == {("box", True), ("point", True)}
+    assert set(_decoder_calls(_tiny_sam(), "single")) == {("box", False), ("point", False)}
+    with pytest.raises(ValueError, match="mask_select"):
+        mask_select_for("best", "box")

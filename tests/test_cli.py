@@ -1,4 +1,8 @@
-"""The ``litesam`` command: dispatch, recipe parsing, a tiny fit through LightningCLI and an exact resume."""
+"""The ``litesam`` command: dispatch, recipe parsing, a tiny fit through LightningCLI and an exact resume.
+
+Recipes are paper bases plus overlays: an overlay (``# base: recipes/<base>.yaml`` header line) is parsed on its base,
+``--config <base> --config <overlay>``, the way a user runs it (``stack`` from tests/test_recipes.py).
+"""
 from __future__ import annotations
 
 import json
@@ -10,12 +14,18 @@ import pytest
 import torch
 
 from litesam_pl import cli
+from test_recipes import stack
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
 # hardware / shard overrides so that every recipe instantiates on this CPU machine
 LOCAL = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "1", "--trainer.strategy", "auto",
          "--trainer.logger", "false", "--trainer.precision", "32-true"]
+
+
+def _configs(recipe: str) -> list:
+    """``--config <base> --config <overlay>`` for an overlay, ``--config <base>`` for a base."""
+    return [a for r in stack(recipe) for a in ("--config", r)]
 
 
 def test_help_and_dispatch(monkeypatch, capsys):
@@ -47,9 +57,10 @@ def test_recipes_exist():
 
 @pytest.mark.parametrize("recipe", [p.relative_to(REPO).as_posix() for p in RECIPES], ids=lambda p: p.split("recipes/")[-1])
 def test_recipe_instantiates(recipe, monkeypatch):
-    """Each recipe parses and builds its module, data module and trainer (hardware overridden for this machine)."""
+    """Each recipe (an overlay on its base) parses and builds its module, data module and trainer (hardware
+    overridden for this machine)."""
     monkeypatch.chdir(REPO)
-    c = cli.run_lightning_cli(["--config", recipe, *LOCAL, "--model.init_args.init_from", "null"], run=False)
+    c = cli.run_lightning_cli([*_configs(recipe), *LOCAL, "--model.init_args.init_from", "null"], run=False)
     hp = c.model.hparams
     assert hp.model_name.startswith(("litesam", "sam_vit_b"))
     S = c.model.img_size
@@ -65,7 +76,7 @@ def test_recipe_instantiates(recipe, monkeypatch):
 
 def _tiny_args(tmp_path: Path, shards: Path, recipe: str, run: str, extra=()):
     return [
-        "fit", "--config", recipe,
+        "fit", *_configs(recipe),
         "--trainer.default_root_dir", str(tmp_path / run),
         "--trainer.logger", "false",
         "--trainer.callbacks", json.dumps([

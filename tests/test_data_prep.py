@@ -486,3 +486,91 @@ def test_sa1b_truncated_and_unreadable_inputs(synthetic_sa1b, tmp_path, capsys):
     assert m["skipped"]["unreadable_input"] == 1 and m["skipped"]["truncated_input"] == 1
     assert 1 <= m["samples"] < len(names) // 2  # the complete samples before the cut are kept
     assert "unreadable_input" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------- sa1b hash ranges
+@pytest.fixture(scope="module")
+def tiny_sa1b(tmp_path_factory) -> Path:
+    """48 synthetic 64x64 SA-1B images in 3 tars (keys sa_1 .. sa_48)."""
+    out = tmp_path_factory.mktemp("tiny_sa1b")
+    write_synthetic_sa1b(out, num_images=48, seed=0, images_per_tar=16, size=(64, 64))
+    return out
+
+
+def _run_sa1b(src: Path, out: Path, *flags: str) -> tuple[int, set[str], dict | None]:
+    """``python -m data_prep.sa1b`` -> (exit code, the ``__key__``s in the output shards, manifest or None)."""
+    rc = sa1b.main(["--src", str(src), "--out", str(out), "--max-side", "64", "--shard-size", "10", "--workers", "1",
+                    "--no-progress", *flags])
+    keys = {n.split(".")[0] for t in sorted(out.glob("*.tar")) for n, _ in read_tar(t)}
+    mp = out / "manifest.json"
+    return rc, keys, (json.loads(mp.read_text()) if mp.exists() else None)
+
+
+def test_sa1b_hash_ranges_disjoint(tiny_sa1b, tmp_path):
+    """Train and val made from the same tars with the documented ranges (train 0-0.18, val 0.18-0.20) share no
+    image and together keep exactly what one run over 0-0.20 keeps; the same for other splits, one ending at HI = 1."""
+    everything = {f"sa_{i}" for i in range(1, 49)}
+    # seed 3 puts 1 of the 48 keys in [0.18, 0.20) (seed 0 puts none); the property does not depend on the seed
+    for k, ((lo, mid, hi), seed) in enumerate((((0.0, 0.18, 0.20), 3), ((0.0, 0.5, 1.0), 0), ((0.25, 0.6, 0.9), 1))):
+        runs = {}
+        for name, (a, b) in (("train", (lo, mid)), ("val", (mid, hi)), ("union", (lo, hi))):
+            rc, keys, m = _run_sa1b(tiny_sa1b, tmp_path / f"{k}{name}", "--hash-range", str(a), str(b),
+                                    "--seed", str(seed))
+            assert rc == 0 and m["hash_range"] == [a, b] and m["args"]["seed"] == seed
+            assert m["skipped"] == {} and m["samples"] == len(keys) and m["not_selected"] == 48 - len(keys)
+            assert keys == {key for key in everything if sa1b.in_hash_range(key, seed, a, b)}
+            runs[name] = keys
+        assert runs["train"] and runs["val"], (lo, mid, hi)
+        assert not runs["train"] & runs["val"], (lo, mid, hi)
+        assert runs["train"] | runs["val"] == runs["union"], (lo, mid, hi)
+        if hi == 1.0 and lo == 0.0:  # HI = 1 keeps every u >= LO
+            assert runs["union"] == everything
+        # the manifests prove it without reading the shards
+        sa1b.check_disjoint(tmp_path / f"{k}train", tmp_path / f"{k}val")
+        with pytest.raises(ValueError, match="overlap"):
+            sa1b.check_disjoint(tmp_path / f"{k}train", tmp_path / f"{k}union")
+    with pytest.raises(ValueError, match="different seeds"):
+        sa1b.check_disjoint(tmp_path / "0train", tmp_path / "1val")
+
+
+def test_sa1b_fraction_is_hash_range_from_zero(tiny_sa1b, tmp_path, capsys):
+    """``--fraction F`` selects exactly what ``--hash-range 0 F`` does (byte-identical shards and manifest) and what
+    the former ``u < F`` rule did; bad ranges are refused with one line; a pre-``--hash-range`` output resumes."""
+    for f in ("0.3", "0.18", "1.0"):
+        rc_a, a, ma = _run_sa1b(tiny_sa1b, tmp_path / f"frac{f}", "--fraction", f)
+        rc_b, b, mb = _run_sa1b(tiny_sa1b, tmp_path / f"range{f}", "--hash-range", "0", f)
+        assert rc_a == rc_b == 0 and a == b and 0 < len(a)
+        assert shard_shas(tmp_path / f"frac{f}") == shard_shas(tmp_path / f"range{f}")
+        ma["args"].pop("src"), mb["args"].pop("src")
+        assert ma == mb and ma["hash_range"] == [0.0, float(f)]
+    assert len(a) == 48  # --fraction 1.0 keeps everything
+
+    def former(key: str, seed: int, fraction: float) -> bool:  # is_selected before --hash-range existed
+        if fraction >= 1.0:
+            return True
+        return int.from_bytes(hashlib.sha1(f"{seed}:{key}".encode()).digest()[:8], "big") / 2.0**64 < fraction
+
+    for fraction in (0.02, 0.18, 0.5, 1.0):
+        assert all(sa1b.is_selected(f"sa_{i}", 0, fraction) == former(f"sa_{i}", 0, fraction)
+                   == sa1b.in_hash_range(f"sa_{i}", 0, 0.0, fraction) for i in range(3000))
+
+    # an output directory written before --hash-range (state config with "fraction") is resumed, not refused
+    out = tmp_path / "frac0.3"
+    for st in (out / "_state").glob("*.json"):
+        d = json.loads(st.read_text())
+        c = d["config"]
+        d["config"] = {"max_side": c["max_side"], "fraction": c["hash_hi"], "seed": c["seed"],
+                       "shard_size": c["shard_size"], "quality": c["quality"]}
+        st.write_text(json.dumps(d))
+    before = shard_shas(out)
+    assert _run_sa1b(tiny_sa1b, out, "--fraction", "0.3")[0] == 0 and shard_shas(out) == before
+
+    # bad ranges: exit code 2 and a one-line error
+    capsys.readouterr()
+    for lo, hi in (("0.5", "0.5"), ("0.3", "0.1"), ("-0.1", "0.5"), ("0", "1.5")):
+        rc, _, _ = _run_sa1b(tiny_sa1b, tmp_path / "bad", "--hash-range", lo, hi)
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: --hash-range LO HI") and err.count("\n") == 1, err
+    with pytest.raises(SystemExit):  # argparse: not allowed with each other
+        _run_sa1b(tiny_sa1b, tmp_path / "bad", "--fraction", "0.5", "--hash-range", "0", "0.5")
+    assert "not allowed with" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Lightning DDP on CPU with 2 processes (``litesam fit --trainer.strategy ddp --trainer.devices 2``).
+"""Lightning DDP on CPU with 2 processes (``litesam fit --config recipes/litesam.yaml --config
+recipes/smoke/litesam.yaml --trainer.strategy ddp --trainer.devices 2``).
 
 Checks, from inside the run (``DDPProbe``, a callback loaded by class path in the child processes):
 - gradients are synced: after training, every parameter is identical on both ranks;
@@ -71,8 +72,11 @@ def test_ddp_two_cpu_processes(tmp_path, synthetic_sa1b):
     env["WANDB_MODE"] = "offline"
     env["OMP_NUM_THREADS"] = "1"
     # 12 synthetic images; 4 per epoch on 2 ranks x batch 1 -> 2 steps per epoch and rank
+    from test_recipes import stack  # here, not at module level: the litesam processes import this module
+
+    configs = [a for r in stack("recipes/smoke/litesam.yaml") for a in ("--config", r)]  # the overlay on its base
     cmd = [
-        sys.executable, "-m", "litesam_pl.cli", "fit", "--config", "recipes/smoke/litesam.yaml",
+        sys.executable, "-m", "litesam_pl.cli", "fit", *configs,
         "--trainer.strategy", "ddp_find_unused_parameters_true", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
         "--trainer.max_epochs", "2", "--trainer.logger", "false", "--trainer.default_root_dir", str(run),
         "--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false",

@@ -60,3 +60,34 @@ def test_cli(tiny_model, tmp_path, capsys):
     assert main(["--ckpt", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "d.pt")]) == 2
     with pytest.raises(SystemExit):
         main(["--ckpt", str(src)])  # neither --out nor --onnx
+
+
+def test_onnx_encoder_respects_input_size(tiny_model, tmp_path):
+    """A 32x200 image (resized to 10x64, then padded to 64x64): the exported encoder's ``input_size`` input keeps
+    every valid prompt inside the image, as ``AutoPPN.decode(input_sizes=...)`` does in PyTorch."""
+    ort = pytest.importorskip("onnxruntime")
+    from litesam_pl.inference.sam_compat import preprocess_images
+
+    export_onnx(tiny_model, tmp_path / "onnx", top_n=256, num_prompts=2, check=False)
+    img = torch.from_numpy(np.random.default_rng(1).integers(0, 255, (32, 200, 3), dtype=np.uint8))
+    prep = preprocess_images(tiny_model, [img.permute(2, 0, 1)], torch.device("cpu"))
+    h, w = prep.input_sizes[0]
+    assert (h, w) == (10, 64)
+    sess = ort.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    assert [i.name for i in sess.get_inputs()] == ["image", "input_size"] and names[-1] == "valid"
+
+    def run(size):
+        out = dict(zip(names, sess.run(None, {"image": prep.pixels.numpy(), "input_size": np.array(size, np.int64)})))
+        return out["points"][0][out["valid"][0]], out["boxes"][0][out["valid"][0]]
+
+    pts, boxes = run([h, w])
+    assert len(pts) > 0
+    assert (pts[:, 0] >= 0).all() and (pts[:, 0] < w).all() and (pts[:, 1] >= 0).all() and (pts[:, 1] < h).all()
+    assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= w).all() and (boxes[:, [1, 3]] <= h).all()
+    with torch.no_grad():  # same prompts as PyTorch
+        ref = tiny_model.autoppn.decode(tiny_model.autoppn(tiny_model.image_encoder(prep.pixels)), 64, top_n=256,
+                                        score_threshold=0.0, input_sizes=[(h, w)])
+    assert len(pts) == int(ref["valid"][0].sum())
+    full, _ = run([64, 64])  # the whole padded square: the same graph proposes in the padding too
+    assert (full[:, 1] >= h).any()

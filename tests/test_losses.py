@@ -154,7 +154,7 @@ def _ppn_batch(B=2, G=3, P=8):
 def test_ppn_loss_weights_groups_and_ignore():
     batch = _ppn_batch()
     outputs = {"heatmap_logits": torch.zeros(2, 3, 8, 8, requires_grad=True), "boxes": torch.zeros(2, 3, 4, 8, 8)}
-    out = PPNLoss()(outputs, batch)
+    out = PPNLoss(box_unit="cell")(outputs, batch)
     assert out["loss"].item() == pytest.approx(2 * out["point"].item() + out["box"].item(), rel=1e-6)
     # group 0: only group with boxes; groups 1, 2 have no positives -> min_negatives of error 0.25
     assert out["point_g1"].item() == pytest.approx(0.25)
@@ -186,16 +186,36 @@ def test_ppn_box_loss_units():
         PPNLoss(box_unit="pixel")
 
 
+def test_ppn_box_loss_relative_to_the_target_box():
+    # box_unit="box": l, r divided by the target box's width (l + r), t, b by its height (t + b), >= 1 cell
+    batch = _ppn_batch(P=8)
+    pred = torch.rand(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(3)) * 0.3
+    got = PPNLoss(box_unit="box")({"heatmap_logits": torch.zeros(2, 3, 8, 8), "boxes": pred}, batch)["box"]
+    t = batch["ppn_boxes"][:, 0]
+    w = (t[:, 0] + t[:, 2]).clamp_min(1 / 8)
+    h = (t[:, 1] + t[:, 3]).clamp_min(1 / 8)
+    side = torch.stack([w, h, w, h], 1)
+    w0 = batch["ppn_box_weight"][:, 0] * (~batch["ppn_ignore"]).float()
+    want = box_smooth_l1_loss(pred[:, 0] / side, t / side, w0).mean()
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    # scale invariance: the same boxes twice as large (in fractions of S) cost the same (boxes over one cell)
+    batch["ppn_boxes"] = batch["ppn_boxes"] + 0.1
+    got = PPNLoss(box_unit="box")({"heatmap_logits": torch.zeros(2, 3, 8, 8), "boxes": pred}, batch)["box"]
+    big = {**batch, "ppn_boxes": 2 * batch["ppn_boxes"]}
+    got2 = PPNLoss(box_unit="box")({"heatmap_logits": torch.zeros(2, 3, 8, 8), "boxes": 2 * pred}, big)["box"]
+    assert got2.item() == pytest.approx(got.item(), rel=1e-4)
+
+
 def test_ppn_box_loss_centerness_weighting():
     # "centerness": each owned cell weighted by its point target, so the peak cell (1.0) counts twice a 0.5 cell
     batch = _ppn_batch(P=8)
     outputs = {"heatmap_logits": torch.zeros(2, 3, 8, 8), "boxes": torch.zeros(2, 3, 4, 8, 8)}
-    got = PPNLoss(box_weighting="centerness")(outputs, batch)["box"]
+    got = PPNLoss(box_unit="cell", box_weighting="centerness")(outputs, batch)["box"]
     w = batch["ppn_heatmap"][:, 0] * (~batch["ppn_ignore"]).float()  # 0.5 on the 3x3 ring, 1.0 at its centre
     per_cell = F.smooth_l1_loss(8 * batch["ppn_boxes"][:, 0], torch.zeros(2, 4, 8, 8), reduction="none", beta=1 / 9).sum(1)
     want = ((per_cell * w).flatten(1).sum(1) / w.flatten(1).sum(1)).mean()
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
-    uniform = PPNLoss()(outputs, batch)["box"]
+    uniform = PPNLoss(box_unit="cell")(outputs, batch)["box"]
     assert got.item() != pytest.approx(uniform.item(), rel=1e-3)
     with pytest.raises(ValueError, match="box_weighting"):
         PPNLoss(box_weighting="gaussian")

@@ -204,7 +204,9 @@ def test_perfect_predictions_score_one():
     assert m.val_miou_1point.compute().item() == pytest.approx(1.0)
     assert m._coco_map(m._map_items)["ap"] == pytest.approx(1.0)
     assert int(valid.sum()) == 5
-    # AutoPPN decode returning exactly the GT boxes -> box AR 1, every point inside a mask -> hit rate 1
+    # AutoPPN decode returning exactly the GT boxes -> box AR 1, every point inside a mask -> hit rate and
+    # point precision 1
+    batch["valid"][:] = True
     B = batch["image"].shape[0]
     dec = {"boxes": batch["gt_boxes"], "scores": torch.ones(B, 3), "valid": torch.ones(B, 3, dtype=torch.bool),
            "points": batch["points"][:, :, 0], "groups": torch.zeros(B, 3, dtype=torch.long)}
@@ -216,6 +218,12 @@ def test_perfect_predictions_score_one():
     res = proposal_recall([it["gt"] for it in items], [{"boxes": it["boxes"], "scores": it["scores"]} for it in items])
     assert res["ar@100"] == pytest.approx(1.0)
     assert m.val_point_hit.compute().item() == pytest.approx(1.0)
+    assert m.val_point_precision.compute().item() == pytest.approx(1.0)
+    # points outside every mask (the image corner, background here) count as misses
+    m.val_point_precision.reset()
+    dec["points"] = torch.zeros_like(dec["points"]) + torch.tensor([63.0, 63.0])
+    m.eval_ppn({"heatmap_logits": torch.zeros(B, 3, 8, 8), "boxes": torch.zeros(B, 3, 4, 8, 8)}, batch)
+    assert m.val_point_precision.compute().item() == pytest.approx(0.0)
 
 
 def test_nan_guard_names_loss_and_step(tmp_path):
@@ -241,8 +249,10 @@ def test_cosine_schedule_and_bad_args(tmp_path):
     assert 1e-4 <= lr < 1e-2  # decayed after warm-up
     with pytest.raises(ValueError, match="lr_schedule"):
         BackboneBoxModule(model_kwargs=TINY, lr_schedule="step")
-    with pytest.raises(ValueError, match="train_box_prompts"):
-        LiteSAMModule(model_kwargs=TINY, train_box_prompts=False, train_point_prompts=False)
+    with pytest.raises(ValueError, match="prompt_forms"):
+        LiteSAMModule(model_kwargs=TINY, prompt_forms=[])
+    with pytest.raises(ValueError, match="prompt_forms"):
+        LiteSAMModule(model_kwargs=TINY, prompt_forms=["box", "mask"])
 
 
 def test_cpu_threads_auto(monkeypatch):
@@ -255,25 +265,57 @@ def test_cpu_threads_auto(monkeypatch):
         CPUThreads("many")
 
 
-def test_joint_prompt_split_gives_each_mask_one_prompt_kind():
+def test_joint_prompt_split_gives_each_mask_one_prompt_form():
     torch.manual_seed(0)
-    batch = fake_batch(K=4)
-    both = LiteSAMModule(model_kwargs={"img_size": S})
+    batch = fake_batch(K=6)
+    every = LiteSAMModule(model_kwargs={"img_size": S}, prompt_split=False)
     split = LiteSAMModule(model_kwargs={"img_size": S}, prompt_split=True)
-    split.load_state_dict(both.state_dict())
+    split.load_state_dict(every.state_dict())
     seen = []
     real = split.model.predict_masks
 
     def spy(emb, points=None, boxes=None, multimask_output=False):
-        seen.append(("box" if boxes is not None else "point", (boxes if boxes is not None else points[0]).shape[1]))
+        form = "+".join(n for n, x in (("point", points), ("box", boxes)) if x is not None)
+        k = (boxes if boxes is not None else points[0]).shape[1]
+        seen.append((form, k, multimask_output))
         return real(emb, points=points, boxes=boxes, multimask_output=multimask_output)
 
     split.model.predict_masks = spy
     terms = split.compute_losses(batch)
-    assert seen == [("box", 2), ("point", 2)]  # every other mask: 2 boxes + 2 points instead of 4 + 4
-    assert {"mask_box", "mask_point", "ppn"} <= set(terms)
-    assert terms["mask"].item() == pytest.approx((terms["mask_box"] + terms["mask_point"]).item(), rel=1e-6)
-    # the box half alone equals the stock module's box loss on the even slots
-    even = {**batch, **{k: batch[k][:, 0::2] for k in ("masks", "boxes", "gt_boxes", "points", "point_labels", "valid")}}
-    ref = both.mask_losses(both.encode(batch["image"]), even, True, False)
+    # slot j gets form j % 3: 2 boxes + 2 points + 2 point+box instead of 6 of each; the output each form reads
+    assert seen == [("box", 2, False), ("point", 2, True), ("point+box", 2, False)]
+    assert {"mask_box", "mask_point", "mask_pointbox", "ppn"} <= set(terms)
+    parts = terms["mask_box"] + terms["mask_point"] + terms["mask_pointbox"]
+    assert terms["mask"].item() == pytest.approx(parts.item(), rel=1e-6)
+    # the box third alone equals the unsplit module's box loss on slots 0 and 3
+    sub = {**batch, **{k: batch[k][:, 0::3] for k in ("masks", "boxes", "gt_boxes", "points", "point_labels", "valid")}}
+    ref = every.mask_losses(every.encode(batch["image"]), sub, ("box",))
     assert terms["mask_box"].item() == pytest.approx(ref["mask_box"].item(), rel=1e-5)
+
+
+def test_segevery_prompt_form_is_one_the_joint_stage_trains():
+    """SegEvery's default prompt form and the benchmarks' box output are forms/outputs the training supervises."""
+    import inspect
+
+    from litesam_pl.inference.segevery import segment_everything
+    from litesam_pl.models.prompt_forms import SEGEVERY_PROMPT_FORM, multimask_output_for
+
+    default = inspect.signature(segment_everything).parameters["prompt_type"].default
+    assert default == SEGEVERY_PROMPT_FORM
+    joint = LiteSAMModule(model_kwargs=TINY)
+    assert SEGEVERY_PROMPT_FORM in joint.train_prompt_forms()
+    assert joint.val_prompt_form == SEGEVERY_PROMPT_FORM  # val/ar100 of the joint stage: SegEvery's default
+    assert AutoPPNModule.val_prompt_form in BackboneBoxModule(model_kwargs=TINY).train_prompt_forms()
+    assert "box" in BackboneBoxModule(model_kwargs=TINY).train_prompt_forms()
+    # the training decoder call of each form reads the output the inference side reads for it
+    seen = []
+    real = joint.model.predict_masks
+
+    def spy(emb, points=None, boxes=None, multimask_output=False):
+        form = "+".join(n for n, x in (("point", points), ("box", boxes)) if x is not None)
+        seen.append((form, multimask_output))
+        return real(emb, points=points, boxes=boxes, multimask_output=multimask_output)
+
+    joint.model.predict_masks = spy
+    joint.compute_losses(fake_batch(K=6))
+    assert {f: mm for f, mm in seen} == {f: multimask_output_for(f) for f in joint.train_prompt_forms()}

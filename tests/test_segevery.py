@@ -121,10 +121,10 @@ def images():
     return [a, b]
 
 
-def _validate_records(records, image, rle: bool):
+def _validate_records(records, image, rle: bool, keys=AMG_KEYS):
     h, w = image.shape[:2]
     for r in records:
-        assert set(r) == AMG_KEYS
+        assert set(r) == keys
         seg = decode_rle(r["segmentation"]) if rle else r["segmentation"]
         assert isinstance(seg, np.ndarray) and seg.dtype == bool and seg.shape == (h, w)
         assert isinstance(r["area"], int) and r["area"] == int(seg.sum()) > 0
@@ -148,8 +148,9 @@ def test_records_validate(tiny_model, images, prompts):
     assert len(bin_recs) == 2
     for img, rb, rr in zip(images, bin_recs, rle_recs):
         assert len(rb) == len(rr) > 0
-        _validate_records(rb, img, rle=False)
-        _validate_records(rr, img, rle=True)
+        keys = AMG_KEYS | {"ppn_score"} if prompts == "autoppn" else AMG_KEYS  # grid records: exactly AMG's
+        _validate_records(rb, img, rle=False, keys=keys)
+        _validate_records(rr, img, rle=True, keys=keys)
         for x, y in zip(rb, rr):  # the RLE decodes to the binary mask of the same run
             assert np.array_equal(decode_rle(y["segmentation"]), x["segmentation"])
         ious = [r["predicted_iou"] for r in rb]
@@ -274,3 +275,70 @@ def test_benchmark_json_schema(tmp_path):
     assert {"encoder", "prompts", "decoder", "postprocess"} <= set(rows["litesam_autoppn"]["phases"])
     assert rows["decoder_ours"]["max_abs_diff_vs_stock"] < 1e-4
     assert "cpu/r64/decoder_stock_over_ours" in out["speedups"]
+
+
+# ---------------------------------------------------------------------------------- AutoPPN score, prompt forms
+def _decode_like_segevery(model, image, top_n, score_threshold):
+    """``AutoPPN.decode`` on the image as ``segment_everything`` preprocesses it -> (points, scores) of valid rows."""
+    from litesam_pl.inference.sam_compat import as_image_list, preprocess_images
+
+    prep = preprocess_images(model, as_image_list(image)[0], torch.device("cpu"))
+    with torch.no_grad():
+        dec = model.autoppn.decode(model.autoppn(model.image_encoder(prep.pixels)), model.image_encoder.img_size,
+                                   top_n=top_n, score_threshold=score_threshold, input_sizes=prep.input_sizes)
+    v = dec["valid"][0]
+    return dec["points"][0][v], dec["scores"][0][v]
+
+
+def test_records_carry_the_autoppn_score_of_their_prompt(tiny_model, images):
+    image = images[0]  # 96 x 128: its input size is its own size, so record points are decode's points
+    points, scores = _decode_like_segevery(tiny_model, image, 24, 0.0)
+    kw = dict(prompts="autoppn", top_n=24, score_threshold=0.0, box_nms_thresh=0.95, **LOOSE)
+    recs = segment_everything(tiny_model, image, **kw)
+    assert recs
+    for r in recs:
+        assert isinstance(r["ppn_score"], float)
+        same = (points == torch.tensor(r["point_coords"][0])).all(1)  # one cell may be proposed by several groups
+        assert same.any()
+        assert torch.isclose(scores[same], torch.tensor(r["ppn_score"]), atol=1e-6).any()
+    t = segment_everything(tiny_model, image, output_mode="tensors", **kw)
+    assert t["ppn_scores"].tolist() == [r["ppn_score"] for r in recs]
+    grid = segment_everything(tiny_model, image, prompts="grid", points_per_side=3, output_mode="tensors", **LOOSE)
+    assert "ppn_scores" not in grid  # grid prompts have no AutoPPN score (records: no ppn_score key)
+
+
+def test_rank_by_ppn_score(tiny_model, images):
+    out = segment_everything(tiny_model, images[0], prompts="autoppn", top_n=24, score_threshold=0.0,
+                             rank_by="ppn_score", output_mode="tensors", **LOOSE)
+    assert out["ppn_scores"].numel() > 0
+    assert torch.equal(out["scores"], out["ppn_scores"]) and torch.all(out["scores"][:-1] >= out["scores"][1:])
+    with pytest.raises(ValueError, match="ppn_score"):
+        segment_everything(tiny_model, images[0], prompts="grid", rank_by="ppn_score")
+
+
+def test_default_prompt_form_and_output_come_from_prompt_forms(tiny_model, images, monkeypatch):
+    """SegEvery's default prompt is ``SEGEVERY_PROMPT_FORM``, read from ``multimask_output_for`` of its form."""
+    import inspect
+
+    import litesam_pl.inference.segevery as segevery
+    from litesam_pl.models.prompt_forms import SEGEVERY_PROMPT_FORM, multimask_output_for
+
+    assert inspect.signature(segment_everything).parameters["prompt_type"].default == SEGEVERY_PROMPT_FORM
+    seen = []
+    real = segevery.stock_decode
+
+    def spy(*args):
+        seen.append(args[-1])  # multimask_output
+        return real(*args)
+
+    monkeypatch.setattr(segevery, "stock_decode", spy)
+    for prompts, form in (("autoppn", SEGEVERY_PROMPT_FORM), ("grid", "point")):
+        seen.clear()
+        segment_everything(tiny_model, images[0], prompts=prompts, top_n=8, points_per_side=3, decoder="stock",
+                           score_threshold=0.0, **LOOSE)
+        assert seen and set(seen) == {multimask_output_for(form)}, (prompts, seen)
+    for form in ("point", "box", "point+box"):
+        seen.clear()
+        segment_everything(tiny_model, images[0], prompt_type=form, top_n=8, decoder="stock", score_threshold=0.0,
+                           **LOOSE)
+        assert set(seen) == {multimask_output_for(form)}, form

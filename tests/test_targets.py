@@ -130,22 +130,55 @@ def test_box_targets_hand_computed():
     assert (tb >= 0).all()
 
 
-def test_ignore_marks_unlabeled_and_padding():
+def _counts(t: dict, g: int) -> tuple[int, int, int]:
+    """(positives, negatives, ignored) cells of group ``g``'s point map, as the hard-mining MSE sees them."""
+    ign = t["ignore"]
+    pos = (t["heatmap"][g] > 0) & ~ign
+    return int(pos.sum()), int((~pos & ~ign).sum()), int(ign.sum())
+
+
+def test_background_is_negative_only_padding_ignored_one_group():
     input_hw = (80, 128)  # image resized to 80 x 128, padded to 128 x 128
     rows, cols = grid_valid(input_hw, S, STRIDE)
     assert (rows, cols) == (10, 16)
     m = _grid_mask([(slice(1, 4), slice(1, 4))])
-    t = ppn_targets(m[None], np.array([_box_of_cells(m)], np.float32), [9], [1], input_hw, S, STRIDE)
+    t = ppn_targets(m[None], np.array([_box_of_cells(m)], np.float32), [9], [0], input_hw, S, STRIDE, num_groups=1)
     ign = t["ignore"]
     assert ign.dtype == bool and ign.shape == (P, P)
-    assert not ign[1:4, 1:4].any()  # labelled
-    assert ign[0, 0] and ign[5, 8]  # unlabeled inside the image
-    assert ign[10:].all()  # padding rows
-    assert ign.sum() == P * P - 9
-    # gaussian (baseline) targets ignore padding only
-    tg = ppn_targets(m[None], np.array([_box_of_cells(m)], np.float32), [9], [1], input_hw, S, STRIDE,
-                     mode="gaussian")
-    assert tg["ignore"][10:].all() and not tg["ignore"][:10].any()
+    assert ign[10:].all() and not ign[:10].any()  # padding rows only
+    assert _counts(t, 0) == (9, 10 * 16 - 9, 6 * 16)
+    assert t["heatmap"][0, 0, 0] == 0 and not ign[0, 0] and not ign[5, 8]  # background: a supervised 0
+
+
+def test_background_is_negative_three_groups():
+    input_hw = (128, 96)  # 12 valid columns
+    big = _grid_mask([(slice(0, 8), slice(0, 8))])  # 64 cells, 64 px of 128 -> large
+    med = _grid_mask([(slice(10, 12), slice(9, 11))])  # 4 cells, 16 px -> medium
+    masks = np.stack([big, med])
+    boxes = np.array([_box_of_cells(big), _box_of_cells(med)], np.float32)
+    groups = size_groups(np.array([[64, 64], [16, 16]]), (128, 96))
+    assert groups.tolist() == [0, 1]
+    t = ppn_targets(masks, boxes, [64, 4], groups, input_hw, S, STRIDE)
+    valid = 16 * 12
+    assert _counts(t, 0) == (64, valid - 64, P * P - valid)  # the medium mask and background are negatives
+    assert _counts(t, 1) == (4, valid - 4, P * P - valid)
+    assert _counts(t, 2) == (0, valid, P * P - valid)  # no small mask: the whole image is negative
+
+
+def test_background_ignore_switch_and_gaussian_mode():
+    input_hw = (80, 128)
+    m = _grid_mask([(slice(1, 4), slice(1, 4))])
+    box = np.array([_box_of_cells(m)], np.float32)
+    # the explicit switch: unlabeled cells excluded, as the earlier (wrong for the paper recipes) default
+    t = ppn_targets(m[None], box, [9], [0], input_hw, S, STRIDE, num_groups=1, background="ignore")
+    assert _counts(t, 0) == (9, 0, P * P - 9)
+    # gaussian (Table 2 baseline) targets: positives at the Gaussian, everything else in the image negative
+    tg = ppn_targets(m[None], box, [9], [0], input_hw, S, STRIDE, num_groups=1, mode="gaussian")
+    pos, neg, ign = _counts(tg, 0)
+    assert ign == 6 * 16 and pos >= 1 and pos + neg == 10 * 16
+    assert tg["heatmap"][0].max() == 1.0
+    with pytest.raises(ValueError, match="background"):
+        ppn_targets(m[None], box, [9], [0], input_hw, S, STRIDE, num_groups=1, background="stuff")
 
 
 def test_grid_valid_partial_cells():

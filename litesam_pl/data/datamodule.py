@@ -48,13 +48,17 @@ class SA1BDataModule(LightningDataModule):
         val_batch_size: validation batch size (default ``batch_size``).
         num_workers: DataLoader workers per rank (shards are split between them).
         img_size: padded input side ``S`` (640 or 1024).
-        max_masks: ``K`` target masks and prompts per image.
+        max_masks: ``K`` target masks and prompts per image (training).
+        val_max_masks: ``K`` in validation (default ``max_masks``); the mask-AR metrics score SegEvery's masks
+            against these, so set it to at least the number of masks per validation image.
         ppn_stride: AutoPPN grid stride (``P = S // ppn_stride``).
         box_noise: std of the box-prompt noise as a fraction of the box side (SAM: 0.1); 0 disables it.
         box_noise_max: clip of each box-noise value, in input pixels (SAM: 20).
         hflip_prob: horizontal-flip probability (train).
         scale_jitter: (min, max) factor on the resized longest side, within (0, 1] (train; (1, 1) = off).
         target_mode: AutoPPN targets, ``"distance"`` (paper) or ``"gaussian"`` (Table 2 baseline).
+        ppn_background: ``"negative"`` (paper recipes: cells outside every mask are negatives of the point maps)
+            or ``"ignore"`` (excluded from the point loss); see ``litesam_pl.data.targets``.
         num_groups: AutoPPN size groups, 3 (paper) or 1 (object grouping off).
         shuffle_buffer: raw samples held per worker for shuffling (train); raw SA-1B samples are ~2-4 MB each
             (jpg + json), prepared 1024-pixel ones ~0.3 MB, so size it to the workers' memory.
@@ -75,12 +79,14 @@ class SA1BDataModule(LightningDataModule):
         num_workers: int = 2,
         img_size: int = 640,
         max_masks: int = 16,
+        val_max_masks: Optional[int] = None,
         ppn_stride: int = 8,
         box_noise: float = 0.1,
         box_noise_max: float = 20.0,
         hflip_prob: float = 0.5,
         scale_jitter: tuple[float, float] = (1.0, 1.0),
         target_mode: str = "distance",
+        ppn_background: str = "negative",
         num_groups: int = 3,
         shuffle_buffer: int = 100,
         resampled: bool = False,
@@ -114,12 +120,13 @@ class SA1BDataModule(LightningDataModule):
         self.seed = int(seed)
         self.pin_memory = bool(pin_memory)
         self.prefetch_factor = int(prefetch_factor)
-        common = dict(img_size=img_size, max_masks=max_masks, ppn_stride=ppn_stride, box_noise=box_noise,
-                      box_noise_max=box_noise_max, target_mode=target_mode, num_groups=num_groups, seed=seed)
+        common = dict(img_size=img_size, ppn_stride=ppn_stride, box_noise=box_noise, box_noise_max=box_noise_max,
+                      target_mode=target_mode, ppn_background=ppn_background, num_groups=num_groups, seed=seed)
         # constructing them validates the arguments now (clear errors at start-up)
-        self.train_processor = SampleProcessor(train=True, hflip_prob=hflip_prob,
+        self.train_processor = SampleProcessor(train=True, max_masks=max_masks, hflip_prob=hflip_prob,
                                                scale_jitter=tuple(scale_jitter), **common)
-        self.val_processor = SampleProcessor(train=False, hflip_prob=0.0, **common)
+        self.val_processor = SampleProcessor(train=False, max_masks=int(val_max_masks or max_masks), hflip_prob=0.0,
+                                             **common)
         self.train_urls: list[str] = []
         self.val_urls: list[str] = []
         self.train_counter = SkipCounter("train")

@@ -32,7 +32,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .collate import collate_samples, zeros_batch_tensor
 from .prompts import choose_masks, interior_points, noisy_boxes, random_points
 from .rle_sample import RunLengths
-from .targets import TARGET_MODES, grid_valid, ppn_targets, size_groups
+from .targets import BACKGROUND_MODES, TARGET_MODES, grid_valid, ppn_targets, size_groups
 from .transforms import Geometry, decode_image, normalize_pad, reduce_factor
 
 __all__ = [
@@ -252,6 +252,8 @@ class SampleProcessor:
         scale_jitter: (min, max) factor on the resized longest side, ``0 < min <= max <= 1`` (train only; the
             shrunk image is padded, nothing is cropped).
         target_mode: ``"distance"`` (paper) or ``"gaussian"`` (CenterNet baseline).
+        ppn_background: ``"negative"`` (cells outside every mask are negatives of the point maps: the paper
+            recipes) or ``"ignore"`` (SA-1B's unlabeled "stuff" excluded; see ``litesam_pl.data.targets``).
         num_groups: 3 size groups or 1 (grouping off).
         seed: mixed into the deterministic (validation) choices.
     """
@@ -265,6 +267,7 @@ class SampleProcessor:
     hflip_prob: float = 0.5
     scale_jitter: tuple[float, float] = (1.0, 1.0)
     target_mode: str = "distance"
+    ppn_background: str = "negative"
     num_groups: int = 3
     seed: int = 0
 
@@ -279,6 +282,8 @@ class SampleProcessor:
         self.scale_jitter = (lo, hi)
         if self.target_mode not in TARGET_MODES:
             raise ValueError(f"target_mode must be one of {TARGET_MODES}, got {self.target_mode!r}")
+        if self.ppn_background not in BACKGROUND_MODES:
+            raise ValueError(f"ppn_background must be one of {BACKGROUND_MODES}, got {self.ppn_background!r}")
         if self.num_groups not in (1, 3):
             raise ValueError(f"num_groups must be 1 or 3, got {self.num_groups}")
 
@@ -353,7 +358,8 @@ class SampleProcessor:
         if rv and cv:
             grid[:, :rv, :cv] = rl.sample(geom.src_rows((np.arange(rv) + 0.5) * s),
                                           geom.src_cols((np.arange(cv) + 0.5) * s), idx_keep)
-        tg = ppn_targets(grid, boxes_in, areas, groups, geom.input_hw, S, s, self.num_groups, self.target_mode)
+        tg = ppn_targets(grid, boxes_in, areas, groups, geom.input_hw, S, s, self.num_groups, self.target_mode,
+                         self.ppn_background)
 
         # K target masks at input resolution
         K = self.max_masks

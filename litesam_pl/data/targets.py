@@ -8,7 +8,12 @@ with ``H, W`` the image size and ``h, w`` the mask's box size):
   several masks of the group takes the smallest one (masks are painted in order of decreasing area).
 - ``boxes[g]``: (left, top, right, bottom) distances from the cell centre to the box sides of the mask owning the
   cell, divided by ``S``; ``box_weight[g]`` is 1 where a mask of group ``g`` owns the cell.
-- ``ignore``: cells no mask covers (SA-1B leaves "stuff" unlabeled) and padding cells; excluded from the loss.
+- ``ignore``: padding cells (excluded from the loss). Every other cell is supervised in every group's map: cells a
+  mask of group ``g`` covers are positives of ``heatmap[g]``, all others (background and other groups' masks) are
+  negatives (0), so the maps learn the "distinction between foreground and background" the paper gives as the
+  reason for distance-transform targets. ``background="ignore"`` also ignores cells no mask of any group covers
+  (SA-1B leaves "stuff" unlabeled; the paper's "unlabeled regions are excluded" read literally): then a 1-group map
+  has no negatives at all, so the paper recipes keep the default ``"negative"`` (docs/architecture.md).
 
 ``mode="gaussian"`` gives the CenterNet-style targets of the Table 2 baseline ("New GT & Loss" off): a Gaussian at
 each box centre (radius from CenterNet's ``gaussian_radius``), box targets at the centre cell only, ignore =
@@ -33,11 +38,13 @@ __all__ = [
     "gaussian_radius",
     "distance_heatmap",
     "ppn_targets",
+    "BACKGROUND_MODES",
 ]
 
 LARGE_THRESHOLD = 0.25  # max(h/H, w/W) >= 0.25 -> large
 SMALL_THRESHOLD = 0.05  # max(h/H, w/W) <= 0.05 -> small
 TARGET_MODES = ("distance", "gaussian")
+BACKGROUND_MODES = ("negative", "ignore")
 
 
 def size_groups(box_hw: np.ndarray, image_hw: Sequence[float], num_groups: int = 3) -> np.ndarray:
@@ -108,6 +115,7 @@ def ppn_targets(
     stride: int = 8,
     num_groups: int = 3,
     mode: str = "distance",
+    background: str = "negative",
 ) -> dict[str, np.ndarray]:
     """AutoPPN targets of one image.
 
@@ -120,6 +128,8 @@ def ppn_targets(
         input_hw: (h, w) of the image after resizing, before padding.
         img_size: padded side ``S``; ``P = S // stride``.
         mode: ``"distance"`` (the paper's targets) or ``"gaussian"`` (CenterNet-style baseline).
+        background: ``"negative"`` (cells outside every mask are negatives: the paper recipes) or ``"ignore"``
+            (they are excluded from the point loss; ``mode="distance"`` only).
 
     Returns:
         ``heatmap`` float32 ``[G, P, P]``, ``boxes`` float32 ``[G, 4, P, P]``, ``box_weight`` float32 ``[G, P, P]``,
@@ -127,6 +137,8 @@ def ppn_targets(
     """
     if mode not in TARGET_MODES:
         raise ValueError(f"unknown target mode {mode!r}; use one of {TARGET_MODES}")
+    if background not in BACKGROUND_MODES:
+        raise ValueError(f"unknown background mode {background!r}; use one of {BACKGROUND_MODES}")
     if num_groups not in (1, 3):
         raise ValueError(f"num_groups must be 1 or 3, got {num_groups}")
     p = img_size // stride
@@ -177,7 +189,7 @@ def ppn_targets(
 
     pad = np.ones((p, p), bool)
     pad[:rows_valid, :cols_valid] = False
-    ignore = pad | ~(owner >= 0).any(0) if mode == "distance" else pad
+    ignore = pad | ~(owner >= 0).any(0) if (mode == "distance" and background == "ignore") else pad
     return {"heatmap": heat, "boxes": box_t, "box_weight": weight, "ignore": ignore}
 
 

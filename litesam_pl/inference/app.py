@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from litesam_pl.models.prompt_forms import PROMPT_FORMS, SEGEVERY_PROMPT_FORM, multimask_output_for
+
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 
 __all__ = ["main", "overlay", "write_outputs", "IMAGE_SUFFIXES"]
@@ -102,7 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-n", type=int, default=256, help="AutoPPN prompts per image (default 256)")
     p.add_argument("--score-threshold", type=float, default=None, help="AutoPPN score threshold (model default)")
     p.add_argument("--points-per-side", type=int, default=32, help="grid size with --prompts grid (default 32)")
-    p.add_argument("--prompt-type", default="point+box", choices=["point", "box", "point+box"])
+    p.add_argument("--prompt-type", default=SEGEVERY_PROMPT_FORM, choices=list(PROMPT_FORMS),
+                   help=f"prompt AutoPPN proposals are given as (default {SEGEVERY_PROMPT_FORM}; grid prompts are "
+                   "always points)")
+    p.add_argument("--multimask-output", action=argparse.BooleanOptionalAction, default=None,
+                   help="3 masks per prompt or 1 (default: the output the prompt form trains, "
+                   "prompt_forms.multimask_output_for; 'point' for grid prompts)")
     p.add_argument("--pred-iou-thresh", type=float, default=0.88)
     p.add_argument("--stability-score-thresh", type=float, default=0.95)
     p.add_argument("--box-nms-thresh", type=float, default=0.7)
@@ -149,6 +156,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = _expand(args.images)
+    multimask = args.multimask_output
+    if multimask is None:  # the output the prompt form trains (grid prompts are points)
+        multimask = multimask_output_for(args.prompt_type if args.prompts == "autoppn" else "point")
     failures = 0
     stems: Dict[str, int] = {}
     for path in tqdm(paths, desc="segment-everything", unit="img", disable=None):
@@ -165,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        file=sys.stderr)
         records = segment_everything(
             model, image, prompts=args.prompts, top_n=args.top_n, score_threshold=args.score_threshold,
-            points_per_side=args.points_per_side, prompt_type=args.prompt_type,
+            points_per_side=args.points_per_side, prompt_type=args.prompt_type, multimask_output=multimask,
             pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
             box_nms_thresh=args.box_nms_thresh, max_masks=args.max_masks, output_mode="coco_rle",
         )

@@ -5,9 +5,14 @@
   ``litesam_pl.load_model`` read it).
 - ``export_onnx(model, out_dir)`` writes two graphs:
 
-  * ``encoder.onnx``: ``image [1, 3, S, S]`` (normalised, padded: ``Sam.preprocess``) -> ``image_embeddings
-    [1, 256, S/16, S/16]`` and, with AutoPPN, the raw maps (``heatmap_logits``, ``box_maps``) plus the decoded
-    top-N prompts after Point-NMS (``points [1, N, 2]``, ``boxes [1, N, 4]``, ``scores [1, N]``).
+  * ``encoder.onnx``: ``image [1, 3, S, S]`` (normalised, padded: ``Sam.preprocess``) and, with AutoPPN,
+    ``input_size`` int64 ``[2]`` (``(h, w)`` of the resized image before padding, in input pixels; ``(S, S)``
+    for a square image) -> ``image_embeddings [1, 256, S/16, S/16]`` and, with AutoPPN, the raw maps
+    (``heatmap_logits``, ``box_maps``) plus the decoded top-N prompts after Point-NMS (``points [1, N, 2]``,
+    ``boxes [1, N, 4]`` clipped to the image, ``scores [1, N]``, ``valid [1, N]`` bool). Decoding runs at
+    score threshold 0 inside ``input_size`` (``AutoPPN.decode(input_sizes=...)``): cells in the zero padding
+    are never prompts, so every valid point lies in ``[0, w) x [0, h)``; rows with ``valid=False`` (fewer
+    in-image local maxima than N) are zero padding.
   * ``decoder.onnx``: ``image_embeddings``, ``point_coords [N, P, 2]`` (input pixels), ``point_labels [N, P]``
     (-1 pad, 0 negative, 1 positive, 2/3 box corners) -> ``low_res_masks [N, 4, S/4, S/4]`` logits of all four
     mask tokens (multimask outputs are 1..3) and ``iou_predictions [N, 4]``. N and P are dynamic.
@@ -60,7 +65,10 @@ def export_weights(model: nn.Module, out: str | os.PathLike) -> Path:
 
 
 class EncoderOnnx(nn.Module):
-    """Image encoder (+ AutoPPN maps and Point-NMS/top-N prompts) for ONNX export."""
+    """Image encoder (+ AutoPPN maps and Point-NMS/top-N prompts) for ONNX export.
+
+    ``forward(image, input_size)``: ``input_size`` int64 ``[2]`` (or ``[1, 2]``) is the ``(h, w)`` of the resized
+    image before padding; only AutoPPN cells inside it are proposals (None: the whole padded square)."""
 
     def __init__(self, model: nn.Module, top_n: int = 256, nms_kernel: int = 3) -> None:
         super().__init__()
@@ -69,21 +77,26 @@ class EncoderOnnx(nn.Module):
         self.nms_kernel = int(nms_kernel)
         self.has_ppn = getattr(model, "autoppn", None) is not None
 
-    def forward(self, image: Tensor):
+    def forward(self, image: Tensor, input_size: Optional[Tensor] = None):
         emb = self.model.image_encoder(image)
         if not self.has_ppn:
             return (emb,)
         maps = self.model.autoppn(emb)
         dec = self.model.autoppn.decode(
-            maps, int(self.model.image_encoder.img_size), top_n=self.top_n, score_threshold=0.0, nms_kernel=self.nms_kernel
+            maps, int(self.model.image_encoder.img_size), top_n=self.top_n, score_threshold=0.0,
+            nms_kernel=self.nms_kernel, input_sizes=input_size,
         )
-        return emb, maps["heatmap_logits"], maps["boxes"], dec["points"], dec["boxes"], dec["scores"]
+        return emb, maps["heatmap_logits"], maps["boxes"], dec["points"], dec["boxes"], dec["scores"], dec["valid"]
+
+    @property
+    def input_names(self) -> list:
+        return ["image", "input_size"] if self.has_ppn else ["image"]
 
     @property
     def output_names(self) -> list:
         if not self.has_ppn:
             return ["image_embeddings"]
-        return ["image_embeddings", "heatmap_logits", "box_maps", "points", "boxes", "scores"]
+        return ["image_embeddings", "heatmap_logits", "box_maps", "points", "boxes", "scores", "valid"]
 
 
 class DecoderOnnx(nn.Module):
@@ -148,7 +161,9 @@ def export_onnx(
 
     enc = EncoderOnnx(model, top_n=top_n).eval()
     enc_path = out_dir / "encoder.onnx"
-    _onnx_export(enc, (image,), enc_path, ["image"], enc.output_names, {}, opset)
+    full = torch.tensor([size, size], dtype=torch.int64)
+    enc_args = (image, full) if enc.has_ppn else (image,)
+    _onnx_export(enc, enc_args, enc_path, enc.input_names, enc.output_names, {}, opset)
 
     emb = model.image_encoder(image)
     dec = DecoderOnnx(model).eval()
@@ -166,14 +181,18 @@ def export_onnx(
                               "opset": opset}
     if check:
         diffs: Dict[str, float] = {}
-        ref = enc(image)
-        got = _run_ort(enc_path, {"image": image})
+        # a non-square image (a different input_size than the export example): the graph must not bake it in
+        part = torch.tensor([max(1, size * 5 // 8), size], dtype=torch.int64)
+        feeds = {"image": image, "input_size": part} if enc.has_ppn else {"image": image}
+        ref = enc(*feeds.values())
+        got = _run_ort(enc_path, feeds)
         for name, r, o in zip(enc.output_names, ref, got):
-            if name in ("points", "boxes", "scores"):  # ties in top-k may order differently; compare sorted scores
+            if name in ("points", "boxes", "scores", "valid"):  # ties in top-k may order differently
                 continue
             diffs[f"encoder/{name}"] = float((r - torch.as_tensor(o)).abs().max())
-        if enc.has_ppn:
+        if enc.has_ppn:  # compare the sorted scores and the count of valid prompts
             diffs["encoder/scores"] = float((ref[5] - torch.as_tensor(got[5])).abs().max())
+            diffs["encoder/valid_count"] = float(abs(int(ref[6].sum()) - int(got[6].sum())))
         # a different prompt count and layout than the export example (points + box corners)
         n2 = num_prompts + 3
         pts = torch.rand(n2, 1, 2, generator=g) * size
@@ -208,7 +227,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--ckpt", required=True, help="Lightning checkpoint or an earlier export")
     parser.add_argument("--out", help="output .pt of the weights-only export")
     parser.add_argument("--onnx", metavar="DIR", help="also write encoder.onnx / decoder.onnx / report.json here")
-    parser.add_argument("--top-n", type=int, default=256, help="prompts decoded inside encoder.onnx (default 256)")
+    parser.add_argument("--top-n", type=int, default=256,
+                        help="prompts decoded inside encoder.onnx (default 256), at score threshold 0 inside its "
+                        "input_size input ((h, w) of the resized image before padding), never in the padding")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
     parser.add_argument("--tolerance", type=float, default=1e-3, help="max abs diff accepted by the check")

@@ -148,14 +148,17 @@ def build_records(
     points: Tensor,
     image_size: Sequence[int],
     output_mode: str = "binary_mask",
+    ppn_scores: Optional[Tensor] = None,
 ) -> List[Dict[str, Any]]:
     """``SamAutomaticMaskGenerator``-format records (segmentation, area, bbox XYWH, predicted_iou,
-    point_coords, stability_score, crop_box) for ``K`` final masks at image resolution.
+    point_coords, stability_score, crop_box) for ``K`` final masks at image resolution, plus ``ppn_score``
+    (float) when ``ppn_scores`` is given.
 
     Args:
         masks: bool ``[K, H, W]``; iou_preds, stability: ``[K]``; boxes: xyxy ``[K, 4]`` (inclusive);
         points: ``[K, 2]`` xy in image pixels; image_size: ``(H, W)``;
-        output_mode: ``binary_mask`` (numpy bool), ``coco_rle`` or ``uncompressed_rle``.
+        output_mode: ``binary_mask`` (numpy bool), ``coco_rle`` or ``uncompressed_rle``;
+        ppn_scores: ``[K]`` AutoPPN score of each mask's prompt (None: no ``ppn_score`` key, SAM's exact format).
     """
     if output_mode not in ("binary_mask", "coco_rle", "uncompressed_rle"):
         raise ValueError(f"build_records: output_mode must be binary_mask|coco_rle|uncompressed_rle, got {output_mode!r}")
@@ -175,7 +178,7 @@ def build_records(
         segs: List[Any] = list(masks.cpu().numpy())
     else:
         segs = encode_rle(masks, compressed=(output_mode == "coco_rle"))
-    return [
+    records = [
         {
             "segmentation": segs[i],
             "area": int(areas[i]),
@@ -187,3 +190,7 @@ def build_records(
         }
         for i in range(k)
     ]
+    if ppn_scores is not None:
+        for r, s in zip(records, ppn_scores.float().cpu().tolist()):
+            r["ppn_score"] = float(s)
+    return records

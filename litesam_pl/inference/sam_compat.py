@@ -77,7 +77,7 @@ def as_image_list(images: ImagesLike) -> Tuple[List[Tensor], bool]:
                 )
             if im.dtype != np.uint8:
                 raise ValueError(f"image {i}: expected uint8 pixels, got {im.dtype} (see images.to_rgb_uint8)")
-            t = torch.from_numpy(np.array(im, copy=not im.flags.writeable, order="C")).permute(2, 0, 1)
+            t = torch.from_numpy(np.ascontiguousarray(im) if im.flags.writeable else np.array(im, order="C")).permute(2, 0, 1)
         elif isinstance(im, Tensor):
             if im.ndim != 3 or im.shape[0] != 3:
                 raise ValueError(f"image {i}: expected a [3, H, W] tensor, got shape {tuple(im.shape)}")

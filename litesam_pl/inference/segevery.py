@@ -9,7 +9,8 @@ Pipeline (``segment_everything``)::
            -> filters on predicted IoU and stability (low resolution)
            -> NMS on the low-resolution masks (greedy, exact, vectorised)
            -> only the survivors upsampled to the image resolution (``Sam.postprocess_masks`` math)
-           -> records in ``SamAutomaticMaskGenerator``'s format, COCO RLE, or tensors
+           -> records in ``SamAutomaticMaskGenerator``'s format (+ the prompt's AutoPPN ``ppn_score``), COCO RLE,
+              or tensors
 
 No Python loop runs per mask or per prompt (loops run over images and prompt chunks). ``timings`` (a dict)
 collects per-phase seconds with device synchronisation for the benchmarks.
@@ -27,13 +28,14 @@ from torch import Tensor, nn
 
 from .fast_decoder import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD, LABEL_POS, FastMaskDecoder, embed_prompts, stock_decode
 from .postprocess import OUTPUT_MODES, box_nms, build_records, mask_nms, masks_to_boxes, stability_score
+from ..models.prompt_forms import SEGEVERY_PROMPT_FORM, multimask_output_for
 from .sam_compat import ImagesLike, as_image_list, check_sam_like, grid_points, model_device, preprocess_images
 
 __all__ = ["segment_everything", "PROMPT_SOURCES", "PROMPT_TYPES", "RANK_BY", "PHASES"]
 
 PROMPT_SOURCES = ("autoppn", "grid")
 PROMPT_TYPES = ("point", "box", "point+box")
-RANK_BY = ("iou", "iou_stability_mean", "stability")
+RANK_BY = ("iou", "iou_stability_mean", "stability", "ppn_score")
 NMS_KINDS = ("mask", "box", "none")
 PHASES = ("preprocess", "encoder", "prompts", "decoder", "postprocess")
 
@@ -70,32 +72,21 @@ def _autoppn_prompts(
     score_threshold: Optional[float],
     nms_kernel: int,
 ) -> List[Dict[str, Tensor]]:
-    """AutoPPN maps -> Point-NMS -> top-N prompts per image (only cells inside the resized image compete)."""
+    """AutoPPN maps -> Point-NMS -> top-N prompts per image: ``points [N, 2]``, ``boxes [N, 4]`` (clipped to the
+    image) and ``scores [N]`` (point confidence) in input pixels. ``AutoPPN.decode(input_sizes=...)`` lets only
+    cells inside the resized image compete, so no prompt lies in the padding."""
     ppn = getattr(model, "autoppn", None)
     if ppn is None:
         raise ValueError(f"prompts='autoppn' needs a model with an AutoPPN head; {type(model).__name__} has none "
                          "(use prompts='grid')")
-    out = dict(ppn(embeddings))
-    heat = out["heatmap_logits"]
-    size = int(model.image_encoder.img_size)
-    p, q = heat.shape[-2:]
-    # cells whose centre lies in the zero padding (non-square images) cannot be prompts
-    ys = (torch.arange(p, device=heat.device, dtype=torch.float32) + 0.5) * (size / p)
-    xs = (torch.arange(q, device=heat.device, dtype=torch.float32) + 0.5) * (size / q)
-    lim = torch.tensor(input_sizes, device=heat.device, dtype=torch.float32)  # [B, 2] (h, w)
-    inside = (ys[None, :, None] < lim[:, 0, None, None]) & (xs[None, None, :] < lim[:, 1, None, None])
-    out["heatmap_logits"] = heat.float().masked_fill(~inside[:, None], float("-inf"))
     kw: Dict[str, Any] = {"top_n": int(top_n), "nms_kernel": int(nms_kernel)}
     if score_threshold is not None:
         kw["score_threshold"] = float(score_threshold)
-    dec = ppn.decode(out, size, **kw)
-    prompts = []
-    for b, (ih, iw) in enumerate(input_sizes):
-        valid = dec["valid"][b]
-        boxes = dec["boxes"][b][valid].float()
-        boxes = torch.minimum(boxes, torch.tensor([iw, ih, iw, ih], device=boxes.device, dtype=boxes.dtype))
-        prompts.append({"points": dec["points"][b][valid].float(), "boxes": boxes, "scores": dec["scores"][b][valid]})
-    return prompts
+    dec = ppn.decode(ppn(embeddings), int(model.image_encoder.img_size), input_sizes=input_sizes, **kw)
+    return [
+        {"points": dec["points"][b][v].float(), "boxes": dec["boxes"][b][v].float(), "scores": dec["scores"][b][v]}
+        for b, v in enumerate(dec["valid"])
+    ]
 
 
 def _prompt_tensors(points: Tensor, boxes: Optional[Tensor], prompt_type: str) -> Tuple[Tensor, Tensor]:
@@ -184,6 +175,8 @@ def _check_options(prompts: str, prompt_type: str, rank_by: str, nms: str, outpu
     ):
         if value not in allowed:
             raise ValueError(f"segment_everything: {name} must be one of {allowed}, got {value!r}")
+    if rank_by == "ppn_score" and prompts != "autoppn":
+        raise ValueError("segment_everything: rank_by='ppn_score' needs prompts='autoppn' (grid prompts have no score)")
 
 
 @torch.no_grad()
@@ -196,7 +189,7 @@ def segment_everything(
     score_threshold: Optional[float] = None,
     nms_kernel: int = 3,
     points_per_side: int = 32,
-    prompt_type: str = "point+box",
+    prompt_type: str = SEGEVERY_PROMPT_FORM,
     multimask_output: Optional[bool] = None,
     pred_iou_thresh: float = 0.88,
     stability_score_thresh: float = 0.95,
@@ -223,18 +216,20 @@ def segment_everything(
         images: one ``HxWx3`` uint8 array, a list of them, or a ``[B, 3, H, W]`` / ``[3, H, W]`` tensor in 0..255.
         prompts: ``"autoppn"`` (AutoPPN + Point-NMS + top-N) or ``"grid"`` (``points_per_side``^2 points).
         top_n, score_threshold, nms_kernel: AutoPPN decoding (``AutoPPN.decode``; ``score_threshold=None``
-            keeps its default, ``0`` takes exactly ``top_n`` prompts).
+            keeps its default, ``0`` takes the ``top_n`` best in-image local maxima, fewer where the image has
+            fewer; cells in the padding are never prompts).
         points_per_side: grid size for ``prompts="grid"`` (32 as SAM's AMG).
-        prompt_type: AutoPPN prompt given to the decoder: ``"point"``, ``"box"`` or ``"point+box"`` (grid
-            prompts are always points).
-        multimask_output: 3 masks per prompt (True) or 1; None = True for point-only prompts, False when a
-            box disambiguates the prompt.
+        prompt_type: AutoPPN prompt given to the decoder: ``"point"``, ``"box"`` or ``"point+box"`` (default
+            ``prompt_forms.SEGEVERY_PROMPT_FORM``; grid prompts are always points).
+        multimask_output: 3 masks per prompt (True) or 1; None = the output the prompt form trains,
+            ``prompt_forms.multimask_output_for(form)`` (form ``"point"`` for grid prompts).
         pred_iou_thresh, stability_score_thresh, stability_score_offset: SAM AMG's filters (the stability score
             is computed on the low-resolution logits).
         box_nms_thresh: IoU threshold of the NMS (mask IoU on the low-res masks for ``nms="mask"``, box IoU
             for ``nms="box"`` as SAM's AMG; ``nms="none"`` skips it).
         rank_by: NMS / output order: ``"iou"`` (predicted IoU, as SAM), ``"iou_stability_mean"`` (SAM's
-            AR@1000 proposal ranking) or ``"stability"``.
+            AR@1000 proposal ranking), ``"stability"`` or ``"ppn_score"`` (the AutoPPN point confidence of the
+            mask's prompt; AutoPPN prompts only).
         max_masks: keep at most this many masks per image after NMS (None: all).
         output_mode: ``"binary_mask"`` / ``"coco_rle"`` / ``"uncompressed_rle"`` (AMG records) or ``"tensors"``.
         return_logits: with ``"tensors"``, also return ``mask_logits`` and ``mask_probs`` ``[K, H, W]``
@@ -247,9 +242,12 @@ def segment_everything(
         stats: dict that receives ``prompts`` (list per image) and ``masks_before_nms``.
     Returns:
         per image a list of records (``segmentation, area, bbox (XYWH), predicted_iou, point_coords,
-        stability_score, crop_box``) sorted by the ranking score, or with ``"tensors"`` a dict of ``masks``
-        bool ``[K, H, W]``, ``low_res_logits [K, h, w]``, ``iou_preds``, ``stability_scores``, ``scores``,
-        ``boxes`` (xyxy, inclusive), ``areas``, ``points [K, 2]`` (+ ``mask_logits``, ``mask_probs``/``probs``).
+        stability_score, crop_box``, + ``ppn_score``) sorted by the ranking score, or with ``"tensors"`` a dict of
+        ``masks`` bool ``[K, H, W]``, ``low_res_logits [K, h, w]``, ``iou_preds``, ``stability_scores``,
+        ``scores``, ``boxes`` (xyxy, inclusive), ``areas``, ``points [K, 2]`` (+ ``ppn_scores [K]``,
+        ``mask_logits``, ``mask_probs``/``probs``). ``ppn_score`` (float) / ``ppn_scores`` is the AutoPPN point
+        confidence (``AutoPPN.decode``'s score) of the prompt that made the mask; it is ABSENT with grid prompts,
+        whose records are then exactly ``SamAutomaticMaskGenerator``'s.
         One image in (an array or a 3-d tensor) gives one result, not a list.
     """
     _check_options(prompts, prompt_type, rank_by, nms, output_mode, decoder)
@@ -259,7 +257,7 @@ def segment_everything(
     size = int(model.image_encoder.img_size)
     mask_threshold = float(getattr(model, "mask_threshold", 0.0))
     if multimask_output is None:
-        multimask_output = prompts == "grid" or prompt_type == "point"
+        multimask_output = multimask_output_for(prompt_type if prompts == "autoppn" else "point")
     amp = (
         torch.autocast(device_type=device.type, dtype=autocast_dtype)
         if autocast_dtype is not None and autocast_dtype != torch.float32
@@ -302,7 +300,7 @@ def segment_everything(
             with _phase(timings, "postprocess", device):
                 results.append(
                     _postprocess_image(
-                        low.float(), iou.float(), rows, pr["points"], prep.input_sizes[b], prep.original_sizes[b], size,
+                        low.float(), iou.float(), rows, pr["points"], pr["scores"], prep.input_sizes[b], prep.original_sizes[b], size,
                         mask_threshold, pred_iou_thresh, stability_score_thresh, stability_score_offset,
                         box_nms_thresh, nms, nms_resolution, rank_by, max_masks, output_mode, return_logits, stats,
                     )
@@ -310,11 +308,25 @@ def segment_everything(
     return results[0] if single else results
 
 
+def _rank_score(rank_by: str, iou: Tensor, stab: Tensor, ppn: Optional[Tensor]) -> Tensor:
+    """The NMS / output ranking score of each mask (see ``segment_everything``'s ``rank_by``)."""
+    if rank_by == "iou":
+        return iou
+    if rank_by == "stability":
+        return stab
+    if rank_by == "ppn_score":
+        if ppn is None:
+            raise ValueError("rank_by='ppn_score' needs AutoPPN prompts")
+        return ppn
+    return 0.5 * (iou + stab)
+
+
 def _postprocess_image(
     low: Tensor,
     iou: Tensor,
     rows: Tensor,
     points: Tensor,
+    prompt_scores: Optional[Tensor],
     input_size: Tuple[int, int],
     original_size: Tuple[int, int],
     size: int,
@@ -332,7 +344,8 @@ def _postprocess_image(
     stats: Optional[Dict[str, Any]],
 ) -> Any:
     """Filter, NMS and upsample the decoder outputs of one image: ``low [R, M, h4, w4]`` logits and
-    ``iou [R, M]`` of the prompts ``rows [R]`` (the others had no mask above ``pred_iou_thresh``)."""
+    ``iou [R, M]`` of the prompts ``rows [R]`` (the others had no mask above ``pred_iou_thresh``) whose points
+    and AutoPPN scores (None for grid prompts) are ``points [N, 2]`` and ``prompt_scores [N]``."""
     n, m, lh, lw = low.shape
     low = low.reshape(n * m, lh, lw)
     iou = iou.reshape(n * m)
@@ -350,12 +363,8 @@ def _postprocess_image(
     keep &= binary.flatten(1).any(1)
     idx = keep.nonzero()[:, 0]
     iou, stab, binary, src = iou[idx], stab[idx], binary[idx], src[idx]
-    if rank_by == "iou":
-        score = iou
-    elif rank_by == "stability":
-        score = stab
-    else:
-        score = 0.5 * (iou + stab)
+    ppn = prompt_scores.float()[src] if prompt_scores is not None else None
+    score = _rank_score(rank_by, iou, stab, ppn)
     if stats is not None:
         stats["masks_before_nms"].append(int(idx.numel()))
     if nms == "mask":
@@ -368,6 +377,7 @@ def _postprocess_image(
     if max_masks is not None:
         order = order[: int(max_masks)]
     idx, iou, stab, score, src = idx[order], iou[order], stab[order], score[order], src[order]
+    ppn = ppn[order] if ppn is not None else None
 
     # only the survivors go to the image resolution, in chunks that bound the memory
     h, w = original_size
@@ -395,9 +405,11 @@ def _postprocess_image(
             "areas": masks.flatten(1).sum(1),
             "points": pts,
         }
+        if ppn is not None:
+            out["ppn_scores"] = ppn
         if return_logits:
             lg = torch.cat(full_logits) if full_logits else torch.zeros(0, h, w, device=low.device)
             out["mask_logits"] = lg
             out["mask_probs"] = out["probs"] = torch.sigmoid(lg)
         return out
-    return build_records(masks, iou, stab, boxes, pts, original_size, output_mode)
+    return build_records(masks, iou, stab, boxes, pts, original_size, output_mode, ppn_scores=ppn)

@@ -9,12 +9,13 @@
   style), so the raw outputs are O(1) at any input size and the regression gradient is not damped by ``1/S``.
 
 ``AutoPPN.decode`` applies Point-NMS (a 3x3 local-maximum max-pool) and keeps the top-N points per image, fully
-vectorised over the batch.
+vectorised over the batch. With ``input_sizes`` (per-image (h, w) before padding) only cells whose centre lies in
+the image compete, so no prompt ever lies in the padding, whatever the score threshold.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,10 @@ from torch import nn
 
 from .litevit import LiteViTBlock
 
-__all__ = ["AutoPPN", "point_nms", "decode_proposals"]
+__all__ = ["AutoPPN", "point_nms", "local_maxima", "cells_inside", "decode_proposals"]
+
+# per-image (h, w) of the resized image inside the padded input: [(h, w), ...] or a [B, 2] tensor
+InputSizes = Optional[Union[torch.Tensor, Sequence[Sequence[float]]]]
 
 
 def _conv_norm_act(cin: int, cout: int, k: int) -> nn.Sequential:
@@ -42,14 +46,50 @@ def point_nms(heat: torch.Tensor, kernel: int = 3) -> torch.Tensor:
     return heat == hmax
 
 
+def _frame_hw(img_size: Union[int, Sequence[int]]) -> Tuple[float, float]:
+    """``img_size`` (side S, or the padded input ``(H, W)``) -> ``(H, W)`` as floats."""
+    if isinstance(img_size, (int, float)):
+        return float(img_size), float(img_size)
+    return float(img_size[0]), float(img_size[1])
+
+
+def _input_hw(input_sizes: InputSizes, b: int, frame: Tuple[float, float], device: torch.device) -> torch.Tensor:
+    """Per-image ``(h, w)`` of the resized image inside the padded frame -> float ``[B, 2]`` (None: the frame)."""
+    if input_sizes is None:
+        return torch.tensor([frame], dtype=torch.float32, device=device).expand(b, 2)
+    hw = torch.as_tensor(input_sizes, dtype=torch.float32).to(device).reshape(-1, 2)
+    if hw.shape[0] != b:
+        raise ValueError(f"input_sizes has {hw.shape[0]} rows (h, w) for a batch of {b}")
+    return hw
+
+
+def cells_inside(input_hw: torch.Tensor, grid: Tuple[int, int], frame: Tuple[float, float]) -> torch.Tensor:
+    """bool ``[B, P, Q]``: cells of the ``P x Q`` map over the ``frame`` (H, W) whose centre lies inside the
+    image of size ``input_hw [B, 2]`` (h, w), i.e. not in the zero padding."""
+    p, q = grid
+    dev = input_hw.device
+    ys = (torch.arange(p, device=dev, dtype=torch.float32) + 0.5) * (frame[0] / p)
+    xs = (torch.arange(q, device=dev, dtype=torch.float32) + 0.5) * (frame[1] / q)
+    return (ys[None, :, None] < input_hw[:, 0, None, None]) & (xs[None, None, :] < input_hw[:, 1, None, None])
+
+
+def local_maxima(logits: torch.Tensor, inside: torch.Tensor, kernel: int = 3) -> torch.Tensor:
+    """Point-NMS restricted to the image: bool ``[B, G, P, Q]``, True where a cell is inside (``inside [B, P, Q]``),
+    has a finite logit and is the maximum of its ``kernel x kernel`` neighbourhood of in-image cells."""
+    finite = torch.isfinite(logits) & inside[:, None]
+    heat = logits.masked_fill(~finite, float("-inf"))  # padding / nan / inf can neither win nor suppress
+    return point_nms(heat, kernel) & finite
+
+
 def decode_proposals(
     heatmap_logits: torch.Tensor,
     boxes: torch.Tensor,
     img_size: Union[int, Sequence[int]],
     top_n: int = 256,
-    score_threshold: float = 0.05,
+    score_threshold: Optional[float] = 0.05,
     nms_kernel: int = 3,
     clip: bool = True,
+    input_sizes: InputSizes = None,
 ) -> Dict[str, torch.Tensor]:
     """Turn AutoPPN maps into ranked prompts.
 
@@ -58,13 +98,20 @@ def decode_proposals(
         boxes: ``[B, G, 4, P, Q]`` (l, t, r, b) distances / S.
         img_size: input side S (int) or the padded input ``(H, W)``; the cell centre of cell (y, x) is
             ``((x + 0.5) * W / Q, (y + 0.5) * H / P)`` and distances are multiplied by ``max(H, W)``.
-        top_n: N proposals per image (padded with ``valid=False`` rows when fewer cells exist).
-        score_threshold: proposals with a sigmoid score below it are marked ``valid=False``.
+        top_n: N proposals per image (padded with ``valid=False`` rows when fewer local maxima exist).
+        score_threshold: proposals with a sigmoid score below it are marked ``valid=False`` (None or 0: every
+            in-image local maximum is valid).
         nms_kernel: Point-NMS window (odd; 1 disables it).
-        clip: clip boxes to the input frame.
+        clip: clip boxes to the image (``input_sizes``; the input frame without them).
+        input_sizes: per-image ``(h, w)`` of the resized image before padding (a list of pairs or a ``[B, 2]``
+            tensor, in the units of ``img_size``); None = the whole frame. Cells whose centre lies outside are
+            never proposals, whatever the threshold, and neither win nor suppress in Point-NMS.
     Returns:
         dict with ``points [B, N, 2]`` (xy input pixels), ``boxes [B, N, 4]`` (xyxy input pixels),
         ``scores [B, N]``, ``groups [B, N]`` (int64), ``valid [B, N]`` (bool), sorted by score, descending.
+        A row is valid only if it is an in-image local maximum with a finite logit and a score over the
+        threshold, so every valid point lies in ``[0, w) x [0, h)``. Rows that are no local maximum (fewer
+        maxima than N) are padding: zero points, boxes, scores and ``valid=False``.
     """
     if heatmap_logits.ndim != 4 or boxes.ndim != 5 or boxes.shape[2] != 4:
         raise ValueError(
@@ -72,17 +119,18 @@ def decode_proposals(
             f"{tuple(heatmap_logits.shape)} and {tuple(boxes.shape)}"
         )
     b, g, p, q = heatmap_logits.shape
-    if isinstance(img_size, (int, float)):
-        in_h = in_w = float(img_size)
-    else:
-        in_h, in_w = float(img_size[0]), float(img_size[1])
+    in_h, in_w = _frame_hw(img_size)
     side = max(in_h, in_w)
-    heat = heatmap_logits.detach().float().sigmoid()
-    keep = point_nms(heat, nms_kernel)
-    heat = heat.masked_fill(~keep, -1.0).flatten(1)  # [B, G*P*Q]
-    k = min(int(top_n), heat.shape[1])
-    scores, idx = heat.topk(k, dim=1)  # sorted, descending
-    groups = idx // (p * q)
+    logits = heatmap_logits.detach().float()
+    hw = _input_hw(input_sizes, b, (in_h, in_w), logits.device)  # [B, 2] (h, w)
+    is_max = local_maxima(logits, cells_inside(hw, (p, q), (in_h, in_w)), nms_kernel).flatten(1)  # [B, G*P*Q]
+    ranked = logits.flatten(1).masked_fill(~is_max, float("-inf"))  # rank on logits: no sigmoid saturation ties
+    n = int(top_n)
+    k = min(n, ranked.shape[1])
+    top, idx = ranked.topk(k, dim=1)  # sorted, descending; the non-maxima (-inf) last
+    real = torch.isfinite(top)  # [B, k]: an in-image local maximum (its logit is finite), else a padding row
+    scores = torch.where(real, top.sigmoid(), torch.zeros_like(top))
+    groups = torch.where(real, idx // (p * q), torch.zeros_like(idx))
     cell = idx % (p * q)
     ys = (cell // q).float()
     xs = (cell % q).float()
@@ -92,12 +140,13 @@ def decode_proposals(
     dist = dist.gather(1, idx.unsqueeze(-1).expand(-1, -1, 4)).clamp_min(0) * side
     xyxy = torch.cat([points - dist[..., :2], points + dist[..., 2:]], dim=-1)
     if clip:
-        limit = xyxy.new_tensor([in_w, in_h, in_w, in_h])
+        limit = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], dim=-1)[:, None]  # [B, 1, 4] (w, h, w, h)
         xyxy = torch.minimum(xyxy.clamp_min(0), limit)
-    valid = (scores >= score_threshold) & (scores >= 0)
-    scores = scores.clamp_min(0)
-    if k < top_n:  # pad to N rows
-        pad = int(top_n) - k
+    points = torch.where(real[..., None], points, torch.zeros_like(points))
+    xyxy = torch.where(real[..., None], xyxy, torch.zeros_like(xyxy))
+    valid = real if score_threshold is None else real & (scores >= float(score_threshold))
+    if k < n:  # pad to N rows
+        pad = n - k
         points = F.pad(points, (0, 0, 0, pad))
         xyxy = F.pad(xyxy, (0, 0, 0, pad))
         scores = F.pad(scores, (0, pad))
@@ -196,11 +245,14 @@ class AutoPPN(nn.Module):
         outputs: Dict[str, torch.Tensor],
         img_size: Union[int, Tuple[int, int]],
         top_n: int = 256,
-        score_threshold: float = 0.05,
+        score_threshold: Optional[float] = 0.05,
         nms_kernel: int = 3,
         clip: bool = True,
+        input_sizes: InputSizes = None,
     ) -> Dict[str, torch.Tensor]:
-        """Point-NMS + top-N on ``forward``'s outputs; see ``decode_proposals`` for the returned dict."""
+        """Point-NMS + top-N on ``forward``'s outputs; see ``decode_proposals`` for the arguments (``input_sizes``:
+        per-image ``(h, w)`` before padding; only cells inside it are proposals) and the returned dict."""
         return decode_proposals(
-            outputs["heatmap_logits"], outputs["boxes"], img_size, top_n, score_threshold, nms_kernel, clip
+            outputs["heatmap_logits"], outputs["boxes"], img_size, top_n, score_threshold, nms_kernel, clip,
+            input_sizes=input_sizes,
         )

@@ -29,5 +29,5 @@ class BackboneBoxModule(LiteSAMTaskBase):
         self.train_point_prompts = bool(train_point_prompts)
         super().__init__(**kwargs)
 
-    def train_prompt_kinds(self) -> Tuple[bool, bool]:
-        return True, self.train_point_prompts
+    def train_prompt_forms(self) -> Tuple[str, ...]:
+        return ("box", "point") if self.train_point_prompts else ("box",)

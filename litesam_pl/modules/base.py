@@ -3,14 +3,16 @@
 ``LiteSAMTaskBase`` owns the network (``self.model``, built by ``litesam_pl.create_model(model_name, **model_kwargs)``),
 the optimizer (Adam, as the paper), the optional ``init_from`` warm start, and the pieces every stage reuses:
 prompted mask prediction + SAM's mask loss, AutoPPN forward + loss, and the validation metrics
-(``val/miou_1box``, ``val/miou_1point``, ``val/map``, ``val/ar100``, ``val/ar1000``, ``val/point_hit_rate``).
+(``val/miou_1box``, ``val/miou_1point``, ``val/map``; for models with AutoPPN ``val/ar100``, ``val/ar1000`` (mask AR
+of SegEvery), ``val/box_ar100``, ``val/box_ar1000`` (AutoPPN's boxes), ``val/point_precision`` and
+``val/point_hit_rate``; see ``_eval_epoch_end``).
 The stages (``backbone_box.py``, ``autoppn.py``, ``joint.py``) only choose which parts train and validate.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
 import torch
@@ -20,9 +22,12 @@ import numpy as np
 from torchmetrics import MeanMetric
 
 import litesam_pl
+from litesam_pl.inference.segevery import segment_everything
 from litesam_pl.losses import MaskLoss, PPNLoss, downsample_masks
 from litesam_pl.metrics.coco import mask_ap, proposal_recall
 from litesam_pl.metrics.miou import mask_ious
+from litesam_pl.metrics.recall import MaskRecall, PointPrecision, mask_iou_matrix
+from litesam_pl.models.prompt_forms import multimask_output_for
 
 __all__ = ["LiteSAMTaskBase", "load_init_weights", "slice_prompts", "PROMPT_KEYS"]
 
@@ -86,7 +91,8 @@ class LiteSAMTaskBase(pl.LightningModule):
         ppn_point_loss: ``hard_mse`` (ours, distance-transform targets) or ``focal`` (Gaussian targets, Table 2 baseline).
         ppn_neg_ratio: hard negatives per positive in the hard-mining MSE.
         ppn_box_beta: Smooth-L1 beta, in ``ppn_box_unit`` units.
-        ppn_box_unit: ``cell`` (box distances in grid cells, i.e. stride units) or ``image`` (fractions of S).
+        ppn_box_unit: ``box`` (box distances relative to the target box's width/height: the same scale at any input
+            size; the paper recipes), ``cell`` (grid cells, i.e. stride units) or ``image`` (fractions of S).
         ppn_box_weighting: ``uniform`` (every cell a mask owns) or ``centerness`` (cells weighted by their point
             target, so the box is learnt best where Point-NMS reads it).
         ppn_loss_weight, mask_loss_weight: the two terms of ``L_total`` (paper: 1 + 1).
@@ -98,14 +104,18 @@ class LiteSAMTaskBase(pl.LightningModule):
         min_train_mask_area: in training, prompts whose target mask has fewer pixels (at ``S``) are left out of the
             mask loss (0 keeps all); validation always scores every mask.
         compute_map: also compute the COCO-style mask mAP of the 1-box predictions (``val/map``).
-        val_top_n: proposals decoded per image for ``val/ar1000`` (``val/ar100`` uses the top 100).
-        ppn_score_threshold: score threshold of ``AutoPPN.decode`` in validation.
+        val_top_n: AutoPPN proposals per image for the AR metrics (``val/ar1000``, ``val/box_ar1000``; ``*ar100``
+            use the top 100).
+        ppn_score_threshold: score threshold of ``AutoPPN.decode`` in validation (0: every Point-NMS maximum).
     """
 
     train_masks: bool = True
     train_ppn: bool = True
     val_masks: bool = True
     val_ppn: bool = True
+    # the prompt form SegEvery gives AutoPPN's proposals in validation (``val/ar100``): one this stage's decoder
+    # was trained on (the backbone stage trains boxes; the joint stage overrides it with SegEvery's default form)
+    val_prompt_form: str = "box"
 
     def __init__(
         self,
@@ -128,7 +138,7 @@ class LiteSAMTaskBase(pl.LightningModule):
         ppn_point_loss: str = "hard_mse",
         ppn_neg_ratio: float = 3.0,
         ppn_box_beta: float = 1.0 / 9.0,
-        ppn_box_unit: str = "cell",
+        ppn_box_unit: str = "box",
         ppn_box_weighting: str = "uniform",
         ppn_loss_weight: float = 1.0,
         mask_loss_weight: float = 1.0,
@@ -160,6 +170,9 @@ class LiteSAMTaskBase(pl.LightningModule):
         self.val_miou_1box = MeanMetric()
         self.val_miou_1point = MeanMetric()
         self.val_point_hit = MeanMetric()
+        self.val_point_precision = PointPrecision()
+        top = max(int(val_top_n), 100)
+        self.val_mask_recall = MaskRecall(max_dets=(100, top))
         # per-image arrays for the COCO evaluators of litesam_pl.metrics.coco (gathered over ranks at epoch end)
         self._map_items: List[Dict[str, Any]] = []
         self._ar_items: List[Dict[str, Any]] = []
@@ -271,25 +284,26 @@ class LiteSAMTaskBase(pl.LightningModule):
             return self._upsample(logits, S), masks.float() if targets is None else targets
         return logits, downsample_masks(masks, tuple(logits.shape[-2:])) if targets is None else targets
 
-    def mask_losses(self, embeddings: Tensor, batch: Dict[str, Any], use_boxes: bool, use_points: bool) -> Dict[str, Tensor]:
-        """SAM mask loss with box prompts (single mask) and/or point prompts (3 masks, min-loss one back-propagated)."""
+    def mask_losses(self, embeddings: Tensor, batch: Dict[str, Any], forms: Sequence[str]) -> Dict[str, Tensor]:
+        """SAM mask loss for each prompt form of ``forms`` on every prompt of ``batch`` (see
+        ``litesam_pl.models.prompt_forms``: a box or a point and a box read the single-mask output, a point the
+        three outputs, of which the min-loss one is back-propagated). Terms are logged per form:
+        ``mask_{box,point,pointbox}`` and their ``focal_*``, ``dice_*``, ``iou_*`` parts."""
         out: Dict[str, Tensor] = {}
         total = embeddings.new_zeros(())
         valid = batch["valid"]
         targets = None
-        if use_boxes:
-            logits, iou = self.predict(embeddings, boxes=batch["boxes"], multimask_output=False)
+        for form in forms:
+            boxes = batch["boxes"] if "box" in form.split("+") else None
+            points = (batch["points"], batch["point_labels"]) if "point" in form.split("+") else None
+            logits, iou = self.predict(embeddings, boxes=boxes, points=points, multimask_output=multimask_output_for(form))
             logits, targets = self._loss_pair(logits, batch["masks"], targets)
             r = self.mask_loss(logits, iou, targets, valid)
-            total = total + self.hparams.box_prompt_weight * r["loss"]
-            out.update({"mask_box": r["loss"], "focal_box": r["focal"], "dice_box": r["dice"], "iou_box": r["iou"]})
-        if use_points:
-            pts = (batch["points"], batch["point_labels"])
-            logits, iou = self.predict(embeddings, points=pts, multimask_output=True)
-            logits, targets = self._loss_pair(logits, batch["masks"], targets)
-            r = self.mask_loss(logits, iou, targets, valid)
-            total = total + self.hparams.point_prompt_weight * r["loss"]
-            out.update({"mask_point": r["loss"], "focal_point": r["focal"], "dice_point": r["dice"], "iou_point": r["iou"]})
+            weight = self.hparams.box_prompt_weight if boxes is not None else self.hparams.point_prompt_weight
+            total = total + weight * r["loss"]
+            tag = form.replace("+", "")
+            out.update({f"mask_{tag}": r["loss"], f"focal_{tag}": r["focal"], f"dice_{tag}": r["dice"],
+                        f"iou_{tag}": r["iou"]})
         out["mask"] = total
         return out
 
@@ -307,14 +321,13 @@ class LiteSAMTaskBase(pl.LightningModule):
     # ------------------------------------------------------------------------------------------------------------
     # training
     # ------------------------------------------------------------------------------------------------------------
-    def train_prompt_kinds(self) -> Tuple[bool, bool]:
-        """(use box prompts, use point prompts) for the mask loss in training."""
-        return True, True
+    def train_prompt_forms(self) -> Tuple[str, ...]:
+        """The prompt forms (``litesam_pl.models.prompt_forms``) whose masks this stage trains."""
+        return ("box", "point")
 
     def train_mask_losses(self, embeddings: Tensor, batch: Dict[str, Any]) -> Dict[str, Tensor]:
-        """The training mask loss on the selected prompts (every prompt with each kind of ``train_prompt_kinds``)."""
-        use_boxes, use_points = self.train_prompt_kinds()
-        return self.mask_losses(embeddings, batch, use_boxes, use_points)
+        """The training mask loss on the selected prompts (every prompt in each form of ``train_prompt_forms``)."""
+        return self.mask_losses(embeddings, batch, self.train_prompt_forms())
 
     def compute_losses(self, batch: Dict[str, Any]) -> Dict[str, Tensor]:
         self.check_batch(batch)
@@ -356,9 +369,10 @@ class LiteSAMTaskBase(pl.LightningModule):
         S = batch["image"].shape[-1]
         valid = batch["valid"].bool()
         gt = batch["masks"].bool()
-        box_logits, box_iou = self.predict(emb, boxes=batch["gt_boxes"], multimask_output=False)
+        box_logits, box_iou = self.predict(emb, boxes=batch["gt_boxes"], multimask_output=multimask_output_for("box"))
         box_masks = self._upsample(box_logits, S)[:, :, 0] > 0  # [B, K, S, S]
-        pt_logits, pt_iou = self.predict(emb, points=(batch["points"], batch["point_labels"]), multimask_output=True)
+        pt_logits, pt_iou = self.predict(emb, points=(batch["points"], batch["point_labels"]),
+                                         multimask_output=multimask_output_for("point"))
         best = pt_iou.argmax(-1)  # SAM's choice among the 3 outputs: the highest predicted IoU
         pt_logits = pt_logits.gather(2, best[:, :, None, None, None].expand(-1, -1, 1, *pt_logits.shape[-2:]))
         pt_masks = self._upsample(pt_logits, S)[:, :, 0] > 0
@@ -382,33 +396,52 @@ class LiteSAMTaskBase(pl.LightningModule):
 
     @torch.no_grad()
     def eval_ppn(self, ppn_out: Dict[str, Tensor], batch: Dict[str, Any]) -> None:
+        """AutoPPN's proposals against the GT of each image: box AR against every GT box (``_ar_items``); point
+        precision (top-k points, k = the image's number of GT boxes) and the top-100 hit rate, a point counting as
+        a hit when its pixel lies in one of the image's valid GT masks (``val_max_masks`` should cover them all)."""
         S = batch["image"].shape[-1]
-        ignore = batch["ppn_ignore"].bool()
-        P = ignore.shape[-1]
-        stride = S / P
-        # proposals only inside the image: cells whose centre lies in the zero padding are never proposed
-        logits = ppn_out["heatmap_logits"].float().clone()
-        centres = (torch.arange(P, device=logits.device, dtype=torch.float32) + 0.5) * stride
-        for i in range(logits.shape[0]):
-            h, w = (float(x) for x in batch["input_size"][i])
-            outside = (centres[:, None] >= h) | (centres[None, :] >= w)  # [P, P] (y, x)
-            logits[i, :, outside] = -1e4
         dec = self.model.autoppn.decode(
-            {"heatmap_logits": logits, "boxes": ppn_out["boxes"].float()}, img_size=S, top_n=self.hparams.val_top_n,
-            score_threshold=self.hparams.ppn_score_threshold,
+            {"heatmap_logits": ppn_out["heatmap_logits"].float(), "boxes": ppn_out["boxes"].float()}, img_size=S,
+            top_n=self.hparams.val_top_n, score_threshold=self.hparams.ppn_score_threshold,
+            input_sizes=batch["input_size"],
         )
-        for i in range(ignore.shape[0]):
+        gt_masks = batch["masks"].bool() & batch["valid"].bool()[:, :, None, None]
+        covered = gt_masks.any(1)  # [B, S, S]: the pixel lies in some GT mask
+        for i in range(covered.shape[0]):
             v = dec["valid"][i].bool()
             boxes, scores, points = dec["boxes"][i][v].float(), dec["scores"][i][v].float(), dec["points"][i][v].float()
             gt_boxes = torch.as_tensor(batch["all_boxes"][i]).float().reshape(-1, 4)
             self._ar_items.append({
                 "gt": gt_boxes.cpu().numpy(), "boxes": boxes.cpu().numpy(), "scores": scores.cpu().numpy(),
             })
-            top = points[:100]
-            if len(top):
-                cells = (top / stride).long().clamp(0, P - 1)
-                hit = ~ignore[i, cells[:, 1], cells[:, 0]]
-                self.val_point_hit.update(hit.float())
+            pix = points.long().clamp(0, S - 1)
+            inside = covered[i, pix[:, 1], pix[:, 0]]  # ranked by score (decode's order)
+            self.val_point_precision.update(inside, len(gt_boxes))
+            if len(inside):
+                self.val_point_hit.update(inside[:100].float())
+
+    @torch.no_grad()
+    def eval_segevery(self, batch: Dict[str, Any]) -> None:
+        """Mask AR of SegEvery as users run it (``segment_everything``: AutoPPN prompts in the form
+        ``val_prompt_form``, SegEvery's default for the joint stage, top ``val_top_n``, the IoU and stability
+        filters off, mask NMS as by default) against the image's GT masks."""
+        mean = self.model.pixel_mean.view(3, 1, 1)
+        std = self.model.pixel_std.view(3, 1, 1)
+        images, gts = [], []
+        for i in range(batch["image"].shape[0]):
+            h, w = (int(x) for x in batch["input_size"][i])
+            pix = (batch["image"][i, :, :h, :w].float() * std + mean).round().clamp(0, 255)
+            images.append(pix.permute(1, 2, 0).to(torch.uint8).cpu().numpy())
+            gts.append(batch["masks"][i, batch["valid"][i].bool(), :h, :w])
+        was_training = self.model.training
+        results = segment_everything(
+            self.model, images, prompts="autoppn", prompt_type=self.val_prompt_form,
+            top_n=int(self.hparams.val_top_n), score_threshold=float(self.hparams.ppn_score_threshold),
+            pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="tensors",
+        )
+        self.model.train(was_training)
+        for res, gt in zip(results, gts):
+            self.val_mask_recall.update(mask_iou_matrix(res["masks"], gt.to(res["masks"].device)))
 
     def _eval_step(self, batch: Dict[str, Any], prefix: str) -> None:
         self.check_batch(batch)
@@ -419,8 +452,9 @@ class LiteSAMTaskBase(pl.LightningModule):
             r = self.ppn_losses(ppn_out, batch)
             self.log(f"{prefix}/loss_ppn", r["ppn"].float(), on_epoch=True, batch_size=bs, sync_dist=True)
             self.eval_ppn(ppn_out, batch)
+            self.eval_segevery(batch)
         if self.val_masks:
-            r = self.mask_losses(emb, batch, use_boxes=True, use_points=False)
+            r = self.mask_losses(emb, batch, ("box",))
             self.log(f"{prefix}/loss_mask_box", r["mask"].float(), on_epoch=True, batch_size=bs, sync_dist=True)
             self.eval_masks(emb, batch)
 
@@ -463,13 +497,17 @@ class LiteSAMTaskBase(pl.LightningModule):
                     [{"boxes": it["boxes"], "scores": it["scores"]} for it in items],
                     max_dets=(100, top),
                 )
-                ar100, ar_top = res["ar@100"], res[f"ar@{top}"]
+                box_ar100, box_ar_top = res["ar@100"], res[f"ar@{top}"]
             else:
-                ar100 = ar_top = float("nan")
-            self.log(f"{prefix}/ar100", torch.tensor(ar100, device=self.device), sync_dist=True)
-            self.log(f"{prefix}/ar1000", torch.tensor(ar_top, device=self.device), sync_dist=True)
+                box_ar100 = box_ar_top = float("nan")
+            ar100, ar_top = self.val_mask_recall.compute().tolist()
+            for name, value in (("ar100", ar100), ("ar1000", ar_top), ("box_ar100", box_ar100),
+                                ("box_ar1000", box_ar_top)):
+                self.log(f"{prefix}/{name}", torch.tensor(value, device=self.device), sync_dist=True)
+            self.log(f"{prefix}/point_precision", self.val_point_precision.compute(), sync_dist=True)
             self.log(f"{prefix}/point_hit_rate", self.val_point_hit.compute(), sync_dist=True)
-        for m in (self.val_miou_1box, self.val_miou_1point, self.val_point_hit):
+        for m in (self.val_miou_1box, self.val_miou_1point, self.val_point_hit, self.val_point_precision,
+                  self.val_mask_recall):
             m.reset()
         self._map_items.clear()
         self._ar_items.clear()

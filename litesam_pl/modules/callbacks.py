@@ -204,7 +204,10 @@ class ImageLogger(pl.Callback):
                 hm = out["heatmap_logits"][0].float().sigmoid().amax(0)[None, None]
                 hm = torch.nn.functional.interpolate(hm, size=(S, S), mode="nearest")[0, 0, :h, :w]
                 heat = hm.cpu().numpy()
-                dec = model.autoppn.decode({kk: v.float() for kk, v in out.items()}, img_size=S, top_n=self.top_n)
+                dec = model.autoppn.decode(
+                    {kk: v.float() for kk, v in out.items()}, img_size=S, top_n=self.top_n,
+                    input_sizes=batch["input_size"][:1],  # no proposal in the zero padding
+                )
                 points = dec["points"][0][dec["valid"][0]].cpu().numpy()
             mean = model.pixel_mean.view(3, 1, 1)
             std = model.pixel_std.view(3, 1, 1)

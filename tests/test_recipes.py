@@ -1,0 +1,407 @@
+"""Recipes are paper bases plus overlays: every overlay changes only what it is allowed to.
+
+The three base recipes (``recipes/{backbone_1box,autoppn,litesam}.yaml``) are the paper's set-up plus our choices,
+marked as such. Every other recipe is an overlay that goes on top of one base with a second ``--config``
+(``litesam fit --config <base> --config <overlay>``; the base is named on the overlay's ``# base:`` line):
+
+* smoke / demo overlays (``recipes/smoke/*.yaml``) may change only scale: ``ALLOWED_SCALE`` below;
+* ablation overlays (Table 1 mixers, Table 2 AutoPPN switches, r1024 / 2x / 3x) may change scale and their own
+  switches (``SWITCHES``).
+
+Each stack is resolved the way a user sees it, ``litesam fit --config ... --print_config`` (in-process: the CLI
+parses and prints without building a model), flattened to dotted keys and compared with the base alone.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import json
+import re
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+from unittest import mock
+
+import pytest
+import yaml
+
+from benchmarks import table2
+from litesam_pl import cli
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "recipes").rglob("*.yaml"))
+BASES = ("recipes/backbone_1box.yaml", "recipes/autoppn.yaml", "recipes/litesam.yaml")
+OVERLAYS = [r for r in RECIPES if r not in BASES]
+
+# What an overlay may change, as dotted keys of the resolved config (fnmatch patterns). Lists (loggers, callbacks,
+# shards) are compared as a whole: an overlay's list replaces the base's.
+ALLOWED_SCALE = {
+    # data: where the shards are and how much of them is read
+    "data.train_shards", "data.val_shards", "data.epoch_samples", "data.shuffle_buffer", "data.resampled",
+    "data.max_masks", "data.val_max_masks",
+    # image size (data and model must agree)
+    "data.img_size", "model.init_args.model_kwargs.img_size",
+    # batch size and loading, prompts per image in training
+    "data.batch_size", "data.val_batch_size", "data.num_workers", "model.init_args.max_train_prompts",
+    # schedule length and validation cadence
+    "trainer.max_epochs", "trainer.max_steps", "trainer.val_check_interval", "trainer.check_val_every_n_epoch",
+    "trainer.num_sanity_val_steps",
+    # learning rate, warm-up and schedule
+    "model.init_args.lr", "model.init_args.warmup_steps", "model.init_args.lr_schedule",
+    "model.init_args.min_lr_ratio",
+    # hardware and numerics
+    "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.precision",
+    # stage chaining: warm start and freezing
+    "model.init_args.init_from", "model.init_args.freeze_encoder",
+    # caches
+    "model.init_args.embedding_cache_mb",
+    # logging and checkpoint cadence (ModelCheckpoint, ImageLogger cadence, CPUThreads are in the callbacks list)
+    "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.logger", "trainer.callbacks",
+    # evaluation cost
+    "model.init_args.compute_map", "model.init_args.val_top_n",
+    # run directory (the loggers' and checkpoints' save dirs are in the lists above)
+    "trainer.default_root_dir",
+}
+# callbacks an overlay may add to the base's (the base's own callbacks must all stay)
+EXTRA_CALLBACKS = {"litesam_pl.modules.callbacks.CPUThreads"}
+
+# ablation overlays: the switches each family may change besides scale
+TABLE2_SWITCHES = {"model.init_args.model_kwargs.ppn_stem", "model.init_args.model_kwargs.ppn_groups",
+                   "model.init_args.ppn_point_loss", "data.target_mode", "data.num_groups"}
+SWITCHES = {
+    "recipes/ablations/table1/*.yaml": {"model.init_args.model_kwargs.mixer"},  # Fig. 3 token mixer
+    "recipes/ablations/table2/*.yaml": TABLE2_SWITCHES,  # stem, GT & loss, grouping
+    "recipes/litesam_2x.yaml": {"model.init_args.model_name"},  # LiteViT width
+    "recipes/litesam_3x.yaml": {"model.init_args.model_name"},
+    "recipes/litesam_r1024.yaml": set(),  # 1024 px: scale only
+}
+
+# loss settings: a key set in more than one base must have one value (the joint recipe repeats the other two's)
+LOSS_KEYS = ("focal_weight", "dice_weight", "iou_weight", "focal_alpha", "focal_gamma", "min_train_mask_area",
+             "ppn_heatmap_weight", "ppn_box_weight", "ppn_point_loss", "ppn_neg_ratio", "ppn_box_beta", "ppn_box_unit",
+             "ppn_box_weighting", "ppn_loss_weight", "mask_loss_weight", "point_prompt_weight", "box_prompt_weight",
+             "mask_loss_resolution", "prompt_split")
+
+
+def base_of(recipe: str) -> Optional[str]:
+    """The base recipe named on an overlay's ``# base:`` header line (None for a base)."""
+    if recipe in BASES:
+        return None
+    for line in (REPO / recipe).read_text().splitlines():
+        m = re.match(r"#\s*base:\s*(\S+)", line)
+        if m:
+            return m.group(1)
+    raise AssertionError(f"{recipe}: no '# base: recipes/<base>.yaml' header line")
+
+
+def stack(recipe: str) -> Tuple[str, ...]:
+    return (recipe,) if recipe in BASES else (base_of(recipe), recipe)
+
+
+@lru_cache(maxsize=None)
+def resolve(*args: str) -> Dict[str, Any]:
+    """``litesam fit <args> --print_config``, in-process, as a dict (configs relative to the repo)."""
+    buf = io.StringIO()
+    with contextlib.chdir(REPO), contextlib.redirect_stdout(buf), mock.patch.object(sys, "argv", ["litesam"]):
+        with pytest.raises(SystemExit) as e:
+            cli.run_lightning_cli(["fit", *args, "--print_config"])
+    assert not e.value.code, f"litesam fit {' '.join(args)} --print_config failed (exit {e.value.code})"
+    return yaml.safe_load(buf.getvalue())
+
+
+def resolve_configs(*configs: str) -> Dict[str, Any]:
+    return resolve(*[a for c in configs for a in ("--config", c)])
+
+
+def flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
+    """Nested dicts -> ``{"a.b.c": value}``; lists are leaves."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+_MISSING = "<unset>"
+
+
+def differences(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:
+    fa, fb = flatten(a), flatten(b)
+    return {k: (fa.get(k, _MISSING), fb.get(k, _MISSING)) for k in sorted(set(fa) | set(fb))
+            if fa.get(k, _MISSING) != fb.get(k, _MISSING)}
+
+
+def disallowed(diff: Dict[str, Tuple[Any, Any]], allowed: set) -> Dict[str, Tuple[Any, Any]]:
+    return {k: v for k, v in diff.items() if not any(fnmatch.fnmatchcase(k, pat) for pat in allowed)}
+
+
+def switches_for(recipe: str) -> set:
+    for pattern, keys in SWITCHES.items():
+        if fnmatch.fnmatchcase(recipe, pattern):
+            return keys
+    return set()
+
+
+def _report(title: str, bad: Dict[str, Tuple[Any, Any]]) -> str:
+    return title + "\n" + "\n".join(f"  {k}: {a!r} -> {b!r}" for k, (a, b) in bad.items())
+
+
+def _callback_classes(cfg: Dict[str, Any]) -> list:
+    return [c["class_path"] for c in (cfg["trainer"].get("callbacks") or [])]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_every_overlay_names_a_base():
+    assert set(BASES) <= set(RECIPES)
+    for recipe in OVERLAYS:
+        assert base_of(recipe) in BASES, f"{recipe}: '# base: {base_of(recipe)}' is not one of {BASES}"
+    # the pairs the brief names
+    assert base_of("recipes/smoke/demo.yaml") == "recipes/litesam.yaml"
+    for name in ("backbone_1box", "autoppn", "litesam"):
+        assert base_of(f"recipes/smoke/{name}.yaml") == f"recipes/{name}.yaml"
+    assert {base_of(r) for r in OVERLAYS if "/table1/" in r} == {"recipes/backbone_1box.yaml"}
+    assert {base_of(r) for r in OVERLAYS if "/table2/" in r} == {"recipes/autoppn.yaml"}
+    assert len([r for r in OVERLAYS if "/table2/" in r]) == 8
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.split("recipes/")[-1])
+def test_recipe_parses(recipe):
+    """Every recipe resolves (on its base) and its data and model image sizes agree."""
+    cfg = resolve_configs(*stack(recipe))
+    init = cfg["model"]["init_args"]
+    assert cfg["model"]["class_path"].startswith("litesam_pl.modules.")
+    kwargs = init.get("model_kwargs") or {}
+    assert cfg["data"]["img_size"] == kwargs.get("img_size", 640)
+    if kwargs.get("autoppn", True):  # AutoPPN size groups: data and model agree
+        assert cfg["data"]["num_groups"] == kwargs.get("ppn_groups", 3)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda r: r.split("recipes/")[-1])
+def test_overlay_changes_only_allowed_keys(overlay):
+    base = base_of(overlay)
+    alone, on_top = resolve_configs(base), resolve_configs(base, overlay)
+    switches = switches_for(overlay)
+    bad = disallowed(differences(alone, on_top), ALLOWED_SCALE | switches)
+    assert not bad, _report(f"{overlay} on {base} changes keys outside the allow-list:", bad)
+    assert on_top["model"]["class_path"] == alone["model"]["class_path"]
+    # the overlay keeps every callback of the base (safety nets, metrics.json) and adds only cadence helpers
+    base_cbs, cbs = _callback_classes(alone), _callback_classes(on_top)
+    assert set(base_cbs) <= set(cbs), f"{overlay} drops callbacks {set(base_cbs) - set(cbs)}"
+    assert set(cbs) - set(base_cbs) <= EXTRA_CALLBACKS
+    # an ablation sets its switches (not by accident the base's values only)
+    if "/table2/" in overlay:
+        stem, gt, groups = re.match(r".*stem-(\w+)_gt-(\w+)_groups-(\d)\.yaml", overlay).groups()
+        kw = on_top["model"]["init_args"]["model_kwargs"]
+        assert (kw["ppn_stem"], kw["ppn_groups"], on_top["data"]["num_groups"]) == (stem, int(groups), int(groups))
+        assert on_top["data"]["target_mode"] == gt
+        assert on_top["model"]["init_args"]["ppn_point_loss"] == ("hard_mse" if gt == "distance" else "focal")
+    if "/table1/" in overlay:
+        assert on_top["model"]["init_args"]["model_kwargs"]["mixer"] in overlay
+    # the overlay's run directory is its own: no checkpoint or log of the base run is overwritten
+    if on_top["trainer"]["default_root_dir"] != alone["trainer"]["default_root_dir"]:
+        run = on_top["trainer"]["default_root_dir"]
+        old = re.compile(r"(?<![\w/.-])" + re.escape(alone["trainer"]["default_root_dir"]) + r"(?![\w.-])")
+        assert not old.search(json.dumps(on_top["trainer"])), f"{overlay} still writes into the base's run dir"
+        assert run in json.dumps(on_top["trainer"]["callbacks"]) and run in json.dumps(on_top["trainer"]["logger"])
+
+
+def test_smoke_overlays_are_scale_only():
+    """recipes/smoke/* (smoke and demo) may not change even an ablation switch."""
+    for overlay in (r for r in OVERLAYS if r.startswith("recipes/smoke/")):
+        assert not switches_for(overlay)
+        base = base_of(overlay)
+        bad = disallowed(differences(resolve_configs(base), resolve_configs(base, overlay)), ALLOWED_SCALE)
+        assert not bad, _report(overlay, bad)
+
+
+def test_paper_facts_and_one_loss_setting_per_key():
+    """The bases carry the paper's numbers, and a loss setting written in several bases has one value."""
+    raw = {b: yaml.safe_load((REPO / b).read_text()) for b in BASES}
+    for b in BASES:
+        cfg = resolve_configs(b)
+        init, tr, data = cfg["model"]["init_args"], cfg["trainer"], cfg["data"]
+        assert init["lr"] == pytest.approx(4e-5) and tr["max_epochs"] == 4 and data["img_size"] == 640
+        assert tr["num_nodes"] * tr["devices"] * data["batch_size"] == 256
+        assert init["focal_weight"] / init["dice_weight"] == pytest.approx(10.0)  # paper: focal:dice 10:1
+        assert init["ppn_heatmap_weight"] / init["ppn_box_weight"] == pytest.approx(2.0)  # paper: H-MSE:S-L1 2:1
+        assert init["ppn_point_loss"] == "hard_mse"
+    # every base writes the same loss settings (not left to code defaults), with the same values
+    written = {b: {k: v for k, v in raw[b]["model"]["init_args"].items() if k in LOSS_KEYS and k != "prompt_split"}
+               for b in BASES}
+    for b in BASES:
+        assert written[b] == written[BASES[-1]], f"loss settings of {b} differ from {BASES[-1]}"
+    for key in ("focal_weight", "dice_weight", "iou_weight", "focal_alpha", "min_train_mask_area",
+                "ppn_heatmap_weight", "ppn_box_weight", "ppn_point_loss", "ppn_box_unit", "ppn_box_weighting"):
+        assert key in written[BASES[-1]], key
+    assert "prompt_split" in raw["recipes/litesam.yaml"]["model"]["init_args"]  # joint stage only
+
+
+@pytest.mark.parametrize("configs", [
+    *[(base_of(r), r) for r in OVERLAYS if r.startswith("recipes/smoke/")],
+    (table2.BASE, f"{table2.COMBO_DIR}/stem-conv_gt-gaussian_groups-1.yaml", table2.SCALE),
+], ids=lambda c: "+".join(Path(x).stem for x in c))
+def test_smoke_stacks_instantiate(configs, tmp_path):
+    """The smoke-scale stacks build their module, data module and trainer with the base's loss settings."""
+    args = [a for c in configs for a in ("--config", c)]
+    with contextlib.chdir(REPO), mock.patch.object(sys, "argv", ["litesam"]):
+        c = cli.run_lightning_cli([*args, "--model.init_args.init_from", "null", "--trainer.logger", "false",
+                                   "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert c.model.img_size == c.datamodule.img_size
+    unscaled = resolve_configs(*configs[:-1])["model"]["init_args"]  # the stack without its scale overlay
+    for key in LOSS_KEYS:
+        if key in unscaled:
+            assert c.model.hparams[key] == unscaled[key], key
+
+
+def _comments(text: str):
+    for line in text.splitlines():
+        if "#" in line:
+            yield line[line.index("#") + 1:].strip()
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.split("recipes/")[-1])
+def test_no_recipe_credits_the_paper_with_bf16(recipe):
+    """The paper names no precision: bf16 is our choice and a recipe comment must say so."""
+    for comment in _comments((REPO / recipe).read_text()):
+        if re.search(r"bf16|bfloat16|mixed precision", comment, re.I):
+            assert "our choice" in comment.lower(), f"{recipe}: '# {comment}' does not mark bf16 as our choice"
+            assert not re.search(r"paper(?!\s+names\s+no)[^;]*\b(bf16|bfloat16|mixed precision)", comment, re.I), \
+                f"{recipe}: '# {comment}' credits the paper with bf16"
+    cfg = yaml.safe_load((REPO / recipe).read_text())
+    precision = (cfg.get("trainer") or {}).get("precision")
+    if precision and "bf16" in str(precision):
+        line = next(l for l in (REPO / recipe).read_text().splitlines() if l.strip().startswith("precision:"))
+        assert "our choice" in line, f"{recipe}: mark `precision: {precision}` as our choice"
+
+
+def test_makefile_applies_smoke_overlays_on_their_base():
+    text = (REPO / "Makefile").read_text()
+    for m in re.finditer(r"--config (recipes/smoke/\w+\.yaml)", text):
+        before = text[:m.start()].rstrip().split()
+        assert before[-2:] == ["--config", base_of(m.group(1))], f"Makefile: {m.group(1)} not on its base"
+    assert "DEMO_SCRATCH" not in text
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# benchmarks/table2.py
+
+
+@pytest.mark.parametrize("combo", table2.COMBOS, ids=table2.combo_name)
+def test_table2_smoke_stack_is_the_combination_at_smoke_scale(combo, tmp_path):
+    """table2.py's stack = the combination (base + its overlay) with only scale changed, in its own run dir."""
+    run_dir = (tmp_path / table2.combo_name(combo)).as_posix()
+    Path(run_dir).mkdir()
+    (Path(run_dir) / "run.yaml").write_text(yaml.safe_dump(table2.run_overlay(combo, run_dir)))
+    args = table2.fit_args(combo, run_dir)
+    assert args[:9] == ["fit", "--config", table2.BASE, "--config", f"{table2.COMBO_DIR}/{table2.combo_name(combo)}.yaml",
+                        "--config", table2.SCALE, "--config", f"{run_dir}/run.yaml"]
+    got = resolve(*args[1:])
+    full = resolve_configs(table2.BASE, f"{table2.COMBO_DIR}/{table2.combo_name(combo)}.yaml")
+    bad = disallowed(differences(full, got), ALLOWED_SCALE)
+    assert not bad, _report(f"table2 {table2.combo_name(combo)} at smoke scale changes non-scale keys:", bad)
+    smoke = resolve_configs(table2.BASE, table2.SCALE)
+    bad = disallowed(differences(smoke, got), TABLE2_SWITCHES | {"trainer.default_root_dir", "trainer.logger",
+                                                                  "trainer.callbacks"})
+    assert not bad, _report("differs from the smoke AutoPPN run beyond the Table 2 switches:", bad)
+    kw = got["model"]["init_args"]["model_kwargs"]
+    stem, gt, groups = combo
+    assert (kw["ppn_stem"], kw["ppn_groups"], got["data"]["target_mode"], got["data"]["num_groups"]) == (
+        stem, groups, gt, groups)
+    assert kw["img_size"] == got["data"]["img_size"] == smoke["data"]["img_size"]
+    assert got["trainer"]["default_root_dir"] == run_dir
+    assert table2.SMOKE_RUN not in json.dumps(got["trainer"]), "a table2 run would write into runs/smoke/autoppn"
+    if combo == table2.COMBOS[0]:  # --steps: one epoch of exactly N steps, validated at its end
+        quick = resolve(*table2.fit_args(combo, run_dir, steps=2)[1:])
+        assert quick["trainer"]["max_steps"] == 2 and quick["trainer"]["max_epochs"] == 1
+        assert quick["trainer"]["check_val_every_n_epoch"] == 1
+        assert quick["data"]["epoch_samples"] == 2 * quick["data"]["batch_size"]
+
+
+def _fake_runs(root: Path, ours: Dict[tuple, Optional[float]], key: str = "val/ar1000") -> None:
+    for combo, value in ours.items():
+        d = root / table2.combo_name(combo)
+        d.mkdir(parents=True)
+        if value is not None:
+            metrics = {key: value, "global_step": 2160, "epoch": 8}
+            if key == "val/ar1000":
+                metrics["val/ar100"] = value / 2  # ar1000 is preferred when present
+            (d / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_table2_report_from_fake_metrics(tmp_path, capsys):
+    # ours: MSPM helps, new GT & loss hurts, grouping does nothing
+    ours = {c: 0.30 + (0.02 if c[0] == "mspm" else 0) - (0.01 if c[1] == "distance" else 0) for c in table2.COMBOS}
+    _fake_runs(tmp_path / "runs", ours)
+    out_json = tmp_path / "t2.json"
+    rc = table2.main(["--report-only", "--run-root", str(tmp_path / "runs"), "--json", str(out_json)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "stem conv->MSPM" in text and "new GT & loss" in text and "object grouping" in text
+    for ar in (48.8, 49.5, 50.1, 49.7, 51.4, 52.3, 51.1, 53.0):
+        assert f"{ar:.1f}" in text
+    rows = text.splitlines()
+    base_row = next(r for r in rows if table2.combo_name(table2.COMBOS[0]) in r)
+    assert [c.strip() for c in base_row.split("|")[:3]] == ["-", "-", "-"]
+    all_row = next(r for r in rows if table2.combo_name(table2.COMBOS[-1]) in r)
+    assert [c.strip() for c in all_row.split("|")[:3]] == ["x", "x", "x"]
+    data = json.loads(out_json.read_text())
+    assert [r["name"] for r in data["rows"]] == [table2.combo_name(c) for c in table2.COMBOS]
+    assert data["rows"][0]["ours"] == pytest.approx(30.0) and data["rows"][0]["metric"] == "val/ar1000"
+    assert data["rows"][-1]["paper"] == 53.0
+    eff = data["effects"]
+    assert eff["stem"]["ours_mean_delta"] == pytest.approx(2.0) and eff["stem"]["same_direction_as_paper"] is True
+    assert eff["gt"]["ours_mean_delta"] == pytest.approx(-1.0) and eff["gt"]["ours_raised"] is False
+    assert eff["gt"]["same_direction_as_paper"] is False
+    assert eff["groups"]["ours_mean_delta"] == pytest.approx(0.0) and eff["groups"]["ours_raised"] is False
+    assert all(e["pairs"] == 4 and e["paper_mean_delta"] > 0 for e in eff.values())
+    assert "raised, as in the paper" in text and "did not raise, unlike the paper" in text
+
+
+def test_table2_missing_runs_and_ar100_fallback(tmp_path, capsys):
+    combos = table2.COMBOS
+    _fake_runs(tmp_path / "runs", {combos[0]: 0.2, combos[1]: None}, key="val/ar100")
+    rc = table2.main(["--report-only", "--run-root", str(tmp_path / "runs")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "n/a" in text and "not measured" in text
+    rows = table2.collect(tmp_path / "runs")
+    assert rows[0]["metric"] == "val/ar100" and rows[0]["ours"] == pytest.approx(20.0)  # no ar1000: ar100
+    assert rows[1]["ours"] is None and rows[2]["ours"] is None
+    # NaN is no measurement
+    (tmp_path / "runs" / table2.combo_name(combos[1]) / "metrics.json").write_text(
+        json.dumps({"val/ar1000": float("nan"), "val/ar100": 0.4}))
+    assert table2.read_metric(tmp_path / "runs" / table2.combo_name(combos[1]))["value"] == pytest.approx(40.0)
+
+
+def test_table2_arguments(tmp_path, capsys):
+    p = table2.build_parser()
+    a = p.parse_args(["--steps", "2", "--only", "stem-conv_gt-gaussian_groups-1", "--force", "--json", "x.json",
+                      "--", "--trainer.limit_val_batches", "1"])
+    assert a.steps == 2 and a.force and a.only == ["stem-conv_gt-gaussian_groups-1"]
+    assert a.fit_args == ["--trainer.limit_val_batches", "1"]
+    with pytest.raises(ValueError, match="unknown Table 2 combination"):
+        table2.parse_combo("stem-foo")
+    with pytest.raises(SystemExit):
+        table2.main(["--steps", "0"])
+    # --dry-run prints the commands, writes each run's overlay, trains nothing
+    root = tmp_path / "runs"
+    assert table2.main(["--dry-run", "--run-root", str(root), "--only", "stem-mspm_gt-distance_groups-3",
+                        "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "--config recipes/autoppn.yaml --config recipes/ablations/table2/stem-mspm_gt-distance_groups-3.yaml " \
+           "--config recipes/smoke/autoppn.yaml" in out and "--trainer.max_steps 2" in out
+    run = root / "stem-mspm_gt-distance_groups-3"
+    overlay = yaml.safe_load((run / "run.yaml").read_text())
+    assert overlay["model"]["init_args"]["model_kwargs"] == {"img_size": 192, "ppn_stem": "mspm", "ppn_groups": 3}
+    assert overlay["trainer"]["default_root_dir"] == run.as_posix()
+    # a finished combination is skipped unless --force
+    (run / "metrics.json").write_text(json.dumps({"val/ar1000": 0.5}))
+    assert table2.main(["--dry-run", "--run-root", str(root), "--only", "stem-mspm_gt-distance_groups-3"]) == 0
+    assert "skipped" in capsys.readouterr().out
