@@ -19,6 +19,17 @@ p90 over images; per-phase medians. With random weights (no ``--ckpt``) AutoPPN'
 ``top_n`` = 256 prompts are taken (``score_threshold=0``); ``prompts`` in the JSON says how many were decoded.
 SAM-B rows are slow on CPU: ``--sam-images`` (default 2 on CPU) limits them.
 
+Precision (``dtype`` and ``autocast`` in each row): CPU rows run in fp32; CUDA rows in bf16 autocast (``--dtype fp32``
+turns it off) for the networks (image encoder, prompt encoder, mask decoder) and in fp32 after the decoder: our
+pipeline casts the decoder outputs to fp32 before upsampling and post-processing, and the AMG rows do the same
+(a forward hook casts ``mask_decoder``'s outputs to fp32), since SAM's generator calls ``.numpy()`` on them, which
+bf16 does not support. So every row times the same bf16 networks and fp32 post-processing.
+
+Failures: each method row runs under try/except; a failing row records ``error`` (``"Type: message"``, one line)
+and the run goes on; the table marks it, and ``python -m benchmarks.segevery`` exits with 1 if any row failed.
+``--json`` is rewritten (atomically) after every (device, resolution) configuration; ``meta.complete`` is false
+until the end.
+
 Example::
 
     python -m benchmarks.segevery --device cpu --resolution 640 --images 5 --threads 1 --json results/segevery-cpu.json
@@ -126,6 +137,41 @@ class ModuleTimer:
             h.remove()
 
 
+def _error_text(exc: BaseException, limit: int = 400) -> str:
+    """``"Type: message"`` on one line (whitespace collapsed, cut at ``limit`` characters)."""
+    msg = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fp32_outputs(module: torch.nn.Module, args: Any, out: Any) -> Any:
+    """Forward hook: floating-point tensor outputs (a tensor, or a tuple/list of them) cast to float32."""
+    def cast(o: Any) -> Any:
+        return o.float() if isinstance(o, torch.Tensor) and o.is_floating_point() else o
+
+    if isinstance(out, (tuple, list)):
+        return type(out)(cast(o) for o in out)
+    return cast(out)
+
+
+def autocast_dtype(args: argparse.Namespace, device: torch.device) -> Optional[torch.dtype]:
+    """bf16 on CUDA unless ``--dtype fp32``; None (no autocast, fp32) on CPU."""
+    return torch.bfloat16 if (device.type == "cuda" and args.dtype == "bf16") else None
+
+
+def autocast_note(method: str, dtype: Optional[torch.dtype]) -> str:
+    """What runs in reduced precision in ``method``'s row (the ``autocast`` field of the JSON row)."""
+    if dtype is None:
+        return "off (fp32)"
+    name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+    if method.startswith("decoder_"):
+        return f"{name}: AutoPPN prompts and the decoder call"
+    if method.endswith("_amg32"):
+        return (f"{name}: encoder, prompt encoder, mask decoder; decoder outputs cast to fp32 (hook), so SAM's "
+                "upsampling and AMG post-processing run in fp32")
+    return f"{name}: encoder, prompts, mask decoder; decoder outputs cast to fp32 for upsampling and post-processing"
+
+
 def _quantile(xs: Sequence[float], q: float) -> float:
     return float(np.quantile(np.asarray(xs, dtype=np.float64), q)) if xs else float("nan")
 
@@ -138,7 +184,7 @@ class Bench:
         self.args = args
         self.device = device
         self.res = res
-        self.dtype = torch.bfloat16 if (device.type == "cuda" and args.dtype == "bf16") else None
+        self.dtype = autocast_dtype(args, device)
         self._models: Dict[str, torch.nn.Module] = {}
         self.random_weights = not args.ckpt
         self.decoder_diffs: List[float] = []
@@ -170,7 +216,7 @@ class Bench:
         return self._models[kind]
 
     def _amp(self):
-        return torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None else nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
 
     def _segevery(self, kind: str, prompts: str, image: np.ndarray, warm: bool = False) -> Dict[str, Any]:
         from litesam_pl.inference.segevery import segment_everything
@@ -199,6 +245,9 @@ class Bench:
         amg = SamAutomaticMaskGenerator(model, points_per_side=4 if warm else 32,
                                         pred_iou_thresh=self.args.pred_iou_thresh,
                                         stability_score_thresh=self.args.stability_score_thresh)
+        # SAM's AMG utilities call .numpy() on the decoder's outputs (bf16 has no numpy dtype): under autocast, cast
+        # them to fp32 as our pipeline does, so only the networks run in bf16 (registered first: timed as decoder).
+        cast = model.mask_decoder.register_forward_hook(_fp32_outputs)
         timer = ModuleTimer({"encoder": model.image_encoder, "prompts": model.prompt_encoder,
                              "decoder": model.mask_decoder}, self.device)
         try:
@@ -210,6 +259,7 @@ class Bench:
             total = time.perf_counter() - t0
         finally:
             timer.close()
+            cast.remove()
         phases = dict(timer.totals)
         phases["postprocess"] = max(0.0, total - sum(phases.values()))
         return {"total": total, "phases": phases, "prompts": amg.point_grids[0].shape[0], "masks": len(recs)}
@@ -270,23 +320,41 @@ def run_config(args: argparse.Namespace, device: torch.device, res: int) -> List
     from tqdm import tqdm
 
     bench = Bench(args, device, res)
-    photos = load_photos(args.images, res, Path(args.shared) / "data" if args.shared else None)
+    try:
+        photos = load_photos(args.images, res, Path(args.shared) / "data" if args.shared else None)
+    except Exception as exc:  # no images: every row of this configuration fails alike
+        return [failed_row(args, device, res, m, _error_text(exc), stage="images") for m in args.methods]
     sam_images = args.sam_images if args.sam_images is not None else (2 if device.type == "cpu" else args.images)
     limits = {m: (min(sam_images, args.images) if m.startswith("sam_b") else
                   min(args.heavy_images or args.images, args.images) if m in ("litesam_amg32", "decoder_stock")
                   else args.images) for m in args.methods}
     results: Dict[str, List[Dict[str, Any]]] = {m: [] for m in args.methods}
     runners = {m: bench.runner(m) for m in args.methods}
+    errors: Dict[str, Tuple[str, str]] = {}  # method -> (error, stage); a failed method is not run again
+
+    def attempt(m: str, name: str, img: np.ndarray, warm: bool = False) -> Optional[Dict[str, Any]]:
+        try:
+            return runners[m](img, warm=warm)
+        except Exception as exc:
+            stage = "warm-up" if warm else name
+            errors[m] = (_error_text(exc), stage)
+            print(f"segevery {device.type} r{res}: {m} failed ({stage}): {errors[m][0]}", file=sys.stderr)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            return None
+
     for m in args.methods:  # warm-up: model build, allocator, kernels (same code path, few prompts)
-        runners[m](photos[0][1], warm=True)
+        attempt(m, photos[0][0], photos[0][1], warm=True)
     total_runs = sum(limits.values())
     with tqdm(total=total_runs, desc=f"segevery {device.type} r{res}", unit="run", disable=None) as bar:
         for i, (name, img) in enumerate(photos):
             order = args.methods if i % 2 == 0 else list(reversed(args.methods))  # alternate the order
             for m in order:
-                if i >= limits[m]:
+                if i >= limits[m] or m in errors:
                     continue
-                r = runners[m](img)
+                r = attempt(m, name, img)
+                if r is None:
+                    continue
                 r["image"] = name
                 results[m].append(r)
                 bar.update(1)
@@ -294,6 +362,11 @@ def run_config(args: argparse.Namespace, device: torch.device, res: int) -> List
     rows = []
     for m in args.methods:
         rs = results[m]
+        if m in errors:
+            row = failed_row(args, device, res, m, errors[m][0], stage=errors[m][1])
+            row.update(images=len(rs), per_image_ms=[r["total"] * 1e3 for r in rs], random_weights=bench.random_weights)
+            rows.append(row)
+            continue
         if not rs:
             continue
         totals = [r["total"] * 1e3 for r in rs]
@@ -303,6 +376,7 @@ def run_config(args: argparse.Namespace, device: torch.device, res: int) -> List
             "resolution": res,
             "device": device.type,
             "dtype": "bf16" if bench.dtype is not None else "fp32",
+            "autocast": autocast_note(m, bench.dtype),
             "threads": torch.get_num_threads() if device.type == "cpu" else None,
             "images": len(rs),
             "median_ms": _quantile(totals, 0.5),
@@ -319,10 +393,24 @@ def run_config(args: argparse.Namespace, device: torch.device, res: int) -> List
     return rows
 
 
+def failed_row(args: argparse.Namespace, device: torch.device, res: int, method: str, error: str,
+               stage: str = "") -> Dict[str, Any]:
+    """The row of a method that raised: ``error`` (one line) and where (``failed_at``: warm-up or an image)."""
+    dtype = autocast_dtype(args, device)
+    return {
+        "method": method, "resolution": res, "device": device.type, "dtype": "bf16" if dtype is not None else "fp32",
+        "autocast": autocast_note(method, dtype),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "images": 0, "median_ms": None, "p90_ms": None, "error": error, "failed_at": stage,
+        "random_weights": not args.ckpt,
+    }
+
+
 def speedups(rows: List[Dict[str, Any]]) -> Dict[str, float]:
     """The ratios the issue targets, per (device, resolution)."""
     out: Dict[str, float] = {}
-    by = {(r["device"], r["resolution"], r["method"]): r["median_ms"] for r in rows}
+    by = {(r["device"], r["resolution"], r["method"]): r["median_ms"] for r in rows
+          if not r.get("error") and r.get("median_ms")}
     for (dev, res, m), v in by.items():
         key = f"{dev}/r{res}"
         for num, den, name in (("litesam_amg32", "litesam_autoppn", "amg32_over_autoppn"),
@@ -360,12 +448,20 @@ def table3(rows: List[Dict[str, Any]]) -> str:
             if r is None:
                 continue
             model, strat = labels[m]
+            if r.get("error"):
+                lines.append(f"| {model:30s} | {strat:40s} | {'FAILED':>18s} | {'-':>9s} | {'-':>7s} | {'-':>5s} "
+                             f"| {r.get('images', 0):6d} |")
+                continue
             t = f"{r['median_ms']:.0f}"
             b = by.get((dev, res, base.get(m, "")))
-            if b is not None:
+            if b is not None and not b.get("error"):
                 t += f" ({b['median_ms'] / r['median_ms']:.1f}x up)"
             lines.append(f"| {model:30s} | {strat:40s} | {t:>18s} | {r['p90_ms']:9.0f} | {r['prompts']:7d} "
                          f"| {r['masks']:5.0f} | {r['images']:6d} |")
+        for m in METHODS:
+            r = by.get((dev, res, m))
+            if r is not None and r.get("error"):
+                lines.append(f"FAILED {m} ({r.get('failed_at') or '?'}): {r['error']}")
     return "\n".join(lines)
 
 
@@ -406,36 +502,70 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows: List[Dict[str, Any]] = []
+
+    def summary(complete: bool) -> Dict[str, Any]:
+        return {
+            "rows": rows,
+            "speedups": speedups(rows),
+            "failed": [f"{r['device']}/r{r['resolution']}/{r['method']}" for r in rows if r.get("error")],
+            "meta": {
+                "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks.segevery"]
+                                    + list(sys.argv[1:] if argv is None else argv)),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "cpu": platform.processor() or platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                "random_weights": not args.ckpt,
+                "complete": complete,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        }
+
     for dev in args.device:
         if dev == "cuda" and not torch.cuda.is_available():
             print("CUDA not available: skipping the cuda rows", file=sys.stderr)
             continue
         for res in args.resolution:
-            rows.extend(run_config(args, torch.device(dev), res))
-    out = {
-        "rows": rows,
-        "speedups": speedups(rows),
-        "meta": {
-            "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks.segevery"] + list(argv or sys.argv[1:])),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "random_weights": not args.ckpt,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-    }
-    print(table3(rows))
+            device = torch.device(dev)
+            try:
+                rows.extend(run_config(args, device, res))
+            except Exception as exc:  # outside any one row (set-up): the whole configuration fails, the run goes on
+                err = _error_text(exc)
+                print(f"segevery {dev} r{res}: configuration failed: {err}", file=sys.stderr)
+                rows.extend(failed_row(args, device, res, m, err, stage="configuration") for m in args.methods)
+            if args.json:  # after every configuration: a crash or kill loses at most the one in progress
+                write_json(args.json, summary(complete=False))
+    out = summary(complete=True)
+    print(table3(rows) if rows else "no rows")
     for k, v in out["speedups"].items():
         print(f"{k}: {v:.2f}x")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        write_json(args.json, out)
         print(f"wrote {args.json}")
+    if out["failed"]:
+        print(f"{len(out['failed'])} row(s) failed: {', '.join(out['failed'])}", file=sys.stderr)
     publish("segevery", out)
     return out
 
 
+def write_json(path: str | Path, obj: Any) -> None:
+    """``json.dumps(obj)`` to ``path`` atomically: a temporary file beside it, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=1))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m benchmarks.segevery``: 0 when every row ran, 1 when any failed (its row holds the error)."""
+    return 1 if main(argv)["failed"] else 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -40,6 +40,7 @@ SCALE = "recipes/smoke/autoppn.yaml"
 COMBO_DIR = "recipes/ablations/table2"
 SMOKE_RUN = "runs/smoke/autoppn"  # the run directory the smoke overlay writes to (moved per combination)
 METRICS = ("val/ar1000", "val/ar100")  # first present wins
+BOX_METRIC = "val/box_ar1000"  # AutoPPN's boxes alone, printed beside the mask AR
 
 # the three improvements of Table 2 and the value of each switch without / with it
 FACTORS = (
@@ -110,13 +111,15 @@ def read_metric(run_dir: Path) -> Dict[str, Any]:
     """``{"value": AR in %, "metric": key, "global_step": n}`` from ``run_dir/metrics.json`` (value None if absent)."""
     path = run_dir / "metrics.json"
     if not path.is_file():
-        return {"value": None, "metric": None, "global_step": None}
+        return {"value": None, "metric": None, "global_step": None, "box": None}
     data = json.loads(path.read_text())
+    box = data.get(BOX_METRIC)
+    box = 100.0 * float(box) if isinstance(box, (int, float)) and math.isfinite(box) else None
     for key in METRICS:
         v = data.get(key)
         if isinstance(v, (int, float)) and math.isfinite(v):
-            return {"value": 100.0 * float(v), "metric": key, "global_step": data.get("global_step")}
-    return {"value": None, "metric": None, "global_step": data.get("global_step")}
+            return {"value": 100.0 * float(v), "metric": key, "global_step": data.get("global_step"), "box": box}
+    return {"value": None, "metric": None, "global_step": data.get("global_step"), "box": box}
 
 
 def effects(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
@@ -145,16 +148,17 @@ def effects(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
 
 def format_table(rows: List[Dict[str, Any]], eff: Dict[str, Dict[str, Any]]) -> str:
     metrics = sorted({r["metric"] for r in rows if r["metric"]})
-    head = ("stem conv->MSPM", "new GT & loss", "object grouping", "paper AR@1000 %", "ours %", "run")
+    head = ("stem conv->MSPM", "new GT & loss", "object grouping", "paper AR@1000 %", "ours %", "ours box AR %", "run")
     lines = [f"Table 2 (AutoPPN ablations): paper Mask AR@1000 on COCO vs ours at smoke scale "
              f"({', '.join(metrics) or 'no metrics.json yet'})"]
-    widths = [len(h) for h in head[:5]]
-    lines.append(" | ".join(h.center(w) for h, w in zip(head, widths)) + " | " + head[5])
+    widths = [len(h) for h in head[:6]]
+    lines.append(" | ".join(h.center(w) for h, w in zip(head, widths)) + " | " + head[6])
     lines.append("-+-".join("-" * w for w in widths) + "-+-" + "-" * 3)
     for r in rows:
         marks = ["x" if r["combo"][i] == on else "-" for i, (_, _, (_, on)) in enumerate(FACTORS)]
         ours = "n/a" if r["ours"] is None else f"{r['ours']:.1f}"
-        cells = [*marks, f"{r['paper']:.1f}", ours]
+        box = "n/a" if r.get("box") is None else f"{r['box']:.1f}"
+        cells = [*marks, f"{r['paper']:.1f}", ours, box]
         lines.append(" | ".join(c.center(w) for c, w in zip(cells, widths)) + " | " + r["run_dir"])
     lines.append("")
     lines.append("Does adding each improvement raise AR? (mean change over the combinations that differ only in it)")
@@ -176,7 +180,7 @@ def collect(run_root: Path, combos: Sequence[tuple] = COMBOS, repo: Path = REPO)
         run_dir = run_root / combo_name(combo)
         m = read_metric(run_dir if run_dir.is_absolute() else repo / run_dir)
         rows.append({"combo": list(combo), "name": combo_name(combo), "paper": PAPER_AR[combo], "ours": m["value"],
-                     "metric": m["metric"], "global_step": m["global_step"], "run_dir": run_dir.as_posix()})
+                     "box": m["box"], "metric": m["metric"], "global_step": m["global_step"], "run_dir": run_dir.as_posix()})
     return rows
 
 

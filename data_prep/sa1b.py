@@ -18,6 +18,14 @@ samples (the last one fewer), members ``<key>.jpg`` + ``<key>.json`` as in SA-1B
 written to ``<name>.tmp`` then renamed, and ``_state/<srcstem>.json`` remembers where each shard started in its
 input, so a rerun skips finished inputs, restarts an unfinished one at its first missing shard, and produces
 byte-identical shards to an uninterrupted run whatever ``--workers`` is.
+
+Many machines (a SLURM array or any scheduler): ``--num-jobs N --job-index I`` runs job ``I`` of ``N`` over every
+``N``-th input (input ``k`` of the ``--src`` list, expanded as above, goes to job ``k % N``). All jobs take the same
+arguments and write into the same ``--out`` (shared filesystem); each writes its shards and a partial manifest
+``_jobs/job-<I>-of-<N>.json`` (no ``manifest.json``), and ``--merge OUT`` (``data_prep.merge``) checks the partials
+and writes ``manifest.json``. Since shard names and bytes depend only on the input tar, the shards are the ones one
+job writes, and the merged manifest is one job's plus ``"jobs": N`` (``args.workers`` becomes a per-job list when the
+jobs used different ``--workers``).
 """
 from __future__ import annotations
 
@@ -46,9 +54,10 @@ from litesam_pl.data.rle import decode_rle, encode_mask, resize_mask, rle_to_bbo
 from ._common import TMP_SUFFIX, ShardWriter, atomic_write, dump_json, is_jpeg, write_manifest
 
 __all__ = ["PrepConfig", "find_inputs", "iter_input", "hash_fraction", "in_hash_range", "is_selected", "process_sample",
-           "prepare_input", "prepare_sa1b", "check_disjoint", "SkipSample"]
+           "prepare_input", "prepare_sa1b", "check_disjoint", "SkipSample", "assign_inputs", "partial_path"]
 
 STATE_DIR = "_state"
+JOBS_DIR = "_jobs"  # partial manifests of --num-jobs runs
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,26 @@ def find_inputs(src: Sequence[str | Path]) -> list[Path]:
 
 def _stem(p: Path) -> str:
     return p.name[: -len(".tar")] if p.name.endswith(".tar") else p.name
+
+
+def check_job(num_jobs: int, job_index: int) -> None:
+    """Raise a one-line ``ValueError`` unless ``num_jobs >= 1`` and ``0 <= job_index < num_jobs``."""
+    if num_jobs < 1:
+        raise ValueError(f"--num-jobs must be >= 1, got {num_jobs}")
+    if not 0 <= job_index < num_jobs:
+        raise ValueError(f"--job-index must be in [0, {num_jobs}) for --num-jobs {num_jobs}, got {job_index}")
+
+
+def assign_inputs(inputs: Sequence[Path], num_jobs: int, job_index: int) -> list[Path]:
+    """The inputs job ``job_index`` of ``num_jobs`` prepares: input ``k`` (in ``find_inputs`` order) goes to job
+    ``k % num_jobs``, so the jobs' inputs are disjoint, cover every input and differ in number by at most one."""
+    check_job(num_jobs, job_index)
+    return [p for k, p in enumerate(inputs) if k % num_jobs == job_index]
+
+
+def partial_path(out: str | Path, job_index: int, num_jobs: int) -> Path:
+    """Where job ``job_index`` of ``num_jobs`` writes its partial manifest: ``out/_jobs/job-<I>-of-<N>.json``."""
+    return Path(out) / JOBS_DIR / f"job-{job_index:05d}-of-{num_jobs:05d}.json"
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -452,12 +481,17 @@ def prepare_sa1b(
     workers: int = 1,
     progress: bool = True,
     hash_range: tuple[float, float] | None = None,
+    num_jobs: int = 1,
+    job_index: int = 0,
 ) -> dict:
     """Prepare every input of ``src`` into ``out`` (see module docstring); writes and returns the manifest.
 
     Selection: ``hash_range=(lo, hi)`` keeps images with ``lo <= u < hi``; ``fraction=F`` is ``hash_range=(0, F)``
-    (give at most one; neither keeps everything).
+    (give at most one; neither keeps everything). With ``num_jobs > 1`` only the inputs ``assign_inputs`` gives to
+    ``job_index`` are prepared and the partial manifest ``partial_path(out, job_index, num_jobs)`` is written and
+    returned instead of ``manifest.json`` (``data_prep.merge.merge_jobs`` makes that from all the partials).
     """
+    check_job(num_jobs, job_index)
     if fraction is not None and hash_range is not None:
         raise ValueError("give --fraction or --hash-range, not both")
     if fraction is not None:
@@ -466,7 +500,8 @@ def prepare_sa1b(
         hash_range = (0.0, float(fraction))
     lo, hi = (0.0, 1.0) if hash_range is None else (float(hash_range[0]), float(hash_range[1]))
     cfg = PrepConfig(max_side=max_side, hash_lo=lo, hash_hi=hi, seed=seed, shard_size=shard_size, quality=quality)
-    inputs = find_inputs(src)
+    all_inputs = find_inputs(src)
+    inputs = assign_inputs(all_inputs, num_jobs, job_index)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for p in inputs:  # fail early on a settings mismatch, before any work
@@ -478,7 +513,7 @@ def prepare_sa1b(
 
         bar = tqdm(total=None, unit="img", desc="sa1b", file=sys.stderr)
     states: list[dict] = []
-    if workers <= 1 or len(inputs) == 1:
+    if workers <= 1 or len(inputs) <= 1:
         for p in inputs:
             try:
                 states.append(prepare_input(p, out, cfg, progress=bar.update if bar is not None else None))
@@ -507,6 +542,29 @@ def prepare_sa1b(
     if bar is not None:
         bar.close()
 
+    args = {"src": [str(s) for s in src], **asdict(cfg), "workers": workers}
+    if num_jobs > 1:
+        return _write_partial(out, args, all_inputs, inputs, states, num_jobs, job_index)
+    shards, skipped, extra = manifest_fields(states)
+    write_manifest(out, shards, skipped, args, hash_range=[cfg.hash_lo, cfg.hash_hi], **extra)
+    return json.loads((out / "manifest.json").read_text())
+
+
+_SHARD_KEYS = ("url", "samples", "bytes", "sha256")
+
+
+def _compact_state(st: dict) -> dict:
+    """What the manifest needs of one input's state (``prepare_input``'s dict or an ``{"input", "error"}``)."""
+    if "error" in st:
+        return {"input": st["input"], "error": st["error"]}
+    return {"input": st["input"], "shards": [{k: s[k] for k in _SHARD_KEYS} for s in st["shards"]],
+            "records": st["records"], "skipped": st["skipped"], "not_selected": st["not_selected"],
+            "stats": st["stats"]}
+
+
+def manifest_fields(states: Sequence[dict]) -> tuple[list[dict], Counter, dict]:
+    """``(shards, skipped, extra)`` of the manifest of these per-input states, taken in the given order (the
+    order of ``errors``); one job and the merge of many both build ``manifest.json`` from this."""
     skipped: Counter = Counter()
     stats: Counter = Counter()
     shards: list[dict] = []
@@ -521,11 +579,28 @@ def prepare_sa1b(
         stats.update(st["stats"])
         not_selected += st["not_selected"]
         records += st["records"]
-        shards += [{k: s[k] for k in ("url", "samples", "bytes", "sha256")} for s in st["shards"]]
-    args = {"src": [str(s) for s in src], **asdict(cfg), "workers": workers}
-    write_manifest(out, shards, skipped, args, hash_range=[cfg.hash_lo, cfg.hash_hi], records=records,
-                   not_selected=not_selected, masks_dropped_empty=int(stats["masks_dropped_empty"]), errors=errors)
-    return json.loads((out / "manifest.json").read_text())
+        shards += [{k: s[k] for k in _SHARD_KEYS} for s in st["shards"]]
+    return shards, skipped, {"records": records, "not_selected": not_selected,
+                             "masks_dropped_empty": int(stats["masks_dropped_empty"]), "errors": errors}
+
+
+def _write_partial(out: Path, args: dict, all_inputs: Sequence[Path], inputs: Sequence[Path], states: list[dict],
+                   num_jobs: int, job_index: int) -> dict:
+    """Write job ``job_index``'s partial manifest: its own manifest fields (as ``manifest.json`` would hold them for
+    its inputs), ``job`` (index, number of jobs, every input and its own) and its per-input ``states``."""
+    states = [_compact_state(st) for st in states]
+    shards, skipped, extra = manifest_fields(states)
+    shards = sorted(shards, key=lambda s: s["url"])
+    partial = {"shards": shards, "samples": int(sum(s["samples"] for s in shards)),
+               "skipped": {k: int(v) for k, v in sorted(skipped.items()) if v}, "args": args,
+               "hash_range": [args["hash_lo"], args["hash_hi"]], **extra,
+               "job": {"index": job_index, "num_jobs": num_jobs, "inputs": [str(p) for p in all_inputs],
+                       "assigned": [str(p) for p in inputs]},
+               "states": states}
+    path = partial_path(out, job_index, num_jobs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, (json.dumps(partial, indent=1) + "\n").encode("utf-8"))
+    return partial
 
 
 def _manifest(m: dict | str | Path) -> dict:
@@ -565,9 +640,9 @@ def summary(manifest: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep.sa1b", description="SA-1B tars or extracted folders -> resized WebDataset shards + manifest.json")
-    p.add_argument("--src", nargs="+", required=True,
+    p.add_argument("--src", nargs="+", default=None,
                    help="SA-1B tars, folders of tars, extracted folders (jpg + json) or globs (quote them)")
-    p.add_argument("--out", required=True, help="output shard directory (created; reruns resume)")
+    p.add_argument("--out", default=None, help="output shard directory (created; reruns resume)")
     p.add_argument("--max-side", type=int, default=1024, help="shrink so the long side is at most this (never upscale)")
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--fraction", type=float, default=None, help="keep this fraction of images (paper: 0.18); "
@@ -581,15 +656,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="worker processes (parallel over input tars)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    job = p.add_argument_group("many jobs (a SLURM array or any scheduler; same arguments, same --out)")
+    job.add_argument("--num-jobs", type=int, default=None,
+                     help="split the inputs over this many independent jobs (input k goes to job k %% N)")
+    job.add_argument("--job-index", type=int, default=None,
+                     help="which of the --num-jobs jobs this is, 0 .. N-1 (e.g. $SLURM_ARRAY_TASK_ID)")
+    job.add_argument("--merge", metavar="OUT", default=None,
+                     help="instead of preparing: check the partial manifests the jobs left in OUT and write "
+                          "OUT/manifest.json (same as python -m data_prep.merge OUT)")
+    job.add_argument("--verify", action="store_true", help="with --merge: also compare every shard's sha256")
     a = p.parse_args(argv)
+    if a.merge is not None:
+        if a.src is not None or a.out is not None or a.job_index is not None:
+            p.error("--merge OUT takes no --src, --out or --job-index")
+        from .merge import main as merge_main
+
+        return merge_main([a.merge, *(["--num-jobs", str(a.num_jobs)] if a.num_jobs is not None else []),
+                           *(["--verify"] if a.verify else [])])
+    if a.src is None or a.out is None:
+        p.error("--src and --out are required (or --merge OUT)")
+    if (a.job_index is not None and a.num_jobs is None) or (a.num_jobs is not None and a.num_jobs > 1 and a.job_index is None):
+        p.error("--num-jobs N and --job-index I go together")
+    if a.verify:
+        p.error("--verify goes with --merge")
+    num_jobs, job_index = a.num_jobs or 1, a.job_index or 0
     try:
         manifest = prepare_sa1b(a.src, a.out, a.max_side, a.fraction, a.seed, a.shard_size, a.quality, a.workers,
-                                progress=not a.no_progress, hash_range=a.hash_range)
+                                progress=not a.no_progress, hash_range=a.hash_range, num_jobs=num_jobs,
+                                job_index=job_index)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary(manifest))
-    print(f"manifest: {Path(a.out) / 'manifest.json'}")
+    if num_jobs > 1:
+        print(f"partial manifest (job {job_index} of {num_jobs}): {partial_path(a.out, job_index, num_jobs)}; "
+              f"when all {num_jobs} jobs are done: python -m data_prep.sa1b --merge {a.out}")
+    else:
+        print(f"manifest: {Path(a.out) / 'manifest.json'}")
     return 1 if manifest.get("errors") else 0
 
 

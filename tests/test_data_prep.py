@@ -574,3 +574,141 @@ def test_sa1b_fraction_is_hash_range_from_zero(tiny_sa1b, tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse: not allowed with each other
         _run_sa1b(tiny_sa1b, tmp_path / "bad", "--fraction", "0.5", "--hash-range", "0", "0.5")
     assert "not allowed with" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- sa1b many jobs
+@pytest.fixture(scope="module")
+def five_tars(tmp_path_factory, synthetic_sa1b) -> Path:
+    """5 synthetic SA-1B tars of 4 64x64 images (sa_000000..4.tar, keys sa_1 .. sa_20), plus ``bad.tar`` (4 good
+    samples and one of each kind of damage) and an unreadable ``zz_junk.tar``: 7 inputs."""
+    out = tmp_path_factory.mktemp("five_tars")
+    write_synthetic_sa1b(out, num_images=20, seed=0, images_per_tar=4, size=(64, 64))
+    _bad_tar(synthetic_sa1b, out / "bad.tar")
+    (out / "zz_junk.tar").write_bytes(b"this is not a tar file" * 100)
+    return out
+
+
+def _prep_job(src: Path, out: Path, *flags: str) -> int:
+    return sa1b.main(["--src", str(src), "--out", str(out), "--max-side", "48", "--shard-size", "3", "--workers", "1",
+                      "--hash-range", "0", "0.9", "--no-progress", *flags])
+
+
+def _run_jobs(src: Path, out: Path, n: int, *flags: str) -> list[int]:
+    return [_prep_job(src, out, "--num-jobs", str(n), "--job-index", str(i), *flags) for i in range(n)]
+
+
+def test_sa1b_jobs_merge_equals_one_job(five_tars, tmp_path, capsys):
+    """7 inputs over 3 jobs (--num-jobs 3 --job-index 0/1/2, same --out) + --merge: the same shard files with the
+    same sha256 as one job, and the same manifest.json apart from "jobs": 3; reruns and both merge commands agree."""
+    from data_prep.merge import main as merge_main
+
+    inputs = sa1b.find_inputs([five_tars])
+    parts = [sa1b.assign_inputs(inputs, 3, i) for i in range(3)]
+    assert sorted(p for part in parts for p in part) == sorted(inputs) and [len(p) for p in parts] == [3, 2, 2]
+
+    rc_one = _prep_job(five_tars, tmp_path / "one")
+    one = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    assert rc_one == 1 and len(one["errors"]) == 1  # zz_junk.tar; the rest is prepared
+    assert one["skipped"]["unreadable_input"] == 1 and one["not_selected"] > 0 and one["samples"] > 10
+
+    many = tmp_path / "many"
+    assert _run_jobs(five_tars, many, 3) == [1, 0, 0]  # zz_junk.tar is input 6 of 7: job 0's
+    assert not (many / "manifest.json").exists()
+    urls = []
+    for i in range(3):
+        p = json.loads(sa1b.partial_path(many, i, 3).read_text())
+        assert p["job"]["assigned"] == [str(q) for q in parts[i]] and p["samples"] == sum(s["samples"] for s in p["shards"])
+        urls.append({s["url"] for s in p["shards"]})
+    assert all(urls) and not (urls[0] & urls[1] or urls[0] & urls[2] or urls[1] & urls[2])
+    capsys.readouterr()
+    assert sa1b.main(["--merge", str(many)]) == rc_one
+    assert "merged from 3 jobs" in capsys.readouterr().out
+
+    assert shard_shas(many) == shard_shas(tmp_path / "one") and len(shard_shas(many)) == len(one["shards"])
+    merged = json.loads((many / "manifest.json").read_text())
+    assert merged.pop("jobs") == 3
+    assert merged == one  # args (src, settings, workers), shards, counts, errors in input order, hash_range
+    # a rerun of a finished job does no work and the merge (either command, with sha256 checks) is the same
+    before = {p.name: p.stat().st_mtime_ns for p in many.glob("*.tar")}
+    assert _prep_job(five_tars, many, "--num-jobs", "3", "--job-index", "1") == 0
+    assert {p.name: p.stat().st_mtime_ns for p in many.glob("*.tar")} == before
+    assert merge_main([str(many), "--verify"]) == rc_one
+    assert json.loads((many / "manifest.json").read_text()) == {**one, "jobs": 3}
+
+
+def test_sa1b_merge_refuses_bad_partials(five_tars, tmp_path, capsys):
+    """Every broken set of partials is refused with a one-line error (exit code 2) and no manifest.json."""
+    import shutil
+
+    from data_prep.merge import MergeError, merge_jobs
+
+    good = tmp_path / "good"
+    good.mkdir()
+    for t in sorted(five_tars.glob("sa_*.tar")):
+        shutil.copy(t, good)
+    out = tmp_path / "out"
+    assert _run_jobs(good, out, 3) == [0, 0, 0]
+    part = {i: sa1b.partial_path(out, i, 3) for i in range(3)}
+    saved = {i: p.read_bytes() for i, p in part.items()}
+
+    def refused(match: str, *flags: str) -> None:
+        capsys.readouterr()
+        assert sa1b.main(["--merge", str(out), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and match in err, err
+        assert not (out / "manifest.json").exists()
+        for i, b in saved.items():  # restore
+            part[i].write_bytes(b)
+
+    def edit(i: int, fn) -> None:
+        d = json.loads(part[i].read_text())
+        fn(d)
+        part[i].write_text(json.dumps(d))
+
+    part[1].unlink()
+    refused("missing the partial manifest of job 1 of 3")
+    # a job run with other settings (into its own folder, its partial copied in): max side, seed, hash range, inputs
+    for k, flags in enumerate((("--max-side", "32"), ("--seed", "1"), ("--hash-range", "0", "0.5"))):
+        other = tmp_path / f"other{k}"
+        sa1b.main(["--src", str(good), "--out", str(other), "--max-side", "48", "--shard-size", "3", "--workers", "1",
+                   "--hash-range", "0", "0.9", "--no-progress", "--num-jobs", "3", "--job-index", "2", *flags])
+        shutil.copy(sa1b.partial_path(other, 2, 3), part[2])
+        key = {0: "args.max_side = 32 vs 48", 1: "args.seed = 1 vs 0", 2: "args.hash_hi = 0.5 vs 0.9"}[k]
+        refused(f"job 2 of 3 ran with different arguments than job 0: {key}")
+    # job 2 ran (same arguments) while a tar was not there yet
+    (good / "sa_000004.tar").rename(tmp_path / "later.tar")
+    assert _prep_job(good, out, "--num-jobs", "3", "--job-index", "2") == 0
+    (tmp_path / "later.tar").rename(good / "sa_000004.tar")
+    refused("job 2 of 3 saw 4 inputs, job 0 saw 5")
+    # counts that do not add up, a job that did not prepare its inputs, a torn partial
+    edit(0, lambda d: d.update(samples=d["samples"] + 1))
+    refused("counts of job 0 of 3 do not add up: samples")
+    edit(1, lambda d: d["states"].pop())
+    refused("job 1 of 3 did not prepare exactly its inputs")
+    part[2].write_text(part[2].read_text()[:50])
+    refused("unreadable partial manifest")
+    # partials of two different --num-jobs: ambiguous unless --num-jobs picks one
+    assert _prep_job(good, out, "--num-jobs", "2", "--job-index", "0") == 0
+    refused("partials of runs with --num-jobs [2, 3]")
+    with pytest.raises(MergeError, match="missing the partial manifest of job 1 of 2"):
+        merge_jobs(out, num_jobs=2)
+    # a shard missing or (with --verify) changed on disk
+    shard = out / "sa_000001-000000.tar"
+    data = shard.read_bytes()
+    shard.unlink()
+    refused("sa_000001-000000.tar listed by a partial manifest is missing", "--num-jobs", "3")
+    shard.write_bytes(data[:-1] + b"x")
+    refused("does not have the sha256", "--num-jobs", "3", "--verify")
+    shard.write_bytes(data)
+    # jobs with different --workers merge; args.workers becomes the per-job list
+    edit(2, lambda d: d["args"].update(workers=4))
+    m = merge_jobs(out, num_jobs=3, verify=True)
+    assert m["args"]["workers"] == [1, 1, 4] and m["jobs"] == 3 and m["samples"] > 0
+    # bad job flags
+    capsys.readouterr()
+    assert _prep_job(good, tmp_path / "x", "--num-jobs", "3", "--job-index", "3") == 2
+    err = capsys.readouterr().err
+    assert err == "error: --job-index must be in [0, 3) for --num-jobs 3, got 3\n"
+    with pytest.raises(SystemExit):
+        _prep_job(good, tmp_path / "x", "--num-jobs", "3")
+    assert "--num-jobs N and --job-index I go together" in capsys.readouterr().err
