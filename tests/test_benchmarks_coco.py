@@ -100,7 +100,7 @@ def _tiny_sam() -> Sam:
     ).eval()
 
 
-@pytest.mark.parametrize("mask_select", ["max_pred_iou", "single"])
+@pytest.mark.parametrize("mask_select", ["max_pred_iou", "single", "prompt_form"])
 def test_prompt_predictor_equals_sam_predictor(mask_select):
     model = _tiny_sam()
     rng = np.random.default_rng(0)
@@ -111,8 +111,8 @@ def test_prompt_predictor_equals_sam_predictor(mask_select):
     pp.set_image(image)
     ref = SamPredictor(model)
     ref.set_image(image)
-    multi = mask_select == "max_pred_iou"
     for kind, prompts in (("boxes", boxes), ("points", points)):
+        multi = mask_select == "max_pred_iou" or (mask_select == "prompt_form" and kind == "points")
         if kind == "boxes":
             got_m, got_s = pp.predict_boxes(prompts)
             m, s, _ = ref.predict_torch(None, None, ref.transform.apply_boxes_torch(torch.as_tensor(prompts),

@@ -100,7 +100,8 @@ def test_ddp_two_cpu_processes(tmp_path, synthetic_sa1b):
     # gradients synced: identical weights on both ranks
     assert r0["params_max_abs_diff"] == 0.0 and r1["params_max_abs_diff"] == 0.0
     # metrics synced: both ranks hold the same values (rank-local values would differ: different samples)
-    for k in ("train/loss_epoch", "val/miou_1box", "val/miou_1point", "val/ar100", "val/point_hit_rate"):
+    for k in ("train/loss_epoch", "val/miou_1box", "val/miou_1point", "val/ar100", "val/point_hit_rate",
+              "val/point_precision", "val/box_ar100"):
         assert k in r0["metrics"], k
         assert r0["metrics"][k] == pytest.approx(r1["metrics"][k], abs=1e-6), k
     losses = torch.tensor(r0["gathered_losses"])  # [2 ranks, 4 steps]

@@ -145,7 +145,8 @@ def test_fit_validate_checkpoint_contract_and_init_from(tmp_path):
     trainer = _trainer(tmp_path, callbacks=cbs, limit_val_batches=2)
     trainer.fit(m, train_dataloaders=_loader(), val_dataloaders=_loader())
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    for k in ("val/miou_1box", "val/miou_1point", "val/map", "val/ar100", "val/ar1000", "val/point_hit_rate"):
+    for k in ("val/miou_1box", "val/miou_1point", "val/map", "val/ar100", "val/ar1000", "val/point_hit_rate",
+              "val/point_precision", "val/box_ar100", "val/box_ar1000"):
         assert k in metrics and math.isfinite(metrics[k]) and 0.0 <= metrics[k] <= 1.0, k
     assert metrics["global_step"] == 2
     assert list((tmp_path / "images").glob("step_*.png"))
@@ -283,7 +284,7 @@ def test_joint_prompt_split_gives_each_mask_one_prompt_form():
     split.model.predict_masks = spy
     terms = split.compute_losses(batch)
     # slot j gets form j % 3: 2 boxes + 2 points + 2 point+box instead of 6 of each; the output each form reads
-    assert seen == [("box", 2, False), ("point", 2, True), ("point+box", 2, False)]
+    assert seen == [("box", 2, False), ("point", 2, True), ("point+box", 2, False)]  # global step 0
     assert {"mask_box", "mask_point", "mask_pointbox", "ppn"} <= set(terms)
     parts = terms["mask_box"] + terms["mask_point"] + terms["mask_pointbox"]
     assert terms["mask"].item() == pytest.approx(parts.item(), rel=1e-6)
@@ -319,3 +320,48 @@ def test_segevery_prompt_form_is_one_the_joint_stage_trains():
     joint.model.predict_masks = spy
     joint.compute_losses(fake_batch(K=6))
     assert {f: mm for f, mm in seen} == {f: multimask_output_for(f) for f in joint.train_prompt_forms()}
+
+
+def test_joint_prompt_split_rotates_forms_so_every_form_trains(monkeypatch):
+    """With fewer prompts per image than forms, the global step rotates which forms the slots get."""
+    m = LiteSAMModule(model_kwargs=TINY)
+    seen = []
+    real = m.model.predict_masks
+
+    def spy(emb, points=None, boxes=None, multimask_output=False):
+        seen.append("+".join(n for n, x in (("point", points), ("box", boxes)) if x is not None))
+        return real(emb, points=points, boxes=boxes, multimask_output=multimask_output)
+
+    m.model.predict_masks = spy
+    batch = fake_batch(K=2)
+    for step in range(3):
+        monkeypatch.setattr(LiteSAMModule, "global_step", property(lambda self, s=step: s))
+        m.compute_losses(batch)
+    assert seen == ["box", "point", "point", "point+box", "point+box", "box"]
+
+
+def test_eval_segevery_scores_segment_everything_on_the_raw_image():
+    """val/ar100 is SegEvery run on the un-normalised, un-padded image, scored against the valid GT masks."""
+    from litesam_pl.inference.segevery import segment_everything
+    from litesam_pl.metrics.recall import MaskRecall, mask_iou_matrix
+
+    torch.manual_seed(0)
+    m = LiteSAMModule(model_kwargs=TINY)
+    m.eval()
+    batch = fake_batch(B=1, K=3)
+    h, w = 48, 64
+    batch["input_size"] = torch.tensor([[h, w]])
+    raw = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8)
+    norm = (raw.permute(2, 0, 1).float() - m.model.pixel_mean.view(3, 1, 1)) / m.model.pixel_std.view(3, 1, 1)
+    batch["image"] = torch.zeros(1, 3, S, S)
+    batch["image"][0, :, :h, :w] = norm
+    batch["masks"][:, :, h:] = False
+    m.eval_segevery(batch)
+    ref = segment_everything(m.model, raw.numpy(), prompts="autoppn", prompt_type=m.val_prompt_form,
+                             top_n=m.hparams.val_top_n, score_threshold=m.hparams.ppn_score_threshold,
+                             pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="tensors")
+    want = MaskRecall(max_dets=(100, 1000))
+    want.update(mask_iou_matrix(ref["masks"], batch["masks"][0, batch["valid"][0], :h, :w]))
+    assert ref["masks"].shape[-2:] == (h, w)
+    assert m.val_mask_recall.num_gt.item() == int(batch["valid"][0].sum())
+    assert m.val_mask_recall.matched.tolist() == want.matched.tolist()

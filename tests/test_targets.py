@@ -179,6 +179,8 @@ def test_background_ignore_switch_and_gaussian_mode():
     assert tg["heatmap"][0].max() == 1.0
     with pytest.raises(ValueError, match="background"):
         ppn_targets(m[None], box, [9], [0], input_hw, S, STRIDE, num_groups=1, background="stuff")
+    with pytest.raises(ValueError, match="distance"):
+        ppn_targets(m[None], box, [9], [0], input_hw, S, STRIDE, num_groups=1, mode="gaussian", background="ignore")
 
 
 def test_grid_valid_partial_cells():

@@ -139,6 +139,9 @@ def ppn_targets(
         raise ValueError(f"unknown target mode {mode!r}; use one of {TARGET_MODES}")
     if background not in BACKGROUND_MODES:
         raise ValueError(f"unknown background mode {background!r}; use one of {BACKGROUND_MODES}")
+    if background == "ignore" and mode != "distance":
+        raise ValueError("background='ignore' applies to mode='distance' only (the Gaussian baseline trains on "
+                         "background as CenterNet does)")
     if num_groups not in (1, 3):
         raise ValueError(f"num_groups must be 1 or 3, got {num_groups}")
     p = img_size // stride

@@ -5,8 +5,10 @@
   transform of the mask padded by one background pixel on every side (so the image border counts as boundary),
   first argmax in row-major order, as ``(x, y)`` pixel indices (the RITM / EfficientViT-SAM clicker's first click).
 - Every prompt of an image goes through one batched decoder call (``PromptPredictor``, on a ``SamPredictor``);
-  with ``mask_select="max_pred_iou"`` the decoder gives its three multimask outputs and the one with the highest
-  predicted IoU is kept (``"single"``: ``multimask_output=False``). Masks come back at the original resolution.
+  by default (``mask_select="prompt_form"``) each prompt reads the output training supervises for its form
+  (``litesam_pl.models.prompt_forms``): a box the single-mask output, a point the highest predicted IoU of the three
+  multimask outputs. ``"max_pred_iou"`` applies the latter and ``"single"`` the former to both. Masks come back at
+  the original resolution.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import cv2
 import numpy as np
 import torch
 from segment_anything import SamPredictor
+
+from litesam_pl.models.prompt_forms import multimask_output_for
 
 __all__ = [
     "MASK_SELECT_RULES",
@@ -27,6 +31,8 @@ __all__ = [
 
 #: name -> what the JSON's ``mask_select`` records.
 MASK_SELECT_RULES = {
+    "prompt_form": "each prompt form reads the output its training supervises: boxes multimask_output=False, "
+                   "points multimask_output=True keeping the highest predicted IoU",
     "max_pred_iou": "multimask_output=True, keep the mask with the highest predicted IoU",
     "single": "multimask_output=False (the single-mask output token)",
 }
@@ -76,7 +82,8 @@ class PromptPredictor:
 
     Args:
         model: a ``Sam`` (``image_encoder``, ``prompt_encoder``, ``mask_decoder``, ``postprocess_masks``).
-        mask_select: ``"max_pred_iou"`` (3 multimask outputs, keep the highest predicted IoU) or ``"single"``.
+        mask_select: ``"prompt_form"`` (default: boxes the single output, points the best of 3),
+            ``"max_pred_iou"`` (3 multimask outputs, keep the highest predicted IoU) or ``"single"``.
         max_prompts_per_call: prompts per decoder call; an image's prompts go in one call up to this bound.
 
     ``set_image(image)`` then ``predict_boxes(boxes)`` / ``predict_points(points)`` return
@@ -85,7 +92,7 @@ class PromptPredictor:
     ``SamPredictor.predict_torch`` + selecting would give, with a third of the upsampling memory.
     """
 
-    def __init__(self, model: torch.nn.Module, mask_select: str = "max_pred_iou",
+    def __init__(self, model: torch.nn.Module, mask_select: str = "prompt_form",
                  max_prompts_per_call: int = 64) -> None:
         if mask_select not in MASK_SELECT_RULES:
             raise ValueError(f"mask_select must be one of {sorted(MASK_SELECT_RULES)}, got {mask_select!r}")
@@ -113,7 +120,10 @@ class PromptPredictor:
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.predictor
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
-        multimask = self.mask_select == "max_pred_iou"
+        if self.mask_select == "prompt_form":
+            multimask = multimask_output_for("point" if boxes is None else "box")
+        else:
+            multimask = self.mask_select == "max_pred_iou"
         low_res, iou_pred = self.model.mask_decoder(
             image_embeddings=p.features,
             image_pe=self.model.prompt_encoder.get_dense_pe(),

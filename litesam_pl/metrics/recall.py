@@ -77,7 +77,7 @@ class MaskRecall(Metric):
 
     def compute(self) -> Tensor:
         if int(self.num_gt) == 0:
-            return torch.full((len(self.max_dets),), float("nan"))
+            return torch.full((len(self.max_dets),), float("nan"), device=self.matched.device)
         return (self.matched.float() / self.num_gt.float()).mean(1)
 
 
@@ -103,5 +103,5 @@ class PointPrecision(Metric):
 
     def compute(self) -> Tensor:
         if int(self.images) == 0:
-            return torch.tensor(float("nan"))
+            return torch.tensor(float("nan"), device=self.total.device)
         return (self.total / self.images.double()).float()

@@ -397,8 +397,9 @@ class LiteSAMTaskBase(pl.LightningModule):
     @torch.no_grad()
     def eval_ppn(self, ppn_out: Dict[str, Tensor], batch: Dict[str, Any]) -> None:
         """AutoPPN's proposals against the GT of each image: box AR against every GT box (``_ar_items``); point
-        precision (top-k points, k = the image's number of GT boxes) and the top-100 hit rate, a point counting as
-        a hit when its pixel lies in one of the image's valid GT masks (``val_max_masks`` should cover them all)."""
+        precision (top-k points, k = the image's number of loaded GT masks) and the top-100 hit rate, a point
+        counting as a hit when its pixel lies in one of those masks (``val_max_masks`` should cover every mask of an
+        image; images with more masks are scored against the first ``val_max_masks``)."""
         S = batch["image"].shape[-1]
         dec = self.model.autoppn.decode(
             {"heatmap_logits": ppn_out["heatmap_logits"].float(), "boxes": ppn_out["boxes"].float()}, img_size=S,
@@ -416,7 +417,7 @@ class LiteSAMTaskBase(pl.LightningModule):
             })
             pix = points.long().clamp(0, S - 1)
             inside = covered[i, pix[:, 1], pix[:, 0]]  # ranked by score (decode's order)
-            self.val_point_precision.update(inside, len(gt_boxes))
+            self.val_point_precision.update(inside, int(batch["valid"][i].sum()))
             if len(inside):
                 self.val_point_hit.update(inside[:100].float())
 

@@ -27,7 +27,9 @@ class LiteSAMModule(LiteSAMTaskBase):
             read, ``TRAINED_PROMPT_FORMS``).
         prompt_split: give each prompt ONE form, as SAM's training ("either a foreground point or a bounding box
             is selected randomly with equal probability"): of each image's (randomly ordered) masks, slot ``j``
-            gets form ``j % len(prompt_forms)``; the decoder then runs once per mask instead of once per form.
+            gets form ``(j + step) % len(prompt_forms)`` (the rotation by the global step lets every form train
+            even when an image has fewer prompts than there are forms); the decoder then runs once per mask
+            instead of once per form.
             False: every mask gets every form.
         **kwargs: ``LiteSAMTaskBase`` arguments.
     """
@@ -58,10 +60,12 @@ class LiteSAMModule(LiteSAMTaskBase):
         n = len(self.prompt_forms)
         if not self.prompt_split or n < 2 or batch["masks"].shape[1] < 2:
             return super().train_mask_losses(embeddings, batch)
-        # masks come in random order (valid ones first): slot j gets form j % n
+        # masks come in random order (valid ones first): slot j gets form (j + step) % n
+        offset = int(self.global_step) % n  # 0 outside a trainer
         out: Dict[str, Tensor] = {}
         total = embeddings.new_zeros(())
-        for j, form in enumerate(self.prompt_forms):
+        for j in range(n):
+            form = self.prompt_forms[(j + offset) % n]
             part = slice_prompts(batch, slice(j, None, n))
             if part["masks"].shape[1] == 0:
                 continue
