@@ -465,3 +465,85 @@ def test_unreadable_shards_raise_instead_of_hanging(tmp_path):
     with pytest.raises(RuntimeError, match="no readable sample"):
         list(dm.train_dataloader())
     assert dm.num_skipped >= 2
+
+
+# ------------------------------------------------------------------------------------------------ loader costs
+class _CountingRaw(io.RawIOBase):
+    """An unbuffered file that counts the bytes read from disk."""
+
+    def __init__(self, path, counter: list):
+        self._f = io.FileIO(path, "rb")
+        self._counter = counter
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def readinto(self, b):
+        n = self._f.readinto(b)
+        self._counter[0] += n or 0
+        return n
+
+    def seek(self, pos, whence=0):
+        return self._f.seek(pos, whence)
+
+    def tell(self):
+        return self._f.tell()
+
+    def close(self):
+        self._f.close()
+        super().close()
+
+
+def test_count_samples_reads_headers_only(tmp_path, monkeypatch):
+    import gzip
+
+    import litesam_pl.data.sa1b_stream as stream
+
+    members = []
+    for i in range(3):
+        members += [(f"sa_{i}.jpg", b"\xff" * (1 << 20)), (f"sa_{i}.json", b"{}")]
+    shard = _write_tar(tmp_path / "big.tar", members)
+    (tmp_path / "big.tar.gz").write_bytes(gzip.compress(shard.read_bytes(), compresslevel=1))
+    read = [0]
+
+    def counting_open(path, mode="r", *args, **kwargs):
+        assert mode == "rb", mode
+        return io.BufferedReader(_CountingRaw(path, read))
+
+    monkeypatch.setattr(stream, "open", counting_open, raising=False)
+    assert count_samples([str(shard)]) == 3
+    size = shard.stat().st_size
+    assert 0 < read[0] < size / 20, (read[0], size)  # headers (+ read-ahead), not the 3 MB of member data
+    # compressed tars cannot be seeked cheaply: they are streamed, and still counted right
+    assert count_samples([str(tmp_path / "big.tar.gz")]) == 3
+
+
+def test_workers_use_one_opencv_thread(colour_shards):
+    from torch.utils.data import IterableDataset
+
+    from litesam_pl.data.datamodule import worker_init_fn
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(4)
+        worker_init_fn(0)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
+
+    dm = SA1BDataModule(val_shards=str(colour_shards), batch_size=2, num_workers=1, img_size=S, max_masks=2)
+    dm.setup("validate")
+    assert dm.val_dataloader().worker_init_fn is worker_init_fn
+
+    class Report(IterableDataset):
+        def set_epoch(self, epoch):
+            pass
+
+        def __iter__(self):
+            yield cv2.getNumThreads()
+
+    assert list(dm._loader(Report(), None)) == [1]  # inside a real worker
+    assert cv2.getNumThreads() == before  # the main process is left alone

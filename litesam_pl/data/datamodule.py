@@ -22,6 +22,17 @@ __all__ = ["SA1BDataModule"]
 log = logging.getLogger(__name__)
 
 
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader worker start-up: one OpenCV thread per worker.
+
+    OpenCV otherwise keeps a pool of as many threads as cores in every worker, so ``num_workers`` workers (times the
+    ranks of a node) oversubscribe the CPUs. The main process is left alone.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 class _EpochLoader(DataLoader):
     """A DataLoader that tells its stream the epoch before each pass (fresh shard order and shuffling)."""
 
@@ -191,7 +202,7 @@ class SA1BDataModule(LightningDataModule):
             kw["prefetch_factor"] = self.prefetch_factor
         return _EpochLoader(dataset, batch_size=None, num_workers=self.num_workers,
                             pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=False,
-                            epoch_fn=epoch_fn, **kw)
+                            worker_init_fn=worker_init_fn, epoch_fn=epoch_fn, **kw)
 
     def train_dataloader(self) -> DataLoader:
         if not self.train_urls:

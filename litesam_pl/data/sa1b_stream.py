@@ -159,7 +159,8 @@ def check_urls(urls: Sequence[str]) -> None:
 
 def count_samples(urls: Sequence[str]) -> int | None:
     """Number of samples in the shards: from ``manifest.json`` files next to them when they list every shard,
-    else by reading the tar headers of local shards (cheap: no data is read); ``None`` for remote shards."""
+    else by reading the tar headers of local shards (uncompressed tars: headers only, member data is seeked over;
+    compressed tars are streamed whole); ``None`` for remote shards."""
     by_dir: dict[str, dict[str, int]] = {}
     total = 0
     for url in urls:
@@ -180,16 +181,33 @@ def count_samples(urls: Sequence[str]) -> int | None:
                     by_dir[d] = {}
         n = by_dir[d].get(path)
         if n is None:
-            keys = set()
-            with tarfile.open(path, "r|*") as tf:  # streaming: headers only
-                for info in tf:
-                    if info.isreg():
-                        base = os.path.basename(info.name)
-                        if "." in base and base.split(".", 1)[1].lower() == "json":
-                            keys.add(info.name.rsplit(".", 1)[0])
-            n = len(keys)
+            n = len(_tar_sample_keys(path))
         total += n
     return total
+
+
+def _tar_sample_keys(path: str) -> set[str]:
+    """Keys of the samples (members ``<key>.json``) of a local tar, reading its headers only.
+
+    An uncompressed tar is opened seekable (``"r:"``): tarfile then seeks over member data and reads one 512-byte
+    header block per member (plus buffer read-ahead), not the whole file. A compressed tar (gzip, bz2, xz) cannot
+    be seeked without decompressing everything before the target, so it is streamed (``"r|*"``), which reads and
+    decompresses every byte.
+    """
+    keys: set[str] = set()
+    with open(path, "rb") as f:
+        try:
+            tf = tarfile.open(fileobj=f, mode="r:")
+        except tarfile.ReadError:  # not a plain tar: compressed (or broken; the stream then raises)
+            f.seek(0)
+            tf = tarfile.open(fileobj=f, mode="r|*")
+        with tf:
+            for info in tf:
+                if info.isreg():
+                    base = os.path.basename(info.name)
+                    if "." in base and base.split(".", 1)[1].lower() == "json":
+                        keys.add(info.name.rsplit(".", 1)[0])
+    return keys
 
 
 def _open_url(url: str):
