@@ -22,11 +22,13 @@ __all__ = ["SA1BDataModule"]
 log = logging.getLogger(__name__)
 
 
-def worker_init_fn(worker_id: int) -> None:
-    """DataLoader worker start-up: one OpenCV thread per worker.
+def single_thread_opencv() -> None:
+    """One OpenCV thread in every process of a loader with workers.
 
     OpenCV otherwise keeps a pool of as many threads as cores in every worker, so ``num_workers`` workers (times the
-    ranks of a node) oversubscribe the CPUs. The main process is left alone.
+    ranks of a node) oversubscribe the CPUs. The setting is made in the main process *before* the workers fork (they
+    inherit it): calling ``cv2.setNumThreads`` inside a forked worker deadlocks when the parent's pool was running
+    (seen in the test suite). With workers, the main process decodes no images, so it loses nothing.
     """
     import cv2
 
@@ -200,9 +202,11 @@ class SA1BDataModule(LightningDataModule):
         kw: dict[str, Any] = {}
         if self.num_workers > 0:
             kw["prefetch_factor"] = self.prefetch_factor
+        if self.num_workers > 0:
+            single_thread_opencv()
         return _EpochLoader(dataset, batch_size=None, num_workers=self.num_workers,
                             pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=False,
-                            worker_init_fn=worker_init_fn, epoch_fn=epoch_fn, **kw)
+                            epoch_fn=epoch_fn, **kw)
 
     def train_dataloader(self) -> DataLoader:
         if not self.train_urls:
