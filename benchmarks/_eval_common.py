@@ -69,7 +69,8 @@ RANDOM_WEIGHTS_BANNER = (
 
 # ---------------------------------------------------------------------------------------------- arguments
 
-# --mask-select: which decoder output the 1-box / 1-point prompts are read from (the JSON records the rule)
+# --mask-select: which decoder output the 1-box / 1-point prompts are read from (the JSON records the rule); the
+# keys are PromptPredictor's mask_select rules (litesam_pl.inference.prompting.MASK_SELECT_RULES), which apply them
 MASK_SELECT: dict[str, str] = {
     "prompt_form": "per prompt form (litesam_pl.models.prompt_forms.multimask_output_for): box prompts the "
                    "single-mask output (multimask_output=False, what training supervises), point prompts the "
@@ -271,7 +272,8 @@ def evaluate_instances(
 ) -> dict[str, Any]:
     """Run the model over every image of ``data`` (a ``CocoInstances``) and collect what the metrics need.
 
-    ``mask_select`` (``MASK_SELECT``) picks the decoder output of each prompt form (``mask_select_for``).
+    ``mask_select`` (``MASK_SELECT``, the rules of ``PromptPredictor``) picks the decoder output of each prompt
+    form (``mask_select_for`` names what it means per form, for the JSON).
     Returns a dict with ``box_ious``, ``point_ious``, ``areas`` (per prompted instance), ``results`` (box-prompt
     detections, COCO format), ``proposals`` (SegEvery records, COCO format, score = SAM's ranking score),
     ``image_ids`` (processed), counters ``skipped_crowd``, ``skipped_empty``, and timing.
@@ -283,8 +285,8 @@ def evaluate_instances(
     from litesam_pl.metrics.coco import results_from_masks
     from litesam_pl.metrics.miou import mask_ious
 
-    rule = {form: mask_select_for(mask_select, form) for form in ("box", "point")}
-    predictor = PromptPredictor(model, mask_select=rule["box"], max_prompts_per_call=max_prompts)
+    mask_select_for(mask_select, "box")  # a clear error for an unknown rule
+    predictor = PromptPredictor(model, mask_select=mask_select, max_prompts_per_call=max_prompts)
     box_ious: list[float] = []
     point_ious: list[float] = []
     areas: list[float] = []
@@ -316,12 +318,10 @@ def evaluate_instances(
             t0 = time.perf_counter()
             predictor.set_image(sample.image)
             if anns:
-                predictor.mask_select = rule["box"]
                 box_masks, box_scores = predictor.predict_boxes(boxes_from_annotations(anns))
                 box_ious += np.atleast_1d(mask_ious(box_masks, gt)).tolist()
                 results += results_from_masks(image_id, box_masks, box_scores, [a["category_id"] for a in anns])
                 del box_masks
-                predictor.mask_select = rule["point"]
                 pt_masks, _ = predictor.predict_points(farthest_interior_points(gt))
                 point_ious += np.atleast_1d(mask_ious(pt_masks, gt)).tolist()
                 del pt_masks

@@ -306,3 +306,10 @@ def test_benchmark_reads_each_prompt_form_from_the_output_training_supervises():
     assert set(_decoder_calls(_tiny_sam(), "single")) == {("box", False), ("point", False)}
     with pytest.raises(ValueError, match="mask_select"):
         mask_select_for("best", "box")
+
+
+def test_benchmark_rules_are_prompt_predictor_rules():
+    from benchmarks._eval_common import MASK_SELECT
+    from litesam_pl.inference.prompting import MASK_SELECT_RULES
+
+    assert set(MASK_SELECT) == set(MASK_SELECT_RULES)
