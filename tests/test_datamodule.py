@@ -439,6 +439,38 @@ def test_two_ranks_split_validation_and_resampled_training(synthetic_sa1b, monke
     assert not set(a) & set(b) and len(a) + len(b) == 12  # ranks split the shards, every sample once
 
 
+def test_one_val_shard_split_by_sample_over_ranks_and_workers(synthetic_sa1b, monkeypatch):
+    """Issue 16: one validation shard for 2 ranks used to leave rank 1 with nothing (and the job deadlocked in
+    validation). With fewer shards than ranks x workers every rank reads the shard and keeps its share of the
+    samples: each sample once over all ranks and workers, and every rank validates."""
+    shard = sorted(synthetic_sa1b.glob("*.tar"))[0]  # 4 samples
+    everything = None
+    for workers in (0, 2):
+        per_rank = []
+        for rank in (0, 1):
+            monkeypatch.setenv("RANK", str(rank))
+            monkeypatch.setenv("WORLD_SIZE", "2")
+            dm = SA1BDataModule(val_shards=str(shard), batch_size=1, num_workers=workers, img_size=S, max_masks=2)
+            dm.setup("validate")
+            per_rank.append([k for b in dm.val_dataloader() for k in b["key"]])
+        a, b = per_rank
+        assert len(a) == len(b) == 2, per_rank  # balanced: every rank has batches
+        assert not set(a) & set(b)
+        everything = everything or set(a) | set(b)
+        assert set(a) | set(b) == everything and len(everything) == 4
+    # the split itself: fewer shards than readers -> every reader opens every shard, 1 sample in `readers`;
+    # at least as many -> shards by rank, then by worker, every sample of them kept (the former split)
+    ds = dm.val_dataloader().dataset
+    ds.urls = ["s0", "s1", "s2"]
+    assert ds.eval_split(rank=1, world=2, worker=0, nworkers=2) == (["s0", "s1", "s2"], 4, 2)
+    assert ds.eval_split(rank=1, world=2, worker=0, nworkers=1) == (["s1"], 1, 0)
+    recs = [{"__url__": u, "__key__": f"{u}/{j}"} for u in ds.urls for j in range(3)]
+    kept = [[r["__key__"] for r in ds._keep(recs, 4, reader)] for reader in range(4)]
+    assert sorted(sum(kept, [])) == sorted(r["__key__"] for r in recs) and all(len(k) >= 2 for k in kept)
+    # a shard missing on one reader does not shift the others' share of the next shard
+    assert [r["__key__"] for r in ds._keep(recs[3:], 4, 1)] == [k for k in kept[1] if not k.startswith("s0")]
+
+
 def test_fsspec_urls_stream(synthetic_sa1b):
     fsspec = pytest.importorskip("fsspec")
     fs = fsspec.filesystem("memory")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -240,6 +241,47 @@ def test_nan_guard_names_loss_and_step(tmp_path):
     trainer = _trainer(tmp_path, callbacks=[NaNGuard()], max_steps=3, limit_val_batches=0)
     with pytest.raises(NonFiniteLossError, match=r"loss 'ppn_box' is nan at global step 1"):
         trainer.fit(m, train_dataloaders=_loader(3))
+
+
+def test_check_finite_one_test_for_all_terms_names_every_bad_one():
+    from litesam_pl.modules.callbacks import check_finite, nonfinite_codes
+
+    terms = {"loss": torch.tensor(float("nan")), "a": torch.tensor(1.0), "b": torch.tensor(float("-inf")),
+             "c": torch.tensor([1.0, float("inf")]), "d": torch.tensor(float("nan"), dtype=torch.bfloat16)}
+    assert nonfinite_codes(terms).tolist() == [0, 3, 2, 1, 1]  # a, b, c, d, then the total loss last
+    with pytest.raises(NonFiniteLossError, match=r"^loss 'b' is -inf at global step 7 \(also non-finite: 'c' is inf, "
+                                                 r"'d' is nan, 'loss' is nan\)"):
+        check_finite(terms, 7)
+    check_finite({"loss": torch.tensor(2.0), "a": torch.tensor([0.0, 1.0])}, 7)  # finite: no error
+
+
+def test_only_the_backbone_stage_leaves_parameters_unused():
+    """Finding 11 of issue 16: plain DDP (``strategy: ddp``) needs a gradient for every trainable parameter in every
+    step, else it fails at the next step ("Expected to have finished reduction ..."). The AutoPPN and joint stages
+    give one to all of them (the joint stage in every rotation of its prompt forms, with fewer masks than forms
+    too), so their recipes use plain DDP; the box-only backbone stage leaves SAM's 3 point embeddings unused and
+    keeps ``ddp_find_unused_parameters_true``."""
+    import yaml
+    from unittest import mock
+
+    point_embeddings = {f"model.prompt_encoder.{n}.weight"
+                        for n in ("point_embeddings.0", "point_embeddings.1", "not_a_point_embed")}
+    cases = [(BackboneBoxModule, {}, point_embeddings, "backbone_1box", [(3, 0)]),
+             (AutoPPNModule, {"freeze_encoder": True}, set(), "autoppn", [(3, 0)]),
+             (AutoPPNModule, {}, set(), "autoppn", [(3, 0)]),
+             (LiteSAMModule, {}, set(), "litesam", [(1, 0), (2, 0), (2, 1), (2, 2), (3, 0)])]
+    for cls, kw, unused_expected, recipe, runs in cases:
+        torch.manual_seed(0)
+        m = cls(model_kwargs=TINY, **kw)
+        for K, step in runs:
+            m.zero_grad(set_to_none=True)
+            with mock.patch.object(cls, "global_step", property(lambda self, s=step: s)):
+                m.compute_losses(fake_batch(K=K))["loss"].backward()
+            unused = {n for n, p in m.named_parameters() if p.requires_grad and p.grad is None}
+            assert unused == unused_expected, (cls.__name__, kw, K, step, unused)
+        recipe_file = Path(__file__).resolve().parents[1] / "recipes" / f"{recipe}.yaml"
+        strategy = yaml.safe_load(recipe_file.read_text())["trainer"]["strategy"]
+        assert strategy == ("ddp_find_unused_parameters_true" if unused_expected else "ddp"), (recipe, strategy)
 
 
 def test_cosine_schedule_and_bad_args(tmp_path):

@@ -2,8 +2,9 @@
 
 The one module of ``litesam_pl.data`` that knows Lightning. Training streams shards split by node and by worker
 (or resampled), shuffles samples in a buffer, augments (flip, scale jitter) and stops after a fixed number of
-batches per epoch so that every rank runs the same number of steps; validation reads every sample of its shards
-exactly once, in order, without augmentation and with deterministic prompts.
+batches per epoch so that every rank runs the same number of steps; validation reads every sample exactly once
+over all ranks (split by shard, or by sample when there are fewer shards than ranks x workers), in order, without
+augmentation and with deterministic prompts.
 """
 from __future__ import annotations
 
@@ -184,9 +185,11 @@ class SA1BDataModule(LightningDataModule):
         if stage in (None, "fit", "validate") and self.val_shards is not None:
             self.val_urls = expand_urls(self.val_shards, "val_shards")
             check_urls(self.val_urls)
-            if len(self.val_urls) < self.world_size:
-                log.warning("%d validation shards for %d ranks: some ranks validate on nothing",
-                            len(self.val_urls), self.world_size)
+            readers = self.world_size * max(1, self.num_workers)
+            if len(self.val_urls) < readers:  # not an error: SA1BStream.eval_split then splits samples, not shards
+                log.info("%d validation shard(s) for %d ranks x %d workers: every rank reads every validation shard "
+                         "and keeps 1 sample in %d", len(self.val_urls), self.world_size, max(1, self.num_workers),
+                         readers)
         if stage == "validate" and self.val_shards is None:
             raise ValueError("SA1BDataModule: val_shards is required for validation")
 

@@ -8,7 +8,8 @@
   prompts, AutoPPN targets.
 - :class:`SkipCounter` is the webdataset error handler: it counts, logs a warning and continues.
 - :class:`SA1BStream` is the ``IterableDataset``: shards split by node and by worker (or resampled), shuffle buffer,
-  decode, batch (``collate_samples``), and a fixed number of batches per epoch for training.
+  decode, batch (``collate_samples``), and a fixed number of batches per epoch for training; validation samples
+  split by rank and worker even when there are fewer shards than ranks.
 """
 from __future__ import annotations
 
@@ -455,7 +456,8 @@ class SA1BStream(IterableDataset):
         batch_size: samples per batch.
         counter: :class:`SkipCounter` shared with the data module.
         train: shuffle shards (per epoch) and samples, loop over the shards forever and stop after
-            ``batches_per_epoch``; else read every shard of this rank once, in order, keeping a partial last batch.
+            ``batches_per_epoch``; else read this rank's share of the samples once, in order, keeping a partial
+            last batch (see :meth:`eval_split`: every rank gets samples even from a single shard).
         shuffle_buffer: sample shuffle buffer (train).
         resampled: draw shards with replacement independently in every worker (multi-node training on many
             shards); also used automatically when a worker would get no shard of its own.
@@ -501,10 +503,41 @@ class SA1BStream(IterableDataset):
         return int(self.batches_per_epoch)
 
     # -- shard order ------------------------------------------------------------------------------------------
+    def eval_split(self, rank: int, world: int, worker: int, nworkers: int) -> tuple[list[str], int, int]:
+        """Validation: ``(shards this reader opens, readers, reader)``; a reader is one worker of one rank.
+
+        With at least as many shards as readers (``world * nworkers``), shards are split by rank, then by worker,
+        and the reader keeps all their samples (``readers == 1``). With fewer shards (e.g. the documented val set:
+        one shard for 8-128 ranks), every reader opens every shard and keeps sample ``j`` of shard ``s`` when
+        ``(s + j) % readers == reader``: each sample once over all ranks and workers, every rank within one
+        sample per worker of the others, and a shard failing to open on one reader does not shift the others.
+        Either way the split only balances the work: validation does no collective op per step, so ranks may run
+        different numbers of batches (see ``LiteSAMTaskBase``).
+        """
+        readers = world * nworkers
+        if len(self.urls) >= readers:
+            return self.urls[rank::world][worker::nworkers], 1, 0
+        return list(self.urls), readers, rank * nworkers + worker
+
+    def _keep(self, raw: Iterable[dict], readers: int, reader: int) -> Iterator[dict]:
+        """The samples of this reader (see :meth:`eval_split`); all of them when ``readers == 1``."""
+        if readers == 1:
+            yield from raw
+            return
+        pos = {u: i for i, u in enumerate(self.urls)}
+        url, j = None, 0
+        for sample in raw:
+            u = sample.get("__url__")
+            if u != url:
+                url, j = u, 0
+            if (pos.get(u, 0) + j) % readers == reader:
+                yield sample
+            j += 1
+
     def _shards(self, rank: int, world: int, worker: int, nworkers: int, progress: dict) -> Iterator[dict]:
         urls = self.urls
         if not self.train:
-            yield from ({"url": u} for u in urls[rank::world][worker::nworkers])
+            yield from ({"url": u} for u in self.eval_split(rank, world, worker, nworkers)[0])
             return
         mine = urls[rank::world][worker::nworkers] if not self.resampled else []
         if not self.resampled and not mine:
@@ -561,6 +594,10 @@ class SA1BStream(IterableDataset):
         files = tar_file_expander(self._open(self._shards(rank, world, worker, nworkers, progress)),
                                   handler=self.counter)
         raw = self._count(group_by_keys(files, handler=self.counter), progress)
+        mine: list[str] = []
+        if not self.train:  # this reader's shards, and its share of their samples
+            mine, readers, reader = self.eval_split(rank, world, worker, nworkers)
+            raw = self._keep(raw, readers, reader)
         if self.train and self.shuffle_buffer > 1:
             raw = _shuffle(raw, self.shuffle_buffer, min(self.shuffle_buffer, 100),
                            rng=random.Random(int(rng.integers(2**62))))
@@ -596,8 +633,7 @@ class SA1BStream(IterableDataset):
                     return
         if batch and not self.train:
             yield collate_samples(batch, buffers)
-        if not self.train and progress["samples"] == 0 and self.urls[rank::world][worker::nworkers]:
-            raise RuntimeError(f"no readable sample in {self.urls[rank::world][worker::nworkers]}: see the warnings "
-                               "above")
+        if not self.train and progress["samples"] == 0 and mine:
+            raise RuntimeError(f"no readable sample in {mine}: see the warnings above")
         elif self.train and n_batches is not None and made < n_batches:
             raise RuntimeError("the training stream ended early (no readable samples?)")

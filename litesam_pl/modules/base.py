@@ -173,6 +173,10 @@ class LiteSAMTaskBase(pl.LightningModule):
         self.val_point_precision = PointPrecision()
         top = max(int(val_top_n), 100)
         self.val_mask_recall = MaskRecall(max_dets=(100, top))
+        # validation losses, batch-size weighted: synced at epoch end like the metrics above, never per step (a
+        # rank with fewer or no validation batches must not leave the others waiting in a collective)
+        self.val_loss_ppn = MeanMetric(nan_strategy="disable")  # a NaN loss shows as NaN (and no host sync)
+        self.val_loss_mask_box = MeanMetric(nan_strategy="disable")
         # per-image arrays for the COCO evaluators of litesam_pl.metrics.coco (gathered over ranks at epoch end)
         self._map_items: List[Dict[str, Any]] = []
         self._ar_items: List[Dict[str, Any]] = []
@@ -350,7 +354,13 @@ class LiteSAMTaskBase(pl.LightningModule):
         bs = batch["image"].shape[0]
         for k, v in terms.items():
             name = "train/loss" if k == "loss" else f"train/loss_{k}"
-            self.log(name, v.detach().float(), on_step=True, on_epoch=True, batch_size=bs, sync_dist=True, prog_bar=k == "loss")
+            v = v.detach().float()
+            # per step: this rank's value, no cross-rank sync (Lightning would sync each on_step value at once: a
+            # barrier and an all-reduce per term and step); per epoch: the mean over all ranks and steps, synced
+            # once at the epoch's end. The names are the ones Lightning gives on_step + on_epoch logging.
+            self.log(f"{name}_step", v, on_step=True, on_epoch=False, batch_size=bs, prog_bar=k == "loss")
+            self.log(f"{name}_epoch", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True,
+                     prog_bar=k == "loss")
         return terms["loss"]
 
     # ------------------------------------------------------------------------------------------------------------
@@ -445,19 +455,53 @@ class LiteSAMTaskBase(pl.LightningModule):
             self.val_mask_recall.update(mask_iou_matrix(res["masks"], gt.to(res["masks"].device)))
 
     def _eval_step(self, batch: Dict[str, Any], prefix: str) -> None:
+        # No collective op in here (no self.log(sync_dist=True), no DDP buffer broadcast: see
+        # _sync_buffers_before_eval): ranks may run different numbers of validation batches, or none.
         self.check_batch(batch)
         bs = batch["image"].shape[0]
         emb = self.encode(batch["image"])
         if self.val_ppn and self.has_ppn:
             ppn_out = self.ppn_forward(emb)
             r = self.ppn_losses(ppn_out, batch)
-            self.log(f"{prefix}/loss_ppn", r["ppn"].float(), on_epoch=True, batch_size=bs, sync_dist=True)
+            self.val_loss_ppn.update(r["ppn"].detach().float(), bs)
             self.eval_ppn(ppn_out, batch)
             self.eval_segevery(batch)
         if self.val_masks:
             r = self.mask_losses(emb, batch, ("box",))
-            self.log(f"{prefix}/loss_mask_box", r["mask"].float(), on_epoch=True, batch_size=bs, sync_dist=True)
+            self.val_loss_mask_box.update(r["mask"].detach().float(), bs)
             self.eval_masks(emb, batch)
+
+    def _ddp_wrapper(self) -> Optional[torch.nn.parallel.DistributedDataParallel]:
+        """The trainer's DDP wrapper of this module, if any (only ``fit`` wraps the model)."""
+        trainer = self._trainer
+        model = getattr(getattr(trainer, "strategy", None), "model", None) if trainer is not None else None
+        return model if isinstance(model, torch.nn.parallel.DistributedDataParallel) else None
+
+    def _sync_buffers_before_eval(self) -> None:
+        """Broadcast rank 0's module buffers now, on every rank, and keep DDP from doing it in ``validation_step``.
+
+        DDP re-broadcasts the buffers in the first no-grad forward after a training forward (and in the very first
+        forward), i.e. inside the first ``validation_step``. A rank that has fewer validation batches, or none,
+        then leaves the others in that broadcast for good (issue 16: a 2-rank run with one val shard hung). This
+        hook runs on every rank at the start of each validation/test epoch whatever its batches, does the same
+        broadcast (``DistributedDataParallel._sync_buffers``, rank 0 authoritative) and clears the flag that would
+        make the next forward repeat it. Stock DDP clears that flag after its no-grad forward too, so training
+        afterwards behaves exactly as before.
+        """
+        ddp = self._ddp_wrapper()
+        if ddp is None:
+            return
+        # exactly the decision (flag, broadcast_buffers / forward_sync_buffers, any buffers) and the broadcast
+        # (rank 0 authoritative, coalesced) of DDP's own pre-forward
+        if ddp.will_sync_module_buffers():
+            ddp._sync_buffers()
+        ddp.require_forward_param_sync = False
+
+    def on_validation_epoch_start(self) -> None:
+        self._sync_buffers_before_eval()
+
+    def on_test_epoch_start(self) -> None:
+        self._sync_buffers_before_eval()
 
     def _gather(self, items: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         """Every rank's per-image items, in rank order, on every rank (identical metrics everywhere)."""
@@ -481,7 +525,12 @@ class LiteSAMTaskBase(pl.LightningModule):
         return mask_ap(gts, preds, iou_type="segm")
 
     def _eval_epoch_end(self, prefix: str) -> None:
-        # no rank-dependent branches here: every rank computes (and so syncs) the same metrics
+        # no rank-dependent branches here: every rank computes (and so syncs) the same metrics, in the same order,
+        # whether or not it had validation batches (torchmetrics syncs every state, zero on a rank without updates)
+        if self.val_ppn and self.has_ppn:
+            self.log(f"{prefix}/loss_ppn", self.val_loss_ppn.compute(), sync_dist=True)
+        if self.val_masks:
+            self.log(f"{prefix}/loss_mask_box", self.val_loss_mask_box.compute(), sync_dist=True)
         if self.val_masks:
             self.log(f"{prefix}/miou_1box", self.val_miou_1box.compute(), sync_dist=True)
             self.log(f"{prefix}/miou_1point", self.val_miou_1point.compute(), sync_dist=True)
@@ -508,7 +557,7 @@ class LiteSAMTaskBase(pl.LightningModule):
             self.log(f"{prefix}/point_precision", self.val_point_precision.compute(), sync_dist=True)
             self.log(f"{prefix}/point_hit_rate", self.val_point_hit.compute(), sync_dist=True)
         for m in (self.val_miou_1box, self.val_miou_1point, self.val_point_hit, self.val_point_precision,
-                  self.val_mask_recall):
+                  self.val_mask_recall, self.val_loss_ppn, self.val_loss_mask_box):
             m.reset()
         self._map_items.clear()
         self._ar_items.clear()
