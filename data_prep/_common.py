@@ -109,6 +109,14 @@ def dump_json(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
 
 
+def write_sample_tar(out: Path, name: str, samples: Sequence[tuple[str, bytes, bytes]]) -> dict:
+    """Write ``samples`` (``(key, jpg, json)``) as the deterministic tar ``out/name`` (atomically); returns the
+    manifest's shard entry ``{"url", "samples", "bytes", "sha256"}``."""
+    data = tar_bytes(sample_members(samples))
+    atomic_write(Path(out) / name, data)
+    return {"url": name, "samples": len(samples), "bytes": len(data), "sha256": sha256_bytes(data)}
+
+
 def write_manifest(out: Path, shards: list[dict], skipped: Mapping[str, int], args: Mapping, **extra) -> Path:
     """Write ``out/manifest.json`` = ``{"shards": [...], "samples", "skipped", "args", **extra}`` atomically."""
     shards = sorted(shards, key=lambda s: s["url"])

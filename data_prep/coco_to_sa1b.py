@@ -28,7 +28,7 @@ import numpy as np
 
 from litesam_pl.data.rle import decode_rle, rle_area, rle_to_bbox
 
-from ._common import atomic_write, dump_json, is_jpeg, sample_members, sha256_bytes, tar_bytes, write_manifest
+from ._common import dump_json, is_jpeg, write_manifest, write_sample_tar
 from .sa1b import SkipSample, decode_image
 
 __all__ = ["coco_to_sa1b", "interior_point", "find_image_file"]
@@ -90,10 +90,7 @@ def coco_to_sa1b(
     buf: list[tuple[str, bytes, bytes]] = []
 
     def flush() -> None:
-        data = tar_bytes(sample_members(buf))
-        name = f"{prefix}_{len(shards):06d}.tar"
-        atomic_write(out / name, data)
-        shards.append({"url": name, "samples": len(buf), "bytes": len(data), "sha256": sha256_bytes(data)})
+        shards.append(write_sample_tar(out, f"{prefix}_{len(shards):06d}.tar", buf))
         buf.clear()
 
     it = ids
