@@ -109,12 +109,32 @@ def dump_json(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
 
 
-def write_sample_tar(out: Path, name: str, samples: Sequence[tuple[str, bytes, bytes]]) -> dict:
-    """Write ``samples`` (``(key, jpg, json)``) as the deterministic tar ``out/name`` (atomically); returns the
-    manifest's shard entry ``{"url", "samples", "bytes", "sha256"}``."""
-    data = tar_bytes(sample_members(samples))
-    atomic_write(Path(out) / name, data)
-    return {"url": name, "samples": len(samples), "bytes": len(data), "sha256": sha256_bytes(data)}
+class TarSeries:
+    """``<prefix>_000000.tar, <prefix>_000001.tar, ...`` in ``out``, ``per_tar`` samples each (the last fewer): the
+    output of the SA-1B-format converters. ``add(key, jpg, json)`` buffers a sample and writes a full tar
+    (deterministic, atomic); ``close()`` writes the rest and returns the manifest's shard entries."""
+
+    def __init__(self, out: Path, prefix: str, per_tar: int):
+        self.out, self.prefix, self.per_tar = Path(out), prefix, int(per_tar)
+        self.shards: list[dict] = []
+        self._buf: list[tuple[str, bytes, bytes]] = []
+
+    def add(self, key: str, jpg: bytes, js: bytes) -> None:
+        self._buf.append((key, jpg, js))
+        if len(self._buf) == self.per_tar:
+            self._flush()
+
+    def _flush(self) -> None:
+        data = tar_bytes(sample_members(self._buf))
+        name = f"{self.prefix}_{len(self.shards):06d}.tar"
+        atomic_write(self.out / name, data)
+        self.shards.append({"url": name, "samples": len(self._buf), "bytes": len(data), "sha256": sha256_bytes(data)})
+        self._buf.clear()
+
+    def close(self) -> list[dict]:
+        if self._buf:
+            self._flush()
+        return self.shards
 
 
 def write_manifest(out: Path, shards: list[dict], skipped: Mapping[str, int], args: Mapping, **extra) -> Path:

@@ -31,7 +31,7 @@ import numpy as np
 
 from litesam_pl.data.rle import encode_mask, rle_to_bbox
 
-from ._common import dump_json, write_manifest, write_sample_tar
+from ._common import TarSeries, dump_json, write_manifest
 from .coco_to_sa1b import interior_point
 from .sa1b import SkipSample, decode_image
 
@@ -145,13 +145,9 @@ def bsds_to_sa1b(
 
     skipped: Counter = Counter()
     dropped: Counter = Counter()
-    shards: list[dict] = []
-    buf: list[tuple[str, bytes, bytes]] = []
+    tars = TarSeries(out, "bsds", images_per_tar)
     masks_kept = 0
 
-    def flush() -> None:
-        shards.append(write_sample_tar(out, f"bsds_{len(shards):06d}.tar", buf))
-        buf.clear()
 
     it = items
     if progress:
@@ -196,11 +192,8 @@ def bsds_to_sa1b(
         record = {"image": {"image_id": int(img_path.stem) if img_path.stem.isdigit() else img_path.stem,
                             "width": w, "height": h, "file_name": f"{key}.jpg", "split": split},
                   "annotations": anns}
-        buf.append((key, data, dump_json(record)))
-        if len(buf) == images_per_tar:
-            flush()
-    if buf:
-        flush()
+        tars.add(key, data, dump_json(record))
+    shards = tars.close()
     args = {"root": str(root), "splits": list(splits), "images_per_tar": images_per_tar, "min_area": min_area,
             "dedup_iou": dedup_iou, "limit": limit, "masks": masks_kept}
     write_manifest(out, shards, skipped, args, records=len(items),

@@ -28,7 +28,7 @@ import numpy as np
 
 from litesam_pl.data.rle import decode_rle, rle_area, rle_to_bbox
 
-from ._common import dump_json, is_jpeg, write_manifest, write_sample_tar
+from ._common import TarSeries, dump_json, is_jpeg, write_manifest
 from .sa1b import SkipSample, decode_image
 
 __all__ = ["coco_to_sa1b", "interior_point", "find_image_file"]
@@ -86,12 +86,8 @@ def coco_to_sa1b(
 
     skipped: Counter = Counter()
     dropped: Counter = Counter()
-    shards: list[dict] = []
-    buf: list[tuple[str, bytes, bytes]] = []
+    tars = TarSeries(out, prefix, images_per_tar)
 
-    def flush() -> None:
-        shards.append(write_sample_tar(out, f"{prefix}_{len(shards):06d}.tar", buf))
-        buf.clear()
 
     it = ids
     if progress:
@@ -156,11 +152,8 @@ def coco_to_sa1b(
             data = enc.tobytes()
         record = {"image": {"image_id": int(image_id), "width": w, "height": h, "file_name": f"{key}.jpg"},
                   "annotations": anns}
-        buf.append((key, data, dump_json(record)))
-        if len(buf) == images_per_tar:
-            flush()
-    if buf:
-        flush()
+        tars.add(key, data, dump_json(record))
+    shards = tars.close()
     args = {"ann": str(ann), "images": str(images), "images_per_tar": images_per_tar, "prefix": prefix,
             "keep_crowd": keep_crowd, "num_image_ids": len(ids)}
     write_manifest(out, shards, skipped, args, records=len(ids),
