@@ -12,7 +12,7 @@ SHARED ?= ../shared
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock test test-fast smoke demo train-backbone train-autoppn train-litesam table2-smoke \
-        bench-complexity bench-dataloader bench-segevery bench-coco bench-lvis bench-bsds bench-ci clean
+        real-data real-smoke bench-complexity bench-dataloader bench-segevery bench-coco bench-lvis bench-bsds bench-ci clean
 
 help: ## list every target with one line each
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -52,6 +52,28 @@ smoke: install smoke-data ## the three paper recipes at smoke scale on CPU (runs
 	$(VENV)/bin/litesam fit --config recipes/backbone_1box.yaml --config recipes/smoke/backbone_1box.yaml $(ARGS)
 	$(VENV)/bin/litesam fit --config recipes/autoppn.yaml --config recipes/smoke/autoppn.yaml $(ARGS)
 	$(VENV)/bin/litesam fit --config recipes/litesam.yaml --config recipes/smoke/litesam.yaml $(ARGS)
+
+# Real photographs (DATA= the folder holding bsds500/ and coco2017_subset/, default ../shared/data): BSDS500
+# train+val human segmentations and COCO train2017 instances -> SA-1B-format tars -> 512-px shards, split by hash
+# (train 0-0.9, val 0.9-1; BSDS test and COCO val stay held out for the benchmarks).
+REAL_DATA = $(or $(DATA),$(SHARED)/data)
+REAL_PREP = --max-side 512 --shard-size 100 --workers 2 --no-progress
+
+data/real/shards/val/manifest.json: | install
+	@test -d $(REAL_DATA)/bsds500 -a -d $(REAL_DATA)/coco2017_subset || \
+	  { echo "error: make real-data needs $(REAL_DATA)/bsds500 and $(REAL_DATA)/coco2017_subset (set DATA=)"; exit 2; }
+	$(PY) -m data_prep.bsds_to_sa1b --root $(REAL_DATA)/bsds500 --splits train val --out data/real/raw/bsds --no-progress
+	$(PY) -m data_prep.coco_to_sa1b --ann $(REAL_DATA)/coco2017_subset/annotations/instances_train2017_subset.json \
+	  --images $(REAL_DATA)/coco2017_subset/train2017 --out data/real/raw/coco --prefix coco --no-progress
+	$(PY) -m data_prep.sa1b --src data/real/raw/bsds data/real/raw/coco --out data/real/shards/train --hash-range 0 0.9 $(REAL_PREP)
+	$(PY) -m data_prep.sa1b --src data/real/raw/bsds data/real/raw/coco --out data/real/shards/val --hash-range 0.9 1 $(REAL_PREP)
+
+real-data: data/real/shards/val/manifest.json ## real photos (BSDS500 train+val, COCO train; DATA=) -> shards for make real-smoke
+
+real-smoke: install real-data ## the three paper recipes on real photos, CPU scale (runs/real-smoke/<backbone|autoppn|litesam>/)
+	$(VENV)/bin/litesam fit --config recipes/backbone_1box.yaml --config recipes/real/backbone_1box.yaml $(ARGS)
+	$(VENV)/bin/litesam fit --config recipes/autoppn.yaml --config recipes/real/autoppn.yaml $(ARGS)
+	$(VENV)/bin/litesam fit --config recipes/litesam.yaml --config recipes/real/litesam.yaml $(ARGS)
 
 table2-smoke: install smoke-data ## Table 2's eight AutoPPN combinations at smoke scale (after make smoke) -> results/table2.json
 	$(PY) -m benchmarks.table2 --json results/table2.json $(ARGS)
@@ -111,12 +133,12 @@ bench-lvis: install ## LVIS val mIoU / AP (ARGS='--ann ... --images ... --ckpt .
 	$(PY) -m benchmarks.lvis --ann $(or $(ANN),$(SHARED)/data/lvis_v0.5_val100/annotations/lvis_v0.5_val100_subset.json) \
 	  --images $(or $(IMAGES),$(SHARED)/data/lvis_v0.5_val100/val2017) --json results/lvis.json $(ARGS)
 
-bench-bsds: install ## BSDS500 edge ODS/OIS/AP/R50 (ARGS='--detector canny' or '--ckpt ...')
-	$(PY) -m benchmarks.bsds --data $(or $(DATA),$(SHARED)/data/bsds500) --split test --json results/bsds.json \
+bench-bsds: install ## BSDS500 edge ODS/OIS/AP/R50 (DATA= folder holding bsds500/; ARGS='--detector canny' or '--ckpt ...')
+	$(PY) -m benchmarks.bsds --data $(or $(DATA),$(SHARED)/data)/bsds500 --split test --json results/bsds.json \
 	  --plot results/bsds_pr.png $(or $(ARGS),--detector canny)
 
 bench-ci: install ## fast CPU regression guard: AutoPPN >= 2.5x faster than grid search (results/bench-ci.*)
 	$(PY) -m benchmarks.ci --json results/bench-ci.json --md results/bench-ci.md $(ARGS)
 
 clean: ## remove run outputs and caches (keeps .venv)
-	rm -rf runs results data/smoke .pytest_cache wandb lightning_logs
+	rm -rf runs results data/smoke data/real .pytest_cache wandb lightning_logs
