@@ -11,6 +11,8 @@ Per image (one ``set_image`` each):
   3. SegEvery proposals for AR@1000 (unless --skip-ar): SAM's proposal protocol (no crops, no IoU/stability
      filters, box NMS 0.9, ranked by the mean of predicted IoU and stability score), from
      ``model.segment_everything`` (AutoPPN or grid prompts) or SAM's ``SamAutomaticMaskGenerator`` (``amg``).
+  4. Classical 1-box references on the same instances (``benchmarks.baselines``: box fill, GrabCut) unless
+     --no-baselines; --baselines-only runs them without a model.
 Then mIoU (overall, small / medium / large by the annotation's area), AP (pycocotools, or the official LVIS
 evaluator), class-agnostic AR@100/1000 (COCOeval, useCats=0), all in percent in the JSON.
 """
@@ -269,8 +271,13 @@ def evaluate_instances(
     proposer: Callable[[np.ndarray], list[dict]] | None = None,
     max_proposals: int = 1000,
     progress: bool = True,
+    instance_hook: Callable[[Any, list[dict], np.ndarray], Mapping[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Run the model over every image of ``data`` (a ``CocoInstances``) and collect what the metrics need.
+
+    ``model=None`` prompts nothing (only the instances and ``instance_hook`` run: ``--baselines-only``).
+    ``instance_hook(sample, anns, gt)`` is called per image with the prompted instances and their GT masks
+    ``[K, H, W]`` (``benchmarks.baselines.Baselines``); what it returns is added to the progress bar.
 
     ``mask_select`` (``MASK_SELECT``, the rules of ``PromptPredictor``) picks the decoder output of each prompt
     form (``mask_select_for`` names what it means per form, for the JSON).
@@ -286,7 +293,8 @@ def evaluate_instances(
     from litesam_pl.metrics.miou import mask_ious
 
     mask_select_for(mask_select, "box")  # a clear error for an unknown rule
-    predictor = PromptPredictor(model, mask_select=mask_select, max_prompts_per_call=max_prompts)
+    predictor = None if model is None else PromptPredictor(model, mask_select=mask_select,
+                                                           max_prompts_per_call=max_prompts)
     box_ious: list[float] = []
     point_ious: list[float] = []
     areas: list[float] = []
@@ -316,8 +324,9 @@ def evaluate_instances(
             image_ids.append(int(image_id))
 
             t0 = time.perf_counter()
-            predictor.set_image(sample.image)
-            if anns:
+            if predictor is not None:
+                predictor.set_image(sample.image)
+            if anns and predictor is not None:
                 box_masks, box_scores = predictor.predict_boxes(boxes_from_annotations(anns))
                 box_ious += np.atleast_1d(mask_ious(box_masks, gt)).tolist()
                 results += results_from_masks(image_id, box_masks, box_scores, [a["category_id"] for a in anns])
@@ -325,8 +334,9 @@ def evaluate_instances(
                 pt_masks, _ = predictor.predict_points(farthest_interior_points(gt))
                 point_ious += np.atleast_1d(mask_ious(pt_masks, gt)).tolist()
                 del pt_masks
-                areas += [float(a["area"]) for a in anns]
+            areas += [float(a["area"]) for a in anns]
             t_prompt += time.perf_counter() - t0
+            postfix = dict(instance_hook(sample, anns, gt) or {}) if instance_hook is not None else {}
 
             if proposer is not None:
                 t0 = time.perf_counter()
@@ -335,7 +345,7 @@ def evaluate_instances(
                 recs = sorted(recs, key=_proposal_score, reverse=True)[:max_proposals]
                 proposals += [{"image_id": int(image_id), "category_id": 1, "segmentation": _record_rle(r),
                                "score": _proposal_score(r)} for r in recs]
-            bar.set_postfix(inst=len(areas))
+            bar.set_postfix(inst=len(areas), **postfix)
     return {
         "box_ious": box_ious, "point_ious": point_ious, "areas": areas, "results": results,
         "proposals": proposals, "image_ids": image_ids, "skipped_crowd": skipped_crowd,
@@ -403,15 +413,17 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def format_table(dataset_kind: str, ours: Mapping[str, Any], label: str) -> str:
-    """A Table-5-shaped block (mIoU 1-box / 1-point, AP, AP_S/M/L) plus Table 6's Mask AR@1000."""
+def format_table(dataset_kind: str, ours: Mapping[str, Any] | None, label: str,
+                 extra_rows: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> str:
+    """A Table-5-shaped block (mIoU 1-box / 1-point, AP, AP_S/M/L) plus Table 6's Mask AR@1000; ``extra_rows``
+    (the classical baselines, ``benchmarks.baselines.baseline_rows``) follow ours (None: no row of ours)."""
     cols = [("1-box mIoU", "miou_1box"), ("1-point mIoU", "miou_1point"), ("AP", "ap"), ("AP_S", "ap_s"),
             ("AP_M", "ap_m"), ("AP_L", "ap_l"), ("AR@1000", "ar1000")]
     if dataset_kind == "lvis":
         cols += [("AP_r", "ap_r"), ("AP_c", "ap_c"), ("AP_f", "ap_f")]
     rows = [("Lite-SAM (paper, r640)", PAPER_ROWS[dataset_kind]),
-            ("Lite-SAM (paper, r1024)", PAPER_ROWS_R1024[dataset_kind]),
-            (label, ours)]
+            ("Lite-SAM (paper, r1024)", PAPER_ROWS_R1024[dataset_kind])]
+    rows += ([(label, ours)] if ours is not None else []) + list(extra_rows)
     w0 = max(len(r[0]) for r in rows) + 2
     title = {"coco": "MSCOCO 2017 val", "lvis": "LVIS val"}[dataset_kind]
     head = f"{'Model':<{w0}}" + "".join(f"{c:>14}" for c, _ in cols)
@@ -447,6 +459,7 @@ def write_json(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
 
 def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) -> dict[str, Any]:
     """The whole command line of ``benchmarks.coco`` / ``benchmarks.lvis``; returns the JSON payload."""
+    from benchmarks import baselines as bl
     from litesam_pl.data.coco import CocoInstances
 
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.{dataset_kind}", description=description,
@@ -455,7 +468,9 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
     if dataset_kind == "lvis":
         p.add_argument("--lvis-backend", default="lvis", choices=["lvis", "faster"],
                        help="AP scorer: the official lvis.LVISEval (default) or faster_coco_eval's LVIS mode")
+    bl.add_baseline_args(p)
     args = p.parse_args(argv)
+    bl.check_baseline_args(p, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     t_start = time.perf_counter()
@@ -470,22 +485,27 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
     if len(data) == 0:
         p.error(f"no image of {args.ann} was found under {args.images}")
 
-    try:
-        model, info = build_model(args.ckpt, args.img_size, args.device)
-    except (FileNotFoundError, ValueError) as e:
-        p.error(str(e))
+    model, info = None, {"ckpt": None, "random_weights": False, "model": None}
+    if not args.baselines_only:
+        try:
+            model, info = build_model(args.ckpt, args.img_size, args.device)
+        except (FileNotFoundError, ValueError) as e:
+            p.error(str(e))
     if info["random_weights"]:
         print(RANDOM_WEIGHTS_BANNER, file=sys.stderr)
+    baselines = bl.make_baselines(args)
     proposer, segevery_name = (None, None)
-    if not args.skip_ar:
+    if not args.skip_ar and model is not None:
         proposer, segevery_name = make_proposer(model, args.segevery, ppn_top_n=args.ppn_top_n,
                                                 ppn_score_threshold=args.ppn_score_threshold,
                                                 points_per_side=args.points_per_side)
     run = evaluate_instances(model, data, mask_select=args.mask_select, max_prompts=args.max_prompts,
-                             proposer=proposer, max_proposals=args.max_proposals, progress=not args.no_progress)
+                             proposer=proposer, max_proposals=args.max_proposals, progress=not args.no_progress,
+                             instance_hook=baselines)
     run["proposals_evaluated"] = proposer is not None
-    numbers = score(dataset_kind, args.ann, run, max_proposals=args.max_proposals,
-                    lvis_backend=getattr(args, "lvis_backend", "lvis"))
+    numbers = {} if model is None else score(dataset_kind, args.ann, run, max_proposals=args.max_proposals,
+                                             lvis_backend=getattr(args, "lvis_backend", "lvis"))
+    base = baselines.summary(run["areas"]) if baselines is not None else None
 
     if args.save_results:
         Path(args.save_results).parent.mkdir(parents=True, exist_ok=True)
@@ -494,6 +514,8 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
 
     payload: dict[str, Any] = {
         **numbers,
+        "baselines": base,
+        "baselines_only": bool(args.baselines_only),
         "images": len(run["image_ids"]),
         "instances": len(run["areas"]),
         "mask_select": f"{args.mask_select}: {MASK_SELECT[args.mask_select]}",
@@ -510,7 +532,7 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
         "point_rule": "farthest interior point: distance transform of the 1-px-padded GT mask, first argmax",
         "ap_protocol": ("GT boxes as prompts (paper Table 5 note 3); GT category; score = predicted IoU; "
                         + ("LVIS federated eval, 300 dets/image" if dataset_kind == "lvis" else "pycocotools COCOeval")),
-        "ar_protocol": (None if args.skip_ar else
+        "ar_protocol": (None if proposer is None else
                         "class-agnostic COCOeval (useCats=0, segm), SAM App. D.3: no crops, no IoU/stability "
                         "filters, box NMS 0.9, ranked by mean(predicted IoU, stability score)"),
         "segevery": segevery_name,
@@ -525,9 +547,12 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
         payload["warning"] = "RANDOM WEIGHTS: no --ckpt given; these numbers only check the pipeline"
     write_json(args.json, payload)
 
-    label = "ours (RANDOM weights)" if info["random_weights"] else f"ours ({Path(args.ckpt).name})"
-    label += f", r{info['img_size']}"
-    print(format_table(dataset_kind, payload, label))
+    label = "ours (RANDOM weights)" if info["random_weights"] else f"ours ({Path(args.ckpt or '-').name})"
+    label += f", r{info.get('img_size')}"
+    ours = None if model is None else payload
+    print(format_table(dataset_kind, ours, label, bl.baseline_rows(base)))
+    if base:
+        print(bl.format_baseline_table(base, ours, label))
     print(f"{payload['images']} images ({data.num_missing} missing, limit {args.limit}), {payload['instances']} "
           f"instances ({run['skipped_crowd']} crowd, {run['skipped_empty']} empty skipped); mask_select="
           f"{args.mask_select}; SegEvery: {segevery_name or 'skipped'}; JSON: {args.json}")

@@ -1,17 +1,22 @@
 """BSDS500 zero-shot edge detection (Lite-SAM Table 7): ODS, OIS, AP and R50 with the original BSDS bench protocol.
 
-Edge sources (exactly one):
+Edge sources (at most one of the first four, plus any --baselines):
   --ckpt PATH            our model (export or Lightning checkpoint): SegEvery without IoU/stability filters,
                          SAM App. D.2 edge maps (Sobel on mask probabilities, outer boundary, max, normalise, NMS)
   --model NAME           the same with a randomly initialised registry model (smoke runs only)
   --detector sobel|canny the classical rows of Table 7
   --pred DIR             precomputed maps <id>.png / <id>.npy / <id>.mat (--pred-format png|npy|ucm2|segs)
+  --baselines sobel canny  classical detectors scored beside that source (or alone) on the same images and
+                         thresholds: one table row per source, the JSON keyed per source ("sources"), all curves
+                         on --plot; --eval-dir / --save-edges then get one subfolder per source
 
 Examples:
   python -m benchmarks.bsds --data ../shared/data/bsds500 --detector canny --workers 2 --json canny.json
   python -m benchmarks.bsds --data ../shared/data/bsds500 --pred ../shared/data/bsds500/ucm2_gPb_owt_ucm/test \\
       --pred-format ucm2 --limit 5 --thresholds 99
   python -m benchmarks.bsds --data ../shared/data/bsds500 --ckpt litesam.pt --json litesam.json --plot pr.png
+  python -m benchmarks.bsds --data ../shared/data/bsds500 --ckpt litesam.pt --baselines sobel canny \
+      --thresholds 19 --json table7.json --plot pr.png
 """
 from __future__ import annotations
 
@@ -51,11 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="BSDS500 folder (images/<split>/*.jpg, groundTruth/<split>/*.mat)")
     p.add_argument("--split", default="test", choices=["test", "val", "train"], help="split to score (default test)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N ids (string-sorted)")
-    src = p.add_argument_group("edge source (exactly one)")
+    src = p.add_argument_group("edge source (one of --ckpt / --model / --detector / --pred, and/or --baselines)")
     src.add_argument("--ckpt", help="our model: a `litesam export` file or a Lightning checkpoint")
     src.add_argument("--model", help="registry name built with RANDOM weights (smoke runs), e.g. litesam")
     src.add_argument("--detector", choices=["sobel", "canny"], help="classical detector")
     src.add_argument("--pred", help="folder of precomputed edge maps named <image id>.<ext>")
+    src.add_argument("--baselines", nargs="+", default=[], choices=["sobel", "canny"], metavar="DETECTOR",
+                     help="classical detectors (sobel, canny) scored beside the source, same images and thresholds")
     p.add_argument("--pred-format", default="png", choices=list(PRED_FORMATS),
                    help="format of --pred files: png (pb=png/255), npy (float in [0,1]), ucm2 (pb=ucm2[2::2,2::2]), "
                         "segs (one segmentation per threshold)")
@@ -64,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-dist", type=float, default=DEFAULT_MAX_DIST,
                        help="match tolerance, fraction of the image diagonal (official: 0.0075)")
     bench.add_argument("--no-thin", action="store_true", help="do not thin thresholded maps (official: thin)")
+    bench.add_argument("--matcher", default="fast", choices=["fast", "official"],
+                       help="pixel matcher: fast (maximum-cardinality matching, default) or official (the bench's "
+                            "correspondPixels, ~100x slower); see docs/benchmarks.md")
     bench.add_argument("--workers", type=int, default=1, help="processes matching images in parallel")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     det = p.add_argument_group("classical detectors")
@@ -95,11 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     sources = [s for s in ("ckpt", "model", "detector", "pred") if getattr(args, s)]
-    if not sources:
+    if not sources and not args.baselines:
         p.error("give an edge source: --ckpt PATH (our model), --detector sobel|canny, or --pred DIR "
-                "(--pred-format png|npy|ucm2|segs)")
+                "(--pred-format png|npy|ucm2|segs), and/or --baselines sobel canny")
     if len(sources) > 1:
-        p.error(f"give exactly one edge source, got {', '.join('--' + s for s in sources)}")
+        p.error(f"give exactly one edge source (more classical ones with --baselines), got "
+                f"{', '.join('--' + s for s in sources)}")
+    dup = [d for d in set(args.baselines) if args.baselines.count(d) > 1 or d == args.detector]
+    if dup:
+        p.error(f"edge source given twice: {', '.join(sorted(dup))}")
+    if args.name and not sources and len(args.baselines) > 1:
+        p.error("--name names the --ckpt / --model / --detector / --pred source; the baselines keep theirs")
     if args.thresholds < 1:
         p.error("--thresholds must be >= 1")
     if args.workers < 1:
@@ -189,11 +205,35 @@ def load_cached_counts(eval_dir: str, ids: Sequence[str], args: argparse.Namespa
     return out
 
 
+def source_args(args: argparse.Namespace) -> Dict[str, argparse.Namespace]:
+    """One argument set per edge source, keyed ``model`` (--ckpt / --model), ``pred``, ``sobel`` / ``canny``.
+
+    The first is the given source, then each of --baselines as a --detector run with the same images,
+    thresholds and matching settings. With more than one source, --eval-dir and --save-edges get a subfolder
+    per key (each source's own cache); a single source uses them as given (the one-source CLI unchanged).
+    """
+    keys = [k for k in ("ckpt", "model", "detector", "pred") if getattr(args, k)]
+    runs: Dict[str, argparse.Namespace] = {}
+    if keys:
+        runs[{"ckpt": "model", "model": "model", "detector": args.detector, "pred": "pred"}[keys[0]]] = args
+    for det in args.baselines:
+        runs[det] = argparse.Namespace(**{**vars(args), "ckpt": None, "model": None, "pred": None,
+                                          "detector": det, "baselines": [],
+                                          "name": args.name if not keys and len(args.baselines) == 1 else None})
+    if len(runs) > 1:
+        for key, a in runs.items():
+            sub = {k: str(Path(getattr(a, k)) / key) for k in ("eval_dir", "save_edges") if getattr(a, k)}
+            runs[key] = argparse.Namespace(**{**vars(a), **sub})
+    return runs
+
+
 def _fmt(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
-def format_table(name: str, res: Dict[str, object], n_thresholds: int) -> str:
+def format_table(name: str, res: Dict[str, object], n_thresholds: int,
+                 more: Optional[Dict[str, Dict[str, object]]] = None) -> str:
+    """Table 7's paper rows, then ``name``'s measured row and one per entry of ``more`` (name -> result)."""
     lines = [
         f"Table 7: zero-shot edge detection on BSDS500 ({res['images']} images, {n_thresholds} thresholds; "
         "paper rows: 200 test images, 99 thresholds)",
@@ -202,8 +242,9 @@ def format_table(name: str, res: Dict[str, object], n_thresholds: int) -> str:
     ]
     for row in PAPER_TABLE7:
         lines.append("| " + " | ".join([row[0]] + [_fmt(v) for v in row[1:]]) + " |")
-    lines.append(f"| **{name} (ours, measured)** | " + " | ".join(
-        _fmt(res[k]) for k in ("ods", "ois", "ap", "r50")) + " |")
+    for n, r in {name: res, **(more or {})}.items():
+        lines.append(f"| **{n} (ours, measured)** | " + " | ".join(
+            _fmt(r[k]) for k in ("ods", "ois", "ap", "r50")) + " |")
     return "\n".join(lines)
 
 
@@ -259,6 +300,7 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
         thresholds=args.thresholds,
         max_dist=args.max_dist,
         thin=not args.no_thin,
+        matcher=args.matcher,
         workers=args.workers,
         progress=not args.no_progress,
         total=len(todo),
@@ -279,7 +321,7 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
             "source": {k: getattr(args, k) for k in ("ckpt", "model", "detector", "pred") if getattr(args, k)},
             "pred_format": args.pred_format if args.pred else None,
             "thresholds": args.thresholds, "max_dist": args.max_dist, "thin": not args.no_thin,
-            "sigma": args.sigma, "workers": args.workers, "eval_dir": args.eval_dir,
+            "matcher": args.matcher, "sigma": args.sigma, "workers": args.workers, "eval_dir": args.eval_dir,
             "segevery": None if not (args.ckpt or args.model) else {
                 "prompts": args.prompts, "points_per_side": args.points_per_side,
                 "box_nms_thresh": args.box_nms_thresh, "nms": args.nms, "edge_nms": not args.no_edge_nms},
@@ -290,14 +332,31 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    """One source: its result dict (flat, as ever). Several (--baselines): ``{"sources": {key: result}, ...}``."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
-    out = run(args)
-    n_thr = args.thresholds if args.pred_format != "segs" or not args.pred else len(out["curve"]["thresholds"])
-    print(format_table(out["method"], out, n_thr))
-    print(f"ODS threshold {out['ods_threshold']:.4f} (R {out['ods_r']:.3f}, P {out['ods_p']:.3f}); "
-          f"wall {out['wall_s']:.1f} s")
+    results, runs = {}, source_args(args)
+    for key, a in runs.items():
+        if len(runs) > 1:
+            print(f"== edge source {key}: {method_name(a)}", flush=True)
+        results[key] = run(a)
+    first = next(iter(results.values()))
+    if len(results) == 1:
+        out = first
+    else:
+        out = {"sources": results, "methods": {k: r["method"] for k, r in results.items()},
+               "images": first["images"], "thresholds": args.thresholds, "max_dist": args.max_dist,
+               "wall_s": round(sum(r["wall_s"] for r in results.values()), 2)}
+        for k, r in results.items():
+            if r["images"] != first["images"]:
+                raise RuntimeError(f"source {k} scored {r['images']} images, not {first['images']}")
+    pseg = args.pred and args.pred_format == "segs"
+    n_thr = len(first["curve"]["thresholds"]) if pseg and not args.baselines else args.thresholds
+    print(format_table(first["method"], first, n_thr, {r["method"]: r for r in list(results.values())[1:]}))
+    for r in results.values():
+        print(f"{r['method']}: ODS threshold {r['ods_threshold']:.4f} (R {r['ods_r']:.3f}, P {r['ods_p']:.3f}); "
+              f"wall {r['wall_s']:.1f} s")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
@@ -308,8 +367,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
         for extra in args.plot_with:
             with open(extra) as f:
                 prev = json.load(f)
-            curves[prev.get("method", Path(extra).stem)] = prev
-        curves[out["method"]] = out
+            for r in (prev["sources"].values() if "sources" in prev else [prev]):
+                curves[r.get("method", Path(extra).stem)] = r
+        curves.update({r["method"]: r for r in results.values()})
         plot_pr_curves(curves, args.plot)
         print(f"wrote {args.plot}")
     publish("bsds", out, images=[args.plot] if args.plot else [])

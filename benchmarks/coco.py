@@ -7,12 +7,16 @@
 - Mask AP / AP_S/M/L (pycocotools): GT boxes as prompts (paper's note (3)); each mask keeps the GT category
   and takes its predicted IoU as score.
 - Mask AR@1000: class-agnostic COCOeval (useCats=0) of SegEvery proposals under SAM's proposal protocol.
+- Classical references (benchmarks.baselines; --no-baselines to skip): 1-box mIoU of "box fill" (the GT box
+  as the mask) and GrabCut (cv2.grabCut from the GT box, 5 iterations) on the same instances; JSON "baselines".
 
 Examples:
   python -m benchmarks.coco --ann ../shared/data/coco2017_subset/annotations/instances_val2017_subset.json \\
       --images ../shared/data/coco2017_subset/val2017 --ckpt litesam.pt --json results/coco.json
   python -m benchmarks.coco --ann instances_val2017.json --images val2017 --limit 2 --img-size 256 \\
       --skip-ar --json /tmp/coco.json      # random weights: pipeline check only
+  python -m benchmarks.coco --ann instances_val2017.json --images val2017 --baselines-only \\
+      --json results/coco_baselines.json   # box fill + GrabCut only: no model, no --ckpt
 """
 from __future__ import annotations
 

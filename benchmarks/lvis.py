@@ -5,7 +5,8 @@ the official LVIS evaluator (federated: negative and not-exhaustive categories; 
 and reported with AP_r / AP_c / AP_f. LVIS images are COCO images: they are found in ``--images`` (COCO's
 ``val2017/``) through each record's ``coco_url`` / id, not its ``file_name``. Images without a file are
 skipped and counted (``missing_images`` in the JSON). AR@1000 (class-agnostic, not in the paper for LVIS)
-is computed as for COCO unless --skip-ar.
+is computed as for COCO unless --skip-ar. The classical 1-box references (box fill, GrabCut; JSON
+"baselines") run as for COCO (--no-baselines, --baselines-only).
 
 Example:
   python -m benchmarks.lvis --ann ../shared/data/lvis_v0.5_val100/annotations/lvis_v0.5_val100_subset.json \\

@@ -162,7 +162,7 @@ def test_benchmark_coco_end_to_end(shared_data, tmp_path, capsys):
     out, saved = tmp_path / "coco.json", tmp_path / "results.json"
     main(["--ann", str(shared_data / COCO_ANN), "--images", str(shared_data / "coco2017_subset/val2017"),
           "--limit", "2", "--img-size", "256", "--device", "cpu", "--json", str(out), "--save-results", str(saved),
-          "--segevery", "grid", "--points-per-side", "4", "--no-progress"])
+          "--segevery", "grid", "--points-per-side", "4", "--no-progress", "--no-baselines"])  # baselines: own tests
     r = json.loads(out.read_text())
     for k in PERCENT_KEYS + ("images", "instances", "mask_select", "missing_images", "random_weights"):
         assert k in r, k
@@ -198,7 +198,8 @@ def test_benchmark_lvis_with_checkpoint_counts_missing_images(shared_data, tmp_p
     torch.save({"format": EXPORT_FORMAT, "model": model_config(model), "state_dict": model.state_dict()}, ckpt)
     out = tmp_path / "lvis.json"
     main(["--ann", str(shared_data / LVIS_ANN), "--images", str(shared_data / "lvis_v0.5_val100/val2017"),
-          "--limit", "1", "--ckpt", str(ckpt), "--device", "cpu", "--json", str(out), "--skip-ar", "--no-progress"])
+          "--limit", "1", "--ckpt", str(ckpt), "--device", "cpu", "--json", str(out), "--skip-ar", "--no-progress",
+          "--no-baselines"])
     r = json.loads(out.read_text())
     assert r["random_weights"] is False and r["ckpt"] == str(ckpt) and r["img_size"] == 256
     assert r["images"] == 1 and r["missing_images"] == 64 and r["images_in_annotations"] == 66

@@ -100,13 +100,13 @@ def test_fixture_ucm2_reproduces_bench(bsds):
     _check_against(_score_fixture(bsds, "ucm2"), *_expected(bsds, "test_1"))
 
 
-@pytest.mark.slow  # ~15 s on an idle core
+# (~1 s with the fast matcher; ~15 s with matcher="official")
 def test_fixture_png_reproduces_bench(bsds):
     """bench_fixture/expected/test_2: 8-bit png edge maps (pb = png/255), nthresh=5."""
     _check_against(_score_fixture(bsds, "png"), *_expected(bsds, "test_2"))
 
 
-@pytest.mark.slow  # ~18 s on an idle core
+# (~1 s with the fast matcher; ~18 s with matcher="official")
 def test_fixture_segs_reproduces_bench(bsds):
     """bench_fixture/expected/test_3: segs inputs (one segmentation per threshold, boundaries by seg2bdry)."""
     fx = bsds / "bench_fixture"
@@ -117,7 +117,7 @@ def test_fixture_segs_reproduces_bench(bsds):
     _check_against(res, *_expected(bsds, "test_3"))
 
 
-@pytest.mark.slow  # ~20 s on an idle core
+# (~1 s with the fast matcher; ~20 s with matcher="official")
 def test_reference_image_99_thresholds(bsds):
     """One gPb-owt-ucm test image at the official 99 thresholds vs the official eval_bdry_img.txt row."""
     image_id = "112056"  # few distinct ucm levels: the fastest of the 135
@@ -432,3 +432,19 @@ def test_cli_requires_an_edge_source(bsds, capsys):
     assert "--ckpt" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--data", str(bsds / "bench_fixture"), "--detector", "sobel", "--pred", "x"])
+
+
+def test_cli_matcher_option(tiny_bsds, capsys):
+    """--matcher official (the bench's correspondPixels) and the default fast matcher give the same scores here."""
+    from benchmarks.bsds import build_parser, main
+
+    assert build_parser().parse_args(["--data", "x", "--detector", "canny"]).matcher == "fast"
+    args = ["--data", str(tiny_bsds), "--detector", "canny", "--thresholds", "3", "--no-progress"]
+    fast = main(args)
+    official = main(args + ["--matcher", "official"])
+    assert fast["config"]["matcher"] == "fast" and official["config"]["matcher"] == "official"
+    assert official["ods"] == pytest.approx(fast["ods"], abs=0.01)
+    assert [r["f"] for r in official["per_image"]] == pytest.approx([r["f"] for r in fast["per_image"]], abs=0.01)
+    with pytest.raises(SystemExit):
+        main(args + ["--matcher", "exact"])
+    assert "invalid choice" in capsys.readouterr().err

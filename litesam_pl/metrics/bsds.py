@@ -18,8 +18,11 @@ Over the data set (``collect_eval_bdry.m``, plus R50 from the Structured Edge to
   and multiplied by 0.01.
 - R50: recall at 50% precision, interpolated on the data-set curve.
 
-The correspondence itself is pyEdgeEval's build of the benchmark's own C++ matcher (``correspond_pixels``).
-Distinct thresholded maps are matched once: thresholds that select the same pixel set share the result.
+Matchers (``matcher=``): ``"official"`` is pyEdgeEval's build of the benchmark's own C++ matcher
+(``correspond_pixels``, randomised, ~3 s per dense map); ``"fast"`` (default) is the maximum-cardinality matching of
+``bsds_match.FastMatcher`` (same pairs within the radius, short pairs preferred), which gives the official counts to
+~1e-3 in F at ~100x the speed (docs/benchmarks.md).  Distinct thresholded maps are matched once: thresholds that
+select the same pixel set share the result.  Thinning is ``bsds_match.thin``, identical to skimage's ``thin``.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_MAX_DIST",
+    "MATCHERS",
     "BoundaryCounts",
     "BoundaryEvaluator",
     "bsds_thresholds",
@@ -49,6 +53,7 @@ __all__ = [
 
 DEFAULT_MAX_DIST = 0.0075
 OUTLIER_COST = 100.0
+MATCHERS = ("fast", "official")  # the first is the default
 
 Thresholds = Union[int, Sequence[float], np.ndarray]
 
@@ -88,10 +93,19 @@ def _ratio(cnt, tot):
 
 
 def thin_boundaries(bmap: np.ndarray) -> np.ndarray:
-    """Morphological thinning to one-pixel width, MATLAB ``bwmorph(bmap, 'thin', inf)``. bool [H, W]."""
-    from skimage.morphology import thin
+    """Morphological thinning to one-pixel width, MATLAB ``bwmorph(bmap, 'thin', inf)``. bool [H, W].
 
-    return thin(np.asarray(bmap, dtype=bool))
+    skimage's ``thin`` computed on the foreground only (``bsds_match.thin``): the same output, faster.
+    """
+    from litesam_pl.metrics.bsds_match import thin
+
+    return thin(bmap)
+
+
+def _check_matcher(matcher: str) -> str:
+    if matcher not in MATCHERS:
+        raise ValueError(f"matcher must be one of {MATCHERS}, got {matcher!r}")
+    return matcher
 
 
 def _check_gts(gts: Sequence[np.ndarray], shape: Tuple[int, int]) -> List[np.ndarray]:
@@ -109,7 +123,7 @@ def _check_gts(gts: Sequence[np.ndarray], shape: Tuple[int, int]) -> List[np.nda
 
 
 def match_boundaries(
-    bmap: np.ndarray, gts: Sequence[np.ndarray], max_dist: float = DEFAULT_MAX_DIST
+    bmap: np.ndarray, gts: Sequence[np.ndarray], max_dist: float = DEFAULT_MAX_DIST, matcher: str = "fast"
 ) -> Tuple[int, int, int, int]:
     """Match one binary boundary map against every annotator.
 
@@ -117,12 +131,32 @@ def match_boundaries(
         bmap: bool [H, W] predicted boundary pixels (already thinned if the protocol thins).
         gts: K annotators' boundary maps, each [H, W] (non-zero = boundary).
         max_dist: matching tolerance as a fraction of the image diagonal.
+        matcher: ``"fast"`` (maximum-cardinality matching) or ``"official"`` (the bench's ``correspondPixels``).
 
     Returns:
         ``(cnt_r, sum_r, cnt_p, sum_p)`` as in ``evaluation_bdry_image.m``.
     """
     bmap = np.asarray(bmap, dtype=bool)
-    return _match(bmap, _check_gts(gts, bmap.shape), max_dist)
+    gts_f = _check_gts(gts, bmap.shape)
+    if _check_matcher(matcher) == "official":
+        return _match(bmap, gts_f, max_dist)
+    from litesam_pl.metrics.bsds_match import FastMatcher
+
+    return FastMatcher([g != 0 for g in gts_f], max_dist).counts(bmap)
+
+
+def _count_maps(bmaps: Dict[int, np.ndarray], gts_f: List[np.ndarray], max_dist: float,
+                matcher: str) -> Dict[int, Tuple[int, int, int, int]]:
+    """Counts of each (already thinned) map; the fast matcher builds its pixel graph once over their union."""
+    if matcher == "official":
+        return {k: _match(b, gts_f, max_dist) for k, b in bmaps.items()}
+    from litesam_pl.metrics.bsds_match import FastMatcher
+
+    union = np.zeros(gts_f[0].shape, dtype=bool)
+    for b in bmaps.values():
+        union |= b
+    fm = FastMatcher([g != 0 for g in gts_f], max_dist, candidates=union)
+    return {k: fm.counts(b) for k, b in bmaps.items()}
 
 
 def _match(bmap: np.ndarray, gts_f: List[np.ndarray], max_dist: float) -> Tuple[int, int, int, int]:
@@ -203,6 +237,7 @@ def evaluate_boundary_image(
     thresholds: Thresholds = 99,
     max_dist: float = DEFAULT_MAX_DIST,
     thin: bool = True,
+    matcher: str = "fast",
 ) -> BoundaryCounts:
     """Counts of one soft boundary map over the thresholds (``evaluation_bdry_image.m``).
 
@@ -212,7 +247,9 @@ def evaluate_boundary_image(
         thresholds: a number of thresholds (``k/(n+1)``, the bench's) or explicit values; ``pb >= t`` is a boundary.
         max_dist: matching tolerance as a fraction of the image diagonal.
         thin: thin each thresholded map (the bench's ``thinpb = 1``).
+        matcher: ``"fast"`` or ``"official"`` (see the module docstring).
     """
+    _check_matcher(matcher)
     pb = np.asarray(pb, dtype=np.float64)
     if pb.ndim != 2:
         raise ValueError(f"boundary map must be 2-D [H, W], got shape {pb.shape}")
@@ -226,16 +263,14 @@ def evaluate_boundary_image(
     # Maps are nested in the threshold, so the number of pixels >= t identifies the map: match each once.
     flat = np.sort(pb.ravel())
     n_on = flat.size - np.searchsorted(flat, thr, side="left")
-    rows = np.zeros((thr.size, 4), dtype=np.float64)
-    cache: Dict[int, Tuple[int, int, int, int]] = {}
-    for k, (t, key) in enumerate(zip(thr, n_on)):
+    bmaps: Dict[int, np.ndarray] = {}
+    for t, key in zip(thr, n_on):
         key = int(key)
-        if key not in cache:
+        if key not in bmaps:
             bmap = pb >= t
-            if thin and key:
-                bmap = thin_boundaries(bmap)
-            cache[key] = _match(bmap, gts_f, max_dist)
-        rows[k] = cache[key]
+            bmaps[key] = thin_boundaries(bmap) if thin and key else bmap
+    cache = _count_maps(bmaps, gts_f, max_dist, matcher)
+    rows = np.array([cache[int(key)] for key in n_on], dtype=np.float64).reshape(thr.size, 4)
     return BoundaryCounts(thr, rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
 
 
@@ -245,6 +280,7 @@ def evaluate_boundary_maps(
     thresholds: Optional[Sequence[float]] = None,
     max_dist: float = DEFAULT_MAX_DIST,
     thin: bool = True,
+    matcher: str = "fast",
 ) -> BoundaryCounts:
     """Counts of a list of binary boundary maps, one per "threshold" (the bench's ``segs`` input).
 
@@ -255,16 +291,17 @@ def evaluate_boundary_maps(
     thr = np.arange(1, len(bmaps) + 1, dtype=np.float64) if thresholds is None else _as_thresholds(thresholds)
     if thr.size != len(bmaps):
         raise ValueError(f"{len(bmaps)} maps but {thr.size} thresholds")
+    _check_matcher(matcher)
     shape = np.asarray(bmaps[0]).shape
     gts_f = _check_gts(gts, shape)
-    rows = np.zeros((thr.size, 4), dtype=np.float64)
+    maps: Dict[int, np.ndarray] = {}
     for k, b in enumerate(bmaps):
         b = np.asarray(b) != 0
         if b.shape != shape:
             raise ValueError(f"boundary map {k} has shape {b.shape}, expected {shape}")
-        if thin and b.any():
-            b = thin_boundaries(b)
-        rows[k] = _match(b, gts_f, max_dist)
+        maps[k] = thin_boundaries(b) if thin and b.any() else b
+    cache = _count_maps(maps, gts_f, max_dist, matcher)
+    rows = np.array([cache[k] for k in range(len(bmaps))], dtype=np.float64)
     return BoundaryCounts(thr, rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
 
 
@@ -391,16 +428,19 @@ class BoundaryEvaluator:
         thresholds: number of thresholds (``k/(n+1)``) or explicit values.
         max_dist: matching tolerance as a fraction of the image diagonal.
         thin: thin each thresholded map.
+        matcher: ``"fast"`` or ``"official"``.
     """
 
-    def __init__(self, thresholds: Thresholds = 99, max_dist: float = DEFAULT_MAX_DIST, thin: bool = True) -> None:
+    def __init__(self, thresholds: Thresholds = 99, max_dist: float = DEFAULT_MAX_DIST, thin: bool = True,
+                 matcher: str = "fast") -> None:
         self.thresholds = _as_thresholds(thresholds)
         self.max_dist = float(max_dist)
         self.thin = bool(thin)
+        self.matcher = _check_matcher(matcher)
         self.per_image: Dict[str, BoundaryCounts] = {}
 
     def update(self, image_id: str, pb: np.ndarray, gts: Sequence[np.ndarray]) -> BoundaryCounts:
-        counts = evaluate_boundary_image(pb, gts, self.thresholds, self.max_dist, self.thin)
+        counts = evaluate_boundary_image(pb, gts, self.thresholds, self.max_dist, self.thin, self.matcher)
         self.add(image_id, counts)
         return counts
 
@@ -417,10 +457,10 @@ class BoundaryEvaluator:
 
 
 def _evaluate_job(job) -> Tuple[str, BoundaryCounts]:
-    image_id, pb, gts, thresholds, max_dist, thin = job
+    image_id, pb, gts, thresholds, max_dist, thin, matcher = job
     if isinstance(pb, (list, tuple)):  # one binary map per threshold (the bench's ``segs`` input)
-        return image_id, evaluate_boundary_maps(pb, gts, None, max_dist, thin)
-    return image_id, evaluate_boundary_image(pb, gts, thresholds, max_dist, thin)
+        return image_id, evaluate_boundary_maps(pb, gts, None, max_dist, thin, matcher)
+    return image_id, evaluate_boundary_image(pb, gts, thresholds, max_dist, thin, matcher)
 
 
 def evaluate_images(
@@ -432,18 +472,21 @@ def evaluate_images(
     progress: bool = True,
     total: Optional[int] = None,
     on_result: Optional[Callable[[str, BoundaryCounts], None]] = None,
+    matcher: str = "fast",
 ) -> Dict[str, BoundaryCounts]:
     """Evaluate many ``(image_id, pb, gts)`` items, images in parallel (spawn-safe process pool).
 
     ``pb`` is a soft map [H, W] (thresholded at ``thresholds``) or a list of binary maps, one per threshold.
     ``items`` may be a lazy generator (e.g. a model producing edge maps): it is consumed while workers match.
     ``on_result(image_id, counts)`` is called as each image finishes (e.g. to cache it on disk).
+    ``matcher``: ``"fast"`` (default) or ``"official"`` (the bench's ``correspondPixels``, ~100x slower).
     Returns the per-image counts keyed by image id, sorted by id.
     """
     from tqdm.auto import tqdm
 
     thr = _as_thresholds(thresholds)
-    jobs: Iterator = ((i, pb, g, thr, float(max_dist), bool(thin)) for i, pb, g in items)
+    _check_matcher(matcher)
+    jobs: Iterator = ((i, pb, g, thr, float(max_dist), bool(thin), matcher) for i, pb, g in items)
     out: Dict[str, BoundaryCounts] = {}
     bar = tqdm(total=total, desc="BSDS matching", unit="img", disable=not progress)
     try:
