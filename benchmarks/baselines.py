@@ -14,7 +14,7 @@ its crowd / empty rules), and are scored with the same ``summarize_miou`` size g
   whole image, RNG seeded per instance so a result does not depend on the order), foreground = ``GC_FGD`` or
   ``GC_PR_FGD``. ``grabcut_mask(crop=True)`` runs it on a crop around the box instead (``grabcut_crop``: the
   box plus ``max(16, ceil(0.5 * side))`` px on each side, clipped to the image, pasted back into a full-size
-  mask): ~5x faster, but its local background model empties many more small / medium masks (first 30 shared
+  mask): ~3x faster, but its local background model empties many more small / medium masks (first 30 shared
   COCO val images, 272 instances: 28.0 vs 36.8 mIoU, small 11.6 vs 22.5, medium 22.7 vs 35.8, large 65.2 vs
   64.4; margins max(32, 1 x side) 29.2, max(64, 2 x side) 30.0), so the rows use the whole image.
   A box GrabCut cannot take (a side under 2 px, or a box covering the whole image: no background samples) or a
