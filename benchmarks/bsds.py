@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-thin", action="store_true", help="do not thin thresholded maps (official: thin)")
     bench.add_argument("--matcher", default="fast", choices=["fast", "official"],
                        help="pixel matcher: fast (maximum-cardinality matching, default) or official (the bench's "
-                            "correspondPixels, ~100x slower); see docs/benchmarks.md")
+                            "correspondPixels, ~15x slower); see docs/benchmarks.md")
     bench.add_argument("--workers", type=int, default=1, help="processes matching images in parallel")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     det = p.add_argument_group("classical detectors")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +34,8 @@ def _synthetic(seed: int, shape=(60, 80)):
     base = _curves(rng, shape)
     gts = []
     for _ in range(3):
-        g = np.roll(base, tuple(rng.integers(-1, 2, size=2)), axis=(0, 1)) | (_curves(rng, shape, 1) & (rng.random() < .5))
+        own = _curves(rng, shape, 1) & (rng.random() < 0.5)  # sometimes a stroke of its own
+        g = np.roll(base, tuple(rng.integers(-1, 2, size=2)), axis=(0, 1)) | own
         gts.append(thin(g))
     pb = np.clip(np.roll(base, (1, 0), axis=(0, 1)) * rng.uniform(0.3, 1.0, shape)
                  + (rng.random(shape) < 0.04) * rng.uniform(0, 0.8, shape), 0, 1)
@@ -100,9 +100,10 @@ def test_fast_agrees_with_official_on_synthetic_maps(seed):
     assert np.array_equal(fast.sum_r, off.sum_r) and np.array_equal(fast.sum_p, off.sum_p)
     assert np.all(np.abs(fast.cnt_r - off.cnt_r) <= 0.01 * fast.sum_r + 2)
     assert np.all(np.abs(fast.cnt_p - off.cnt_p) <= 0.01 * fast.sum_p + 2)
-    # tiny maps (70-370 predicted pixels): one pixel the randomised official matcher leaves out moves F by ~0.003
-    assert np.abs(fast.f - off.f).max() < 0.015
-    assert fast.best()["f"] == pytest.approx(off.best()["f"], abs=0.01)
+    # tiny maps (60-370 predicted pixels): one pixel the randomised official matcher leaves out moves F by ~0.003;
+    # measured over 40 official runs: |dF| <= 0.0024
+    assert np.abs(fast.f - off.f).max() < 0.01
+    assert fast.best()["f"] == pytest.approx(off.best()["f"], abs=0.006)
     # the official min-cost matcher finds a matching: never more pairs than the maximum one
     bmap = thin(pb >= 0.2)
     for g in gts:
@@ -146,3 +147,38 @@ def test_fast_vs_official_on_bench_fixture(shared_data):
     # and the bench's own expected output for this image (test_2: png inputs, 5 thresholds)
     exp = np.loadtxt(fx / "expected" / "test_2" / "eval_bdry_img.txt")
     assert fast.best()["f"] == pytest.approx(exp[ds.ids.index("2018"), 4], abs=0.002)
+
+
+def _min_cost_max_matching(rows, cols, cost, nr, allowed):
+    """(pairs, total cost) of a min-cost maximum matching using only columns in ``allowed`` (dense reference)."""
+    from scipy.optimize import linear_sum_assignment
+
+    nc = allowed.size
+    big, inf = 1e6, 1e12
+    m = np.full((nr, nc + nr), inf)
+    ok = allowed[cols]
+    m[rows[ok], cols[ok]] = cost[ok]
+    m[np.arange(nr), nc + np.arange(nr)] = big
+    r, c = linear_sum_assignment(m)
+    pairs = int((c < nc).sum())
+    return pairs, float(m[r, c][c < nc].sum())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_min_cost_columns_support_a_min_cost_maximum_matching(seed):
+    """The predicted pixels picked for precision are those of a min-cost maximum matching (the official objective)."""
+    from litesam_pl.metrics.bsds_match import _compress, _max_matching, _min_cost_columns, _reachable
+
+    pb, gts = _synthetic(seed)
+    bmap = thin(pb >= 0.2)
+    fm = FastMatcher(gts, 0.05)
+    _, edges = fm._build(bmap)
+    for rows, cols, cost, pix in edges:
+        rr, _ = _compress(rows, int(rows[-1]) + 1)
+        cc, ucols = _compress(cols, pix.size)
+        nr, nc = int(rr[-1]) + 1, ucols.size
+        rm, cm = _max_matching(rr, cc, cost, nr, nc)
+        chosen = _min_cost_columns(rr, cc, cost, rm, cm, _reachable(cc, rm[rr], np.flatnonzero(cm < 0), nc))
+        assert chosen.sum() == (rm >= 0).sum()  # a maximum matching's worth of columns
+        best = _min_cost_max_matching(rr, cc, cost, nr, np.ones(nc, bool))
+        assert _min_cost_max_matching(rr, cc, cost, nr, chosen) == best

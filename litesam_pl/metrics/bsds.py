@@ -19,10 +19,11 @@ Over the data set (``collect_eval_bdry.m``, plus R50 from the Structured Edge to
 - R50: recall at 50% precision, interpolated on the data-set curve.
 
 Matchers (``matcher=``): ``"official"`` is pyEdgeEval's build of the benchmark's own C++ matcher
-(``correspond_pixels``, randomised, ~3 s per dense map); ``"fast"`` (default) is the maximum-cardinality matching of
-``bsds_match.FastMatcher`` (same pairs within the radius, short pairs preferred), which gives the official counts to
-~1e-3 in F at ~100x the speed (docs/benchmarks.md).  Distinct thresholded maps are matched once: thresholds that
-select the same pixel set share the result.  Thinning is ``bsds_match.thin``, identical to skimage's ``thin``.
+(``correspond_pixels``, randomised, ~1 s per dense map); ``"fast"`` (default) is ``bsds_match.FastMatcher``: the
+maximum-cardinality matching of the same pixel pairs, the predicted pixels of a min-cost one, minus the expected
+pairs the official outlier graph gives up.  Per-image F agrees with the official matcher within 0.001 at ~15x the
+speed (docs/benchmarks.md).  Distinct thresholded maps are matched once: thresholds that select the same pixel set
+share the result.  Thinning is ``bsds_match.thin``, identical to skimage's ``thin``.
 """
 from __future__ import annotations
 
@@ -479,7 +480,7 @@ def evaluate_images(
     ``pb`` is a soft map [H, W] (thresholded at ``thresholds``) or a list of binary maps, one per threshold.
     ``items`` may be a lazy generator (e.g. a model producing edge maps): it is consumed while workers match.
     ``on_result(image_id, counts)`` is called as each image finishes (e.g. to cache it on disk).
-    ``matcher``: ``"fast"`` (default) or ``"official"`` (the bench's ``correspondPixels``, ~100x slower).
+    ``matcher``: ``"fast"`` (default) or ``"official"`` (the bench's ``correspondPixels``, ~15x slower).
     Returns the per-image counts keyed by image id, sorted by id.
     """
     from tqdm.auto import tqdm

@@ -189,29 +189,37 @@ def _min_cost_columns(rr: np.ndarray, cc: np.ndarray, cost: np.ndarray, rm: np.n
     Returns a bool mask over the columns.
     """
     from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+    from scipy.sparse.csgraph import connected_components, min_weight_full_bipartite_matching
 
     matched = cm >= 0
-    if free_c.size == 0 or free_c.size == cm.size:
+    if free_c.size == 0:  # every column is matched: nothing to choose
         return matched
     in_d = np.zeros(cm.size, dtype=bool)
     in_d[free_c] = True
     sel = in_d[cc]
+    out = matched & ~in_d
     if not sel.any():
         return matched
     r, c = rr[sel], cc[sel]
     w = cost[sel] + 1.0 + np.random.default_rng(seed).random(r.size) * (0.5 / r.size)  # no zero weights
-    a_rows, r = np.unique(r, return_inverse=True)
-    d_cols, c = np.unique(c, return_inverse=True)
-    # each row's current column first, so the full-matching check inside scipy finds it at once
-    o = np.lexsort((cm[d_cols[c]] != a_rows[r], r))
-    r, c, w = r[o], c[o], w[o]
-    indptr = np.zeros(a_rows.size + 1, dtype=np.int32)
-    np.cumsum(np.bincount(r, minlength=a_rows.size), out=indptr[1:])
-    graph = csr_matrix((w, c.astype(np.int32), indptr), shape=(a_rows.size, d_cols.size))
-    _, col = min_weight_full_bipartite_matching(graph)
-    out = matched & ~in_d
-    out[d_cols[col]] = True
+    current = cm[c] == r
+    # LAPJVsp costs ~rows x columns: solve each large connected component on its own, the small ones together
+    nr, nd = int(r.max()) + 1, cm.size
+    _, lab = connected_components(csr_matrix((np.ones(r.size, np.int8), (r, nr + c)), shape=(nr + nd, nr + nd)),
+                                  directed=False)
+    comp = lab[r]
+    rows_per_comp = np.bincount(lab[np.unique(r)])
+    comp = np.where(rows_per_comp[comp] >= 200, comp, -1)
+    o = np.lexsort((~current, r, comp))  # by component, row, the row's current column first (scipy's check)
+    r, c, w, comp = r[o], c[o], w[o], comp[o]
+    bounds = np.flatnonzero(np.diff(comp)) + 1
+    for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [r.size]])):
+        rows, ri = np.unique(r[lo:hi], return_inverse=True)
+        cols, ci = np.unique(c[lo:hi], return_inverse=True)
+        indptr = np.zeros(rows.size + 1, dtype=np.int32)
+        np.cumsum(np.bincount(ri, minlength=rows.size), out=indptr[1:])
+        graph = csr_matrix((w[lo:hi], ci.astype(np.int32), indptr), shape=(rows.size, cols.size))
+        out[cols[min_weight_full_bipartite_matching(graph)[1]]] = True
     return out
 
 
@@ -242,7 +250,8 @@ def _official_deficit(rr: np.ndarray, cc: np.ndarray, rm: np.ndarray, cm: np.nda
     own 6 random outlier edges, else a real pair is given up.  An isolated node can be taken when one of the
     ``F`` pixels that some maximum matching leaves unmatched picked it (probability ``q = 1 - (1 - 6/(nmin-1))^F``),
     and at most ``u = nmin - k`` of them can be taken at once, so the expected loss is
-    ``lambda (1 - q) + E[(Poisson(lambda q) - u)^+]``.  Checked against repeated official runs (docs/benchmarks.md).
+    ``lambda (1 - q) + E[(Poisson(lambda q) - u)^+]``.  Checked against the official matcher (2 runs each) on 105 map x
+    annotator cases of 7 test images (ucm2 and Canny): 66 pairs predicted, 67.5 given up.
     ``free_c``: the columns some maximum matching leaves free, when already known.
     """
     nr, nc = rm.size, cm.size
@@ -349,6 +358,6 @@ class FastMatcher:
             # a pair given up loses its predicted pixel from the precision count only when no other annotator
             # matches that pixel: weight by the share of the annotator's matched pixels only it matches
             loss_p = sum(d * float((hits[mp] == 1).mean()) for d, mp in zip(deficits, matched_pix) if mp.size)
-            cnt_r -= int(round(sum(deficits)))
-            cnt_p -= int(round(loss_p))
+            cnt_r = max(0, cnt_r - int(round(sum(deficits))))
+            cnt_p = max(0, cnt_p - int(round(loss_p)))
         return cnt_r, self.sum_r, cnt_p, sum_p
