@@ -362,6 +362,16 @@ def _pct(x: float | None) -> float | None:
     return 100.0 * float(x)
 
 
+def miou_row(ious: Sequence[float], areas: Sequence[float], name: str = "1box") -> dict[str, Any]:
+    """``miou_<name>`` and ``miou_<name>_<small|medium|large>`` in percent (None for an empty group), the key names
+    of the benchmarks' tables and JSON, from per-instance IoUs and annotation areas."""
+    from litesam_pl.metrics.miou import summarize_miou
+
+    s = summarize_miou(ious, areas)
+    return {f"miou_{name}": _pct(s["miou"]), **{f"miou_{name}_{g}": _pct(s[f"miou_{g}"])
+                                                for g in ("small", "medium", "large")}}
+
+
 def score(dataset_kind: str, gt: str | os.PathLike | dict, run: Mapping[str, Any], *, max_proposals: int = 1000,
           lvis_backend: str = "lvis") -> dict[str, Any]:
     """The Table-5/6 numbers (percent) of an ``evaluate_instances`` run.
@@ -373,10 +383,7 @@ def score(dataset_kind: str, gt: str | os.PathLike | dict, run: Mapping[str, Any
 
     out: dict[str, Any] = {}
     for name, ious in (("1box", run["box_ious"]), ("1point", run["point_ious"])):
-        s = summarize_miou(ious, run["areas"])
-        out[f"miou_{name}"] = _pct(s["miou"])
-        for g in ("small", "medium", "large"):
-            out[f"miou_{name}_{g}"] = _pct(s[f"miou_{g}"])
+        out.update(miou_row(ious, run["areas"], name))
     counts = summarize_miou(run["box_ious"], run["areas"])
     for g in ("small", "medium", "large"):
         out[f"instances_{g}"] = counts[f"n_{g}"]

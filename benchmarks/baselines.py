@@ -188,27 +188,22 @@ class Baselines:
 
         ``areas``: the model run's per-instance areas, checked equal to the baselines' own (same instances).
         """
-        from litesam_pl.metrics.miou import summarize_miou
+        from benchmarks._eval_common import miou_row
+        from litesam_pl.metrics.miou import area_group
 
         if areas is not None and list(map(float, areas)) != self.areas:
             raise RuntimeError("the baselines were not scored on the model's instances")
+        counts = {f"instances_{g}": int(m.sum()) for g, m in area_group(self.areas).items()}
         out: dict[str, dict[str, Any]] = {}
         for name in self.names:
-            s = summarize_miou(self.ious[name], self.areas)
-            row: dict[str, Any] = {"miou_1box": _pct(s["miou"])}
-            for g in ("small", "medium", "large"):
-                row[f"miou_1box_{g}"] = _pct(s[f"miou_{g}"])
-            row.update({f"instances_{g}": s[f"n_{g}"] for g in ("small", "medium", "large")})
-            row.update(instances=s["n"], seconds=round(self.seconds[name], 2), method=BASELINES[name])
+            row: dict[str, Any] = miou_row(self.ious[name], self.areas)
+            row.update(counts)
+            row.update(instances=len(self.areas), seconds=round(self.seconds[name], 2), method=BASELINES[name])
             if name == "grabcut":
                 row.update(iterations=self.iterations, fallbacks=sum(self.fallbacks.values()),
                            fallback_reasons=dict(self.fallbacks), empty_masks=self.empty_masks)
             out[name] = row
         return out
-
-
-def _pct(x: float) -> float | None:
-    return None if x is None or math.isnan(x) else 100.0 * float(x)
 
 
 # --------------------------------------------------------------------------------------------- CLI / print

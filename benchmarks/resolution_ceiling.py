@@ -20,9 +20,6 @@ from typing import Sequence
 
 import numpy as np
 
-GROUPS = (("small", 0, 32 ** 2), ("medium", 32 ** 2, 96 ** 2), ("large", 96 ** 2, float("inf")))
-
-
 def ceiling_ious(mask: np.ndarray, size: int) -> float:
     """IoU of ``mask`` [H, W] with itself after the round trip through the low-res grid of input side ``size``."""
     import cv2
@@ -41,10 +38,13 @@ def run(ann: str, sizes: Sequence[int], limit: int | None = None) -> dict:
     from pycocotools.coco import COCO
     from tqdm import tqdm
 
+    from benchmarks._eval_common import miou_row
+
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(ann)
     ids = sorted(coco.imgs)[:limit]
-    ious: dict[int, dict[str, list[float]]] = {s: {g: [] for g, _, _ in GROUPS} for s in sizes}
+    ious: dict[int, list[float]] = {s: [] for s in sizes}
+    areas: list[float] = []
     for iid in tqdm(ids, unit="img", file=sys.stderr):
         for a in coco.imgToAnns.get(iid, []):
             if a.get("iscrowd", 0):
@@ -52,15 +52,12 @@ def run(ann: str, sizes: Sequence[int], limit: int | None = None) -> dict:
             m = coco.annToMask(a)
             if not m.any():
                 continue
-            g = next(name for name, lo, hi in GROUPS if lo <= a["area"] < hi)
+            areas.append(float(a["area"]))
             for s in sizes:
-                ious[s][g].append(ceiling_ious(m, s))
+                ious[s].append(ceiling_ious(m, s))
     out = {"ann": ann, "images": len(ids), "sizes": {}}
-    for s in sizes:
-        allv = [v for vs in ious[s].values() for v in vs]
-        out["sizes"][str(s)] = {"miou_1box": 100 * float(np.mean(allv)) if allv else None, "instances": len(allv),
-                                **{f"miou_1box_{g}": 100 * float(np.mean(v)) if v else None
-                                   for g, v in ious[s].items()}}
+    for s in sizes:  # the size groups and key names of benchmarks.coco
+        out["sizes"][str(s)] = {**miou_row(ious[s], areas), "instances": len(areas)}
     return out
 
 
