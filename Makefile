@@ -12,7 +12,7 @@ SHARED ?= ../shared
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock test test-fast smoke demo train-backbone train-autoppn train-litesam table2-smoke \
-        real-data real-smoke bench-complexity bench-dataloader bench-segevery bench-coco bench-lvis bench-bsds bench-ci clean
+        real-data real-smoke bench-complexity bench-dataloader bench-segevery bench-coco bench-lvis bench-bsds bench-ci bench-train-step gpu-check clean
 
 help: ## list every target with one line each
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -136,6 +136,12 @@ bench-lvis: install ## LVIS val mIoU / AP (ARGS='--ann ... --images ... --ckpt .
 bench-bsds: install ## BSDS500 edge ODS/OIS/AP/R50 (DATA= folder holding bsds500/; ARGS='--detector canny' or '--ckpt ...')
 	$(PY) -m benchmarks.bsds --data $(or $(DATA),$(SHARED)/data)/bsds500 --split test --json results/bsds.json \
 	  --plot results/bsds_pr.png $(or $(ARGS),--detector canny)
+
+bench-train-step: install smoke-data ## training-step cost of the 3 paper recipes: ms/step, samples/s, memory, ops (DEVICE=cpu|cuda; ARGS=)
+	$(PY) -m benchmarks.train_step --shards data/smoke/shards/train --device $(DEVICE) --json results/train_step.json $(ARGS)
+
+gpu-check: install ## one-shot GPU check (env, SegEvery, training steps, DDP, loader) -> OUT=results/gpu_check (CPU mode without a GPU)
+	$(PY) -m benchmarks.gpu_check --out $(or $(OUT),results/gpu_check) $(ARGS)
 
 bench-ci: install ## fast CPU regression guard: AutoPPN >= 2.5x faster than grid search (results/bench-ci.*)
 	$(PY) -m benchmarks.ci --json results/bench-ci.json --md results/bench-ci.md $(ARGS)

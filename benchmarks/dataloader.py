@@ -137,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     src.add_argument("--synthetic", type=Path, metavar="DIR",
                      help="write (or reuse) dense SA-1B-like synthetic tars in DIR and measure on them")
     p.add_argument("--num-images", type=int, default=64, help="images to write with --synthetic")
+    p.add_argument("--image-hw", type=int, nargs=2, default=(768, 1024), metavar=("H", "W"),
+                   help="size of the --synthetic images (SA-1B's photos are ~1500 2250)")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument("--img-size", type=int, default=640, help="input side S")
     p.add_argument("--batch-size", type=int, default=8)
@@ -148,8 +150,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     if a.synthetic is not None:
         existing = sorted(a.synthetic.glob("*.tar")) if a.synthetic.is_dir() else []
-        shards = [str(x) for x in existing] or write_dense_synthetic(a.synthetic, a.num_images, 16)
-        data = f"dense synthetic, {a.num_images} images 768x1024, 50-100 masks each ({a.synthetic})"
+        shards = [str(x) for x in existing] or write_dense_synthetic(a.synthetic, a.num_images, 16, hw=tuple(a.image_hw))
+        data = (f"dense synthetic, {a.num_images} images {a.image_hw[0]}x{a.image_hw[1]}, 50-100 masks each "
+                f"({a.synthetic})")
     else:
         shards = a.shards
         data = " ".join(a.shards)

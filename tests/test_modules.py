@@ -259,14 +259,15 @@ def test_only_the_backbone_stage_leaves_parameters_unused():
     """Finding 11 of issue 16: plain DDP (``strategy: ddp``) needs a gradient for every trainable parameter in every
     step, else it fails at the next step ("Expected to have finished reduction ..."). The AutoPPN and joint stages
     give one to all of them (the joint stage in every rotation of its prompt forms, with fewer masks than forms
-    too), so their recipes use plain DDP; the box-only backbone stage leaves SAM's 3 point embeddings unused and
-    keeps ``ddp_find_unused_parameters_true``."""
+    too), and the box-only backbone stage freezes SAM's 3 point-label embeddings (they would get no gradient), so
+    every recipe uses plain DDP. With point prompts on, the backbone stage trains them too."""
     import yaml
     from unittest import mock
 
     point_embeddings = {f"model.prompt_encoder.{n}.weight"
                         for n in ("point_embeddings.0", "point_embeddings.1", "not_a_point_embed")}
-    cases = [(BackboneBoxModule, {}, point_embeddings, "backbone_1box", [(3, 0)]),
+    cases = [(BackboneBoxModule, {}, set(), "backbone_1box", [(3, 0)]),
+             (BackboneBoxModule, {"train_point_prompts": True}, set(), "backbone_1box", [(3, 0)]),
              (AutoPPNModule, {"freeze_encoder": True}, set(), "autoppn", [(3, 0)]),
              (AutoPPNModule, {}, set(), "autoppn", [(3, 0)]),
              (LiteSAMModule, {}, set(), "litesam", [(1, 0), (2, 0), (2, 1), (2, 2), (3, 0)])]
@@ -282,6 +283,9 @@ def test_only_the_backbone_stage_leaves_parameters_unused():
         recipe_file = Path(__file__).resolve().parents[1] / "recipes" / f"{recipe}.yaml"
         strategy = yaml.safe_load(recipe_file.read_text())["trainer"]["strategy"]
         assert strategy == ("ddp_find_unused_parameters_true" if unused_expected else "ddp"), (recipe, strategy)
+        frozen = {n for n, p in m.named_parameters() if not p.requires_grad}
+        if cls is not AutoPPNModule:  # (the AutoPPN stage freezes the whole prompt encoder)
+            assert (point_embeddings <= frozen) == (cls is BackboneBoxModule and not kw.get("train_point_prompts"))
 
 
 def test_cosine_schedule_and_bad_args(tmp_path):

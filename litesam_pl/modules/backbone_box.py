@@ -29,5 +29,15 @@ class BackboneBoxModule(LiteSAMTaskBase):
         self.train_point_prompts = bool(train_point_prompts)
         super().__init__(**kwargs)
 
+    def configure_trainable(self) -> None:
+        """As the base, and with box prompts only, SAM's three point-label embeddings (positive, negative, "not a
+        point") are frozen: they would get no gradient, and frozen they leave no parameter unused, so the stage runs
+        under plain DDP (no unused-parameter search each step)."""
+        super().configure_trainable()
+        if not self.train_point_prompts:
+            pe = self.model.prompt_encoder
+            for emb in (pe.point_embeddings[0], pe.point_embeddings[1], pe.not_a_point_embed):
+                emb.requires_grad_(False)
+
     def train_prompt_forms(self) -> Tuple[str, ...]:
         return ("box", "point") if self.train_point_prompts else ("box",)
