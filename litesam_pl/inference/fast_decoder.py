@@ -49,27 +49,9 @@ __all__ = [
     "LABEL_BOX_BR",
 ]
 
-LABEL_PAD, LABEL_NEG, LABEL_POS, LABEL_BOX_TL, LABEL_BOX_BR = -1, 0, 1, 2, 3
-
-
-def embed_prompts(prompt_encoder: PromptEncoder, coords: Tensor, labels: Tensor) -> Tensor:
-    """Sparse prompt embeddings for points and box corners in one ``(coords, labels)`` layout.
-
-    Args:
-        coords: ``[N, P, 2]`` xy in input-frame pixels (the ``S x S`` padded model input).
-        labels: ``[N, P]`` with -1 padding, 0 negative, 1 positive, 2 box top-left, 3 box bottom-right.
-    Returns:
-        ``[N, P, C]``, equal to ``PromptEncoder`` for ``points=(pt, [1]), boxes=None`` when given
-        ``[[pt, 0], [1, -1]]``, and for ``points + boxes`` when given ``[pt, tl, br]`` / ``[1, 2, 3]``.
-        Written with ``where``/products (no boolean indexing) so that it exports to ONNX.
-    """
-    emb = prompt_encoder.pe_layer.forward_with_coords(coords + 0.5, prompt_encoder.input_image_size)
-    labels = labels.unsqueeze(-1)
-    emb = torch.where(labels == LABEL_PAD, torch.zeros_like(emb), emb)
-    emb = emb + (labels == LABEL_PAD).to(emb.dtype) * prompt_encoder.not_a_point_embed.weight
-    for i in range(prompt_encoder.num_point_embeddings):
-        emb = emb + (labels == i).to(emb.dtype) * prompt_encoder.point_embeddings[i].weight
-    return emb
+# the (coords, labels) prompt layout and its embedding live with the model's batched decoder (one home)
+from litesam_pl.models.batched_decode import (  # noqa: E402
+    LABEL_BOX_BR, LABEL_BOX_TL, LABEL_NEG, LABEL_PAD, LABEL_POS, embed_prompts)
 
 
 def stock_decode(

@@ -12,6 +12,7 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTra
 from torch import nn
 
 from .autoppn import AutoPPN
+from .batched_decode import decode_prompts, embed_prompts, prompt_layout, supports_batched_decode
 from .image_encoder import BackboneImageEncoder, build_backbone, build_sam_vit_encoder
 
 __all__ = ["LiteSAM", "build_prompt_encoder", "build_mask_decoder", "build_litesam"]
@@ -59,7 +60,8 @@ class LiteSAM(Sam):
         boxes: Optional[torch.Tensor] = None,
         multimask_output: bool = False,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Decode K prompts per image with one mask-decoder call per image.
+        """Decode K prompts per image: all B x K prompts in one prompt-encoder and one mask-decoder call
+        (``litesam_pl.models.batched_decode``; a decoder of another layout runs image by image).
 
         Args:
             image_embeddings: ``[B, C, h, w]``.
@@ -81,16 +83,38 @@ class LiteSAM(Sam):
                 )
         if boxes is not None and boxes.ndim != 3:
             raise ValueError(f"boxes must be [B, K, 4], got {tuple(boxes.shape)}")
+        k = boxes.shape[1] if boxes is not None else points[0].shape[1]
         image_pe = self.prompt_encoder.pe_layer((h, w)).unsqueeze(0)
+        if k == 0:  # no prompt (SAM's decoder cannot reshape 0 masks): empty outputs of the right shape
+            m = 3 if multimask_output else 1
+            z = image_embeddings.new_zeros((b, 0, m))
+            return z.new_zeros((b, 0, m, 4 * h, 4 * w)), z
+        if not supports_batched_decode(self.mask_decoder):
+            return self._predict_masks_per_image(image_embeddings, image_pe, points, boxes, multimask_output)
+        pts = (points[0].flatten(0, 1), points[1].flatten(0, 1)) if points is not None else None
+        bxs = boxes.flatten(0, 1) if boxes is not None else None
+        sparse, dense = self._embed_prompts(pts, bxs, h, w)
+        src = image_embeddings.repeat_interleave(k, dim=0)
+        masks, iou = decode_prompts(self.mask_decoder, src, image_pe, sparse, dense, multimask_output)
+        return masks.reshape(b, k, *masks.shape[1:]), iou.reshape(b, k, -1)
+
+    def _embed_prompts(self, pts, bxs, h: int, w: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``N`` prompts -> ``(sparse [N, T, C], dense [N, C, h, w])`` as SAM's ``PromptEncoder`` (no mask prompt),
+        without its boolean indexing (``batched_decode.embed_prompts``)."""
+        sparse = embed_prompts(self.prompt_encoder, *prompt_layout(pts, bxs))
+        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(sparse.shape[0], -1, h, w)
+        return sparse, dense
+
+    def _predict_masks_per_image(self, image_embeddings, image_pe, points, boxes, multimask_output):
+        """One SAM ``MaskDecoder`` call per image (decoders without SAM's layout; the reference in the tests)."""
         all_masks, all_iou = [], []
-        for i in range(b):
+        for i in range(image_embeddings.shape[0]):
             pts = (points[0][i], points[1][i]) if points is not None else None
             bxs = boxes[i] if boxes is not None else None
             sparse, dense = self.prompt_encoder(points=pts, boxes=bxs, masks=None)
-            if dense.shape[-2:] != (h, w):
+            if dense.shape[-2:] != image_embeddings.shape[-2:]:
                 dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-                    sparse.shape[0], -1, h, w
-                )
+                    sparse.shape[0], -1, *image_embeddings.shape[-2:])
             masks, iou = self.mask_decoder(
                 image_embeddings=image_embeddings[i : i + 1],
                 image_pe=image_pe,

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
 
 __all__ = ["NonFiniteLossError", "check_finite", "nonfinite_codes", "NaNGuard", "MetricsJSON", "Throughput",
-           "ImageLogger", "CPUThreads"]
+           "ImageLogger", "CPUThreads", "TorchCompile"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -207,6 +207,32 @@ def _render(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, heat: Optio
     arr = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     plt.close(fig)
     return arr
+
+
+class TorchCompile(pl.Callback):
+    """``torch.compile`` the training step's losses (``compute_losses``: image encoder, AutoPPN, prompt encoder,
+    batched mask decoder and losses trace into one graph, ``tests/test_batched_decode.py``).
+
+    Opt-in from a recipe or the command line (with cuDNN's autotuner, a Trainer flag):
+    ``--trainer.callbacks+=litesam_pl.modules.callbacks.TorchCompile --trainer.benchmark true``.
+    The weights, checkpoints and validation are unchanged (only the bound method is replaced, in this process).
+
+    Args:
+        backend: ``torch.compile`` backend (``inductor``; ``aot_eager`` traces without generating kernels).
+        mode: ``torch.compile`` mode (``None``, ``reduce-overhead`` for CUDA graphs, ``max-autotune``).
+        dynamic: shapes vary between steps (False: every training batch has the recipe's fixed shapes).
+    """
+
+    def __init__(self, backend: str = "inductor", mode: Optional[str] = None, dynamic: Optional[bool] = False) -> None:
+        self.backend, self.mode, self.dynamic = backend, mode, dynamic
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or getattr(pl_module, "_compiled_losses", False):
+            return
+        pl_module.compute_losses = torch.compile(pl_module.compute_losses, backend=self.backend, mode=self.mode,
+                                                 dynamic=self.dynamic)
+        pl_module._compiled_losses = True
+        rank_zero_info(f"TorchCompile: compute_losses compiled (backend={self.backend}, mode={self.mode})")
 
 
 class ImageLogger(pl.Callback):
