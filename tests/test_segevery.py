@@ -19,7 +19,7 @@ from litesam_pl.inference.postprocess import (
     stability_score,
 )
 from litesam_pl.inference.sam_compat import grid_points
-from litesam_pl.inference.segevery import segment_everything
+from litesam_pl.inference.segevery import FILTERS, segment_everything
 
 AMG_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
 
@@ -342,3 +342,58 @@ def test_default_prompt_form_and_output_come_from_prompt_forms(tiny_model, image
         segment_everything(tiny_model, images[0], prompt_type=form, top_n=8, decoder="stock", score_threshold=0.0,
                            **LOOSE)
         assert set(seen) == {multimask_output_for(form)}, form
+
+
+# ---------------------------------------------------------------------------------------------- filter counts
+def _check_funnel(f, records):
+    """The per-image filter counts add up: proposals -> prompts -> masks -> each filter in order -> kept."""
+    assert f["proposals"] == f["prompts"] + f["removed_score_threshold"]
+    assert f["candidates"] == f["prompts"] * f["masks_per_prompt"]
+    assert tuple(f["removed"]) == FILTERS
+    assert f["candidates"] == f["kept"] + sum(f["removed"].values())
+    assert all(v >= 0 for v in f["removed"].values()) and f["removed_score_threshold"] >= 0
+    assert f["kept"] == len(records)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),  # SAM's defaults: random weights keep nothing
+    dict(top_n=24, score_threshold=0.0, max_masks=2, **LOOSE),
+    dict(prompts="grid", points_per_side=4, box_nms_thresh=0.9, **LOOSE),
+    dict(prompts="grid", points_per_side=4, decoder="stock", pred_iou_thresh=0.05, stability_score_thresh=0.0),
+    dict(top_n=24, score_threshold=0.999),  # AutoPPN's score threshold removes every proposal
+    dict(prompts="grid", points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.5),
+])
+def test_stats_count_what_each_filter_removed(tiny_model, images, kw):
+    stats = {}
+    recs = segment_everything(tiny_model, images, stats=stats, **kw)
+    assert len(stats["filters"]) == len(stats["prompts"]) == len(stats["masks_before_nms"]) == 2
+    for f, r, n_prompts, before_nms in zip(stats["filters"], recs, stats["prompts"], stats["masks_before_nms"]):
+        _check_funnel(f, r)
+        assert f["prompts"] == n_prompts  # the old keys keep their meaning
+        assert before_nms == f["candidates"] - sum(f["removed"][k] for k in ("pred_iou", "stability", "empty"))
+        assert f["thresholds"]["pred_iou_thresh"] == kw.get("pred_iou_thresh", 0.88)
+    f = stats["filters"][0]
+    if not kw:
+        assert f["kept"] == 0 and f["removed"]["pred_iou"] == f["candidates"] > 0
+        assert f["best_pred_iou"] < 0.88 and f["best_stability"] is None  # no mask reached the stability filter
+        assert f["thresholds"]["score_threshold"] == 0.05  # AutoPPN.decode's default, made explicit
+    if kw.get("max_masks"):
+        assert f["kept"] == 2 and f["removed"]["max_masks"] > 0
+    if kw.get("prompts") == "grid":
+        assert f["proposals"] == 16 and f["masks_per_prompt"] == 3 and f["best_ppn_score"] is None
+    if kw.get("score_threshold") == 0.999:
+        assert f["prompts"] == 0 and f["removed_score_threshold"] == f["proposals"] > 0
+        assert f["best_ppn_score"] < 0.999 and f["best_pred_iou"] is None and recs[0] == []
+    if kw.get("stability_score_thresh") == 0.5:
+        assert f["removed"]["pred_iou"] == 0 and f["removed"]["stability"] > 0 and f["best_stability"] is not None
+
+
+def test_stats_equal_on_fast_and_stock_decoders(tiny_model, images):
+    """The fast path skips the masks of prompts below the IoU threshold; its counts are still those of all masks."""
+    kw = dict(prompts="grid", points_per_side=5, pred_iou_thresh=0.05, stability_score_thresh=0.0)
+    fast, stock = {}, {}
+    segment_everything(tiny_model, images[1], stats=fast, **kw)
+    segment_everything(tiny_model, images[1], stats=stock, decoder="stock", **kw)
+    a, b = fast["filters"][0], stock["filters"][0]
+    assert a["removed"] == b["removed"] and a["kept"] == b["kept"]
+    assert a["best_pred_iou"] == pytest.approx(b["best_pred_iou"], abs=1e-4)

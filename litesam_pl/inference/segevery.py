@@ -13,10 +13,13 @@ Pipeline (``segment_everything``)::
               or tensors
 
 No Python loop runs per mask or per prompt (loops run over images and prompt chunks). ``timings`` (a dict)
-collects per-phase seconds with device synchronisation for the benchmarks.
+collects per-phase seconds with device synchronisation for the benchmarks. ``stats`` (a dict) receives per image
+how many prompts and masks each filter removed (``stats["filters"]``, see ``FILTERS``), so that an empty result
+can say why.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from contextlib import contextmanager, nullcontext
@@ -31,13 +34,15 @@ from .postprocess import OUTPUT_MODES, box_nms, build_records, mask_nms, masks_t
 from ..models.prompt_forms import SEGEVERY_PROMPT_FORM, multimask_output_for
 from .sam_compat import ImagesLike, as_image_list, check_sam_like, grid_points, model_device, preprocess_images
 
-__all__ = ["segment_everything", "PROMPT_SOURCES", "PROMPT_TYPES", "RANK_BY", "PHASES"]
+__all__ = ["segment_everything", "PROMPT_SOURCES", "PROMPT_TYPES", "RANK_BY", "PHASES", "FILTERS"]
 
 PROMPT_SOURCES = ("autoppn", "grid")
 PROMPT_TYPES = ("point", "box", "point+box")
 RANK_BY = ("iou", "iou_stability_mean", "stability", "ppn_score")
 NMS_KINDS = ("mask", "box", "none")
 PHASES = ("preprocess", "encoder", "prompts", "decoder", "postprocess")
+# the mask filters in the order they apply (the keys of ``stats["filters"][i]["removed"]``)
+FILTERS = ("pred_iou", "stability", "empty", "nms", "max_masks")
 
 
 @contextmanager
@@ -73,8 +78,10 @@ def _autoppn_prompts(
     nms_kernel: int,
 ) -> List[Dict[str, Tensor]]:
     """AutoPPN maps -> Point-NMS -> top-N prompts per image: ``points [N, 2]``, ``boxes [N, 4]`` (clipped to the
-    image) and ``scores [N]`` (point confidence) in input pixels. ``AutoPPN.decode(input_sizes=...)`` lets only
-    cells inside the resized image compete, so no prompt lies in the padding."""
+    image) and ``scores [N]`` (point confidence) in input pixels, plus ``proposals`` (0-d: the in-image local
+    maxima among the top-N before the score threshold) and ``best_score`` (0-d: their best score, 0 if none).
+    ``AutoPPN.decode(input_sizes=...)`` lets only cells inside the resized image compete, so no prompt lies in the
+    padding."""
     ppn = getattr(model, "autoppn", None)
     if ppn is None:
         raise ValueError(f"prompts='autoppn' needs a model with an AutoPPN head; {type(model).__name__} has none "
@@ -83,8 +90,10 @@ def _autoppn_prompts(
     if score_threshold is not None:
         kw["score_threshold"] = float(score_threshold)
     dec = ppn.decode(ppn(embeddings), int(model.image_encoder.img_size), input_sizes=input_sizes, **kw)
+    real = dec["scores"] > 0  # the in-image local maxima among the top-N whatever their score (padding rows: 0)
     return [
-        {"points": dec["points"][b][v].float(), "boxes": dec["boxes"][b][v].float(), "scores": dec["scores"][b][v]}
+        {"points": dec["points"][b][v].float(), "boxes": dec["boxes"][b][v].float(), "scores": dec["scores"][b][v],
+         "proposals": real[b].sum(), "best_score": F.pad(dec["scores"][b], (0, 1)).max()}
         for b, v in enumerate(dec["valid"])
     ]
 
@@ -136,11 +145,13 @@ def _fast_decode_survivors(
     multimask_output: bool,
     chunk_size: Optional[int],
     pred_iou_thresh: float,
+    iou_seen: Optional[List[Tensor]] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """``FastMaskDecoder`` in chunks, with the mask upscaling run only for prompts that have at least one
     mask whose predicted IoU passes ``pred_iou_thresh`` (the IoU head needs only the output tokens).
 
-    Returns low-res logits ``[R, M, 4h, 4w]``, IoU ``[R, M]`` and the prompt indices ``rows [R]``."""
+    Returns low-res logits ``[R, M, 4h, 4w]``, IoU ``[R, M]`` and the prompt indices ``rows [R]``; the IoU of
+    every prompt's masks (``[chunk, M]`` per chunk, the dropped prompts too) is appended to ``iou_seen``."""
     cache = fast.prepare_image(emb)
     sel = fast.mask_tokens_for(multimask_output)
     n = sparse.shape[0]
@@ -149,6 +160,8 @@ def _fast_decode_survivors(
     for start in range(0, n, chunk):
         queries, keys = fast.run_transformer(cache, sparse[start : start + chunk])
         iou = fast.predict_iou(queries)[:, sel[0] : sel[-1] + 1]
+        if iou_seen is not None:
+            iou_seen.append(iou)
         # as SamAutomaticMaskGenerator: a threshold of 0 (or below) switches the filter off
         passed = (iou > pred_iou_thresh).any(1) if pred_iou_thresh > 0 else torch.ones_like(iou[:, 0], dtype=torch.bool)
         keep = passed.nonzero()[:, 0]
@@ -239,7 +252,13 @@ def segment_everything(
         autocast_dtype: e.g. ``torch.bfloat16`` to run encoder and decoder under autocast (CUDA).
         image_batch_size: images per encoder call (bounds memory for long lists).
         timings: dict that receives per-phase seconds (``PHASES``), summed over images.
-        stats: dict that receives ``prompts`` (list per image) and ``masks_before_nms``.
+        stats: dict that receives, as lists with one item per image, ``prompts`` and ``masks_before_nms`` (ints)
+            and ``filters``: dicts of ``prompt_source``; ``proposals`` (AutoPPN: the in-image local maxima among
+            the top-N; grid: the points) = ``prompts`` + ``removed_score_threshold``; ``masks_per_prompt``;
+            ``candidates`` (prompts x masks_per_prompt) = ``kept`` + the counts of ``removed`` (a dict keyed by
+            ``FILTERS``, in the order the filters apply); ``best_ppn_score``, ``best_pred_iou`` (any mask) and
+            ``best_stability`` (masks that passed the predicted-IoU filter), None where nothing was seen; and
+            ``thresholds`` (those in effect, e.g. AutoPPN's default score threshold).
     Returns:
         per image a list of records (``segmentation, area, bbox (XYWH), predicted_iou, point_coords,
         stability_score, crop_box``, + ``ppn_score``) sorted by the ranking score, or with ``"tensors"`` a dict of
@@ -266,6 +285,7 @@ def segment_everything(
     if stats is not None:
         stats.setdefault("prompts", [])
         stats.setdefault("masks_before_nms", [])
+        stats.setdefault("filters", [])
 
     results: List[Any] = []
     fast = _fast_decoder(model) if decoder == "fast" else None
@@ -288,24 +308,102 @@ def segment_everything(
             with _phase(timings, "prompts", device), amp:
                 coords, labels = _prompt_tensors(pr["points"], pr["boxes"], prompt_type if prompts == "autoppn" else "point")
                 sparse = embed_prompts(model.prompt_encoder, coords, labels)
+            funnel: Optional[Dict[str, Any]] = None
             if stats is not None:
                 stats["prompts"].append(int(sparse.shape[0]))
+                funnel = _prompt_stage_stats(pr, prompts, int(sparse.shape[0]), dict(
+                    top_n=int(top_n) if prompts == "autoppn" else None,
+                    score_threshold=_score_threshold_used(model, score_threshold) if prompts == "autoppn" else None,
+                    points_per_side=int(points_per_side) if prompts == "grid" else None,
+                    pred_iou_thresh=float(pred_iou_thresh), stability_score_thresh=float(stability_score_thresh),
+                    box_nms_thresh=float(box_nms_thresh) if nms != "none" else None, nms=nms,
+                    max_masks=None if max_masks is None else int(max_masks),
+                ))
+            iou_seen: Optional[List[Tensor]] = [] if funnel is not None else None
             with _phase(timings, "decoder", device), amp:
                 emb = embeddings[b : b + 1]
                 if fast is not None and fast.supported:
-                    low, iou, rows = _fast_decode_survivors(fast, emb, sparse, multimask_output, chunk_size, pred_iou_thresh)
+                    low, iou, rows = _fast_decode_survivors(fast, emb, sparse, multimask_output, chunk_size,
+                                                            pred_iou_thresh, iou_seen)
                 else:
                     low, iou = _stock_decode_chunked(model, emb, sparse, multimask_output, chunk_size)
                     rows = torch.arange(low.shape[0], device=low.device)
+                    iou_seen = [iou] if iou_seen is not None else None
+            if funnel is not None:
+                funnel["iou_all"] = torch.cat(iou_seen).float() if iou_seen else iou.float()
             with _phase(timings, "postprocess", device):
                 results.append(
                     _postprocess_image(
                         low.float(), iou.float(), rows, pr["points"], pr["scores"], prep.input_sizes[b], prep.original_sizes[b], size,
                         mask_threshold, pred_iou_thresh, stability_score_thresh, stability_score_offset,
                         box_nms_thresh, nms, nms_resolution, rank_by, max_masks, output_mode, return_logits, stats,
+                        funnel,
                     )
                 )
     return results[0] if single else results
+
+
+def _score_threshold_used(model: nn.Module, score_threshold: Optional[float]) -> Optional[float]:
+    """The AutoPPN score threshold in effect: ``score_threshold`` or ``AutoPPN.decode``'s default."""
+    if score_threshold is not None:
+        return float(score_threshold)
+    decode = getattr(getattr(model, "autoppn", None), "decode", None)
+    try:
+        default = inspect.signature(decode).parameters["score_threshold"].default
+    except (TypeError, ValueError, KeyError):
+        return None
+    return None if default is None or default is inspect.Parameter.empty else float(default)
+
+
+def _prompt_stage_stats(pr: Dict[str, Any], prompts: str, n_prompts: int, thresholds: Dict[str, Any]) -> Dict[str, Any]:
+    """The prompt part of one image's ``stats["filters"]`` entry: AutoPPN ``proposals`` (the in-image local
+    maxima among the top-N) = ``prompts`` + ``removed_score_threshold``; grid prompts are all kept."""
+    if prompts == "autoppn":
+        proposals, best = int(pr["proposals"]), float(pr["best_score"])
+        best_score: Optional[float] = best if proposals else None
+    else:
+        proposals, best_score = n_prompts, None
+    return {
+        "prompt_source": prompts,
+        "proposals": proposals,
+        "removed_score_threshold": proposals - n_prompts,
+        "best_ppn_score": best_score,
+        "prompts": n_prompts,
+        "thresholds": thresholds,
+    }
+
+
+def _filter_stats(
+    funnel: Dict[str, Any],
+    masks_per_prompt: int,
+    iou_keep: Tensor,
+    stab_keep: Tensor,
+    nonempty_keep: Tensor,
+    stab: Tensor,
+    n_nms_in: int,
+    n_nms_out: int,
+    n_kept: int,
+) -> Dict[str, Any]:
+    """Complete one image's ``stats["filters"]`` entry with the mask stage: ``candidates`` (prompts x
+    ``masks_per_prompt``) = ``kept`` + the ``removed`` counts of ``FILTERS`` (in the order they apply), the best
+    predicted IoU of any mask (``best_pred_iou``) and the best stability of the masks that passed the predicted-IoU
+    filter (``best_stability``; None when none did). The boolean masks and ``stab`` are over the decoded masks."""
+    iou_all = funnel.pop("iou_all")
+    decoded = iou_keep.numel()
+    counts = torch.stack([iou_keep.sum(), stab_keep.sum(), nonempty_keep.sum()]).tolist() if decoded else [0, 0, 0]
+    n_iou, n_stab, n_nonempty = (int(c) for c in counts)
+    candidates = funnel["prompts"] * masks_per_prompt
+    best_stab = float(stab[iou_keep].max()) if n_iou else None
+    funnel.update(
+        masks_per_prompt=masks_per_prompt,
+        candidates=candidates,
+        removed={"pred_iou": candidates - n_iou, "stability": n_iou - n_stab, "empty": n_stab - n_nonempty,
+                 "nms": n_nms_in - n_nms_out, "max_masks": n_nms_out - n_kept},
+        kept=n_kept,
+        best_pred_iou=float(iou_all.max()) if iou_all.numel() else None,
+        best_stability=best_stab,
+    )
+    return funnel
 
 
 def _rank_score(rank_by: str, iou: Tensor, stab: Tensor, ppn: Optional[Tensor]) -> Tensor:
@@ -342,10 +440,13 @@ def _postprocess_image(
     output_mode: str,
     return_logits: bool,
     stats: Optional[Dict[str, Any]],
+    funnel: Optional[Dict[str, Any]] = None,
 ) -> Any:
     """Filter, NMS and upsample the decoder outputs of one image: ``low [R, M, h4, w4]`` logits and
     ``iou [R, M]`` of the prompts ``rows [R]`` (the others had no mask above ``pred_iou_thresh``) whose points
-    and AutoPPN scores (None for grid prompts) are ``points [N, 2]`` and ``prompt_scores [N]``."""
+    and AutoPPN scores (None for grid prompts) are ``points [N, 2]`` and ``prompt_scores [N]``. ``funnel``
+    (``_prompt_stage_stats`` + ``iou_all``, the IoU of all ``N`` prompts' masks) is completed by
+    ``_filter_stats`` and appended to ``stats["filters"]``."""
     n, m, lh, lw = low.shape
     low = low.reshape(n * m, lh, lw)
     iou = iou.reshape(n * m)
@@ -356,9 +457,12 @@ def _postprocess_image(
     crop = low[:, :vh, :vw]
     # as SamAutomaticMaskGenerator: a threshold of 0 (or below) switches that filter off
     keep = iou > pred_iou_thresh if pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
+    iou_keep = keep.clone() if funnel is not None else keep
     stab = stability_score(crop, mask_threshold, stability_score_offset)
     if stability_score_thresh > 0:
         keep &= stab >= stability_score_thresh
+    stab_keep = keep.clone() if funnel is not None else keep
+    stab_all = stab
     binary = crop > mask_threshold
     keep &= binary.flatten(1).any(1)
     idx = keep.nonzero()[:, 0]
@@ -374,8 +478,12 @@ def _postprocess_image(
         order = box_nms(masks_to_boxes(binary), score, box_nms_thresh)
     else:
         order = torch.argsort(score, descending=True, stable=True)
+    n_nms_out = int(order.numel())
     if max_masks is not None:
         order = order[: int(max_masks)]
+    if funnel is not None and stats is not None:
+        stats["filters"].append(_filter_stats(funnel, m, iou_keep, stab_keep, keep, stab_all, int(idx.numel()),
+                                              n_nms_out, int(order.numel())))
     idx, iou, stab, score, src = idx[order], iou[order], stab[order], score[order], src[order]
     ppn = ppn[order] if ppn is not None else None
 
