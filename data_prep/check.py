@@ -5,8 +5,9 @@
     python -m data_prep.check bsds --root /data/BSR/BSDS500/data --splits test
     python -m data_prep.check sa1b --root /data/sa1b [--verify]
 
-Prints what is missing (counts and the first few names) and exits 1 when anything is missing or broken, 0 when
-complete. ``check_coco``, ``check_lvis``, ``check_bsds`` and ``check_sa1b`` return a ``CheckReport``.
+Prints what is missing (counts and the first few names) and exits 1 when anything is missing or broken (a
+``--root`` that is not a folder: one ``error: no such folder: ROOT`` line), 0 when complete. ``check_coco``,
+``check_lvis``, ``check_bsds`` and ``check_sa1b`` return a ``CheckReport``.
 """
 from __future__ import annotations
 
@@ -312,6 +313,15 @@ def check_sa1b(root: str | Path, verify: bool = False, links: str | Path | None 
     return report
 
 
+def _missing_root(a: argparse.Namespace) -> str | None:
+    """``no such folder: ROOT`` (or ``not a folder``) when ``--root`` is needed and is not a directory, else None.
+    coco / lvis with both ``--ann`` and ``--images`` do not read ``--root``."""
+    root = Path(a.root)
+    if root.is_dir() or (a.dataset in ("coco", "lvis") and a.ann and a.images):
+        return None
+    return f"not a folder: {root}" if root.exists() else f"no such folder: {root}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep.check", description="Check that a dataset download is complete; exit 1 if not.")
     p.add_argument("dataset", choices=["coco", "lvis", "bsds", "sa1b"])
@@ -324,6 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--verify", action="store_true", help="deeper (slower) checks: image sizes, tar members, sha256")
     p.add_argument("--show", type=int, default=5, help="how many missing names to print")
     a = p.parse_args(argv)
+    missing_root = _missing_root(a)
+    if missing_root:
+        print(f"python -m data_prep.check: error: {missing_root}", file=sys.stderr)
+        return 1  # like any missing download (the module's exit status contract)
     if a.dataset == "coco":
         if a.images and len(a.images) > 1:
             p.error("coco takes one --images folder")

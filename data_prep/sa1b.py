@@ -638,23 +638,34 @@ def summary(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except the unset ones (``None`` / ``False``: the help says)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m data_prep.sa1b", description="SA-1B tars or extracted folders -> resized WebDataset shards + manifest.json")
+    p = argparse.ArgumentParser(prog="python -m data_prep.sa1b", formatter_class=_DefaultsHelpFormatter,
+                                description="SA-1B tars or extracted folders -> resized WebDataset shards + manifest.json")
     p.add_argument("--src", nargs="+", default=None,
                    help="SA-1B tars, folders of tars, extracted folders (jpg + json) or globs (quote them)")
     p.add_argument("--out", default=None, help="output shard directory (created; reruns resume)")
     p.add_argument("--max-side", type=int, default=1024, help="shrink so the long side is at most this (never upscale)")
     sel = p.add_mutually_exclusive_group()
-    sel.add_argument("--fraction", type=float, default=None, help="keep this fraction of images (paper: 0.18); "
-                     "same as --hash-range 0 FRACTION")
+    sel.add_argument("--fraction", type=float, default=None,
+                     help="keep this fraction of images (default: all of them, 1.0; the paper trains on 0.18); same "
+                          "as --hash-range 0 FRACTION")
     sel.add_argument("--hash-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
-                     help="keep an image when LO <= u < HI, u = sha1('<seed>:<key>')[:8] / 2^64; splits with the same "
+                     help="keep an image when LO <= u < HI (default: all images), u = sha1('<seed>:<key>')[:8] / 2^64; splits with the same "
                           "seed and non-overlapping ranges share no image (train: 0 0.18, val: 0.18 0.20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-image selection hash")
     p.add_argument("--shard-size", type=int, default=1000, help="samples per output shard")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of resized images")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                   help="worker processes (parallel over input tars)")
+                   help="worker processes (parallel over input tars; default: CPUs - 1, here %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     job = p.add_argument_group("many jobs (a SLURM array or any scheduler; same arguments, same --out)")
     job.add_argument("--num-jobs", type=int, default=None,

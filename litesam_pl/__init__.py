@@ -3,7 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["create_model", "load_model", "__version__"]
+__all__ = ["create_model", "load_model", "list_models", "__version__"]
 
 
 def create_model(name: str, **overrides):
@@ -11,6 +11,13 @@ def create_model(name: str, **overrides):
     from .models.registry import create_model as _create
 
     return _create(name, **overrides)
+
+
+def list_models(kind: str = "all") -> list:
+    """Registered model names (``kind``: ``"all"``, ``"segmenter"`` or ``"backbone"``; see the registry)."""
+    from .models.registry import list_models as _list
+
+    return _list(kind)
 
 
 def load_model(path: str, **kwargs):

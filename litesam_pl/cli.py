@@ -10,19 +10,30 @@
 ``fit``/``validate``/``test``/``predict`` are LightningCLI subcommands: the model is any ``LiteSAMTaskBase`` subclass
 (``model.class_path`` in the recipe: ``litesam_pl.modules.BackboneBoxModule``, ``AutoPPNModule``, ``LiteSAMModule``),
 the data is ``litesam_pl.data.datamodule.SA1BDataModule``. W&B runs offline unless ``WANDB_MODE`` is set.
+
+Errors a user can act on (an unknown subcommand or option, a GPU recipe on a machine without CUDA, a model name or
+file that cannot be used: ``CLIError``, ``litesam_pl.models.registry.ModelError``) end in one line on stderr and exit
+status 2, without a traceback; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import sys
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
-__all__ = ["main", "run_lightning_cli"]
+__all__ = ["main", "run_lightning_cli", "check_accelerator", "CLIError", "SUBCOMMANDS"]
 
 _TOOLS = {
     "segment-everything": ("litesam_pl.inference.app", "main"),
     "export": ("litesam_pl.inference.export", "main"),
 }
+_LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = (*_LIGHTNING_SUBCOMMANDS, *_TOOLS)
+# what a GPU recipe needs on a CPU-only machine (tests/test_cli.py's LOCAL, less the logger)
+_CPU_OVERRIDES = ("--trainer.accelerator cpu --trainer.devices 1 --trainer.num_nodes 1 --trainer.strategy auto "
+                  "--trainer.precision 32-true")
 _HELP = """usage: litesam {fit,validate,test,predict,segment-everything,export} ...
 
 Lite-SAM training and tools.
@@ -35,43 +46,270 @@ subcommands:
   export              weights-only / ONNX export (litesam export --help)
 
 Run `litesam fit --help` for every training option. W&B logs offline unless WANDB_MODE=online is set.
+`litesam --version` prints the version.
 """
 
 
+class CLIError(ValueError):
+    """A command line the user can fix (unknown subcommand, a GPU recipe without CUDA): one line, no traceback."""
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """``did you mean 'x'?`` for the closest of ``choices`` (difflib), or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _fail(prog: str, message: str, hint: str = "") -> None:
+    """Print ``prog: error: message`` (+ a short hint line) on stderr and exit with status 2."""
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    if hint:
+        sys.stderr.write(f"{hint}\n")
+    raise SystemExit(2)
+
+
+def _unknown_subcommand(name: str) -> None:
+    """Exit (status 2) naming every subcommand and the closest one."""
+    guess = _did_you_mean(name, SUBCOMMANDS)
+    _fail("litesam", f"unknown subcommand {name!r}" + (f"; {guess}" if guess else ""),
+          f"subcommands: {', '.join(SUBCOMMANDS)} (litesam --help)")
+
+
+def _unrecognized_options(message: str) -> List[str]:
+    """The ``--option`` names in jsonargparse's ``unrecognized arguments: --a 3 --b=x`` message."""
+    if "unrecognized arguments" not in message:
+        return []
+    rest = message.split("unrecognized arguments:", 1)[1]
+    return [tok.split("=", 1)[0] for tok in rest.split() if tok.startswith("--")]
+
+
+def _init_options(class_path: str) -> List[str]:
+    """Keyword arguments of ``class_path``'s ``__init__`` along its MRO (what ``--<key>.init_args.*`` accepts)."""
+    import importlib
+    import inspect
+
+    mod, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    names: List[str] = []
+    for klass in getattr(cls, "__mro__", ()):
+        params = inspect.signature(klass.__init__).parameters.values() if "__init__" in vars(klass) else ()
+        names += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return sorted(set(names))
+
+
+def _rejected_init_arg(message: str) -> str:
+    """One line for jsonargparse's multi-line ``Parser key "model": ... class_path 'X': Option 'y' is not
+    accepted`` (an unknown ``--model.init_args.y``), with a did-you-mean; ``""`` for any other message."""
+    m = re.search(r'Parser key "([^"]+)".*?class_path \'([^\']+)\'.*?Option \'([^\']+)\' is not accepted', message,
+                  re.S)
+    if not m:
+        return ""
+    key, class_path, option = m.groups()
+    guess = _did_you_mean(option, _init_options(class_path))
+    return (f"unrecognized option --{key}.init_args.{option}: {class_path.rsplit('.', 1)[-1]} has no argument "
+            f"{option!r}" + (f" ({guess})" if guess else ""))
+
+
+def _short(message: str, max_lines: int = 3) -> str:
+    """A short multi-line parser message on one line; a longer one (a validation dump) as it is."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    return " ".join(lines) if len(lines) <= max_lines else message.rstrip()
+
+
+def _parser_class():
+    """``LightningArgumentParser`` whose errors are the error line first (with a did-you-mean for an unknown option)
+    and a one-line ``--help`` hint, instead of ~70 lines of usage before the line that matters."""
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    try:  # the same guard as jsonargparse's ArgumentParser.error (a private helper: tolerate its absence)
+        from jsonargparse._common import debug_mode_active
+    except ImportError:  # pragma: no cover - another jsonargparse layout
+        def debug_mode_active() -> bool:
+            return bool(os.environ.get("JSONARGPARSE_DEBUG"))
+
+    class ShortErrorParser(LightningArgumentParser):
+        def error(self, message: str, ex: Optional[Exception] = None):  # noqa: D102 (jsonargparse's signature)
+            if not self.exit_on_error or debug_mode_active():
+                return super().error(message, ex)
+            choice = re.search(r"argument subcommand: invalid choice: '([^']*)'", message)
+            if choice:
+                _unknown_subcommand(choice.group(1))
+            parser = getattr(ex, "subcommand_parser", None) or self
+            prog = parser.prog.replace(" [options]", "")
+            known = [o for o in getattr(parser, "_option_string_actions", {}) if o.startswith("--")]
+            guesses = [g for g in (_did_you_mean(o, known) for o in _unrecognized_options(message)) if g]
+            line = _rejected_init_arg(message) or _short(message)
+            if guesses:
+                line += f" ({'; '.join(guesses)})"
+            no_recipe = re.search(r"arguments are required: (\w+)\.model\b", message)
+            if no_recipe:  # `litesam fit` without --config
+                prog = f"litesam {no_recipe.group(1)}"
+                line += f" (give a recipe: {prog} --config recipes/<stage>.yaml)"
+            _fail(prog, line, f"run `{prog} --help` for every option")
+
+    return ShortErrorParser
+
+
+def _accelerator_name(value: Any) -> str:
+    """``trainer.accelerator`` as a lower-case name (a string, or the class path of an Accelerator object)."""
+    if isinstance(value, str):
+        return value.lower()
+    class_path = getattr(value, "class_path", None) or (value.get("class_path") if isinstance(value, dict) else None)
+    return str(class_path or "").rsplit(".", 1)[-1].lower()
+
+
+def _recipe_files(config: Any) -> List[str]:
+    """The ``--config`` files of a parsed config (relative paths as given)."""
+    files = config.get("config") if hasattr(config, "get") else None
+    out = []
+    for f in files or []:
+        rel = getattr(f, "relative", None) or str(f)
+        out.append(str(rel))
+    return out
+
+
+def _smoke_overlay(recipes: Sequence[str]) -> str:
+    """``recipes/smoke/<name>.yaml`` next to the first base recipe that has one, else a generic pattern."""
+    for r in recipes:
+        head, name = os.path.split(r)
+        cand = os.path.join(head, "smoke", name)
+        if os.path.basename(head) != "smoke" and os.path.isfile(cand):
+            return f"--config {r} --config {cand}"
+    return "--config recipes/<stage>.yaml --config recipes/smoke/<stage>.yaml"
+
+
+def check_accelerator(config: Any) -> None:
+    """``CLIError`` when the trainer asks for GPUs (``accelerator: gpu``/``cuda``) and CUDA is unavailable, before
+    the Trainer is built (Lightning would end in a 33-line ``No supported gpu backend found!`` traceback)."""
+    import torch
+
+    trainer = config.get("trainer") if hasattr(config, "get") else None
+    if trainer is None:
+        return
+    acc = _accelerator_name(trainer.get("accelerator"))
+    if acc not in ("gpu", "cuda", "cudaaccelerator") or torch.cuda.is_available():
+        return
+    recipes = _recipe_files(config)
+    what = " + ".join(recipes) if recipes else "this configuration"
+    raise CLIError(
+        f"{what} wants GPUs (trainer.accelerator: {trainer.get('accelerator')}) but CUDA is not available on this "
+        f"machine; to run on the CPU add {_CPU_OVERRIDES}, or use a smoke overlay: {_smoke_overlay(recipes)}"
+    )
+
+
 def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
-    """Build (and by default run) the LightningCLI on ``args``; returns the CLI object."""
+    """Build (and by default run) the LightningCLI on ``args``; returns the CLI object. A GPU recipe without CUDA
+    raises ``CLIError`` before the Trainer is built; a bad option exits with one error line (status 2)."""
     from lightning.pytorch.cli import LightningCLI
 
     from litesam_pl.data.datamodule import SA1BDataModule
     from litesam_pl.modules.base import LiteSAMTaskBase
 
-    return LightningCLI(
+    class LiteSAMCLI(LightningCLI):
+        def before_instantiate_classes(self) -> None:
+            """Refuse a GPU trainer on a machine without CUDA (one line, see ``check_accelerator``)."""
+            sub = self.subcommand
+            check_accelerator(self.config[sub] if sub else self.config)
+
+    return LiteSAMCLI(
         model_class=LiteSAMTaskBase,
         subclass_mode_model=True,
         datamodule_class=SA1BDataModule,
         args=None if args is None else list(args),
         run=run,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": "Lite-SAM training (LightningCLI)."},
+        parser_kwargs={"prog": "litesam", "description": "Lite-SAM training (LightningCLI)."},
+        parser_class=_parser_class(),
     )
+
+
+class _ParseError(Exception):
+    """Raised instead of exiting by the pre-flight parse of ``segment-everything``'s arguments."""
+
+
+def _raise_parse_error(message: str) -> None:
+    raise _ParseError(message)
+
+
+def _check_segment_everything(app: Any, argv: Sequence[str]) -> None:
+    """Pre-flight for ``segment-everything`` (``app``: its module): ``--model`` must be a Lite-SAM model (not a
+    backbone), and a ``--ckpt`` used with ``--prompts autoppn`` must have an AutoPPN head (not a backbone-stage
+    checkpoint). Raises ``ModelError`` (one line) before any image is read; usage errors are left to the tool's
+    own parser."""
+    from litesam_pl.models.registry import ModelError, check_segmenter, checkpoint_has_autoppn
+
+    build_parser = getattr(app, "build_parser", None)
+    if build_parser is None or any(a in ("-h", "--help") for a in argv):
+        return
+    parser = build_parser()
+    parser.error = _raise_parse_error  # type: ignore[method-assign]  # the tool reports usage errors itself
+    try:
+        args, _ = parser.parse_known_args(list(argv))
+    except _ParseError:
+        return
+    if not args.ckpt:
+        try:
+            check_segmenter(args.model)
+        except ModelError as err:
+            raise ModelError(f"--model: {err}") from err
+    elif args.prompts == "autoppn" and not checkpoint_has_autoppn(args.ckpt):
+        explicit = any(a.startswith("--prompts") for a in argv)
+        given = "--prompts autoppn" + ("" if explicit else " (the default)")
+        raise ModelError(
+            f"{given} needs a model with an AutoPPN head and {args.ckpt} has none (a backbone-stage checkpoint); "
+            "use --prompts grid, or a checkpoint of the autoppn / litesam stage"
+        )
+
+
+def _user_errors() -> tuple:
+    """The exception types that are the user's to fix: printed as one line, exit status 2."""
+    from litesam_pl.models.registry import ModelError
+
+    return (CLIError, ModelError)
+
+
+def _run_tool(name: str, argv: Sequence[str]) -> None:
+    """``segment-everything`` / ``export``: the tool's ``main(argv)``; a non-zero return is the exit status."""
+    import importlib
+
+    mod, fn = _TOOLS[name]
+    module = importlib.import_module(mod)
+    if name == "segment-everything":
+        _check_segment_everything(module, argv)
+    result = getattr(module, fn)(list(argv))
+    if isinstance(result, int) and result:
+        raise SystemExit(result)
+
+
+def _version() -> str:
+    from litesam_pl import __version__
+
+    return f"litesam-pl {__version__}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of the ``litesam`` console script."""
     args: List[str] = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in _TOOLS:
-        import importlib
-
-        mod, fn = _TOOLS[args[0]]
-        result = getattr(importlib.import_module(mod), fn)(args[1:])
-        if isinstance(result, int) and result:
-            raise SystemExit(result)
-        return
     if not args or args[0] in ("-h", "--help"):
         print(_HELP)
         return
-    os.environ.setdefault("WANDB_MODE", "offline")  # no key, no network unless the user asks for it
-    run_lightning_cli(None if argv is None else args)
+    if args[0] in ("-V", "--version"):
+        print(_version())
+        return
+    if not args[0].startswith("-") and args[0] not in SUBCOMMANDS:
+        _unknown_subcommand(args[0])
+    prog = f"litesam {args[0]}" if not args[0].startswith("-") else "litesam"
+    try:
+        if args[0] in _TOOLS:
+            _run_tool(args[0], args[1:])
+            return
+        os.environ.setdefault("WANDB_MODE", "offline")  # no key, no network unless the user asks for it
+        run_lightning_cli(None if argv is None else args)
+    except _user_errors() as err:
+        _fail(prog, " ".join(str(err).split()))
 
 
 if __name__ == "__main__":
