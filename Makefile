@@ -9,6 +9,9 @@ RECIPE ?=
 ARGS ?=
 DEVICE ?= cpu
 SHARED ?= ../shared
+# PyTorch wheel variant for make install: empty = what pip finds by default; cpu, cu126, cu128, cu130 = that build
+TORCH_VARIANT ?=
+TORCH_INDEX = $(if $(TORCH_VARIANT),--index-url https://download.pytorch.org/whl/$(TORCH_VARIANT),)
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock test test-fast smoke demo train-backbone train-autoppn train-litesam table2-smoke \
@@ -22,8 +25,9 @@ install: $(STAMP) ## create .venv and install the package editable with dev extr
 $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	@# torch first: plain pip with Python 3.11 finds these on this machine's disk (other set-ups download them)
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	@# torch first: plain pip with Python 3.11 finds these on this machine's disk (other set-ups download them);
+	@# TORCH_VARIANT=cpu|cu126|cu128|cu130 takes PyTorch's own wheel index instead (docs/training.md: which driver each needs)
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 $(TORCH_INDEX)
 	$(PIP) install -q -c requirements/constraints.txt -e '.[dev]'
 	@# lvis without its dependencies: they would pull the GUI opencv-python over the headless one
 	$(PIP) install -q --no-deps lvis==0.5.3
@@ -82,27 +86,31 @@ SKIMAGE_DATA = $(shell $(PY) -c "import os, skimage.data; print(os.path.dirname(
 DEMO_PHOTOS = $(addprefix $(SKIMAGE_DATA)/,astronaut.png coffee.png chelsea.png rocket.jpg motorcycle_left.png) \
   $(wordlist 1,3,$(sort $(wildcard $(SHARED)/data/coco2017_subset/val2017/*.jpg))) \
   $(wordlist 1,2,$(sort $(wildcard $(SHARED)/data/bsds500/images/test/*.jpg)))
-DEMO_RUN = runs/smoke/litesam
+# the demo's own run folder: training (both overlays below write their checkpoints and logs here), SegEvery and
+# the latency table; make smoke's runs/smoke/ is read (after make smoke), never written
+DEMO_RUN = runs/demo
 DEMO_EPOCHS ?= 2
 # the smoke recipe's schedule (2 x 960 samples); fewer (e.g. DEMO_SAMPLES=720) is faster but too short to show masks
 DEMO_SAMPLES ?= 960
 # a minutes-old model is not confident yet: show masks above looser filters than SAM's 0.88 / 0.95
 DEMO_FILTERS ?= --pred-iou-thresh 0.5 --stability-score-thresh 0.8 --score-threshold 0
-# the joint recipe at smoke scale from the AutoPPN smoke run when there is one, else from scratch at the demo's
-# scale (recipes/smoke/demo.yaml: 128 px, lr 5e-4); both overlays change only scale, the loss is the paper recipe's
-DEMO_OVERLAY = $(if $(wildcard runs/smoke/autoppn/last.ckpt),recipes/smoke/litesam.yaml,recipes/smoke/demo.yaml)
+# the joint recipe at smoke scale from the AutoPPN smoke run when there is one (recipes/smoke/demo_from_smoke.yaml:
+# recipes/smoke/litesam.yaml in the demo's run folder), else from scratch at the demo's scale (recipes/smoke/demo.yaml:
+# 128 px, lr 5e-4); both overlays change only scale, the loss is the paper recipe's
+DEMO_OVERLAY = $(if $(wildcard runs/smoke/autoppn/last.ckpt),recipes/smoke/demo_from_smoke.yaml,recipes/smoke/demo.yaml)
 
 demo: install smoke-data ## the newcomer's demo: synthetic SA-1B -> shards -> train Lite-SAM -> SegEvery on photos -> latency vs grid
 	@echo "== [1/4] synthetic SA-1B-format data and WebDataset shards: data/smoke/ (done)"
 	@echo "== [2/4] training joint Lite-SAM: recipes/litesam.yaml + $(DEMO_OVERLAY)"
 	$(VENV)/bin/litesam fit --config recipes/litesam.yaml --config $(DEMO_OVERLAY) --trainer.accelerator=auto \
-	  --trainer.max_epochs=$(DEMO_EPOCHS) --trainer.check_val_every_n_epoch=$(DEMO_EPOCHS) --data.epoch_samples=$(DEMO_SAMPLES) $(ARGS)
+	  --trainer.default_root_dir=$(DEMO_RUN) --trainer.max_epochs=$(DEMO_EPOCHS) \
+	  --trainer.check_val_every_n_epoch=$(DEMO_EPOCHS) --data.epoch_samples=$(DEMO_SAMPLES) $(ARGS)
 	@echo "== [3/4] SegEvery with the trained model on real photographs"
 	$(VENV)/bin/litesam segment-everything $(DEMO_PHOTOS) --ckpt $(DEMO_RUN)/last.ckpt --out $(DEMO_RUN)/segevery \
 	  $(DEMO_FILTERS)
 	@echo "== [4/4] latency: AutoPPN vs grid search on the same model (make bench-ci)"
-	$(PY) -m benchmarks.ci --json results/bench-ci.json --md results/bench-ci.md
-	@$(PY) -m benchmarks.demo_report --run $(DEMO_RUN) --segevery $(DEMO_RUN)/segevery --bench results/bench-ci.json
+	$(PY) -m benchmarks.ci --json $(DEMO_RUN)/bench-ci.json --md $(DEMO_RUN)/bench-ci.md
+	@$(PY) -m benchmarks.demo_report --run $(DEMO_RUN) --segevery $(DEMO_RUN)/segevery --bench $(DEMO_RUN)/bench-ci.json
 
 # train-*: the stage's paper recipe (BASE= replaces it), then each overlay of RECIPE= in order (later files win), then
 # ARGS=, e.g. make train-autoppn RECIPE=recipes/ablations/table2/stem-conv_gt-gaussian_groups-1.yaml

@@ -51,7 +51,7 @@ __all__ = [
 
 # the (coords, labels) prompt layout and its embedding live with the model's batched decoder (one home)
 from litesam_pl.models.batched_decode import (  # noqa: E402
-    LABEL_BOX_BR, LABEL_BOX_TL, LABEL_NEG, LABEL_PAD, LABEL_POS, embed_prompts)
+    LABEL_BOX_BR, LABEL_BOX_TL, LABEL_NEG, LABEL_PAD, LABEL_POS, dense_pe, embed_prompts)
 
 
 def stock_decode(
@@ -132,7 +132,7 @@ class FastMaskDecoder(nn.Module):
                 raise ValueError(f"prepare_image takes one image, got a batch of {image_embedding.shape[0]}")
             image_embedding = image_embedding[0]
         c, h, w = image_embedding.shape
-        pe = self.prompt_encoder.get_dense_pe().to(image_embedding.dtype)[0]
+        pe = dense_pe(self.prompt_encoder).to(image_embedding.dtype)[0]
         if pe.shape[-2:] != (h, w):
             raise ValueError(f"positional encoding is {tuple(pe.shape[-2:])} but the embedding is {(h, w)}")
         x = (image_embedding + self.prompt_encoder.no_mask_embed.weight.reshape(-1, 1, 1).to(image_embedding.dtype))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .litevit import LiteViTBlock
+from .precision import no_autocast
 
 __all__ = ["AutoPPN", "point_nms", "local_maxima", "cells_inside", "decode_proposals"]
 
@@ -234,8 +235,12 @@ class AutoPPN(nn.Module):
     def forward(self, embedding: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``[B, C, h, w]`` -> ``{"heatmap_logits": [B, G, P, Q], "boxes": [B, G, 4, P, Q]}``, P = h * 16 / 8."""
         x = self.upsample(self.stem(self.reduce(embedding)))
-        heat = self.heatmap_head(x)
-        box = F.softplus(self.box_head(x))
+        # the two heads in fp32 even under autocast: the heatmap logits start within ~1e-3 of -2.197 (focal prior),
+        # where bf16's 8 mantissa bits make them all one value and hard-negative mining would pick arbitrary cells
+        with no_autocast(x.device):
+            x = x.float()
+            heat = self.heatmap_head(x)
+            box = F.softplus(self.box_head(x))
         b, _, p, q = box.shape
         box = box / max(p, q)  # grid cells -> fraction of the input side S (S = P * stride)
         return {"heatmap_logits": heat, "boxes": box.view(b, self.num_groups, 4, p, q)}

@@ -16,7 +16,9 @@ import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder
 from torch import Tensor
 
-__all__ = ["decode_prompts", "supports_batched_decode", "embed_prompts", "prompt_layout", "LABEL_PAD", "LABEL_NEG",
+from .precision import no_autocast
+
+__all__ = ["decode_prompts", "supports_batched_decode", "embed_prompts", "dense_pe", "prompt_layout", "LABEL_PAD", "LABEL_NEG",
            "LABEL_POS", "LABEL_BOX_TL", "LABEL_BOX_BR"]
 
 # point labels of the (coords, labels) prompt layout: SAM's (-1 padding, 0 negative, 1 positive) plus box corners
@@ -46,6 +48,14 @@ def prompt_layout(points: Optional[Tuple[Tensor, Tensor]], boxes: Optional[Tenso
     return torch.cat(cs, 1), torch.cat(ls, 1)
 
 
+def dense_pe(prompt_encoder: PromptEncoder, hw: Optional[Tuple[int, int]] = None) -> Tensor:
+    """SAM's dense positional encoding ``[1, C, h, w]`` (``PromptEncoder.get_dense_pe``) computed in fp32 even under
+    autocast: in bf16 the random-Fourier features of the grid err by the equivalent of ~0.6-0.9 px."""
+    gauss = prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    with no_autocast(gauss.device):
+        return prompt_encoder.pe_layer(tuple(hw or prompt_encoder.image_embedding_size)).unsqueeze(0)
+
+
 def embed_prompts(prompt_encoder: PromptEncoder, coords: Tensor, labels: Tensor) -> Tensor:
     """Sparse prompt embeddings for points and box corners in one ``(coords, labels)`` layout.
 
@@ -58,7 +68,8 @@ def embed_prompts(prompt_encoder: PromptEncoder, coords: Tensor, labels: Tensor)
         (:func:`prompt_layout` builds these). Written with ``where``/products, no boolean indexing: no host sync
         on a GPU, no graph break under ``torch.compile``, and it exports to ONNX.
     """
-    emb = prompt_encoder.pe_layer.forward_with_coords(coords + 0.5, prompt_encoder.input_image_size)
+    with no_autocast(coords.device):  # fp32 coordinates (bf16: ~1 px off)
+        emb = prompt_encoder.pe_layer.forward_with_coords(coords.float() + 0.5, prompt_encoder.input_image_size)
     labels = labels.unsqueeze(-1)
     emb = torch.where(labels == LABEL_PAD, torch.zeros_like(emb), emb)
     emb = emb + (labels == LABEL_PAD).to(emb.dtype) * prompt_encoder.not_a_point_embed.weight

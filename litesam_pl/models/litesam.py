@@ -12,7 +12,7 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTra
 from torch import nn
 
 from .autoppn import AutoPPN
-from .batched_decode import decode_prompts, embed_prompts, prompt_layout, supports_batched_decode
+from .batched_decode import decode_prompts, dense_pe, embed_prompts, prompt_layout, supports_batched_decode
 from .image_encoder import BackboneImageEncoder, build_backbone, build_sam_vit_encoder
 
 __all__ = ["LiteSAM", "build_prompt_encoder", "build_mask_decoder", "build_litesam"]
@@ -84,7 +84,7 @@ class LiteSAM(Sam):
         if boxes is not None and boxes.ndim != 3:
             raise ValueError(f"boxes must be [B, K, 4], got {tuple(boxes.shape)}")
         k = boxes.shape[1] if boxes is not None else points[0].shape[1]
-        image_pe = self.prompt_encoder.pe_layer((h, w)).unsqueeze(0)
+        image_pe = dense_pe(self.prompt_encoder, (h, w))
         if k == 0:  # no prompt (SAM's decoder cannot reshape 0 masks): empty outputs of the right shape
             m = 3 if multimask_output else 1
             z = image_embeddings.new_zeros((b, 0, m))
