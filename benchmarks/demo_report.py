@@ -1,6 +1,9 @@
 """The closing report of ``make demo``: where everything the demo made lives, and what to run next.
 
-    python -m benchmarks.demo_report --run runs/demo --segevery runs/demo/segevery --bench results/bench-ci.json
+    python -m benchmarks.demo_report --run runs/demo --segevery runs/demo/segevery --bench runs/demo/bench-ci.json
+
+The demo writes only under its run folder (``runs/demo/``, the Makefile's ``DEMO_RUN``): ``make smoke``'s
+``runs/smoke/`` is read (its AutoPPN run, when there is one), never written.
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
+
+DEMO_RUN = Path("runs/demo")
 
 
 def _metrics_lines(run: Path) -> List[str]:
@@ -33,6 +38,10 @@ def _latency_lines(bench: Path) -> List[str]:
     return lines
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 def report(run: Path, segevery: Path, bench: Path) -> str:
     overlays = sorted(segevery.glob("*_overlay.png")) if segevery.is_dir() else []
     wandb_runs = sorted(run.glob("**/wandb/offline-run-*"))
@@ -54,6 +63,12 @@ def report(run: Path, segevery: Path, bench: Path) -> str:
         f"CSV log            {run}/csv/",
         "wandb offline run  " + (str(wandb_runs[-1]) if wandb_runs else "(none)")
         + ("\n                   upload later with: wandb sync <that folder>" if wandb_runs else ""),
+        *([f"everything above is under {run}/ (a make smoke result in runs/smoke/ is left as it was)"]
+          if _inside(segevery, run) and _inside(bench, run) else []),
+        "",
+        "Use the model from Python (README: 'Python API', 'Weights'):",
+        f"  .venv/bin/litesam export --ckpt {ckpt} --out litesam.pt",
+        "  then litesam_pl.load_model('litesam.pt'), or litesam segment-everything PHOTO --ckpt litesam.pt --out DIR",
         "",
         "A model that segments photographs:",
         "  make real-smoke   BSDS500 + COCO train photos from ../shared/data (or DATA=), the same three recipes on",
@@ -68,11 +83,12 @@ def report(run: Path, segevery: Path, bench: Path) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="training run directory (last.ckpt, metrics.json)")
-    parser.add_argument("--segevery", type=Path, required=True, help="segment-everything output directory")
-    parser.add_argument("--bench", type=Path, required=True, help="bench-ci JSON")
+    parser.add_argument("--run", type=Path, default=DEMO_RUN,
+                        help=f"training run directory (last.ckpt, metrics.json; default {DEMO_RUN})")
+    parser.add_argument("--segevery", type=Path, help="segment-everything output directory (default RUN/segevery)")
+    parser.add_argument("--bench", type=Path, help="bench-ci JSON (default RUN/bench-ci.json)")
     args = parser.parse_args(argv)
-    print(report(args.run, args.segevery, args.bench))
+    print(report(args.run, args.segevery or args.run / "segevery", args.bench or args.run / "bench-ci.json"))
     return 0
 
 
