@@ -576,3 +576,31 @@ def test_workers_use_one_opencv_thread(colour_shards):
         assert list(inline._loader(Report(), None)) == [4]  # no workers: OpenCV keeps its threads
     finally:
         cv2.setNumThreads(before)
+
+
+def test_epoch_coverage_arithmetic():
+    """Issue 16 #7: 2,000 equal shards over 768 readers: 464 own 3 shards, 304 own 2 (the issue's example)."""
+    from litesam_pl.data.sa1b_stream import epoch_coverage
+
+    cov = epoch_coverage([1000] * 2000, world=128, workers=6, batches_per_epoch=2_000_000 // (2 * 128),
+                         batch_size=2)
+    assert cov["readers"] == 768 and cov["shards_per_reader"] == (2, 3)
+    # each reader must deliver ~2,604 samples: 2-shard readers repeat ~604 each, 3-shard readers leave ~396 unread
+    assert cov["repeated"] == pytest.approx(304 * 604, rel=0.01) and cov["unread"] == pytest.approx(464 * 396, rel=0.01)
+    even = epoch_coverage([100] * 12, world=2, workers=3, batches_per_epoch=300, batch_size=2)
+    assert even["repeated"] == even["unread"] == 0
+
+
+def test_uneven_shards_are_reported_and_an_epoch_reads_what_the_report_says(synthetic_sa1b, caplog):
+    """3 shards of 4 samples over 2 workers: worker 0 owns 8 samples and reads 6, worker 1 owns 4 and reads 6
+    (2 from a second pass): the data module says so at set-up, and the epoch reads 12 samples, at least 8 distinct."""
+    import logging
+
+    dm = SA1BDataModule(train_shards=str(synthetic_sa1b), batch_size=2, num_workers=2, img_size=64, max_masks=2,
+                        shuffle_buffer=0, pin_memory=False)
+    with caplog.at_level(logging.WARNING, logger="litesam_pl.data.datamodule"):
+        dm.setup("fit")
+    assert dm.epoch_coverage["repeated"] == 2 and dm.epoch_coverage["unread"] == 2
+    assert any("second, reshuffled pass" in r.getMessage() and "~2 samples" in r.getMessage() for r in caplog.records)
+    keys = [k for b in dm.train_dataloader() for k in b["key"]]
+    assert len(keys) == 12 and len(set(keys)) >= 8

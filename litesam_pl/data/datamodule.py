@@ -9,13 +9,14 @@ augmentation and with deterministic prompts.
 from __future__ import annotations
 
 import logging
+import tarfile
 from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from .sa1b_stream import SA1BStream, SampleProcessor, SkipCounter, check_urls, count_samples, expand_urls
+from .sa1b_stream import SA1BStream, SampleProcessor, SkipCounter, check_urls, expand_urls, shard_sample_counts, epoch_coverage
 from .targets import TARGET_MODES
 
 __all__ = ["SA1BDataModule"]
@@ -174,14 +175,26 @@ class SA1BDataModule(LightningDataModule):
                 raise ValueError("SA1BDataModule: train_shards is required for fitting")
             self.train_urls = expand_urls(self.train_shards, "train_shards")
             check_urls(self.train_urls)
+            # per-shard counts (None for remote shards): the epoch length and the coverage report need them (for the
+            # report alone, an unreadable shard is not an error here: the stream skips and counts it)
+            counts = None
             if self.epoch_samples is None:
-                self._train_samples = count_samples(self.train_urls)
-                if self._train_samples is None:
+                counts = shard_sample_counts(self.train_urls)
+            elif not self.resampled:
+                try:
+                    counts = shard_sample_counts(self.train_urls)
+                except (OSError, tarfile.TarError, ValueError):
+                    counts = None
+            if self.epoch_samples is None:
+                if counts is None:
                     raise ValueError("epoch_samples is required for remote training shards (cannot count them)")
+                self._train_samples = sum(counts)
                 if self._train_samples == 0:
                     raise ValueError(f"the training shards hold no samples: {self.train_urls[:3]}...")
             else:
                 self._train_samples = int(self.epoch_samples)
+            if counts and not self.resampled:
+                self._report_coverage(counts)
         if stage in (None, "fit", "validate") and self.val_shards is not None:
             self.val_urls = expand_urls(self.val_shards, "val_shards")
             check_urls(self.val_urls)
@@ -192,6 +205,24 @@ class SA1BDataModule(LightningDataModule):
                          readers)
         if stage == "validate" and self.val_shards is None:
             raise ValueError("SA1BDataModule: val_shards is required for validation")
+
+    def _report_coverage(self, counts: list[int]) -> dict:
+        """Say precisely what an epoch reads when the shards do not divide evenly over ranks x workers
+        (``epoch_coverage``): a warning with the counts when any sample is read twice or left unread."""
+        cov = epoch_coverage(counts, self.world_size, max(1, self.num_workers), self.train_batches_per_epoch,
+                             self.batch_size)
+        self.epoch_coverage = cov
+        lo, hi = cov["shards_per_reader"]
+        if cov["repeated"] or cov["unread"] > 0.005 * cov["samples"]:
+            log.warning(
+                "training epoch: %d samples from %d shards over %d readers (ranks x workers; %d-%d shards each): "
+                "~%d samples (%.1f%%) come from a second, reshuffled pass (readers with fewer shards) and ~%d "
+                "(%.1f%%) of the shards' samples stay unread this epoch (readers with more); for exactly once per "
+                "epoch make the shard count a multiple of %d with equal shards, or set data.resampled: true to "
+                "sample shards with replacement", cov["epoch_samples"], len(counts), cov["readers"], lo, hi,
+                cov["repeated"], 100 * cov["repeated"] / max(1, cov["epoch_samples"]), cov["unread"],
+                100 * cov["unread"] / max(1, cov["samples"]), cov["readers"])
+        return cov
 
     @property
     def train_batches_per_epoch(self) -> int:

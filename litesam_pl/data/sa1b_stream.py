@@ -39,6 +39,8 @@ from .transforms import Geometry, decode_image, normalize_pad, reduce_factor
 __all__ = [
     "expand_urls",
     "count_samples",
+    "shard_sample_counts",
+    "epoch_coverage",
     "SkipCounter",
     "SampleProcessor",
     "SA1BStream",
@@ -159,11 +161,43 @@ def check_urls(urls: Sequence[str]) -> None:
 
 
 def count_samples(urls: Sequence[str]) -> int | None:
-    """Number of samples in the shards: from ``manifest.json`` files next to them when they list every shard,
-    else by reading the tar headers of local shards (uncompressed tars: headers only, member data is seeked over;
-    compressed tars are streamed whole); ``None`` for remote shards."""
+    """Number of samples in the shards (see ``shard_sample_counts``); ``None`` for remote shards."""
+    counts = shard_sample_counts(urls)
+    return None if counts is None else sum(counts)
+
+
+def epoch_coverage(counts: Sequence[int], world: int, workers: int, batches_per_epoch: int, batch_size: int) -> dict:
+    """What one training epoch reads when shards are split by rank and worker (``SA1BStream``, not resampled).
+
+    Every reader (rank x worker) owns ``urls[rank::world][worker::workers]`` of a per-epoch shard order and must
+    deliver its share of ``batches_per_epoch`` batches; one that owns fewer samples than its share starts a second,
+    reshuffled pass over all shards (samples read twice this epoch), one that owns more leaves the rest of its
+    shards unread until a later epoch. Shard sizes are taken as their mean (exact when all shards have one size).
+    Returns ``{"samples", "epoch_samples", "repeated", "unread", "readers", "shards_per_reader": (min, max)}``.
+    """
+    n, readers = len(counts), max(1, world) * max(1, workers)
+    mean = sum(counts) / max(1, n)
+    repeated = unread = 0.0
+    owned_shards = []
+    for rank in range(max(1, world)):
+        for w in range(max(1, workers)):
+            k = len(range(n)[rank::max(1, world)][w::max(1, workers)])
+            owned_shards.append(k)
+            nb = batches_per_epoch // max(1, workers) + (1 if w < batches_per_epoch % max(1, workers) else 0)
+            need, own = nb * batch_size, k * mean
+            repeated += max(0.0, need - own)
+            unread += max(0.0, own - need)
+    return {"samples": int(sum(counts)), "epoch_samples": int(batches_per_epoch * batch_size * max(1, world)),
+            "repeated": int(round(repeated)), "unread": int(round(unread)), "readers": readers,
+            "shards_per_reader": (min(owned_shards), max(owned_shards))}
+
+
+def shard_sample_counts(urls: Sequence[str]) -> list[int] | None:
+    """Samples per shard: from ``manifest.json`` files next to them when they list every shard, else by reading
+    the tar headers of local shards (uncompressed tars: headers only, member data is seeked over; compressed tars
+    are streamed whole); ``None`` for remote shards."""
     by_dir: dict[str, dict[str, int]] = {}
-    total = 0
+    out: list[int] = []
     for url in urls:
         if _is_remote(url):
             return None
@@ -183,8 +217,8 @@ def count_samples(urls: Sequence[str]) -> int | None:
         n = by_dir[d].get(path)
         if n is None:
             n = len(_tar_sample_keys(path))
-        total += n
-    return total
+        out.append(n)
+    return out
 
 
 def _tar_sample_keys(path: str) -> set[str]:
