@@ -242,9 +242,42 @@ class SA1BDataModule(LightningDataModule):
                             pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=False,
                             epoch_fn=epoch_fn, **kw)
 
+    def shm_bytes_needed(self) -> int:
+        """Shared memory the training loaders of one node hold at once: every worker keeps ``prefetch_factor``
+        batches in /dev/shm (float32 images 12 S^2 bytes + K bool masks K S^2 bytes per sample, the AutoPPN
+        targets ~1% more), times the ranks of the node."""
+        if self.num_workers == 0:
+            return 0
+        S, K = self.img_size, self.max_masks
+        per_batch = int(self.batch_size * (12 + K) * S * S * 1.01)
+        trainer = self.trainer
+        local_ranks = int(getattr(trainer, "num_devices", 1) or 1) if trainer is not None else 1
+        return per_batch * self.num_workers * max(1, self.prefetch_factor) * local_ranks
+
+    def check_shm(self, path: str = "/dev/shm") -> Optional[str]:
+        """A one-line warning when ``path`` has less free space than ``shm_bytes_needed`` (Docker and Kubernetes
+        give 64 MB by default: workers then die with "Bus error"); None when it fits or cannot be read."""
+        import shutil
+
+        need = self.shm_bytes_needed()
+        try:
+            free = shutil.disk_usage(path).free
+        except OSError:
+            return None
+        if need <= free:
+            return None
+        msg = (f"{path} has {free / 2**20:.0f} MB free but the training loaders of this node hold ~{need / 2**20:.0f} MB "
+               f"there ({self.num_workers} workers x prefetch {self.prefetch_factor} x batch {self.batch_size} at "
+               f"{self.img_size} px with {self.max_masks} masks, per rank): workers will die with 'Bus error'; run "
+               f"the container with --ipc=host or --shm-size={int(need * 1.5 / 2**30) + 1}g, or lower "
+               f"data.num_workers / data.prefetch_factor")
+        log.warning(msg)
+        return msg
+
     def train_dataloader(self) -> DataLoader:
         if not self.train_urls:
             self.setup("fit")
+        self.check_shm()
         ds = SA1BStream(self.train_urls, self.train_processor, self.batch_size, self.train_counter, train=True,
                         shuffle_buffer=self.shuffle_buffer, resampled=self.resampled,
                         batches_per_epoch=self.train_batches_per_epoch, seed=self.seed)
