@@ -67,8 +67,9 @@ def test_zero_masks_say_why_in_one_line(photos, tmp_path, capsys):
 
 
 def test_the_suggested_flags_give_masks(photos, tmp_path, capsys):
-    """Following the report's advice (at most twice: the IoU filter, then stability) yields masks."""
-    argv = ["segment-everything", str(photos / "a.png"), "--out", str(tmp_path)] + TINY
+    """Following the report's advice (at most twice: the IoU filter, then stability) yields masks (reruns into the
+    same --out: --exist-ok lets them overwrite the previous files)."""
+    argv = ["segment-everything", str(photos / "a.png"), "--out", str(tmp_path), "--exist-ok"] + TINY
     for _ in range(3):
         code, out, _ = _run(capsys, argv)
         assert code == 0

@@ -1,20 +1,27 @@
-"""``litesam segment-everything IMAGE... --ckpt PATH --out DIR``: SegEvery on image files.
+"""``litesam segment-everything IMAGE... [--ckpt PATH] [--out DIR]``: SegEvery on image files.
 
-Per image ``<stem>`` it writes ``<stem>_overlay.png`` (coloured, outlined masks over the image under a caption
-band: model, mask count, thresholds, and why there are no masks when the filters removed them all) and
-``<stem>_masks.json`` (SA-1B layout: ``{"image": {...}, "annotations": [{"segmentation": COCO RLE, "bbox", "area",
-"predicted_iou", "stability_score", "point_coords", "crop_box"}]}``). Any image mode loads (grey, RGBA, palette,
-16-bit, float TIFF); missing files, non-images, over-large images, empty folders and URLs are reported by name in
-one line each and skipped (exit status 1; 2 when nothing is left to do). Output: one line per image (mask count,
-time; a second line saying which filter removed the masks when (almost) none are left, with the flag to relax),
-then a summary line. Without ``--ckpt`` the model has random weights and a loud warning says so (once).
+Inputs: files, folders (``--recursive``: with subfolders) and quoted globs (``'photos/*.jpg'``,
+``'photos/**/*.png'``). Output folder: ``--out DIR``, else a new ``runs/segment/predict``, ``predict2``, ...; an
+existing output file is never overwritten without ``--exist-ok`` (one-line error naming it). Per image ``<stem>``
+it writes ``<stem>_overlay.png`` (coloured, outlined masks over the image under a caption band: model, mask count,
+thresholds, and why there are no masks when the filters removed them all) and ``<stem>_masks.json`` (SA-1B layout:
+``{"image": {...}, "annotations": [{"segmentation": COCO RLE, "bbox", "area", "predicted_iou",
+"stability_score", "point_coords", "crop_box"}]}``); over all images ``results.json`` (COCO results: ``image_id``,
+``category_id`` 1, ``segmentation``, ``score`` = predicted IoU, the ranking score, ``bbox``) and ``images.json``
+(a COCO dataset of the ``image_id`` -> file names). Masks are at the ORIGINAL image size: the model sees the image
+downscaled to ``--max-side`` when larger (memory guard), its masks are upsampled to the original size (or to
+``--max-output-side``, an opt-in). Any image mode loads (grey, RGBA, palette, 16-bit, float TIFF); missing files,
+non-images, over-large images, empty folders and URLs are reported by name in one line each and skipped (exit
+status 1; 2 when nothing is left to do). Output: a start line (model, device, input size) on stderr, one line per
+image (mask count, time; a second line saying which filter removed the masks when (almost) none are left, with the
+flag to relax), then a summary line. Without ``--ckpt`` the model has random weights and a loud warning says so
+(once).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import re
 import statistics
 import sys
 import time
@@ -27,13 +34,13 @@ import torch
 from litesam_pl.models.prompt_forms import PROMPT_FORMS, SEGEVERY_PROMPT_FORM, multimask_output_for
 
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from .outputs import (IMAGE_SUFFIXES, coco_results, collect_inputs, first_existing, fit_side, image_ids, limit_side,
+                      new_run_dir, out_dir_error, output_names, planned_files, write_coco)
 from .overlay import draw_masks, draw_overlay
 
 __all__ = ["main", "overlay", "write_outputs", "filter_report", "IMAGE_SUFFIXES"]
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm"}
 PROG = "litesam segment-everything"
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # below this share of the candidate masks kept, the per-image line is followed by the filter report
 FEW_KEPT = 0.01
 
@@ -46,9 +53,11 @@ def overlay(image: np.ndarray, masks: Sequence[np.ndarray], alpha: float = 0.5, 
 
 def write_outputs(path: Path, image: np.ndarray, records: List[Dict[str, Any]], out_dir: Path,
                   alpha: float = 0.5, original_size: Optional[Sequence[int]] = None,
-                  caption: Sequence[str] = (), alerts: Sequence[str] = ()) -> Dict[str, Path]:
+                  caption: Sequence[str] = (), alerts: Sequence[str] = (), image_id: int = 0,
+                  stem: Optional[str] = None) -> Dict[str, Path]:
     """Write ``<stem>_overlay.png`` (masks + a caption band of ``caption`` and ``alerts`` lines, see
-    ``overlay.draw_overlay``) and ``<stem>_masks.json`` for one image; returns their paths."""
+    ``overlay.draw_overlay``) and ``<stem>_masks.json`` for one image (``stem``: ``path.stem`` by default;
+    ``image``: the picture at the masks' size); returns their paths."""
     from PIL import Image
 
     from .postprocess import decode_rle
@@ -56,11 +65,11 @@ def write_outputs(path: Path, image: np.ndarray, records: List[Dict[str, Any]], 
     out_dir.mkdir(parents=True, exist_ok=True)
     masks = [decode_rle(r["segmentation"]) for r in records]
     over = draw_overlay(image, masks, alpha=alpha, lines=caption, alerts=alerts)
-    stem = path.stem
+    stem = stem or path.stem
     png = out_dir / f"{stem}_overlay.png"
     Image.fromarray(over).save(png)
     h, w = image.shape[:2]
-    info: Dict[str, Any] = {"image_id": 0, "width": int(w), "height": int(h), "file_name": path.name}
+    info: Dict[str, Any] = {"image_id": int(image_id), "width": int(w), "height": int(h), "file_name": path.name}
     if original_size is not None and tuple(original_size) != (h, w):
         info["original_height"], info["original_width"] = int(original_size[0]), int(original_size[1])
     anns = []
@@ -73,65 +82,48 @@ def write_outputs(path: Path, image: np.ndarray, records: List[Dict[str, Any]], 
     return {"overlay": png, "masks": js}
 
 
-def _expand(inputs: Sequence[str]) -> List[Path]:
-    """Files as given; directories expand to their image files (sorted)."""
-    return _collect_inputs(inputs)[0]
-
-
-def _collect_inputs(inputs: Sequence[str]) -> Tuple[List[Path], List[str]]:
-    """``(paths, errors)``: files as given, directories expanded to their image files (sorted); URLs and folders
-    without images are one-line ``errors`` (missing files are left to ``load_image``, which names them)."""
-    paths: List[Path] = []
-    errors: List[str] = []
-    for s in inputs:
-        if _URL.match(s):
-            errors.append(f"{s}: URLs are not supported; download the image first and pass the local file")
-            continue
-        p = Path(s)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                errors.append(f"{p}: no images in this folder (accepted suffixes: "
-                              f"{' '.join(sorted(IMAGE_SUFFIXES))}; subfolders are not searched)")
-            paths.extend(found)
-        else:
-            paths.append(p)
-    return paths, errors
-
-
-def _out_dir_error(out: str) -> Optional[str]:
-    """Why ``--out`` cannot be the output directory (an existing file, or a file on its path), else None."""
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        return f"--out {out}: is an existing file; give a directory (it is created if missing)"
-    for parent in p.parents:
-        if parent.exists() and not parent.is_dir():
-            return f"--out {out}: {parent} is a file, not a directory"
-    return None
-
-
-def _limit_side(image: np.ndarray, max_side: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    if max_side <= 0 or max(h, w) <= max_side:
-        return image
-    import cv2
-
-    s = max_side / max(h, w)
-    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+def _resolve_device(spec: str) -> Tuple[Optional[torch.device], str]:
+    """``(device, "")`` for ``--device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``
+    or ``N`` (= ``cuda:N``); ``(None, one-line reason)`` when it is no device or not on this machine."""
+    s = spec.strip().lower()
+    if s == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), ""
+    try:
+        device = torch.device(f"cuda:{s}" if s.isdigit() else s)
+    except (RuntimeError, ValueError):
+        return None, f"--device {spec}: not a device; use auto, cpu, cuda or cuda:N"
+    if device.type not in ("cpu", "cuda"):
+        return None, f"--device {spec}: not supported; use auto, cpu, cuda or cuda:N"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return None, f"--device {spec}: CUDA is not available on this machine; use --device cpu"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return None, f"--device {spec}: this machine has {_plural(torch.cuda.device_count(), 'CUDA device')}"
+    return device, ""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="litesam segment-everything",
         description="Segment everything in images with Lite-SAM: writes <stem>_overlay.png and <stem>_masks.json "
-        "(COCO RLE, SA-1B layout) per image into --out.",
+        "(COCO RLE, SA-1B layout) per image, results.json (COCO results over all images) and images.json (their "
+        "image_id -> file names, a COCO dataset) into the output folder. Masks are at the original image size.",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders of images, or quoted globs ('photos/*.jpg', 'photos/**/*.png')")
     p.add_argument("--ckpt", help="export (litesam export) or Lightning checkpoint; random weights when absent")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", default=None,
+                   help="output directory (default: a new runs/segment/predict, predict2, ...); created if missing, "
+                   "may exist, but an output file already there stops the run before any work unless --exist-ok")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="overwrite output files already in --out (default: refuse, naming the file)")
+    p.add_argument("--recursive", "-r", action="store_true", help="also search the subfolders of folder inputs")
     p.add_argument("--model", default="litesam", help="model name for random weights (default litesam)")
     p.add_argument("--img-size", type=int, default=640, help="input side for random weights (default 640)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: cuda when available, else cpu), cpu, cuda, cuda:N or N (= cuda:N)")
+    p.add_argument("--half", action="store_true",
+                   help="bf16 autocast on CUDA (faster, less memory); ignored on CPU, with a one-line note")
     p.add_argument("--prompts", default="autoppn", choices=["autoppn", "grid"], help="prompt source (default autoppn)")
     p.add_argument("--top-n", type=int, default=256, help="AutoPPN prompts per image (default 256)")
     p.add_argument("--score-threshold", type=float, default=None, help="AutoPPN score threshold (model default)")
@@ -147,7 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box-nms-thresh", type=float, default=0.7)
     p.add_argument("--max-masks", type=int, default=None, help="keep at most this many masks per image")
     p.add_argument("--max-side", type=int, default=4096,
-                   help="images with a longer side are downscaled to it first (0: never; default 4096)")
+                   help="the model sees images with a longer side downscaled to it (memory guard; 0: never; default "
+                   "4096); the masks are still returned at the original size")
+    p.add_argument("--max-output-side", type=int, default=0,
+                   help="also downscale the outputs (masks, JSON, overlay) to this longer side, e.g. to bound the "
+                   "memory of many masks on huge photos (default 0: the original size)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (0: no limit)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights")
@@ -252,30 +248,70 @@ def _settings_line(args: argparse.Namespace, f: Dict[str, Any]) -> str:
 
 
 def _check_paths(args: argparse.Namespace) -> Tuple[Optional[List[Path]], List[str]]:
-    """``(paths, input errors)`` after one-line errors for an unusable ``--out`` and each bad input; paths is None
-    when there is nothing to do (then the exit status is 2). Creates ``--out``."""
-    out_problem = _out_dir_error(args.out)
+    """``(paths, input errors)`` after one-line errors for an unusable ``--out``, each bad input and an output file
+    ``--out`` already holds (without ``--exist-ok``); paths is None when there is nothing to do (then the exit
+    status is 2). Creates nothing."""
+    out_problem = out_dir_error(args.out) if args.out else None
     if out_problem:
         _error(out_problem)
         return None, []
-    paths, input_errors = _collect_inputs(args.images)
+    paths, input_errors = collect_inputs(args.images, recursive=args.recursive)
     for message in input_errors:
         _error(message)
     if not paths:
         if not input_errors:
             _error("no images given")
         return None, input_errors
-    try:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        _error(f"--out {args.out}: cannot create the directory ({err.strerror or err})")
+    taken = None if args.exist_ok or not args.out else first_existing(planned_files(Path(args.out),
+                                                                                    output_names(paths)))
+    if taken is not None:
+        _error(f"{taken} already exists; pass --exist-ok to overwrite, or another --out (without --out each run "
+               "writes to a new runs/segment/predict<N>)")
         return None, input_errors
     return paths, input_errors
 
 
-def _segment(model: torch.nn.Module, image: np.ndarray, args: argparse.Namespace,
-             multimask: bool) -> Tuple[List[Dict[str, Any]], Dict[str, Any], float]:
-    """SegEvery on one image with the CLI's options: ``(COCO-RLE records, its stats["filters"] entry, ms)``."""
+def _make_out_dir(out: Optional[str]) -> Optional[Path]:
+    """``--out`` (created when missing), or a new ``runs/segment/predict<N>``; None after a one-line error."""
+    try:
+        if out is None:
+            return new_run_dir()
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return Path(out)
+    except OSError as err:
+        _error(f"{out or 'runs/segment'}: cannot create the directory ({err.strerror or err})")
+        return None
+
+
+def _start_line(label: str, random_weights: bool, model: torch.nn.Module, device: torch.device,
+                amp: Optional[torch.dtype], n_images: int) -> str:
+    """The line printed before the first image: model (name and checkpoint file), device, input size, precision."""
+    where = str(device)
+    if device.type == "cuda":
+        where += f" ({torch.cuda.get_device_name(device)})"
+    size = int(model.image_encoder.img_size)
+    weights = " (random weights)" if random_weights else ""
+    precision = "bf16 autocast" if amp is not None else "float32"
+    return (f"{PROG}: model {label}{weights}, device {where}, input {size}x{size} (longest side resized), "
+            f"{precision}, {_plural(n_images, 'image')}")
+
+
+def _autocast(args: argparse.Namespace, device: torch.device) -> Optional[torch.dtype]:
+    """bf16 with ``--half`` on CUDA; None otherwise (a one-line note when ``--half`` is ignored on the CPU)."""
+    if not args.half:
+        return None
+    if device.type != "cuda":
+        print(f"{PROG}: note: --half is ignored on {device} (bf16 autocast is for CUDA); running in float32",
+              file=sys.stderr)
+        return None
+    return torch.bfloat16
+
+
+def _segment(model: torch.nn.Module, image: np.ndarray, args: argparse.Namespace, multimask: bool,
+             output_size: Tuple[int, int], amp: Optional[torch.dtype] = None,
+             ) -> Tuple[List[Dict[str, Any]], Dict[str, Any], float]:
+    """SegEvery on one image with the CLI's options, masks at ``output_size``: ``(COCO-RLE records, its
+    stats["filters"] entry, ms)``."""
     from .segevery import segment_everything
 
     stats: Dict[str, Any] = {}
@@ -285,18 +321,34 @@ def _segment(model: torch.nn.Module, image: np.ndarray, args: argparse.Namespace
         points_per_side=args.points_per_side, prompt_type=args.prompt_type, multimask_output=multimask,
         pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
         box_nms_thresh=args.box_nms_thresh, max_masks=args.max_masks, output_mode="coco_rle", stats=stats,
+        output_sizes=[output_size], autocast_dtype=amp,
     )
     return records, stats["filters"][0], (time.perf_counter() - t0) * 1e3
+
+
+def _sizes(path: Path, full: np.ndarray, args: argparse.Namespace) -> Tuple[np.ndarray, np.ndarray]:
+    """``(model input, picture at the output size)`` of a loaded image: the input is downscaled to ``--max-side``
+    (noted on stderr), the output keeps the original size unless ``--max-output-side`` is given."""
+    from tqdm import tqdm
+
+    orig = full.shape[:2]
+    work = limit_side(full, args.max_side)
+    out_size = fit_side(orig, args.max_output_side)
+    view = full if out_size == orig else (work if work.shape[:2] == out_size else limit_side(full,
+                                                                                             args.max_output_side))
+    if work.shape[:2] != orig:
+        tqdm.write(f"{path}: {orig[1]}x{orig[0]} downscaled to {work.shape[1]}x{work.shape[0]} for the model "
+                   f"(--max-side); masks at {view.shape[1]}x{view.shape[0]}", file=sys.stderr)
+    return work, view
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        _error("--device cuda but CUDA is not available")
+    device, why = _resolve_device(args.device)
+    if device is None:
+        _error(why)
         return 2
     paths, input_errors = _check_paths(args)
     if paths is None:
@@ -305,48 +357,52 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if model is None:
         return 2
     model = model.eval().to(device)
+    out_dir = _make_out_dir(args.out)
+    if out_dir is None:
+        return 2
+    amp = _autocast(args, device)
+    print(_start_line(label, random_weights, model, device, amp, len(paths)), file=sys.stderr)
 
-    out_dir = Path(args.out)
     multimask = args.multimask_output
     if multimask is None:  # the output the prompt form trains (grid prompts are points)
         multimask = multimask_output_for(args.prompt_type if args.prompts == "autoppn" else "point")
     failures = len(input_errors)
-    stems: Dict[str, int] = {}
+    names, ids = output_names(paths), image_ids(paths)
     times_ms: List[float] = []
     total_masks = 0
-    for path in tqdm(paths, desc="segment-everything", unit="img", disable=None):
+    coco: List[Dict[str, Any]] = []
+    images: List[Dict[str, Any]] = []
+    for path, name, image_id in tqdm(list(zip(paths, names, ids)), desc="segment-everything", unit="img",
+                                     disable=None):
         try:
-            image = load_image(path, max_pixels=args.max_pixels)
+            full = load_image(path, max_pixels=args.max_pixels)
         except ImageLoadError as err:
             tqdm.write(f"{PROG}: error: {err}", file=sys.stderr)
             failures += 1
             continue
-        orig = image.shape[:2]
-        image = _limit_side(image, args.max_side)
-        if image.shape[:2] != orig:
-            tqdm.write(f"{path}: {orig[1]}x{orig[0]} downscaled to {image.shape[1]}x{image.shape[0]} (--max-side)",
-                       file=sys.stderr)
+        work, view = _sizes(path, full, args)
         try:
-            records, funnel, ms = _segment(model, image, args, multimask)
+            records, funnel, ms = _segment(model, work, args, multimask, view.shape[:2], amp)
         except ValueError as err:  # an option the model cannot do (e.g. --prompts autoppn without an AutoPPN head)
             _error(str(err))
             return 2
         times_ms.append(ms)
         total_masks += len(records)
         report = filter_report(funnel) if _needs_report(funnel) else None
-        n = stems.get(path.stem, 0)
-        stems[path.stem] = n + 1
-        name = path if n == 0 else path.with_name(f"{path.stem}_{n}{path.suffix}")  # same stem twice
         caption = [f"{label}: {_plural(len(records), 'mask')}, {ms:.0f} ms", _settings_line(args, funnel)]
         alerts = (["random weights (no --ckpt): the masks are meaningless"] if random_weights else []) + (
             [report] if report else [])
-        files = write_outputs(name, image, records, out_dir, alpha=args.alpha, original_size=orig,
-                              caption=caption, alerts=alerts)
+        files = write_outputs(path, view, records, out_dir, alpha=args.alpha, original_size=full.shape[:2],
+                              caption=caption, alerts=alerts, image_id=image_id, stem=name)
+        coco += coco_results(records, image_id)
+        images.append({"id": image_id, "file_name": path.name, "path": str(path), "height": view.shape[0],
+                       "width": view.shape[1], "masks": files["masks"].name})
         tqdm.write(f"{path}: {_plural(len(records), 'mask')}, {ms:.0f} ms -> {files['overlay'].name}, "
                    f"{files['masks'].name}")
         if report:
             tqdm.write(f"{path}: {report}")
     if times_ms:
+        write_coco(out_dir, coco, images)
         print(f"{_plural(len(times_ms), 'image')}, {_plural(total_masks, 'mask')}, "
               f"{statistics.median(times_ms):.0f} ms/image median; results saved to {out_dir}")
     if failures:

@@ -220,6 +220,7 @@ def segment_everything(
     image_batch_size: int = 8,
     timings: Optional[Dict[str, float]] = None,
     stats: Optional[Dict[str, Any]] = None,
+    output_sizes: Optional[List[Tuple[int, int]]] = None,
 ) -> Union[List[Any], Any]:
     """Segment everything in ``images`` with ``model`` (LiteSAM, SAM-B + AutoPPN, or any ``Sam`` for grids).
 
@@ -259,6 +260,9 @@ def segment_everything(
             ``FILTERS``, in the order the filters apply); ``best_ppn_score``, ``best_pred_iou`` (any mask) and
             ``best_stability`` (masks that passed the predicted-IoU filter), None where nothing was seen; and
             ``thresholds`` (those in effect, e.g. AutoPPN's default score threshold).
+        output_sizes: per image the ``(H, W)`` its masks, boxes, areas and points are returned at (None: the
+            image's own size), e.g. the original size of a photo downscaled before the call: the low-resolution
+            logits are upsampled straight to it, as ``Sam.postprocess_masks`` does to any original size.
     Returns:
         per image a list of records (``segmentation, area, bbox (XYWH), predicted_iou, point_coords,
         stability_score, crop_box``, + ``ppn_score``) sorted by the ranking score, or with ``"tensors"`` a dict of
@@ -272,6 +276,8 @@ def segment_everything(
     _check_options(prompts, prompt_type, rank_by, nms, output_mode, decoder)
     check_sam_like(model)
     image_list, single = as_image_list(images)
+    if output_sizes is not None and len(output_sizes) != len(image_list):
+        raise ValueError(f"output_sizes: {len(output_sizes)} sizes for {len(image_list)} images")
     device = model_device(model)
     size = int(model.image_encoder.img_size)
     mask_threshold = float(getattr(model, "mask_threshold", 0.0))
@@ -334,7 +340,8 @@ def segment_everything(
             with _phase(timings, "postprocess", device):
                 results.append(
                     _postprocess_image(
-                        low.float(), iou.float(), rows, pr["points"], pr["scores"], prep.input_sizes[b], prep.original_sizes[b], size,
+                        low.float(), iou.float(), rows, pr["points"], pr["scores"], prep.input_sizes[b],
+                        prep.original_sizes[b] if output_sizes is None else tuple(output_sizes[g0 + b]), size,
                         mask_threshold, pred_iou_thresh, stability_score_thresh, stability_score_offset,
                         box_nms_thresh, nms, nms_resolution, rank_by, max_masks, output_mode, return_logits, stats,
                         funnel,
