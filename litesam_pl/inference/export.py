@@ -18,6 +18,10 @@
     mask tokens (multimask outputs are 1..3) and ``iou_predictions [N, 4]``. N and P are dynamic.
 
   Both are run with onnxruntime on random inputs and compared with PyTorch (``max_abs_diff`` in ``report.json``).
+
+ONNX export needs ``onnx`` (and ``onnxruntime`` for the check): ``pip install "litesam-pl[onnx]"``. How to run the
+graphs (pre-processing, prompt layout, mask-token choice, filters, NMS, upsampling) with numpy + opencv +
+onnxruntime only: ``examples/onnx_segment_everything.py`` and ``docs/onnx.md``.
 """
 from __future__ import annotations
 
@@ -120,6 +124,23 @@ class DecoderOnnx(nn.Module):
         )
 
 
+def _missing_onnx_packages(check: bool = True) -> list:
+    """The packages ONNX export lacks here: ``onnx`` (torch's exporter) and, for the check, ``onnxruntime``."""
+    import importlib.util
+
+    names = ("onnx", "onnxruntime") if check else ("onnx",)
+    return [n for n in names if importlib.util.find_spec(n) is None]
+
+
+def _require_onnx(check: bool = True) -> None:
+    """Raise ``ImportError`` with a one-line install hint when ``_missing_onnx_packages`` is not empty."""
+    missing = _missing_onnx_packages(check)
+    if missing:
+        what = ("ONNX export checks its graphs with onnxruntime (not installed; --no-check skips the check)"
+                if missing == ["onnxruntime"] else f"ONNX export needs {' and '.join(missing)} (not installed)")
+        raise ImportError(f'{what}: pip install "litesam-pl[onnx]" (or: pip install onnx onnxruntime)')
+
+
 def _onnx_export(module: nn.Module, args: tuple, path: Path, inputs: Sequence[str], outputs: Sequence[str],
                  dynamic_axes: Dict[str, Dict[int, str]], opset: int) -> None:
     import warnings
@@ -151,7 +172,10 @@ def export_onnx(
 ) -> Dict[str, Any]:
     """Export ``encoder.onnx`` and ``decoder.onnx`` into ``out_dir`` and compare them with PyTorch.
 
-    Returns (and writes to ``report.json``) the paths and ``max_abs_diff`` per output."""
+    Returns (and writes to ``report.json``) the paths and ``max_abs_diff`` per output. Raises ``ImportError``
+    (one line: what to install) without ``onnx``, or without ``onnxruntime`` when ``check``. Running the graphs:
+    ``examples/onnx_segment_everything.py`` and ``docs/onnx.md``."""
+    _require_onnx(check)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu().float()
@@ -226,7 +250,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--ckpt", required=True, help="Lightning checkpoint or an earlier export")
     parser.add_argument("--out", help="output .pt of the weights-only export")
-    parser.add_argument("--onnx", metavar="DIR", help="also write encoder.onnx / decoder.onnx / report.json here")
+    parser.add_argument("--onnx", metavar="DIR", help="also write encoder.onnx / decoder.onnx / report.json here "
+                        '(needs pip install "litesam-pl[onnx]"; run them: examples/onnx_segment_everything.py)')
     parser.add_argument("--top-n", type=int, default=256,
                         help="prompts decoded inside encoder.onnx (default 256), at score threshold 0 inside its "
                         "input_size input ((h, w) of the resized image before padding), never in the padding")
@@ -236,6 +261,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if not args.out and not args.onnx:
         parser.error("nothing to do: give --out and/or --onnx")
+    if args.onnx:  # before loading the model: say at once what to install
+        try:
+            _require_onnx(check=not args.no_check)
+        except ImportError as err:
+            print(f"litesam export: error: {err}", file=sys.stderr)
+            return 2
     from litesam_pl import load_model
 
     try:
