@@ -4,7 +4,8 @@ The one module of ``litesam_pl.data`` that knows Lightning. Training streams sha
 (or resampled), shuffles samples in a buffer, augments (flip, scale jitter) and stops after a fixed number of
 batches per epoch so that every rank runs the same number of steps; validation reads every sample exactly once
 over all ranks (split by shard, or by sample when there are fewer shards than ranks x workers), in order, without
-augmentation and with deterministic prompts.
+augmentation and with deterministic prompts. Test (``litesam test``) and predict (``litesam predict``) read their
+shards exactly as validation does.
 """
 from __future__ import annotations
 
@@ -83,6 +84,11 @@ class SA1BDataModule(LightningDataModule):
         seed: data seed (shard order, deterministic validation prompts).
         pin_memory: pin batches in page-locked memory (when CUDA is available).
         prefetch_factor: batches prefetched per worker.
+        test_shards: shards ``litesam test`` (``trainer.test``) scores, read exactly as the validation shards (same
+            batch size, ``val_max_masks`` and deterministic prompts); ``None`` (default) = ``val_shards``.
+        predict_shards: shards ``litesam predict`` (``trainer.predict``) runs SegEvery on (``LiteSAMTaskBase.
+            predict_step``), read as the validation shards; ``None`` (default) = ``test_shards``, else ``val_shards``.
+            For folders of photos, and to write masks/COCO results to disk, use ``litesam segment-everything``.
     """
 
     def __init__(
@@ -109,6 +115,8 @@ class SA1BDataModule(LightningDataModule):
         seed: int = 0,
         pin_memory: bool = True,
         prefetch_factor: int = 2,
+        test_shards: Optional[Union[str, list[str]]] = None,
+        predict_shards: Optional[Union[str, list[str]]] = None,
     ):
         super().__init__()
         if batch_size < 1:
@@ -122,6 +130,8 @@ class SA1BDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.train_shards = train_shards
         self.val_shards = val_shards
+        self.test_shards = test_shards
+        self.predict_shards = predict_shards
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size or batch_size)
         self.num_workers = int(num_workers)
@@ -144,15 +154,30 @@ class SA1BDataModule(LightningDataModule):
                                              **common)
         self.train_urls: list[str] = []
         self.val_urls: list[str] = []
+        self.test_urls: list[str] = []
+        self.predict_urls: list[str] = []
         self.train_counter = SkipCounter("train")
         self.val_counter = SkipCounter("val")
+        self.test_counter = SkipCounter("test")
+        self.predict_counter = SkipCounter("predict")
         self._train_samples: Optional[int] = None
 
     # ------------------------------------------------------------------------------------------------ state
     @property
     def num_skipped(self) -> int:
         """Bad samples/shards skipped so far by all workers of all loaders of this module (this rank)."""
-        return self.train_counter.total + self.val_counter.total
+        return (self.train_counter.total + self.val_counter.total + self.test_counter.total
+                + self.predict_counter.total)
+
+    @property
+    def test_source(self) -> Optional[Union[str, list[str]]]:
+        """The shards ``test`` reads: ``test_shards``, else ``val_shards``."""
+        return self.test_shards if self.test_shards is not None else self.val_shards
+
+    @property
+    def predict_source(self) -> Optional[Union[str, list[str]]]:
+        """The shards ``predict`` reads: ``predict_shards``, else those of ``test`` (``test_source``)."""
+        return self.predict_shards if self.predict_shards is not None else self.test_source
 
     @property
     def world_size(self) -> int:
@@ -196,15 +221,31 @@ class SA1BDataModule(LightningDataModule):
             if counts and not self.resampled:
                 self._report_coverage(counts)
         if stage in (None, "fit", "validate") and self.val_shards is not None:
-            self.val_urls = expand_urls(self.val_shards, "val_shards")
-            check_urls(self.val_urls)
-            readers = self.world_size * max(1, self.num_workers)
-            if len(self.val_urls) < readers:  # not an error: SA1BStream.eval_split then splits samples, not shards
-                log.info("%d validation shard(s) for %d ranks x %d workers: every rank reads every validation shard "
-                         "and keeps 1 sample in %d", len(self.val_urls), self.world_size, max(1, self.num_workers),
-                         readers)
+            self.val_urls = self._eval_urls(self.val_shards, "val_shards", "validation")
         if stage == "validate" and self.val_shards is None:
             raise ValueError("SA1BDataModule: val_shards is required for validation")
+        if stage == "test":
+            if self.test_source is None:
+                raise ValueError("SA1BDataModule: test needs test_shards (or val_shards): --data.test_shards DIR")
+            name = "test_shards" if self.test_shards is not None else "val_shards"
+            self.test_urls = self._eval_urls(self.test_source, name, "test")
+        if stage == "predict":
+            if self.predict_source is None:
+                raise ValueError("SA1BDataModule: predict needs predict_shards (or test_shards / val_shards): "
+                                 "--data.predict_shards DIR; for folders of photos use `litesam segment-everything`")
+            name = ("predict_shards" if self.predict_shards is not None
+                    else "test_shards" if self.test_shards is not None else "val_shards")
+            self.predict_urls = self._eval_urls(self.predict_source, name, "predict")
+
+    def _eval_urls(self, shards: Union[str, list[str]], name: str, what: str) -> list[str]:
+        """Expanded and checked shard URLs of an evaluation loader (validation, test, predict)."""
+        urls = expand_urls(shards, name)
+        check_urls(urls)
+        readers = self.world_size * max(1, self.num_workers)
+        if len(urls) < readers:  # not an error: SA1BStream.eval_split then splits samples, not shards
+            log.info("%d %s shard(s) for %d ranks x %d workers: every rank reads every %s shard and keeps 1 sample "
+                     "in %d", len(urls), what, self.world_size, max(1, self.num_workers), what, readers)
+        return urls
 
     def _report_coverage(self, counts: list[int]) -> dict:
         """Say precisely what an epoch reads when the shards do not divide evenly over ranks x workers
@@ -288,6 +329,21 @@ class SA1BDataModule(LightningDataModule):
             return []
         if not self.val_urls:
             self.setup("validate")
-        ds = SA1BStream(self.val_urls, self.val_processor, self.val_batch_size, self.val_counter, train=False,
-                        seed=self.seed)
+        return self._eval_loader(self.val_urls, self.val_counter)
+
+    def test_dataloader(self) -> DataLoader:
+        """The test shards (``test_shards``, else ``val_shards``) read exactly as ``val_dataloader`` reads its own."""
+        if not self.test_urls:
+            self.setup("test")
+        return self._eval_loader(self.test_urls, self.test_counter)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The predict shards (``predict_shards``, else the test shards) read as ``val_dataloader`` reads its own."""
+        if not self.predict_urls:
+            self.setup("predict")
+        return self._eval_loader(self.predict_urls, self.predict_counter)
+
+    def _eval_loader(self, urls: list[str], counter: SkipCounter) -> DataLoader:
+        """Every sample once over all ranks, in order, no augmentation, deterministic prompts."""
+        ds = SA1BStream(urls, self.val_processor, self.val_batch_size, counter, train=False, seed=self.seed)
         return self._loader(ds, None)

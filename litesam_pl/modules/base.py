@@ -573,3 +573,29 @@ class LiteSAMTaskBase(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+
+    @torch.no_grad()
+    def predict_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> List[Dict[str, Any]]:
+        """SegEvery on the batch's images (``litesam predict`` / ``trainer.predict`` on SA-1B-format shards).
+
+        Runs ``segment_everything`` with its defaults (those of ``litesam segment-everything``): AutoPPN prompts in
+        the form ``val_prompt_form`` for stages that train or validate AutoPPN, a 32 x 32 point grid for the
+        backbone stage (its AutoPPN head is untrained). Returns one dict per image: ``key``, ``original_size``
+        ``(H, W)`` and ``records`` (``SamAutomaticMaskGenerator``-style records, masks as COCO RLE at the original
+        image size). Nothing is written to disk: ``trainer.predict`` returns these lists (add a Lightning
+        ``BasePredictionWriter`` callback to save them); for folders of photos use ``litesam segment-everything``.
+        """
+        self.check_batch(batch)
+        mean = self.model.pixel_mean.view(3, 1, 1)
+        std = self.model.pixel_std.view(3, 1, 1)
+        images, sizes = [], []
+        for i in range(batch["image"].shape[0]):
+            h, w = (int(x) for x in batch["input_size"][i])
+            pix = (batch["image"][i, :, :h, :w].float() * std + mean).round().clamp(0, 255)
+            images.append(pix.permute(1, 2, 0).to(torch.uint8).cpu().numpy())
+            sizes.append(tuple(int(x) for x in batch["original_size"][i]))
+        autoppn = self.has_ppn and self.val_ppn
+        kw: Dict[str, Any] = {"prompts": "autoppn", "prompt_type": self.val_prompt_form} if autoppn else {"prompts": "grid"}
+        results = segment_everything(self.model, images, output_mode="coco_rle", output_sizes=sizes, **kw)
+        keys = batch.get("key", [None] * len(images))
+        return [{"key": k, "original_size": s, "records": r} for k, s, r in zip(keys, sizes, results)]
