@@ -431,19 +431,25 @@ class LiteSAMTaskBase(pl.LightningModule):
             if len(inside):
                 self.val_point_hit.update(inside[:100].float())
 
+    def batch_photos(self, batch: Dict[str, Any]) -> List[Any]:
+        """The batch's images as uint8 ``HxWx3`` arrays at their resized size (de-normalised, padding cut off):
+        what ``segment_everything`` takes, as a user passes photos."""
+        mean = self.model.pixel_mean.view(3, 1, 1)
+        std = self.model.pixel_std.view(3, 1, 1)
+        out = []
+        for i in range(batch["image"].shape[0]):
+            h, w = (int(x) for x in batch["input_size"][i])
+            pix = (batch["image"][i, :, :h, :w].float() * std + mean).round().clamp(0, 255)
+            out.append(pix.permute(1, 2, 0).to(torch.uint8).cpu().numpy())
+        return out
+
     @torch.no_grad()
     def eval_segevery(self, batch: Dict[str, Any]) -> None:
         """Mask AR of SegEvery as users run it (``segment_everything``: AutoPPN prompts in the form
         ``val_prompt_form``, SegEvery's default for the joint stage, top ``val_top_n``, the IoU and stability
         filters off, mask NMS as by default) against the image's GT masks."""
-        mean = self.model.pixel_mean.view(3, 1, 1)
-        std = self.model.pixel_std.view(3, 1, 1)
-        images, gts = [], []
-        for i in range(batch["image"].shape[0]):
-            h, w = (int(x) for x in batch["input_size"][i])
-            pix = (batch["image"][i, :, :h, :w].float() * std + mean).round().clamp(0, 255)
-            images.append(pix.permute(1, 2, 0).to(torch.uint8).cpu().numpy())
-            gts.append(batch["masks"][i, batch["valid"][i].bool(), :h, :w])
+        images = self.batch_photos(batch)
+        gts = [batch["masks"][i, batch["valid"][i].bool(), :im.shape[0], :im.shape[1]] for i, im in enumerate(images)]
         was_training = self.model.training
         results = segment_everything(
             self.model, images, prompts="autoppn", prompt_type=self.val_prompt_form,
@@ -586,14 +592,8 @@ class LiteSAMTaskBase(pl.LightningModule):
         ``BasePredictionWriter`` callback to save them); for folders of photos use ``litesam segment-everything``.
         """
         self.check_batch(batch)
-        mean = self.model.pixel_mean.view(3, 1, 1)
-        std = self.model.pixel_std.view(3, 1, 1)
-        images, sizes = [], []
-        for i in range(batch["image"].shape[0]):
-            h, w = (int(x) for x in batch["input_size"][i])
-            pix = (batch["image"][i, :, :h, :w].float() * std + mean).round().clamp(0, 255)
-            images.append(pix.permute(1, 2, 0).to(torch.uint8).cpu().numpy())
-            sizes.append(tuple(int(x) for x in batch["original_size"][i]))
+        images = self.batch_photos(batch)
+        sizes = [tuple(int(x) for x in batch["original_size"][i]) for i in range(len(images))]
         autoppn = self.has_ppn and self.val_ppn
         kw: Dict[str, Any] = {"prompts": "autoppn", "prompt_type": self.val_prompt_form} if autoppn else {"prompts": "grid"}
         results = segment_everything(self.model, images, output_mode="coco_rle", output_sizes=sizes, **kw)
