@@ -23,7 +23,7 @@ import re
 import sys
 from typing import Any, List, Optional, Sequence
 
-__all__ = ["main", "run_lightning_cli", "check_accelerator", "CLIError", "SUBCOMMANDS"]
+__all__ = ["main", "run_lightning_cli", "check_accelerator", "quiet_library_noise", "CLIError", "SUBCOMMANDS"]
 
 _TOOLS = {
     "segment-everything": ("litesam_pl.inference.app", "main"),
@@ -41,7 +41,10 @@ Lite-SAM training and tools.
 subcommands:
   fit                 train from a recipe:      litesam fit --config recipes/litesam.yaml
   validate, test      evaluate a checkpoint:    litesam validate --config R.yaml --ckpt_path X.ckpt
-  predict             LightningCLI predict
+                      (test: --data.test_shards DIR, default the val shards; results in X.validate.json /
+                      X.test.json beside the checkpoint, never over the run's metrics.json)
+  predict             SegEvery records for shards (--data.predict_shards DIR; Python: trainer.predict;
+                      to save, add a BasePredictionWriter callback; photos: litesam segment-everything)
   segment-everything  SegEvery on images        (litesam segment-everything --help)
   export              weights-only / ONNX export (litesam export --help)
 
@@ -200,9 +203,102 @@ def check_accelerator(config: Any) -> None:
     )
 
 
+# --- console noise (issue 13, point 12) ------------------------------------------------------------------------------
+# Messages about the libraries, not about the run, that every Lightning command printed. Each filter names one message
+# precisely; every other warning (and these same messages where they can matter, see ``_quiet_run``) still shows.
+_NOISY_WARNINGS = (
+    # torch >= 2.10 deprecates ``LeafSpec``; lightning.pytorch.utilities._pytree still builds one (their code, not ours)
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # SA1BDataModule's streams define ``__len__`` (samples per rank) and split shards per rank and per worker
+    # themselves, which is the case this warning says to take care of
+    (r"Your `IterableDataset` has `__len__` defined", UserWarning),
+)
+# Lightning's advertisement, logged at INFO by rank_zero_info on every Trainer (no switch turns it off); the logger that
+# carries it is whichever of these imported last (each reassigns lightning_utilities' ``rank_zero_module.log``)
+_NOISY_LOG_LINES = ("💡 Tip: For seamless cloud logging",)
+_RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                      "lightning_fabric.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero",
+                      "lightning_utilities.core.rank_zero")
+# ModelCheckpoint notices that are noise in some cases only (``_quiet_run``)
+_CKPT_DIR_NOT_EMPTY = "Checkpoint directory {} exists and is not empty."
+_CKPT_DIRPATH_CHANGED = r"The dirpath has changed from .* therefore `best_model_score`"
+_EVAL_SUBCOMMANDS = ("validate", "test", "predict")
+
+
+def _drop_noisy_lines(record: Any) -> bool:
+    """``logging`` filter: ``False`` for a record that is one of ``_NOISY_LOG_LINES``."""
+    try:
+        message = str(record.getMessage())
+    except Exception:  # noqa: BLE001 - a record that cannot format itself is not ours to drop
+        return True
+    return not message.startswith(_NOISY_LOG_LINES)
+
+
+def quiet_library_noise() -> None:
+    """Silence the library messages of ``_NOISY_WARNINGS`` / ``_NOISY_LOG_LINES`` (idempotent)."""
+    import logging
+    import warnings
+
+    for message, category in _NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name in _RANK_ZERO_LOGGERS:
+        logger = logging.getLogger(name)
+        if _drop_noisy_lines not in logger.filters:
+            logger.addFilter(_drop_noisy_lines)
+
+
+def _quiet_wandb(trainer: Any) -> None:
+    """Before a WandbLogger starts its run: drop the ``anonymous=None`` that Lightning passes to ``wandb.init`` (wandb
+    >= 0.19 prints ``WARNING The anonymous setting has no effect`` for any value given, None included), and create its
+    ``save_dir``, which wandb takes as the root of its git lookup (``WARNING git root X does not exist`` and no commit
+    recorded when it is not there yet; inside a checkout the run then records the commit)."""
+    for logger in getattr(trainer, "loggers", None) or ():
+        init = getattr(logger, "_wandb_init", None)
+        if not isinstance(init, dict) or getattr(logger, "_experiment", None) is not None:
+            continue
+        if init.get("anonymous", "absent") is None:
+            init.pop("anonymous")
+        save_dir = init.get("dir")
+        if save_dir and "://" not in str(save_dir):
+            os.makedirs(save_dir, exist_ok=True)
+
+
+def _quiet_run(trainer: Any, subcommand: str, ckpt_path: Any) -> None:
+    """ModelCheckpoint's notices where they say nothing about this run: ``Checkpoint directory X exists and is not
+    empty`` when X holds no checkpoint (only this run's logs, metrics.json, images) or the run resumes (``ckpt_path``),
+    and, for validate/test/predict (nothing is saved), ``The dirpath has changed``. A fit into a directory holding
+    another run's checkpoints, or resuming into a new directory, still warns."""
+    import glob
+    import warnings
+
+    if subcommand in _EVAL_SUBCOMMANDS:
+        warnings.filterwarnings("ignore", message=_CKPT_DIRPATH_CHANGED, category=UserWarning)
+        return
+    for cb in getattr(trainer, "checkpoint_callbacks", None) or ():
+        dirpath = getattr(cb, "dirpath", None)
+        if not dirpath or "://" in str(dirpath):
+            continue
+        if ckpt_path or not glob.glob(os.path.join(glob.escape(str(dirpath)), "*.ckpt")):
+            warnings.filterwarnings("ignore", message=re.escape(_CKPT_DIR_NOT_EMPTY.format(dirpath)),
+                                    category=UserWarning)
+
+
+def _warn_random_weights(subcommand: str, model: Any, ckpt_path: Any) -> None:
+    """One stderr line before ``validate``/``test`` without ``--ckpt_path`` nor ``model.init_args.init_from``."""
+    if subcommand not in ("validate", "test") or ckpt_path:
+        return
+    hparams = getattr(model, "hparams", None) or {}
+    if hparams.get("init_from"):
+        return  # NB: LiteSAMTaskBase applies init_from in fit only; MetricsJSON still warns after such a run
+    verb = "validating" if subcommand == "validate" else "testing"
+    sys.stderr.write(f"litesam {subcommand}: warning: no --ckpt_path: {verb} random weights (pass --ckpt_path PATH)\n")
+    sys.stderr.flush()
+
+
 def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
     """Build (and by default run) the LightningCLI on ``args``; returns the CLI object. A GPU recipe without CUDA
     raises ``CLIError`` before the Trainer is built; a bad option exits with one error line (status 2)."""
+    quiet_library_noise()
     from lightning.pytorch.cli import LightningCLI
 
     from litesam_pl.data.datamodule import SA1BDataModule
@@ -213,6 +309,17 @@ def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
             """Refuse a GPU trainer on a machine without CUDA (one line, see ``check_accelerator``)."""
             sub = self.subcommand
             check_accelerator(self.config[sub] if sub else self.config)
+
+        def _before_run(self) -> None:
+            """Quiet the library notices of this run (``_quiet_wandb``, ``_quiet_run``) and warn before scoring
+            random weights (``_warn_random_weights``)."""
+            sub = self.subcommand
+            ckpt_path = self.config_init[sub].get("ckpt_path") if sub else None
+            _quiet_wandb(self.trainer)
+            _quiet_run(self.trainer, sub, ckpt_path)
+            _warn_random_weights(sub, self.model, ckpt_path)
+
+        before_fit = before_validate = before_test = before_predict = _before_run
 
     return LiteSAMCLI(
         model_class=LiteSAMTaskBase,

@@ -180,12 +180,14 @@ def test_backbone_and_autoppn_validation_keys(tmp_path):
     bb = BackboneBoxModule(model_kwargs={**TINY, "autoppn": False}, compute_map=False)
     trainer = _trainer(tmp_path, callbacks=[MetricsJSON()])
     trainer.validate(bb, dataloaders=_loader(1), verbose=False)
-    got = json.loads((tmp_path / "metrics.json").read_text())
+    # validation without a checkpoint scores random weights: its own file, never the training run's metrics.json
+    assert not (tmp_path / "metrics.json").exists()
+    got = json.loads((tmp_path / "validate_random_weights.json").read_text())
     assert {"val/miou_1box", "val/miou_1point"} <= set(got) and "val/ar100" not in got and "val/map" not in got
     ppn = AutoPPNModule(model_kwargs=TINY)
     trainer = _trainer(tmp_path, callbacks=[MetricsJSON()])
     trainer.validate(ppn, dataloaders=_loader(1), verbose=False)
-    got = json.loads((tmp_path / "metrics.json").read_text())
+    got = json.loads((tmp_path / "validate_random_weights.json").read_text())
     assert {"val/ar100", "val/ar1000", "val/point_hit_rate"} <= set(got) and "val/miou_1box" not in got
 
 

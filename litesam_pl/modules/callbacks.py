@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
@@ -10,6 +11,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
 
@@ -103,19 +105,62 @@ class NaNGuard(pl.Callback):
 
 
 class MetricsJSON(pl.Callback):
-    """Write the latest validation (and test) metrics to ``<dirpath>/metrics.json`` (``test_metrics.json``).
+    """Write the latest validation (and test) metrics as a flat JSON object: every logged ``val/*`` (``test/*``)
+    metric as a float, plus ``global_step`` and ``epoch``. Rank 0 only; the sanity-check pass is skipped.
 
-    A flat JSON object: every logged ``val/*`` (``test/*``) metric as a float, plus ``global_step`` and ``epoch``.
-    Rank 0 only; the sanity-check pass is skipped.
+    Where (issue 13, point 8: ``litesam validate`` must never overwrite a training run's ``metrics.json``):
+
+    - ``fit``: ``<dirpath>/metrics.json`` after each validation (the training run's record).
+    - ``validate`` / ``test`` of a checkpoint (``trainer.ckpt_path``): beside it,
+      ``<ckpt_dir>/<ckpt_stem>.validate.json`` (``.test.json``), with the checkpoint's ``global_step`` / ``epoch``
+      and ``ckpt_path`` (in the run dir for a remote or read-only checkpoint).
+    - ``validate`` / ``test`` without a checkpoint: ``<dirpath>/validate_random_weights.json``
+      (``test_random_weights.json``) and a one-line warning on stderr; when this trainer trained the module (its
+      ``global_step`` > 0) or an ``init_from`` warm start was applied, ``<dirpath>/validate_in_memory.json``
+      (``test_in_memory.json``) without the warning.
 
     Args:
-        dirpath: where to write; defaults to ``trainer.default_root_dir``.
+        dirpath: the run directory; defaults to ``trainer.default_root_dir``.
     """
 
     def __init__(self, dirpath: Optional[str] = None) -> None:
         self.dirpath = dirpath
+        self._ckpt_meta: Optional[Dict[str, Any]] = None  # global_step / epoch of the checkpoint restored
 
-    def _write(self, trainer: pl.Trainer, prefix: str, filename: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._ckpt_meta = None
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: Dict[str, Any]) -> None:
+        # called after setup when fit / validate / test restore ``ckpt_path`` (Lightning 2.6 restores callbacks
+        # in every stage) for a checkpoint with callback states, i.e. any trainer-saved one
+        self._ckpt_meta = {k: checkpoint.get(k) for k in ("global_step", "epoch")}
+
+    def _run_dir(self, trainer: pl.Trainer) -> Path:
+        return Path(self.dirpath or trainer.default_root_dir)
+
+    def _eval_target(self, trainer: pl.Trainer, pl_module: pl.LightningModule, kind: str):
+        """``(path, extra keys, warning or None)`` for a validate / test run (``kind``: ``validate`` / ``test``)."""
+        ckpt = trainer.ckpt_path
+        if ckpt:
+            ckpt = str(ckpt)
+            meta = self._ckpt_meta or {}
+            extra = {"ckpt_path": ckpt, "weights": "checkpoint",
+                     "global_step": meta.get("global_step"), "epoch": meta.get("epoch")}
+            name = f"{Path(ckpt.split('://', 1)[-1]).stem}.{kind}.json"
+            beside = Path(ckpt).parent if "://" not in ckpt else None
+            if beside is not None and os.access(beside, os.W_OK):
+                return beside / name, extra, None
+            return self._run_dir(trainer) / name, extra, None  # a remote or read-only checkpoint: the run dir
+        trained = int(trainer.global_step) > 0 or getattr(pl_module, "init_report", None) is not None
+        if trained:
+            return self._run_dir(trainer) / f"{kind}_in_memory.json", {"ckpt_path": None, "weights": "in_memory"}, None
+        path = self._run_dir(trainer) / f"{kind}_random_weights.json"
+        warning = (f"WARNING: {kind} without a checkpoint: these metrics score RANDOM (untrained) weights; written to "
+                   f"{path}, not metrics.json (pass --ckpt_path PATH / ckpt_path=...)")
+        return path, {"ckpt_path": None, "weights": "random"}, warning
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str, kind: str) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         out: Dict[str, Any] = {}
@@ -124,17 +169,25 @@ class MetricsJSON(pl.Callback):
                 out[k] = float(v)
         out["global_step"] = int(trainer.global_step)
         out["epoch"] = int(trainer.current_epoch)
-        d = Path(self.dirpath or trainer.default_root_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / (filename + ".tmp")
+        warning = None
+        if trainer.state.fn == TrainerFn.FITTING:
+            path = self._run_dir(trainer) / ("metrics.json" if prefix == "val" else "test_metrics.json")
+        else:
+            path, extra, warning = self._eval_target(trainer, pl_module, kind)
+            out.update(extra)  # a checkpoint's step (null when it has none), not the evaluating trainer's 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(out, indent=2, sort_keys=True, allow_nan=True))
-        os.replace(tmp, d / filename)
+        os.replace(tmp, path)
+        if warning:
+            sys.stderr.write(warning + "\n")
+            sys.stderr.flush()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write(trainer, "val", "metrics.json")
+        self._write(trainer, pl_module, "val", "validate")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write(trainer, "test", "test_metrics.json")
+        self._write(trainer, pl_module, "test", "test")
 
 
 class Throughput(pl.Callback):
