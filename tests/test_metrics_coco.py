@@ -295,3 +295,39 @@ def test_lvis_reader_maps_coco_urls_and_counts_missing(shared_data):
     s = data[0]
     assert all(a["iscrowd"] == 0 for a in s.annotations)
     assert data.masks(s).shape == (len(s.annotations), s.height, s.width)
+
+
+def test_mask_ap_from_ious_equals_mask_ap_on_the_masks():
+    """Issue 16 #6: distributed validation gathers per-image IoU matrices, scores and areas instead of masks; the
+    AP from them is pycocotools' AP on the masks themselves (area ranges included)."""
+    import torch
+
+    from litesam_pl.metrics.coco import mask_ap, mask_ap_from_ious
+    from litesam_pl.metrics.recall import mask_iou_matrix
+
+    rng = np.random.default_rng(0)
+    gts, preds, items = [], [], []
+    for img in range(6):
+        H, W = 120, 160
+        K = int(rng.integers(1, 6))
+        g = np.zeros((K, H, W), bool)
+        p = np.zeros((K, H, W), bool)
+        for k in range(K):
+            s = int(rng.choice([6, 20, 70]))  # small, medium and large objects
+            y, x = int(rng.integers(0, H - s)), int(rng.integers(0, W - s))
+            g[k, y:y + s, x:x + s] = True
+            dy, dx = (int(v) for v in rng.integers(-s // 3, s // 3 + 1, 2))
+            p[k, max(0, y + dy):y + dy + s, max(0, x + dx):x + dx + s] = True
+        if img == 3:
+            p[0] = False  # an empty prediction
+        scores = rng.random(K).astype(np.float32)
+        gts.append({"masks": g, "image_id": img})
+        preds.append({"masks": p, "scores": scores, "image_id": img})
+        items.append({"ious": mask_iou_matrix(torch.from_numpy(p), torch.from_numpy(g)).numpy(), "scores": scores,
+                      "gt_areas": g.sum((1, 2)), "dt_areas": p.sum((1, 2))})
+    want = mask_ap(gts, preds, iou_type="segm")
+    got = mask_ap_from_ious(items)
+    assert set(want) == set(got)
+    for k in want:
+        assert got[k] == pytest.approx(want[k], abs=1e-9, nan_ok=True), k
+    assert 0 < got["ap"] < 1

@@ -33,6 +33,7 @@ from pycocotools.cocoeval import COCOeval
 __all__ = [
     "load_coco",
     "coco_from_arrays",
+    "mask_ap_from_ious",
     "results_from_masks",
     "results_from_boxes",
     "mask_ap",
@@ -343,6 +344,63 @@ def mask_ap(
     with _quiet(quiet):
         e = COCOeval(coco_gt, coco_dt, iou_type)
         e.params.imgIds = _restrict_img_ids(coco_gt.getImgIds(), img_ids)
+        e.params.maxDets = sorted(int(k) for k in max_dets)
+        e.evaluate()
+        e.accumulate()
+    return _summary(e, e.params.maxDets[-1])
+
+
+class _PrecomputedIoUEval(COCOeval):
+    """``COCOeval`` whose IoUs come from per-image matrices given in advance (no masks needed)."""
+
+    def __init__(self, coco_gt: COCO, coco_dt: COCO, ious: Mapping[int, np.ndarray]) -> None:
+        super().__init__(coco_gt, coco_dt, "bbox")  # the geometry is never read: computeIoU is replaced
+        self._pre = ious
+
+    def computeIoU(self, imgId: int, catId: int):  # noqa: N802 (COCOeval's name)
+        gt, dt = self._gts[imgId, catId], self._dts[imgId, catId]
+        if len(gt) == 0 and len(dt) == 0:
+            return []
+        order = np.argsort([-d["score"] for d in dt], kind="mergesort")  # as COCOeval.computeIoU
+        dt = [dt[i] for i in order][: self.params.maxDets[-1]]
+        full = self._pre[imgId]
+        return full[np.ix_([d["k"] for d in dt], [g["k"] for g in gt])]
+
+
+def mask_ap_from_ious(items: Sequence[Mapping[str, Any]], max_dets: Sequence[int] = (1, 10, 100),
+                      quiet: bool = True) -> dict[str, float]:
+    """COCO AP (one class) from per-image IoU matrices instead of masks: the same numbers as ``mask_ap`` on the
+    masks those IoUs came from (pycocotools' matching, area ranges and accumulation; ``tests/test_metrics_coco.py``),
+    from a few numbers per image, so distributed validation gathers these and not full-resolution masks.
+
+    Args:
+        items: per image ``{"ious": [D, G] (detection x GT mask IoU), "scores": [D], "gt_areas": [G],
+            "dt_areas": [D]}`` (areas in pixels, for COCO's small / medium / large ranges).
+    Returns:
+        as ``mask_ap``.
+    """
+    images, gts, dts, pre = [], [], [], {}
+    for img_id, it in enumerate(items):
+        ious = np.asarray(it["ious"], dtype=np.float64).reshape(len(it["scores"]), len(it["gt_areas"]))
+        pre[img_id] = ious
+        images.append({"id": img_id})
+        for k, a in enumerate(np.asarray(it["gt_areas"], dtype=float)):
+            gts.append({"id": len(gts) + 1, "image_id": img_id, "category_id": 1, "area": float(a), "iscrowd": 0,
+                        "bbox": [0.0, 0.0, 1.0, 1.0], "k": k})
+        for k, (sc, a) in enumerate(zip(np.asarray(it["scores"], dtype=float), np.asarray(it["dt_areas"], dtype=float))):
+            dts.append({"id": len(dts) + 1, "image_id": img_id, "category_id": 1, "area": float(a), "score": float(sc),
+                        "bbox": [0.0, 0.0, 1.0, 1.0], "k": k})
+    if not gts:
+        return {"ap": float("nan"), "ap50": float("nan")}
+    cats = [{"id": 1, "name": "1"}]
+    coco_gt, coco_dt = COCO(), COCO()
+    with _quiet(quiet):
+        coco_gt.dataset = {"images": images, "annotations": gts, "categories": cats}
+        coco_gt.createIndex()
+        coco_dt.dataset = {"images": images, "annotations": dts, "categories": cats}
+        coco_dt.createIndex()
+        e = _PrecomputedIoUEval(coco_gt, coco_dt, pre)
+        e.params.imgIds = [im["id"] for im in images]
         e.params.maxDets = sorted(int(k) for k in max_dets)
         e.evaluate()
         e.accumulate()

@@ -18,13 +18,12 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-import numpy as np
 from torchmetrics import MeanMetric
 
 import litesam_pl
 from litesam_pl.inference.segevery import segment_everything
 from litesam_pl.losses import MaskLoss, PPNLoss, downsample_masks
-from litesam_pl.metrics.coco import mask_ap, proposal_recall
+from litesam_pl.metrics.coco import mask_ap_from_ious, proposal_recall
 from litesam_pl.metrics.miou import mask_ious
 from litesam_pl.metrics.recall import MaskRecall, PointPrecision, mask_iou_matrix
 from litesam_pl.models.prompt_forms import multimask_output_for
@@ -396,12 +395,12 @@ class LiteSAMTaskBase(pl.LightningModule):
             pm = pt_masks[i, v, :h, :w]
             self.val_miou_1box.update(torch.as_tensor(mask_ious(bm, g), dtype=torch.float32, device=self.device))
             self.val_miou_1point.update(torch.as_tensor(mask_ious(pm, g), dtype=torch.float32, device=self.device))
-            if self.hparams.compute_map:  # bit-packed: cheap to keep and to gather across ranks
+            if self.hparams.compute_map:  # IoUs, scores and areas: a few numbers per mask to keep and gather
                 self._map_items.append({
-                    "shape": tuple(g.shape),
-                    "gt": np.packbits(g.cpu().numpy(), axis=None),
-                    "pred": np.packbits(bm.cpu().numpy(), axis=None),
+                    "ious": mask_iou_matrix(bm, g).cpu().numpy(),
                     "scores": box_iou[i, v, 0].float().cpu().numpy(),
+                    "gt_areas": g.flatten(1).sum(1).cpu().numpy(),
+                    "dt_areas": bm.flatten(1).sum(1).cpu().numpy(),
                 })
 
     @torch.no_grad()
@@ -518,17 +517,11 @@ class LiteSAMTaskBase(pl.LightningModule):
         return [x for part in out for x in part]
 
     def _coco_map(self, items: List[Dict[str, Any]]) -> Dict[str, float]:
-        """1-box mask mAP (one class, masks scored by the IoU head) with ``litesam_pl.metrics.coco.mask_ap``."""
+        """1-box mask mAP (one class, masks scored by the IoU head): pycocotools' AP from the gathered per-image IoU
+        matrices (``litesam_pl.metrics.coco.mask_ap_from_ious``; no mask crosses ranks)."""
         if not items:
             return {"ap": float("nan"), "ap50": float("nan")}
-        gts, preds = [], []
-        for idx, it in enumerate(items):
-            n = int(np.prod(it["shape"]))
-            g = np.unpackbits(it["gt"], count=n).reshape(it["shape"]).astype(bool)
-            p = np.unpackbits(it["pred"], count=n).reshape(it["shape"]).astype(bool)
-            gts.append({"masks": g, "image_id": idx})
-            preds.append({"masks": p, "scores": it["scores"], "image_id": idx})
-        return mask_ap(gts, preds, iou_type="segm")
+        return mask_ap_from_ious(items)
 
     def _eval_epoch_end(self, prefix: str) -> None:
         # no rank-dependent branches here: every rank computes (and so syncs) the same metrics, in the same order,
