@@ -244,3 +244,19 @@ def test_check_missing_root(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert check.main(["coco", "--root", str(tmp_path / "file")]) == 1
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_global_batch_warning_names_the_fix(capsys):
+    """Issue 13 #9: a multi-GPU run whose global batch is not the paper's 256 is named in one line with the fix;
+    the recipes' 16 x 8 x 2 and single-process runs are quiet."""
+    from types import SimpleNamespace
+
+    from litesam_pl.cli import warn_global_batch
+
+    msg = warn_global_batch(SimpleNamespace(world_size=32, num_nodes=4), SimpleNamespace(batch_size=2))
+    assert msg and "4 nodes x 8 devices x data.batch_size 2 = 64" in msg and "--data.batch_size 8" in msg
+    assert msg in capsys.readouterr().err
+    assert warn_global_batch(SimpleNamespace(world_size=128, num_nodes=16), SimpleNamespace(batch_size=2)) is None
+    assert warn_global_batch(SimpleNamespace(world_size=1, num_nodes=1), SimpleNamespace(batch_size=4)) is None
+    odd = warn_global_batch(SimpleNamespace(world_size=3, num_nodes=1), SimpleNamespace(batch_size=2))
+    assert odd and "global batch of 256" in odd
