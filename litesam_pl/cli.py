@@ -342,6 +342,8 @@ def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
             _warn_random_weights(sub, self.model, ckpt_path)
             if sub == "fit":
                 warn_global_batch(self.trainer, self.datamodule)
+            if sub and hasattr(self.datamodule, "check_shards"):
+                self.datamodule.check_shards(sub)  # a missing shard path: one line naming the option, now
 
         before_fit = before_validate = before_test = before_predict = _before_run
 
@@ -397,9 +399,10 @@ def _check_segment_everything(app: Any, argv: Sequence[str]) -> None:
 
 def _user_errors() -> tuple:
     """The exception types that are the user's to fix: printed as one line, exit status 2."""
+    from litesam_pl.data.sa1b_stream import ShardsError
     from litesam_pl.models.registry import ModelError
 
-    return (CLIError, ModelError)
+    return (CLIError, ModelError, ShardsError)
 
 
 def _run_tool(name: str, argv: Sequence[str]) -> None:

@@ -260,3 +260,18 @@ def test_global_batch_warning_names_the_fix(capsys):
     assert warn_global_batch(SimpleNamespace(world_size=1, num_nodes=1), SimpleNamespace(batch_size=4)) is None
     odd = warn_global_batch(SimpleNamespace(world_size=3, num_nodes=1), SimpleNamespace(batch_size=2))
     assert odd and "global batch of 256" in odd
+
+
+def test_missing_shards_are_one_line_naming_the_option_before_training(tmp_path, capsys):
+    """Issue 13 #9: a shard path that does not exist stops `litesam fit` at start-up with one line that names the
+    option, no traceback."""
+    from litesam_pl import cli
+
+    args = ["fit", "--config", "recipes/litesam.yaml", "--config", "recipes/smoke/litesam.yaml",
+            "--trainer.logger", "false", "--trainer.callbacks=[]", "--trainer.default_root_dir", str(tmp_path),
+            "--model.init_args.init_from", "null", "--data.train_shards", str(tmp_path / "nowhere" / "sa_*.tar")]
+    with pytest.raises(SystemExit) as e:
+        cli.main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert "litesam fit: error: data.train_shards: no shards match" in err

@@ -198,7 +198,7 @@ class SA1BDataModule(LightningDataModule):
         if stage in (None, "fit"):
             if self.train_shards is None:
                 raise ValueError("SA1BDataModule: train_shards is required for fitting")
-            self.train_urls = expand_urls(self.train_shards, "train_shards")
+            self.train_urls = expand_urls(self.train_shards, "data.train_shards")
             check_urls(self.train_urls)
             # per-shard counts (None for remote shards): the epoch length and the coverage report need them (for the
             # report alone, an unreadable shard is not an error here: the stream skips and counts it)
@@ -237,9 +237,21 @@ class SA1BDataModule(LightningDataModule):
                     else "test_shards" if self.test_shards is not None else "val_shards")
             self.predict_urls = self._eval_urls(self.predict_source, name, "predict")
 
+    def check_shards(self, stage: str) -> None:
+        """Expand every shard option ``stage`` reads (no counting): a missing or empty one raises ``ShardsError``
+        naming the option (``data.train_shards: shard not found: ...``) before anything else starts."""
+        options = {"fit": ("train_shards", "val_shards"), "validate": ("val_shards",),
+                   "test": ("test_shards", "val_shards"), "predict": ("predict_shards", "test_shards", "val_shards")}
+        for name in options.get(stage, ()):
+            value = getattr(self, name, None)
+            if value is not None:
+                expand_urls(value, f"data.{name}")
+                if stage != "fit":
+                    break  # the first set option is the one this stage reads
+
     def _eval_urls(self, shards: Union[str, list[str]], name: str, what: str) -> list[str]:
         """Expanded and checked shard URLs of an evaluation loader (validation, test, predict)."""
-        urls = expand_urls(shards, name)
+        urls = expand_urls(shards, f"data.{name}")
         check_urls(urls)
         readers = self.world_size * max(1, self.num_workers)
         if len(urls) < readers:  # not an error: SA1BStream.eval_split then splits samples, not shards

@@ -38,6 +38,7 @@ from .transforms import Geometry, decode_image, normalize_pad, reduce_factor
 
 __all__ = [
     "expand_urls",
+    "ShardsError",
     "count_samples",
     "shard_sample_counts",
     "epoch_coverage",
@@ -92,10 +93,18 @@ def expand_urls(specs: str | Sequence[str] | None, what: str = "shards") -> list
             if not part:
                 continue
             for url in _braceexpand(part):
-                urls.extend(_expand_one(url))
+                try:
+                    urls.extend(_expand_one(url))
+                except (OSError, ValueError) as e:  # name the option the user set (data.train_shards, ...)
+                    raise ShardsError(f"{what}: {e}") from e
     if not urls:
-        raise ValueError(f"empty list of {what}: {list(specs)!r}")
+        raise ShardsError(f"empty list of {what}: {list(specs)!r}")
     return urls
+
+
+class ShardsError(FileNotFoundError, ValueError):
+    """A shard option that names nothing readable (message: the option, then what is wrong); a
+    ``FileNotFoundError`` and a ``ValueError`` for callers that catch either."""
 
 
 def _expand_one(url: str) -> list[str]:
