@@ -3,7 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["create_model", "load_model", "list_models", "__version__"]
+__all__ = ["create_model", "load_model", "list_models", "LiteSamEverything", "__version__"]
 
 
 def create_model(name: str, **overrides):
@@ -25,3 +25,12 @@ def load_model(path: str, **kwargs):
     from .models.registry import load_model as _load
 
     return _load(path, **kwargs)
+
+
+def __getattr__(name: str):
+    """Lazy classes: ``LiteSamEverything`` (``litesam_pl.inference.everything``), imported on first use."""
+    if name == "LiteSamEverything":
+        from .inference.everything import LiteSamEverything
+
+        return LiteSamEverything
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

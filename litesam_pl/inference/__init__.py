@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = [
     "segment_everything",
+    "LiteSamEverything",
     "FastMaskDecoder",
     "embed_prompts",
     "load_image",
@@ -20,6 +21,7 @@ __all__ = [
 
 _WHERE = {
     "segment_everything": ".segevery",
+    "LiteSamEverything": ".everything",
     "FastMaskDecoder": ".fast_decoder",
     "embed_prompts": ".fast_decoder",
     "load_image": ".images",
