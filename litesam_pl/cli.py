@@ -295,6 +295,44 @@ def _warn_random_weights(subcommand: str, model: Any, ckpt_path: Any) -> None:
     sys.stderr.flush()
 
 
+def _get(ns: Any, key: str) -> Any:
+    return ns.get(key) if isinstance(ns, dict) else getattr(ns, key, None)
+
+
+def _set(ns: Any, key: str, value: Any) -> None:
+    if isinstance(ns, dict):
+        ns[key] = value
+    else:
+        setattr(ns, key, value)
+
+
+def follow_run_dir(cfg: Any) -> Optional[str]:
+    """Move the loggers' ``save_dir`` and ``ModelCheckpoint``'s ``dirpath`` to ``trainer.default_root_dir`` when
+    they all name one other folder (a recipe's run folder that ``--trainer.default_root_dir`` overrode): every
+    recipe writes its run folder in those three places, and Lightning moves none of them itself. A config whose
+    loggers and checkpoints name different folders is left alone. Returns the folder they moved from, or None."""
+    trainer = _get(cfg, "trainer")
+    root = _get(trainer, "default_root_dir") if trainer is not None else None
+    if not root:
+        return None
+    slots = []  # (init_args namespace, key)
+    loggers = _get(trainer, "logger")
+    for item in loggers if isinstance(loggers, list) else []:
+        args = _get(item, "init_args")
+        if args is not None and _get(args, "save_dir"):
+            slots.append((args, "save_dir"))
+    for item in _get(trainer, "callbacks") or []:
+        args = _get(item, "init_args")
+        if str(_get(item, "class_path") or "").endswith("ModelCheckpoint") and args is not None and _get(args, "dirpath"):
+            slots.append((args, "dirpath"))
+    dirs = {os.path.normpath(str(_get(a, k))) for a, k in slots}
+    if len(dirs) != 1 or dirs == {os.path.normpath(str(root))}:
+        return None
+    for args, key in slots:
+        _set(args, key, str(root))
+    return dirs.pop()
+
+
 PAPER_GLOBAL_BATCH = 256  # Sec. 4.2: 128 A40s x 2 images
 
 
@@ -328,9 +366,12 @@ def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
 
     class LiteSAMCLI(LightningCLI):
         def before_instantiate_classes(self) -> None:
-            """Refuse a GPU trainer on a machine without CUDA (one line, see ``check_accelerator``)."""
+            """Refuse a GPU trainer on a machine without CUDA (one line, see ``check_accelerator``); let the
+            loggers and checkpoints follow ``--trainer.default_root_dir`` (``follow_run_dir``)."""
             sub = self.subcommand
-            check_accelerator(self.config[sub] if sub else self.config)
+            cfg = self.config[sub] if sub else self.config
+            check_accelerator(cfg)
+            follow_run_dir(cfg)
 
         def _before_run(self) -> None:
             """Quiet the library notices of this run (``_quiet_wandb``, ``_quiet_run``) and warn before scoring

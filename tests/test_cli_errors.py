@@ -5,6 +5,7 @@ no GPU and no training: the GPU-recipe case stops before the Trainer is built.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import types
@@ -275,3 +276,20 @@ def test_missing_shards_are_one_line_naming_the_option_before_training(tmp_path,
     err = capsys.readouterr().err
     assert e.value.code == 2 and "Traceback" not in err
     assert "litesam fit: error: data.train_shards: no shards match" in err
+
+
+def test_default_root_dir_moves_the_loggers_and_checkpoints(tmp_path):
+    """Issue 13 #9: --trainer.default_root_dir moves the recipe's CSV/W&B logs and checkpoints too (they name the
+    run folder themselves); without it they stay in the recipe's folder."""
+    from litesam_pl import cli
+
+    base = ["fit", "--config", "recipes/litesam.yaml", "--config", "recipes/smoke/litesam.yaml",
+            "--model.init_args.init_from", "null", "--data.train_shards", "x", "--data.val_shards", "null"]
+    c = cli.run_lightning_cli(base[1:] + ["--trainer.default_root_dir", str(tmp_path / "elsewhere")], run=False)
+    dirs = [lg.save_dir for lg in c.trainer.loggers] + [c.trainer.checkpoint_callback.dirpath]
+    assert all(os.path.normpath(d).startswith(str(tmp_path / "elsewhere")) for d in dirs), dirs
+    c = cli.run_lightning_cli(base[1:], run=False)
+    assert os.path.normpath(c.trainer.checkpoint_callback.dirpath).endswith(os.path.join("runs", "smoke", "litesam"))
+    ns = {"trainer": {"default_root_dir": "b", "logger": [{"init_args": {"save_dir": "a"}}],
+                      "callbacks": [{"class_path": "x.ModelCheckpoint", "init_args": {"dirpath": "c"}}]}}
+    assert cli.follow_run_dir(ns) is None and ns["trainer"]["logger"][0]["init_args"]["save_dir"] == "a"
