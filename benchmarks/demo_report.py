@@ -72,10 +72,12 @@ def report(run: Path, segevery: Path, bench: Path) -> str:
         "",
         "A model that segments photographs:",
         "  make real-smoke   BSDS500 + COCO train photos from ../shared/data (or DATA=), the same three recipes on",
-        "                    a CPU (about 40 min; see docs/benchmarks.md for what it reaches), runs/real-smoke/",
+        "                    a CPU (about 30 min; see docs/benchmarks.md for what it reaches), runs/real-smoke/",
         "  SA-1B training    the paper recipes on GPUs (README: 'Training on SA-1B'):",
-        "  .venv/bin/python -m data_prep.sa1b --src '/data/sa1b/sa_*.tar' --out /data/sa1b-shards --fraction 0.18",
-        "  make train-litesam ARGS='--data.train_shards=/data/sa1b-shards --trainer.num_nodes=N --trainer.devices=G'",
+        "  .venv/bin/python -m data_prep.sa1b --src '/data/sa1b/sa_*.tar' --out /data/sa1b_640/train --max-side 640 "
+        "--hash-range 0 0.18",
+        "  srun .venv/bin/litesam fit --config recipes/litesam.yaml --data.train_shards /data/sa1b_640/train "
+        "--data.val_shards /data/sa1b_640/val --trainer.num_nodes N --trainer.devices G",
         "=" * 78,
     ]
     return "\n".join(lines)
