@@ -165,8 +165,6 @@ def _overlay(stage_recipe: str, mode: str, z: Dict[str, Any], work: Path, name: 
                  "batch_size": z["fit_batch"], "num_workers": z["workers"], "shuffle_buffer": 16,
                  "epoch_samples": z["fit_batch"] * (steps + 1)},
     }
-    if "freeze_encoder" in cfg["model"]["init_args"]:
-        ov["model"]["init_args"]["freeze_encoder"] = cfg["model"]["init_args"]["freeze_encoder"]
     path = work / f"overlay_{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(ov, sort_keys=False))

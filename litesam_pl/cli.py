@@ -400,44 +400,6 @@ def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
     )
 
 
-class _ParseError(Exception):
-    """Raised instead of exiting by the pre-flight parse of ``segment-everything``'s arguments."""
-
-
-def _raise_parse_error(message: str) -> None:
-    raise _ParseError(message)
-
-
-def _check_segment_everything(app: Any, argv: Sequence[str]) -> None:
-    """Pre-flight for ``segment-everything`` (``app``: its module): ``--model`` must be a Lite-SAM model (not a
-    backbone), and a ``--ckpt`` used with ``--prompts autoppn`` must have an AutoPPN head (not a backbone-stage
-    checkpoint). Raises ``ModelError`` (one line) before any image is read; usage errors are left to the tool's
-    own parser."""
-    from litesam_pl.models.registry import ModelError, check_segmenter, checkpoint_has_autoppn
-
-    build_parser = getattr(app, "build_parser", None)
-    if build_parser is None or any(a in ("-h", "--help") for a in argv):
-        return
-    parser = build_parser()
-    parser.error = _raise_parse_error  # type: ignore[method-assign]  # the tool reports usage errors itself
-    try:
-        args, _ = parser.parse_known_args(list(argv))
-    except _ParseError:
-        return
-    if not args.ckpt:
-        try:
-            check_segmenter(args.model)
-        except ModelError as err:
-            raise ModelError(f"--model: {err}") from err
-    elif args.prompts == "autoppn" and not checkpoint_has_autoppn(args.ckpt):
-        explicit = any(a.startswith("--prompts") for a in argv)
-        given = "--prompts autoppn" + ("" if explicit else " (the default)")
-        raise ModelError(
-            f"{given} needs a model with an AutoPPN head and {args.ckpt} has none (a backbone-stage checkpoint); "
-            "use --prompts grid, or a checkpoint of the autoppn / litesam stage"
-        )
-
-
 def _user_errors() -> tuple:
     """The exception types that are the user's to fix: printed as one line, exit status 2."""
     from litesam_pl.data.sa1b_stream import ShardsError
@@ -451,10 +413,7 @@ def _run_tool(name: str, argv: Sequence[str]) -> None:
     import importlib
 
     mod, fn = _TOOLS[name]
-    module = importlib.import_module(mod)
-    if name == "segment-everything":
-        _check_segment_everything(module, argv)
-    result = getattr(module, fn)(list(argv))
+    result = getattr(importlib.import_module(mod), fn)(list(argv))
     if isinstance(result, int) and result:
         raise SystemExit(result)
 

@@ -211,10 +211,13 @@ def _needs_report(f: Dict[str, Any]) -> bool:
     return f["kept"] == 0 or f["kept"] < FEW_KEPT * f["candidates"]
 
 
-def _load(args: argparse.Namespace) -> Tuple[Optional[torch.nn.Module], str, bool]:
+def _load(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Optional[torch.nn.Module], str, bool]:
     """``(model, label, random_weights)``: the model (None after a one-line error), its caption label
-    ("<name> (<ckpt file>)" or "<name>") and whether its weights are random (then the banner is printed, once)."""
+    ("<name> (<ckpt file>)" or "<name>") and whether its weights are random (then the banner is printed, once).
+    A ``--model`` that is not a Lite-SAM model, and a checkpoint without AutoPPN head under ``--prompts autoppn``,
+    are one-line errors here, before any image is read."""
     import litesam_pl
+    from litesam_pl.models.registry import ModelError, check_segmenter
 
     if args.ckpt:
         try:
@@ -222,8 +225,18 @@ def _load(args: argparse.Namespace) -> Tuple[Optional[torch.nn.Module], str, boo
         except (FileNotFoundError, ValueError) as err:
             _error(str(err))
             return None, "", False
+        if args.prompts == "autoppn" and getattr(model, "autoppn", None) is None:
+            given = "--prompts autoppn" + ("" if any(a.startswith("--prompts") for a in argv) else " (the default)")
+            _error(f"{given} needs a model with an AutoPPN head and {args.ckpt} has none (a backbone-stage "
+                   "checkpoint); use --prompts grid, or a checkpoint of the autoppn / litesam stage")
+            return None, "", False
         name = getattr(model, "model_config", {}).get("name", type(model).__name__)
         return model, f"{name} ({Path(args.ckpt).name})", False
+    try:
+        check_segmenter(args.model)
+    except ModelError as err:
+        _error(f"--model: {err}")
+        return None, "", False
     banner = (
         "!" * 78 + "\n"
         "!! WARNING: no --ckpt given: the model has RANDOM WEIGHTS; the masks are meaningless.\n"
@@ -343,6 +356,7 @@ def _sizes(path: Path, full: np.ndarray, args: argparse.Namespace) -> Tuple[np.n
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
@@ -353,7 +367,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     paths, input_errors = _check_paths(args)
     if paths is None:
         return 2
-    model, label, random_weights = _load(args)
+    model, label, random_weights = _load(args, argv)
     if model is None:
         return 2
     model = model.eval().to(device)

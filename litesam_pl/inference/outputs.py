@@ -18,6 +18,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..data.rle import rle_to_bbox
+
 __all__ = [
     "IMAGE_SUFFIXES", "DEFAULT_PROJECT", "DEFAULT_NAME", "RESULTS_FILE", "IMAGES_FILE", "collect_inputs",
     "new_run_dir", "out_dir_error", "output_names", "planned_files", "first_existing", "limit_side", "fit_side",
@@ -161,23 +163,13 @@ def image_ids(paths: Sequence[Path]) -> List[int]:
     return list(range(len(paths)))
 
 
-def _coco_bbox(rle: Dict[str, Any]) -> List[float]:
-    """COCO ``[x, y, w, h]`` of an RLE mask (``pycocotools.mask.toBbox``: ``w`` counts pixels, exclusive max)."""
-    from pycocotools import mask as mask_utils
-
-    counts = rle["counts"]
-    counts = counts.encode("utf-8") if isinstance(counts, str) else counts
-    enc = {"size": [int(v) for v in rle["size"]], "counts": counts}
-    return [float(v) for v in mask_utils.toBbox(enc)]
-
-
 def coco_results(records: Sequence[Dict[str, Any]], image_id: int,
                  score_key: str = "predicted_iou") -> List[Dict[str, Any]]:
     """COCO results entries (``{image_id, category_id: 1, segmentation, score, bbox}``) for one image's
     ``coco_rle`` records; ``score`` is ``record[score_key]``, the score SegEvery ranked the masks by."""
     return [
         {"image_id": int(image_id), "category_id": CATEGORY_ID, "segmentation": r["segmentation"],
-         "score": float(r[score_key]), "bbox": _coco_bbox(r["segmentation"])}
+         "score": float(r[score_key]), "bbox": rle_to_bbox(r["segmentation"])}
         for r in records
     ]
 

@@ -78,8 +78,8 @@ def _autoppn_prompts(
     nms_kernel: int,
 ) -> List[Dict[str, Tensor]]:
     """AutoPPN maps -> Point-NMS -> top-N prompts per image: ``points [N, 2]``, ``boxes [N, 4]`` (clipped to the
-    image) and ``scores [N]`` (point confidence) in input pixels, plus ``proposals`` (0-d: the in-image local
-    maxima among the top-N before the score threshold) and ``best_score`` (0-d: their best score, 0 if none).
+    image) and ``scores [N]`` (point confidence) in input pixels, plus ``topn_scores`` (the top-N scores before the
+    score threshold, 0 for padding rows; read by the stats only).
     ``AutoPPN.decode(input_sizes=...)`` lets only cells inside the resized image compete, so no prompt lies in the
     padding."""
     ppn = getattr(model, "autoppn", None)
@@ -90,10 +90,9 @@ def _autoppn_prompts(
     if score_threshold is not None:
         kw["score_threshold"] = float(score_threshold)
     dec = ppn.decode(ppn(embeddings), int(model.image_encoder.img_size), input_sizes=input_sizes, **kw)
-    real = dec["scores"] > 0  # the in-image local maxima among the top-N whatever their score (padding rows: 0)
     return [
         {"points": dec["points"][b][v].float(), "boxes": dec["boxes"][b][v].float(), "scores": dec["scores"][b][v],
-         "proposals": real[b].sum(), "best_score": F.pad(dec["scores"][b], (0, 1)).max()}
+         "topn_scores": dec["scores"][b]}
         for b, v in enumerate(dec["valid"])
     ]
 
@@ -288,10 +287,19 @@ def segment_everything(
         if autocast_dtype is not None and autocast_dtype != torch.float32
         else nullcontext()
     )
+    thresholds: Dict[str, Any] = {}  # the filter settings in effect, the same for every image
     if stats is not None:
         stats.setdefault("prompts", [])
         stats.setdefault("masks_before_nms", [])
         stats.setdefault("filters", [])
+        thresholds = dict(
+            top_n=int(top_n) if prompts == "autoppn" else None,
+            score_threshold=_score_threshold_used(model, score_threshold) if prompts == "autoppn" else None,
+            points_per_side=int(points_per_side) if prompts == "grid" else None,
+            pred_iou_thresh=float(pred_iou_thresh), stability_score_thresh=float(stability_score_thresh),
+            box_nms_thresh=float(box_nms_thresh) if nms != "none" else None, nms=nms,
+            max_masks=None if max_masks is None else int(max_masks),
+        )
 
     results: List[Any] = []
     fast = _fast_decoder(model) if decoder == "fast" else None
@@ -317,14 +325,7 @@ def segment_everything(
             funnel: Optional[Dict[str, Any]] = None
             if stats is not None:
                 stats["prompts"].append(int(sparse.shape[0]))
-                funnel = _prompt_stage_stats(pr, prompts, int(sparse.shape[0]), dict(
-                    top_n=int(top_n) if prompts == "autoppn" else None,
-                    score_threshold=_score_threshold_used(model, score_threshold) if prompts == "autoppn" else None,
-                    points_per_side=int(points_per_side) if prompts == "grid" else None,
-                    pred_iou_thresh=float(pred_iou_thresh), stability_score_thresh=float(stability_score_thresh),
-                    box_nms_thresh=float(box_nms_thresh) if nms != "none" else None, nms=nms,
-                    max_masks=None if max_masks is None else int(max_masks),
-                ))
+                funnel = _prompt_stage_stats(pr, prompts, int(sparse.shape[0]), dict(thresholds))
             iou_seen: Optional[List[Tensor]] = [] if funnel is not None else None
             with _phase(timings, "decoder", device), amp:
                 emb = embeddings[b : b + 1]
@@ -366,8 +367,9 @@ def _prompt_stage_stats(pr: Dict[str, Any], prompts: str, n_prompts: int, thresh
     """The prompt part of one image's ``stats["filters"]`` entry: AutoPPN ``proposals`` (the in-image local
     maxima among the top-N) = ``prompts`` + ``removed_score_threshold``; grid prompts are all kept."""
     if prompts == "autoppn":
-        proposals, best = int(pr["proposals"]), float(pr["best_score"])
-        best_score: Optional[float] = best if proposals else None
+        top = pr["topn_scores"]  # the in-image local maxima among the top-N have a score > 0 (padding rows: 0)
+        proposals = int((top > 0).sum())
+        best_score: Optional[float] = float(top.max()) if proposals else None
     else:
         proposals, best_score = n_prompts, None
     return {

@@ -24,7 +24,7 @@ from .litevit import LITEVIT_CONFIGS, LiteViT
 
 __all__ = [
     "MODELS", "list_models", "create_model", "model_config", "build_from_config", "load_model", "read_checkpoint",
-    "check_segmenter", "checkpoint_has_autoppn", "EXPORT_FORMAT", "ModelError", "ModelFileNotFoundError",
+    "check_segmenter", "EXPORT_FORMAT", "ModelError", "ModelFileNotFoundError",
     "ModelOptionError",
 ]
 
@@ -194,17 +194,15 @@ def _first_line(err: BaseException) -> str:
     return line.replace("WeightsUnpickler error: ", "").split(". ")[0].rstrip(".")  # its first sentence
 
 
-def _torch_load(path: str, map_location: Any, mmap: bool = False) -> Any:
+def _torch_load(path: str, map_location: Any) -> Any:
     """``torch.load(weights_only=True)`` with one-line errors (``ModelError``) for files that are not ours."""
     if not _looks_like_torch_file(path):
         raise ModelError(
             f"{path} is not a litesam-pl checkpoint or export ({ACCEPTED_FILES}); it is not a loadable torch file"
         )
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except RuntimeError as err:
-        if mmap and "mmap" in str(err):  # the legacy (non-zip) format cannot be memory-mapped
-            return _torch_load(path, map_location, mmap=False)
         raise ModelError(f"{path} is not a litesam-pl checkpoint or export ({ACCEPTED_FILES}); not a loadable torch "
                          f"file: {_first_line(err)}") from err
     except Exception as err:  # a pickle with non-weights objects, or a corrupted archive
@@ -217,17 +215,14 @@ def _is_sam_state_dict(obj: Dict[Any, Any]) -> bool:
     return any(isinstance(k, str) and k.startswith(_SAM_KEY_PREFIXES) for k in obj)
 
 
-def read_checkpoint(
-    path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False
-) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """``(model config {"name", "kwargs"}, state dict)`` of an export or a Lightning checkpoint, without building
-    the model. ``mmap=True`` memory-maps the tensors (cheap when only the keys are needed). Errors are
-    ``ModelError`` with one line that names the file and what is accepted."""
+    the model. Errors are ``ModelError`` with one line that names the file and what is accepted."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         what = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
         raise ModelFileNotFoundError(f"no model file at {path}: it {what} ({ACCEPTED_FILES})")
-    obj = _torch_load(path, map_location, mmap=mmap)
+    obj = _torch_load(path, map_location)
     if not isinstance(obj, dict):
         raise ModelError(f"{path}: unknown format (a {type(obj).__name__}, not a dict); {ACCEPTED_FILES}")
     if obj.get("format") == EXPORT_FORMAT:
@@ -306,9 +301,3 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu", strict: bool 
     model.load_state_dict(state, strict=strict)
     return model.eval()
 
-
-def checkpoint_has_autoppn(path: str | os.PathLike) -> bool:
-    """Whether the export / Lightning checkpoint at ``path`` holds AutoPPN head weights (``autoppn.*``): a
-    backbone-stage checkpoint (``model_kwargs.autoppn: false``) does not. Reads the keys only (memory-mapped)."""
-    _, state = read_checkpoint(path, mmap=True)
-    return any(k.startswith("autoppn.") for k in state)
