@@ -194,15 +194,34 @@ def rle_encode(mask: np.ndarray) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------ pipeline
-def load_sessions(onnx_dir: str | Path, providers: Optional[Sequence[str]] = None):
-    """``(encoder, decoder)`` onnxruntime sessions of ``DIR/encoder.onnx`` and ``DIR/decoder.onnx``."""
+class _PhaseClock:
+    """Adds the seconds since the previous mark to ``timings[name]`` (``cv2.getTickCount``; no-op without a dict)."""
+
+    def __init__(self, timings: Optional[Dict[str, float]]) -> None:
+        self.timings = timings
+        self.last = cv2.getTickCount()
+
+    def __call__(self, name: str) -> None:
+        if self.timings is None:
+            return
+        now = cv2.getTickCount()
+        self.timings[name] = self.timings.get(name, 0.0) + (now - self.last) / cv2.getTickFrequency()
+        self.last = now
+
+
+def load_sessions(onnx_dir: str | Path, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
+    """``(encoder, decoder)`` onnxruntime sessions of ``DIR/encoder.onnx`` and ``DIR/decoder.onnx``; ``threads``:
+    onnxruntime's intra-op threads (None: its default, one per core)."""
     onnx_dir = Path(onnx_dir)
     paths = [onnx_dir / "encoder.onnx", onnx_dir / "decoder.onnx"]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"no {' / '.join(missing)}: write them with litesam export --ckpt X --onnx {onnx_dir}")
     providers = list(providers or ["CPUExecutionProvider"])
-    return tuple(ort.InferenceSession(str(p), providers=providers) for p in paths)
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    return tuple(ort.InferenceSession(str(p), sess_options=options, providers=providers) for p in paths)
 
 
 def segment_everything_onnx(
@@ -219,12 +238,15 @@ def segment_everything_onnx(
     nms_thresh: float = 0.7,
     nms_resolution: int = 64,
     max_masks: Optional[int] = None,
+    timings: Optional[Dict[str, float]] = None,
 ) -> Dict[str, Any]:
     """Masks of an RGB uint8 ``HxWx3`` image. Returns a dict of arrays: ``masks`` bool ``[K, H, W]`` sorted by
     predicted IoU, ``iou_preds``, ``stability_scores``, ``boxes`` (xyxy, inclusive), ``areas``, ``points [K, 2]``
     and ``ppn_scores`` (the AutoPPN score of each mask's prompt), in image pixels; plus ``prompts`` (the count
     given to the decoder), ``input_size`` and the decoder's ``point_coords`` / ``point_labels``. A threshold
-    of 0 switches that filter off (as SAM's automatic mask generator); ``nms="none"`` skips the NMS."""
+    of 0 switches that filter off (as SAM's automatic mask generator); ``nms="none"`` skips the NMS.
+    ``timings`` (a dict) receives the seconds of each phase, summed over calls: ``preprocess``, ``encoder``
+    (encoder + AutoPPN), ``prompts``, ``decoder`` and ``postprocess`` (``benchmarks.segevery`` reads them)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 HxWx3 image, got {image.dtype} {image.shape}")
     if prompt_form not in MASK_TOKENS:
@@ -235,11 +257,14 @@ def segment_everything_onnx(
                          "model with AutoPPN (litesam), or prompt decoder.onnx with your own points")
     size = int(encoder.get_inputs()[0].shape[-1])
     h0, w0 = image.shape[:2]
+    clock = _PhaseClock(timings)
 
     # 1-2. pre-processing and encoder (+ AutoPPN prompts)
     pixels, (nh, nw) = preprocess(image, size)
+    clock("preprocess")
     names = [o.name for o in encoder.get_outputs()]
     enc = dict(zip(names, encoder.run(None, {"image": pixels, "input_size": np.array([nh, nw], np.int64)})))
+    clock("encoder")
     keep = enc["valid"][0] & (enc["scores"][0] >= score_thresh)
     points, boxes, ppn = enc["points"][0][keep], enc["boxes"][0][keep], enc["scores"][0][keep]
 
@@ -247,6 +272,7 @@ def segment_everything_onnx(
     coords, labels = prompt_tensors(points, boxes, prompt_form)
     tokens = MASK_TOKENS[prompt_form]
     lh = lw = size // 4
+    clock("prompts")
     if len(points):
         low, iou = decoder.run(None, {"image_embeddings": enc["image_embeddings"], "point_coords": coords,
                                       "point_labels": labels})
@@ -254,6 +280,7 @@ def segment_everything_onnx(
         low, iou = low[:, tokens].reshape(-1, lh, lw), iou[:, tokens].reshape(-1)
     else:
         low, iou = np.zeros((0, lh, lw), np.float32), np.zeros(0, np.float32)
+    clock("decoder")
     src = np.repeat(np.arange(len(points)), len(tokens))  # the prompt of each mask
 
     # 4. filters on the low-res logits of the image region (the padding is cropped away)
@@ -287,11 +314,13 @@ def segment_everything_onnx(
     for k, i in enumerate(order):
         masks[k] = upsample_logits(low[i], size, (nh, nw), (h0, w0)) > MASK_THRESHOLD
     scale = np.array([w0 / nw, h0 / nh], np.float32)
+    boxes_out = masks_to_boxes(masks)
+    clock("postprocess")
     return {
         "masks": masks,
         "iou_preds": iou[order],
         "stability_scores": stab[order],
-        "boxes": masks_to_boxes(masks),
+        "boxes": boxes_out,
         "areas": masks.sum((1, 2)),
         "points": points[src[order]] * scale if len(order) else np.zeros((0, 2), np.float32),
         "ppn_scores": ppn[src[order]],
@@ -362,10 +391,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-masks", type=int, default=None, help="keep at most this many masks (default: all)")
     parser.add_argument("--providers", nargs="+", default=["CPUExecutionProvider"],
                         help="onnxruntime execution providers, in order of preference (default: CPUExecutionProvider)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="onnxruntime intra-op threads (default: onnxruntime's, one per core)")
     args = parser.parse_args(argv)
     try:
         image = load_image(args.image)
-        encoder, decoder = load_sessions(args.onnx, args.providers)
+        encoder, decoder = load_sessions(args.onnx, args.providers, args.threads)
         res = segment_everything_onnx(
             image, encoder, decoder, prompt_form=args.prompt_form, score_thresh=args.score_thresh,
             pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,

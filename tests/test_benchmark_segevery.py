@@ -79,3 +79,56 @@ def test_amg_row_under_cpu_bf16_autocast(monkeypatch):
     monkeypatch.setattr(seg, "_fp32_outputs", lambda module, inputs, out: None)
     with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(TypeError, match="BFloat16"):
         run(image, warm=True)
+
+
+def test_onnxruntime_row_agrees_with_pytorch(tmp_path):
+    """litesam_autoppn_ort (exported graphs under onnxruntime, the pipeline's own pre/post-processing) and
+    litesam_onnx_example (examples/onnx_segment_everything.py) beside litesam_autoppn on the same image and threads:
+    same prompts and masks, per-phase times, the check in the JSON."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "ort.json"
+    code = seg.cli(["--resolution", "64", "--images", "1", "--threads", "1", "--top-n", "16",
+                    "--pred-iou-thresh", "0", "--stability-score-thresh", "0",  # random weights: keep masks to compare
+                    "--methods", "litesam_autoppn", "litesam_autoppn_ort", "litesam_onnx_example", "--json", str(path)])
+    assert code == 0
+    out = json.loads(path.read_text())
+    rows = {r["method"]: r for r in out["rows"]}
+    pt, ort = rows["litesam_autoppn"], rows["litesam_autoppn_ort"]
+    assert "error" not in ort and ort["images"] == 1 and ort["median_ms"] > 0
+    assert set(ort["phases"]) == {"preprocess", "encoder", "prompts", "decoder", "postprocess"}
+    assert ort["prompts"] == pt["prompts"] == 16 and ort["masks"] == pt["masks"] > 0
+    assert ort["threads"] == pt["threads"] == 1 and ort["ort_intra_op_threads"] == 1
+    assert ort["export_s"] > 0 and ort["providers"] == ["CPUExecutionProvider"]
+    check = ort["check_vs_pytorch"]
+    assert check["agrees"] is True and check["prompts_ort"] == check["prompts_pytorch"] == 16
+    diffs = check["max_abs_diff"]
+    assert diffs["decoder_low_res_logits"] < 1e-3 and diffs["image_embeddings"] < 1e-3 and diffs["points"] < 1e-3
+    for key in ("row_thresholds", "filters_off"):
+        c = check[key]
+        assert c["masks_ort"] == c["masks_pytorch"] > 0 and c["mask_iou_min"] > 0.99
+    assert "cpu/r64/autoppn_pytorch_over_ort" in out["speedups"]
+    assert "cpu/r64/autoppn_pytorch_over_ort_paired_median" in out["speedups"]
+    ex = rows["litesam_onnx_example"]  # the torch-free example on the same sessions
+    assert "error" not in ex and ex["prompts"] == 16 and ex["masks"] == pt["masks"]
+    assert set(ex["phases"]) == {"preprocess", "encoder", "prompts", "decoder", "postprocess"}
+    assert ex["check_vs_pytorch"]["agrees"] is True
+    assert "litesam_autoppn_ort" not in seg.DEFAULT_METHODS  # opt-in: an optional extra, CPU only
+
+
+def test_onnxruntime_row_fails_cleanly_without_onnxruntime(tmp_path, monkeypatch):
+    """Without onnx / onnxruntime the ORT row records a one-line error (what to install); PyTorch's row runs."""
+    import litesam_pl.inference.export as export
+
+    monkeypatch.setattr(export, "_missing_onnx_packages", lambda check=True: ["onnxruntime"])
+    path = tmp_path / "ort.json"
+    code = seg.cli(["--resolution", "64", "--images", "1", "--threads", "1", "--top-n", "8",
+                    "--methods", "litesam_autoppn", "litesam_autoppn_ort", "--json", str(path)])
+    assert code == 1
+    out = json.loads(path.read_text())
+    rows = {r["method"]: r for r in out["rows"]}
+    err = rows["litesam_autoppn_ort"]["error"]
+    assert err.startswith("ImportError: ") and "litesam-pl[onnx]" in err and "\n" not in err
+    assert rows["litesam_autoppn_ort"]["failed_at"] == "warm-up"
+    assert "error" not in rows["litesam_autoppn"] and rows["litesam_autoppn"]["images"] == 1
+    assert out["failed"] == ["cpu/r64/litesam_autoppn_ort"]
