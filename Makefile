@@ -15,7 +15,7 @@ TORCH_INDEX = $(if $(TORCH_VARIANT),--index-url https://download.pytorch.org/whl
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock test test-fast smoke demo train-backbone train-autoppn train-litesam table2-smoke \
-        real-data real-smoke bench-complexity bench-dataloader bench-segevery bench-coco bench-lvis bench-bsds bench-ci bench-train-step gpu-check clean
+        real-data real-smoke bench-complexity bench-dataloader bench-segevery bench-coco bench-lvis bench-bsds bench-ci bench-train-step gpu-check app browser clean
 
 help: ## list every target with one line each
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -153,6 +153,16 @@ gpu-check: install ## one-shot GPU check (env, SegEvery, training steps, DDP, lo
 
 bench-ci: install ## fast CPU regression guard: AutoPPN >= 2.5x faster than grid search (results/bench-ci.*)
 	$(PY) -m benchmarks.ci --json results/bench-ci.json --md results/bench-ci.md $(ARGS)
+
+# the page's model: CKPT= (a `litesam export` file or a Lightning checkpoint; random weights without it), e.g.
+#   make app CKPT=runs/demo/last.ckpt ARGS='--compare runs/smoke/litesam/last.ckpt --port 7861'
+app: install ## a local web page to look at a model: SegEvery, prompts, compare (CKPT=, ARGS=; http://127.0.0.1:7860)
+	$(VENV)/bin/litesam app $(if $(CKPT),--ckpt $(CKPT),) $(ARGS)
+
+browser: ## optional, root + Debian: Chromium + chromedriver so tests/test_web_browser.py runs (it skips without them)
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	else (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "make browser: could not install Debian's chromium (the browser test will skip and say so)"; fi
 
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf runs results data/smoke data/real .pytest_cache wandb lightning_logs

@@ -6,6 +6,7 @@
     litesam test --config ...
     litesam segment-everything ...      (litesam_pl.inference.app)
     litesam export --ckpt X --out Y     (litesam_pl.inference.export)
+    litesam app [--ckpt X]              (litesam_pl.web.server: a local Gradio page)
 
 ``fit``/``validate``/``test``/``predict`` are LightningCLI subcommands: the model is any ``LiteSAMTaskBase`` subclass
 (``model.class_path`` in the recipe: ``litesam_pl.modules.BackboneBoxModule``, ``AutoPPNModule``, ``LiteSAMModule``),
@@ -28,13 +29,14 @@ __all__ = ["main", "run_lightning_cli", "check_accelerator", "quiet_library_nois
 _TOOLS = {
     "segment-everything": ("litesam_pl.inference.app", "main"),
     "export": ("litesam_pl.inference.export", "main"),
+    "app": ("litesam_pl.web.server", "main"),
 }
 _LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 SUBCOMMANDS = (*_LIGHTNING_SUBCOMMANDS, *_TOOLS)
 # what a GPU recipe needs on a CPU-only machine (tests/test_cli.py's LOCAL, less the logger)
 _CPU_OVERRIDES = ("--trainer.accelerator cpu --trainer.devices 1 --trainer.num_nodes 1 --trainer.strategy auto "
                   "--trainer.precision 32-true")
-_HELP = """usage: litesam {fit,validate,test,predict,segment-everything,export} ...
+_HELP = """usage: litesam {fit,validate,test,predict,segment-everything,export,app} ...
 
 Lite-SAM training and tools.
 
@@ -43,10 +45,13 @@ subcommands:
   validate, test      evaluate a checkpoint:    litesam validate --config R.yaml --ckpt_path X.ckpt
                       (test: --data.test_shards DIR, default the val shards; results in X.validate.json /
                       X.test.json beside the checkpoint, never over the run's metrics.json)
-  predict             SegEvery records for shards (--data.predict_shards DIR; Python: trainer.predict;
-                      to save, add a BasePredictionWriter callback; photos: litesam segment-everything)
+  predict             SegEvery over shards, segment-everything's files: litesam predict --config R.yaml
+                      --ckpt_path X.ckpt --data.predict_shards DIR [--out DIR] [--overlays false]
+                      (default a new runs/predict/predict<N>; any number of GPUs; photos: segment-everything)
   segment-everything  SegEvery on images        (litesam segment-everything --help)
   export              weights-only / ONNX export (litesam export --help)
+  app                 a local web page to look at a model: SegEvery, prompts, compare (litesam app --ckpt X;
+                      needs the app extra: pip install 'litesam-pl[app]')
 
 Run `litesam fit --help` for every training option. W&B logs offline unless WANDB_MODE=online is set.
 `litesam --version` prints the version.
@@ -284,13 +289,14 @@ def _quiet_run(trainer: Any, subcommand: str, ckpt_path: Any) -> None:
 
 
 def _warn_random_weights(subcommand: str, model: Any, ckpt_path: Any) -> None:
-    """One stderr line before ``validate``/``test`` without ``--ckpt_path`` nor ``model.init_args.init_from``."""
-    if subcommand not in ("validate", "test") or ckpt_path:
+    """One stderr line before ``validate``/``test`` without ``--ckpt_path`` nor ``model.init_args.init_from``, and
+    before ``predict`` without ``--ckpt_path``."""
+    if subcommand not in _EVAL_SUBCOMMANDS or ckpt_path:
         return
     hparams = getattr(model, "hparams", None) or {}
-    if hparams.get("init_from"):
+    if hparams.get("init_from") and subcommand != "predict":
         return  # NB: LiteSAMTaskBase applies init_from in fit only; MetricsJSON still warns after such a run
-    verb = "validating" if subcommand == "validate" else "testing"
+    verb = {"validate": "validating", "test": "testing", "predict": "predicting with"}[subcommand]
     sys.stderr.write(f"litesam {subcommand}: warning: no --ckpt_path: {verb} random weights (pass --ckpt_path PATH)\n")
     sys.stderr.flush()
 
@@ -363,6 +369,7 @@ def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
 
     from litesam_pl.data.datamodule import SA1BDataModule
     from litesam_pl.modules.base import LiteSAMTaskBase
+    from litesam_pl.modules.prediction_writer import add_writer_arguments, attach_writer
 
     class LiteSAMCLI(LightningCLI):
         def before_instantiate_classes(self) -> None:
@@ -386,7 +393,22 @@ def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
             if sub and hasattr(self.datamodule, "check_shards"):
                 self.datamodule.check_shards(sub)  # a missing shard path: one line naming the option, now
 
-        before_fit = before_validate = before_test = before_predict = _before_run
+        before_fit = before_validate = before_test = _before_run
+
+        def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
+            parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+            if subcommand == "predict":  # --out, --overlays (litesam_pl.modules.prediction_writer)
+                add_writer_arguments(parser)
+            return parser
+
+        def before_predict(self) -> None:
+            """``_before_run``, then a ``SegEveryWriter`` unless the callbacks have a prediction writer; the
+            predictions are not also kept in memory (they are on disk)."""
+            self._before_run()
+            cfg = self.config_init["predict"]
+            if attach_writer(self.trainer, cfg.get("out"), cfg.get("overlays", True), not cfg.get("ckpt_path")):
+                if cfg.get("return_predictions") is None:
+                    cfg["return_predictions"] = False
 
     return LiteSAMCLI(
         model_class=LiteSAMTaskBase,

@@ -3,5 +3,6 @@ from .autoppn import AutoPPNModule
 from .backbone_box import BackboneBoxModule
 from .base import LiteSAMTaskBase, load_init_weights
 from .joint import LiteSAMModule
+from .prediction_writer import SegEveryWriter
 
-__all__ = ["LiteSAMTaskBase", "BackboneBoxModule", "AutoPPNModule", "LiteSAMModule", "load_init_weights"]
+__all__ = ["LiteSAMTaskBase", "BackboneBoxModule", "AutoPPNModule", "LiteSAMModule", "load_init_weights", "SegEveryWriter"]

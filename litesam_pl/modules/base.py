@@ -580,15 +580,26 @@ class LiteSAMTaskBase(pl.LightningModule):
         Runs ``segment_everything`` with its defaults (those of ``litesam segment-everything``): AutoPPN prompts in
         the form ``val_prompt_form`` for stages that train or validate AutoPPN, a 32 x 32 point grid for the
         backbone stage (its AutoPPN head is untrained). Returns one dict per image: ``key``, ``original_size``
-        ``(H, W)`` and ``records`` (``SamAutomaticMaskGenerator``-style records, masks as COCO RLE at the original
-        image size). Nothing is written to disk: ``trainer.predict`` returns these lists (add a Lightning
-        ``BasePredictionWriter`` callback to save them); for folders of photos use ``litesam segment-everything``.
+        ``(H, W)``, ``records`` (``SamAutomaticMaskGenerator``-style records, masks as COCO RLE at the original
+        image size) and ``filters`` (its ``stats["filters"]`` entry: prompts, what each filter removed, thresholds).
+
+        This step writes nothing; ``litesam_pl.modules.SegEveryWriter`` (a ``BasePredictionWriter``) writes
+        ``litesam segment-everything``'s files from these dicts: ``<key>_masks.json`` (+ ``<key>_overlay.png``) per
+        image, each rank its own images, then ``results.json`` / ``images.json`` over all ranks. ``litesam predict
+        --config R.yaml --ckpt_path X.ckpt --data.predict_shards DIR`` adds one (unless the recipe's callbacks
+        have a prediction writer) into ``--out DIR``, else a new ``runs/predict/predict<N>``; ``--overlays false``
+        skips the PNGs. From Python, pass ``callbacks=[SegEveryWriter(...)]`` to the Trainer, or use what
+        ``trainer.predict`` returns. For folders of photos use ``litesam segment-everything``.
         """
         self.check_batch(batch)
         images = self.batch_photos(batch)
         sizes = [tuple(int(x) for x in batch["original_size"][i]) for i in range(len(images))]
         autoppn = self.has_ppn and self.val_ppn
         kw: Dict[str, Any] = {"prompts": "autoppn", "prompt_type": self.val_prompt_form} if autoppn else {"prompts": "grid"}
-        results = segment_everything(self.model, images, output_mode="coco_rle", output_sizes=sizes, **kw)
+        stats: Dict[str, Any] = {}
+        results = segment_everything(self.model, images, output_mode="coco_rle", output_sizes=sizes, stats=stats,
+                                     **kw)
         keys = batch.get("key", [None] * len(images))
-        return [{"key": k, "original_size": s, "records": r} for k, s, r in zip(keys, sizes, results)]
+        filters = stats.get("filters") or [None] * len(images)
+        return [{"key": k, "original_size": s, "records": r, "filters": f}
+                for k, s, r, f in zip(keys, sizes, results, filters)]
