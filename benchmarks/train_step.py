@@ -5,7 +5,8 @@ LightningModule is built from its YAML (its loss settings exactly; no ``init_fro
 read from SA-1B-format shards through the recipe's ``SA1BDataModule`` settings and kept on the device, and the
 optimizer step (``compute_losses`` -> backward -> Adam) is timed on them, so the figures are the model's and not the
 loader's (``benchmarks.dataloader`` measures that). Per row: median ms per step and per phase (forward incl. the
-losses, backward, optimizer), samples/s, peak device memory (CUDA) and, from the torch profiler over one step, the
+losses, backward, optimizer), samples/s, peak device memory (CUDA), the MB one forward saves for backward (any device: the
+activation memory, which decides the batch that fits) and, from the torch profiler over one step, the
 number of ATen operations the step issues (all levels) and, on CUDA, the kernels it launches.
 
     python -m benchmarks.train_step --shards data/gpu_check/shards/train --device cuda --json results/train_step.json
@@ -125,6 +126,23 @@ def count_ops(module, batch: dict, device: torch.device, amp_dtype) -> Dict[str,
     return out
 
 
+def saved_tensor_mb(module, batch: dict, device: torch.device, amp_dtype) -> float:
+    """MB that one forward keeps for backward (distinct storages of the autograd graph's saved tensors): the
+    activation memory of a step, measured the same way on any device (a CPU estimate of what a GPU must hold)."""
+    storages: Dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        storages[st.data_ptr()] = st.nbytes()
+        return t
+
+    amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp:
+        loss = module.compute_losses(batch)["loss"]
+    del loss
+    return round(sum(storages.values()) / 2**20, 1)
+
+
 def run_row(stage: str, batch_size: int, a, device: torch.device) -> Dict[str, Any]:
     amp_dtype = {"bf16": torch.bfloat16, "fp32": None}[a.precision]
     module, batches = build(stage, a.img_size, batch_size, a.shards, a.max_masks, a.batches, device,
@@ -146,6 +164,7 @@ def run_row(stage: str, batch_size: int, a, device: torch.device) -> Dict[str, A
                            "samples_per_s": round(1000 * batch_size / t["step_ms"], 2)}
     if device.type == "cuda":
         row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    row["saved_for_backward_mb"] = saved_tensor_mb(module, batches[0], device, amp_dtype)
     if a.count_ops and not a.compile:
         try:
             row.update(count_ops(module, batches[0], device, amp_dtype))
@@ -169,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     p.add_argument("--batches", type=int, default=4, help="distinct batches cycled through")
     p.add_argument("--compile", action="store_true", help="torch.compile the image encoder and AutoPPN")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--mask-loss-resolution", choices=["full", "low"], default=None, help="override the recipe's")
+    p.add_argument("--mask-loss-resolution", choices=["full", "low", "points"], default=None,
+                   help="override the recipe's (points: the point-sampled loss)")
     p.add_argument("--no-count-ops", dest="count_ops", action="store_false", help="skip the profiled step")
     p.add_argument("--threads", type=int, default=None, help="torch threads on CPU")
     p.add_argument("--json", type=Path, help="write {'rows': [...], 'meta': {...}} here")
@@ -184,8 +204,8 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
             "torch": torch.__version__, "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "shards": a.shards, "steps": a.steps, "warmup": a.warmup}
     rows = []
-    print("| stage | batch | ms/step | fwd | bwd | opt | samples/s | peak MB | aten ops |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| stage | batch | ms/step | fwd | bwd | opt | samples/s | peak MB | saved MB | aten ops |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for stage in a.stages:
         for bs in a.batch_sizes:
             torch.manual_seed(0)
@@ -193,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
             rows.append(r)
             print(f"| {stage} | {bs} | {r['step_ms']:.1f} | {r['forward_ms']:.1f} | {r['backward_ms']:.1f} | "
                   f"{r['optimizer_ms']:.1f} | {r['samples_per_s']:.1f} | {r.get('peak_mem_mb', '-')} | "
+                  f"{r['saved_for_backward_mb']} | "
                   f"{r.get('aten_ops', '-')} |", flush=True)
     ratios = {}
     for stage in a.stages:

@@ -27,6 +27,10 @@ __all__ = [
     "box_smooth_l1_loss",
     "MaskLoss",
     "PPNLoss",
+    "uncertain_point_coords",
+    "point_sample_logits",
+    "point_sample_masks",
+    "block_downsample_masks",
 ]
 
 
@@ -105,13 +109,17 @@ class MaskLoss:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
 
-    def __call__(self, logits: Tensor, iou_pred: Tensor, targets: Tensor, valid: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    def __call__(self, logits: Tensor, iou_pred: Tensor, targets: Tensor, valid: Optional[Tensor] = None,
+                 actual_iou: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """
         Args:
             logits: ``[B, K, M, h, w]`` mask logits (M = 1 or 3 outputs per prompt).
             iou_pred: ``[B, K, M]`` predicted IoUs.
-            targets: ``[B, K, h, w]`` binary targets at the logits' resolution.
+            targets: ``[B, K, h, w]`` binary targets at the logits' resolution, or ``[B, K, M, h, w]`` (one target
+                per output: the point-sampled loss samples each output at its own points, ``h = 1``).
             valid: ``[B, K]`` bool, False on padding prompts (excluded).
+            actual_iou: ``[B, K, M]`` the IoU the IoU head regresses, when ``logits`` are not whole masks (points);
+                ``None``: the IoU of ``logits > 0`` with ``targets``.
         Returns:
             dict with ``loss`` (weighted sum) and its parts ``focal``, ``dice``, ``iou`` (means over valid prompts)
             and ``best`` ``[B, K]`` (index of the back-propagated output).
@@ -119,10 +127,14 @@ class MaskLoss:
         if logits.dim() != 5:
             raise ValueError(f"MaskLoss expects logits [B, K, M, h, w], got {tuple(logits.shape)}")
         logits = logits.float()
-        tgt = targets.to(logits.dtype).unsqueeze(2).expand_as(logits)
+        tgt = targets.to(logits.dtype)
+        tgt = (tgt if tgt.dim() == 5 else tgt.unsqueeze(2)).expand_as(logits)
         focal = sigmoid_focal_loss(logits, tgt, self.focal_alpha, self.focal_gamma)  # [B, K, M]
         dice = dice_loss(logits, tgt)
-        iou = iou_mse_loss(iou_pred, logits, tgt)
+        if actual_iou is None:
+            iou = iou_mse_loss(iou_pred, logits, tgt)
+        else:
+            iou = (iou_pred.float() - actual_iou.detach().float()) ** 2
         combo = self.focal_weight * focal + self.dice_weight * dice
         best = combo.detach().argmin(dim=2)  # [B, K]
         pick = lambda t: t.gather(2, best.unsqueeze(2)).squeeze(2)  # noqa: E731
@@ -330,6 +342,67 @@ class PPNLoss:
             out[f"point_g{g}"] = point_g[g].detach()
             out[f"box_g{g}"] = box_g[g].detach()
         return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# point-sampled mask loss (Mask2Former / PointRend: importance sampling of uncertain points)
+# ----------------------------------------------------------------------------------------------------------------
+POINT_OVERSAMPLE = 3.0  # Mask2Former's oversample_ratio: candidates per kept point
+POINT_IMPORTANCE = 0.75  # Mask2Former's importance_sample_ratio: share of points taken from the most uncertain
+
+
+@torch.no_grad()
+def uncertain_point_coords(logits: Tensor, num_points: int, oversample: float = POINT_OVERSAMPLE,
+                           importance: float = POINT_IMPORTANCE) -> Tensor:
+    """Mask2Former's training points: ``oversample * P`` uniform candidates per mask, the ``importance * P`` most
+    uncertain of them (smallest ``|logit|``, read bilinearly from the low-res logits) plus uniform random points.
+
+    Args:
+        logits: ``[N, h, w]`` low-resolution logits (one map per mask).
+        num_points: P.
+    Returns:
+        ``[N, P, 2]`` (x, y) in [0, 1] of the whole input frame (the logits' frame).
+    """
+    N = logits.shape[0]
+    n_cand = max(int(num_points * oversample), num_points)
+    n_imp = int(num_points * importance)
+    cand = torch.rand(N, n_cand, 2, device=logits.device)
+    unc = -point_sample_logits(logits.detach(), cand).abs()
+    idx = unc.topk(n_imp, dim=1).indices
+    imp = cand.gather(1, idx.unsqueeze(-1).expand(-1, -1, 2))
+    rand = torch.rand(N, num_points - n_imp, 2, device=logits.device)
+    return torch.cat([imp, rand], dim=1)
+
+
+def point_sample_logits(logits: Tensor, coords: Tensor) -> Tensor:
+    """Bilinear read of ``[N, h, w]`` logits at ``[N, P, 2]`` (x, y) in [0, 1] -> ``[N, P]``.
+
+    ``align_corners=False``: the value at a point equals that of the logits upsampled bilinearly to any size
+    (``Sam.postprocess_masks``) at the same point, so the loss sees what inference thresholds."""
+    grid = (2.0 * coords - 1.0).unsqueeze(1).to(logits.dtype)  # [N, 1, P, 2]
+    out = F.grid_sample(logits.unsqueeze(1), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[:, 0, 0]
+
+
+def point_sample_masks(masks: Tensor, coords: Tensor) -> Tensor:
+    """Nearest read of boolean full-resolution masks ``[N, S, S]`` at ``[N, P, 2]`` (x, y) in [0, 1] -> ``[N, P]``
+    float (pixel ``j`` covers ``[j, j + 1) / S``); a gather, no float copy of the masks."""
+    S_h, S_w = masks.shape[-2:]
+    x = (coords[..., 0] * S_w).long().clamp_(0, S_w - 1)
+    y = (coords[..., 1] * S_h).long().clamp_(0, S_h - 1)
+    return masks.flatten(1).gather(1, y * S_w + x).float()
+
+
+def block_downsample_masks(masks: Tensor, size: Tuple[int, int]) -> Tensor:
+    """``downsample_masks`` for sizes that divide ``S`` (the S/4 logits): majority of each block, counted in
+    integers, without a float copy of the full-resolution masks. ``[..., S, S]`` bool -> ``[..., h, w]`` float."""
+    h, w = size
+    S_h, S_w = masks.shape[-2:]
+    if S_h % h or S_w % w:
+        return downsample_masks(masks, size)
+    rh, rw = S_h // h, S_w // w
+    counts = masks.reshape(*masks.shape[:-2], h, rh, w, rw).sum(dim=(-3, -1), dtype=torch.int32)
+    return (2 * counts >= rh * rw).float()
 
 
 def downsample_masks(masks: Tensor, size: Tuple[int, int]) -> Tensor:

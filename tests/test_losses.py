@@ -238,3 +238,59 @@ def test_downsample_masks():
     d = downsample_masks(m, (4, 4))
     assert d.shape == (1, 1, 4, 4)
     assert d[0, 0, :2, :3].all() and d[0, 0, 2:].sum() == 0 and d[0, 0, :2, 3].sum() == 0
+
+
+# ------------------------------------------------------------------------- point-sampled mask loss (issue 17)
+def test_point_sample_logits_reads_the_upsampled_logits():
+    from litesam_pl.losses import point_sample_logits
+
+    torch.manual_seed(0)
+    low = torch.randn(3, 8, 8)
+    S = 32
+    up = F.interpolate(low[:, None], size=(S, S), mode="bilinear", align_corners=False)[:, 0]
+    ys, xs = torch.randint(0, S, (2, 3, 50))
+    coords = torch.stack([(xs + 0.5) / S, (ys + 0.5) / S], dim=-1)  # pixel centres
+    got = point_sample_logits(low, coords)
+    want = up[torch.arange(3)[:, None], ys, xs]
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_point_sample_masks_and_block_downsample():
+    from litesam_pl.losses import block_downsample_masks, downsample_masks, point_sample_masks
+
+    g = torch.Generator().manual_seed(1)
+    masks = torch.rand(4, 32, 32, generator=g) > 0.6
+    ys, xs = torch.randint(0, 32, (2, 4, 40), generator=g)
+    coords = torch.stack([(xs + 0.25) / 32, (ys + 0.75) / 32], dim=-1)  # anywhere inside the pixel
+    got = point_sample_masks(masks, coords)
+    assert got.dtype == torch.float32
+    assert torch.equal(got.bool(), masks[torch.arange(4)[:, None], ys, xs])
+    assert torch.equal(block_downsample_masks(masks, (8, 8)), downsample_masks(masks, (8, 8)))
+    assert torch.equal(block_downsample_masks(masks, (12, 12)), downsample_masks(masks, (12, 12)))  # fallback
+
+
+def test_uncertain_points_follow_the_boundary():
+    from litesam_pl.losses import POINT_IMPORTANCE, uncertain_point_coords
+
+    torch.manual_seed(0)
+    # logits: a vertical edge at x = 0.5 (|logit| grows with the distance to it)
+    xs = (torch.arange(16) + 0.5) / 16
+    low = ((xs - 0.5) * 20).expand(16, 16).unsqueeze(0).repeat(2, 1, 1)
+    coords = uncertain_point_coords(low, 400)
+    assert coords.shape == (2, 400, 2) and coords.min() >= 0 and coords.max() <= 1
+    n_imp = int(400 * POINT_IMPORTANCE)
+    near = (coords[:, :n_imp, 0] - 0.5).abs()
+    far = (coords[:, n_imp:, 0] - 0.5).abs()
+    assert near.mean() < 0.1 < far.mean()  # the importance points hug the edge; the rest are uniform
+
+
+def test_mask_loss_accepts_per_output_targets_and_actual_iou():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 3, 1, 50, requires_grad=True)
+    targets = (torch.rand(2, 3, 3, 1, 50) > 0.5).float()
+    actual = torch.rand(2, 3, 3)
+    iou_pred = torch.rand(2, 3, 3, requires_grad=True)
+    r = MaskLoss(focal_alpha=-1)(logits, iou_pred, targets, actual_iou=actual)
+    assert r["iou"].item() == pytest.approx(((iou_pred - actual) ** 2).mean().item(), rel=1e-5)
+    r["loss"].backward()
+    assert logits.grad.abs().sum() > 0 and iou_pred.grad.abs().sum() > 0

@@ -22,7 +22,8 @@ from torchmetrics import MeanMetric
 
 import litesam_pl
 from litesam_pl.inference.segevery import segment_everything
-from litesam_pl.losses import MaskLoss, PPNLoss, downsample_masks
+from litesam_pl.losses import (MaskLoss, PPNLoss, block_downsample_masks, downsample_masks, mask_iou,
+                               point_sample_logits, point_sample_masks, uncertain_point_coords)
 from litesam_pl.metrics.coco import mask_ap_from_ious, proposal_recall
 from litesam_pl.metrics.miou import mask_ious
 from litesam_pl.metrics.recall import MaskRecall, PointPrecision, mask_iou_matrix
@@ -99,7 +100,12 @@ class LiteSAMTaskBase(pl.LightningModule):
         max_train_prompts: at most this many (valid) prompts per image go through the decoder in training.
         mask_loss_resolution: ``full``: the low-res logits are upsampled (bilinear) to the input size ``S`` and
             compared with the full-resolution masks (small masks keep their pixels); ``low``: the masks are
-            area-downsampled to the logits' ``S/4`` (16x fewer loss pixels; small masks can vanish).
+            area-downsampled to the logits' ``S/4`` (16x fewer loss pixels; small masks can vanish); ``points``:
+            focal and dice on ``mask_loss_points`` points per mask output, 3/4 of them the most uncertain of 3x
+            as many random candidates, 1/4 uniform (Mask2Former / PointRend), logits read bilinearly (what the
+            upsampled mask has there), targets read from the full-resolution masks; the IoU head regresses the
+            IoU at the logits' ``S/4``. Memory per mask output: ``P`` values instead of ``S x S``.
+        mask_loss_points: points per mask output for ``mask_loss_resolution: points`` (Mask2Former: 112 x 112).
         min_train_mask_area: in training, prompts whose target mask has fewer pixels (at ``S``) are left out of the
             mask loss (0 keeps all); validation always scores every mask.
         compute_map: also compute the COCO-style mask mAP of the 1-box predictions (``val/map``).
@@ -145,14 +151,17 @@ class LiteSAMTaskBase(pl.LightningModule):
         box_prompt_weight: float = 1.0,
         max_train_prompts: Optional[int] = None,
         mask_loss_resolution: str = "full",
+        mask_loss_points: int = 12544,
         min_train_mask_area: int = 0,
         compute_map: bool = True,
         val_top_n: int = 1000,
         ppn_score_threshold: float = 0.0,
     ) -> None:
         super().__init__()
-        if mask_loss_resolution not in ("full", "low"):
-            raise ValueError(f"mask_loss_resolution must be 'full' or 'low', got {mask_loss_resolution!r}")
+        if mask_loss_resolution not in ("full", "low", "points"):
+            raise ValueError(f"mask_loss_resolution must be 'full', 'low' or 'points', got {mask_loss_resolution!r}")
+        if int(mask_loss_points) < 1:
+            raise ValueError(f"mask_loss_points must be >= 1, got {mask_loss_points}")
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         self.save_hyperparameters()
@@ -287,6 +296,23 @@ class LiteSAMTaskBase(pl.LightningModule):
             return self._upsample(logits, S), masks.float() if targets is None else targets
         return logits, downsample_masks(masks, tuple(logits.shape[-2:])) if targets is None else targets
 
+    def _point_sampled_loss(self, logits: Tensor, iou: Tensor, masks: Tensor, valid: Tensor,
+                            low_targets: Optional[Tensor]) -> Tuple[Dict[str, Tensor], Tensor]:
+        """The mask loss on sampled points (``mask_loss_resolution: points``): logits ``[B, K, M, h, w]``, masks
+        ``[B, K, S, S]`` bool. Returns ``MaskLoss``'s dict and the S/4 targets (cached across prompt forms)."""
+        B, K, M, h, w = logits.shape
+        S = masks.shape[-1]
+        P = int(self.hparams.mask_loss_points)
+        flat = logits.float().reshape(B * K * M, h, w)
+        coords = uncertain_point_coords(flat, P)  # [B*K*M, P, 2]
+        point_logits = point_sample_logits(flat, coords).view(B, K, M, 1, P)
+        point_targets = point_sample_masks(masks.reshape(B * K, S, S), coords.view(B * K, M * P, 2))
+        if low_targets is None:
+            low_targets = block_downsample_masks(masks.bool(), (h, w))
+        actual = mask_iou(logits, low_targets.unsqueeze(2))  # [B, K, M]
+        r = self.mask_loss(point_logits, iou, point_targets.view(B, K, M, 1, P), valid, actual_iou=actual)
+        return r, low_targets
+
     def mask_losses(self, embeddings: Tensor, batch: Dict[str, Any], forms: Sequence[str]) -> Dict[str, Tensor]:
         """SAM mask loss for each prompt form of ``forms`` on every prompt of ``batch`` (see
         ``litesam_pl.models.prompt_forms``: a box or a point and a box read the single-mask output, a point the
@@ -300,8 +326,11 @@ class LiteSAMTaskBase(pl.LightningModule):
             boxes = batch["boxes"] if "box" in form.split("+") else None
             points = (batch["points"], batch["point_labels"]) if "point" in form.split("+") else None
             logits, iou = self.predict(embeddings, boxes=boxes, points=points, multimask_output=multimask_output_for(form))
-            logits, targets = self._loss_pair(logits, batch["masks"], targets)
-            r = self.mask_loss(logits, iou, targets, valid)
+            if self.hparams.mask_loss_resolution == "points":
+                r, targets = self._point_sampled_loss(logits, iou, batch["masks"], valid, targets)
+            else:
+                logits, targets = self._loss_pair(logits, batch["masks"], targets)
+                r = self.mask_loss(logits, iou, targets, valid)
             weight = self.hparams.box_prompt_weight if boxes is not None else self.hparams.point_prompt_weight
             total = total + weight * r["loss"]
             tag = form.replace("+", "")
