@@ -3,7 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["create_model", "load_model", "list_models", "LiteSamEverything", "__version__"]
+__all__ = ["create_model", "load_model", "list_models", "segment_everything", "LiteSamEverything", "__version__"]
 
 
 def create_model(name: str, **overrides):
@@ -21,14 +21,19 @@ def list_models(kind: str = "all") -> list:
 
 
 def load_model(path: str, **kwargs):
-    """Load a model from an export (``litesam export``) or a Lightning checkpoint."""
-    from .models.registry import load_model as _load
+    """Load a model from an export (``litesam export``) or a Lightning checkpoint (``litesam_pl.models.checkpoint``)."""
+    from .models.checkpoint import load_model as _load
 
     return _load(path, **kwargs)
 
 
 def __getattr__(name: str):
-    """Lazy classes: ``LiteSamEverything`` (``litesam_pl.inference.everything``), imported on first use."""
+    """Lazy names, imported on first use: ``segment_everything(model, images, ...)`` (SegEvery,
+    ``litesam_pl.inference.segevery``) and ``LiteSamEverything`` (``litesam_pl.inference.everything``)."""
+    if name == "segment_everything":
+        from .inference.segevery import segment_everything
+
+        return segment_everything
     if name == "LiteSamEverything":
         from .inference.everything import LiteSamEverything
 

@@ -360,16 +360,21 @@ def test_grid_path_edges_from_random_sam():
     assert e.shape == (40, 60) and e.min() >= 0 and e.max() <= 1
 
 
-def test_segevery_is_asked_for_unfiltered_probabilities():
+def test_segevery_is_asked_for_unfiltered_probabilities(monkeypatch):
+    from litesam_pl.inference import segevery
+
     class Fake:
         autoppn = object()
 
-        def segment_everything(self, image, **kw):
-            assert kw["pred_iou_thresh"] == float("-inf") and kw["stability_score_thresh"] == float("-inf")
-            assert kw["output_mode"] == "tensors" and kw["return_logits"] and kw["prompts"] == "autoppn"
-            lg = torch.full((1,) + image.shape[:2], -2.5)
-            lg[0, 5:15, 5:15] = 2.5
-            return {"masks": lg > 0, "mask_logits": lg, "probs": torch.sigmoid(lg)}
+    def segment_everything(model, image, **kw):
+        assert isinstance(model, Fake)
+        assert kw["pred_iou_thresh"] == float("-inf") and kw["stability_score_thresh"] == float("-inf")
+        assert kw["output_mode"] == "tensors" and kw["return_logits"] and kw["prompts"] == "autoppn"
+        lg = torch.full((1,) + image.shape[:2], -2.5)
+        lg[0, 5:15, 5:15] = 2.5
+        return {"masks": lg > 0, "mask_logits": lg, "probs": torch.sigmoid(lg)}
+
+    monkeypatch.setattr(segevery, "segment_everything", segment_everything)
 
     out = segevery_probability_maps(Fake(), np.zeros((20, 30, 3), np.uint8))
     assert out["source"] == "segment_everything:autoppn" and out["probs"].shape == (1, 20, 30)

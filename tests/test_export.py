@@ -34,7 +34,7 @@ def test_weights_round_trip(tiny_model, tmp_path):
     img = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     kw = dict(prompts="autoppn", top_n=8, score_threshold=0.0, output_mode="tensors", pred_iou_thresh=0,
               stability_score_thresh=0)
-    a, b = back.segment_everything(img, **kw), tiny_model.segment_everything(img, **kw)
+    a, b = litesam_pl.segment_everything(back, img, **kw), litesam_pl.segment_everything(tiny_model, img, **kw)
     assert torch.equal(a["masks"], b["masks"])
 
 

@@ -319,3 +319,23 @@ def test_load_model_errors(tmp_path):
     corrupted.write_bytes(b"not a torch file at all")
     with pytest.raises(ValueError, match="not a loadable"):
         load_model(corrupted)
+
+
+def test_lightning_checkpoint_names_its_model_under_its_own_key(tmp_path):
+    """``checkpoint["litesam_model"]`` (``write_model_entry``) names the network; it wins over the hparams of
+    older checkpoints, which are only the fallback."""
+    from litesam_pl.models.checkpoint import MODEL_KEY, write_model_entry
+
+    torch.manual_seed(4)
+    model = create_model("litesam", img_size=64, ppn_groups=1)
+    blob = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "hyper_parameters": {"model_name": "litesam_2x", "renamed_kwargs": {}}}
+    write_model_entry(blob, model)
+    assert blob[MODEL_KEY] == model_config(model)
+    ckpt = tmp_path / "new.ckpt"
+    torch.save(blob, ckpt)
+    loaded = load_model(ckpt)
+    assert _same_weights(model, loaded) and model_config(loaded) == model_config(model)
+    del blob["hyper_parameters"]
+    torch.save(blob, ckpt)
+    assert _same_weights(model, load_model(ckpt))

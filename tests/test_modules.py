@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from litesam_pl.models import model_config
 from litesam_pl.modules import AutoPPNModule, BackboneBoxModule, LiteSAMModule, load_init_weights
 from litesam_pl.modules.callbacks import CPUThreads, ImageLogger, MetricsJSON, NaNGuard, NonFiniteLossError, Throughput
 
@@ -158,6 +159,7 @@ def test_fit_validate_checkpoint_contract_and_init_from(tmp_path):
     assert blob["hyper_parameters"]["model_name"] == "litesam"
     assert blob["hyper_parameters"]["model_kwargs"] == TINY
     assert all(k.startswith("model.") for k in blob["state_dict"])
+    assert blob["litesam_model"] == model_config(m.model)  # what load_model reads
     # init_from: a fresh module starts from those weights
     m2 = AutoPPNModule(model_kwargs=TINY, init_from=str(ckpt))
     m2.apply_init_from()

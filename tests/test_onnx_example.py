@@ -133,8 +133,8 @@ def test_same_masks_as_segment_everything(exported, hw, form, nms, nms_thresh):
     kw = dict(pred_iou_thresh=0, stability_score_thresh=0, nms=nms)
     got = ex.segment_everything_onnx(img, enc, dec, prompt_form=form, nms_thresh=nms_thresh, **kw)
     stats: dict = {}
-    ref = model.segment_everything(img, prompts="autoppn", top_n=TOP_N, prompt_type=form, box_nms_thresh=nms_thresh,
-                                   output_mode="tensors", stats=stats, **kw)
+    ref = litesam_pl.segment_everything(model, img, prompts="autoppn", top_n=TOP_N, prompt_type=form,
+                                        box_nms_thresh=nms_thresh, output_mode="tensors", stats=stats, **kw)
     assert got["prompts"] == stats["prompts"][0] > 0
     k = len(ref["masks"])
     assert len(got["masks"]) == k > 0
@@ -165,7 +165,7 @@ def test_default_filters_agree(exported):
     model, onnx_dir, ex = exported
     img = _image(48, 80)
     got = ex.segment_everything_onnx(img, *ex.load_sessions(onnx_dir))
-    ref = model.segment_everything(img, top_n=TOP_N, output_mode="tensors")
+    ref = litesam_pl.segment_everything(model, img, top_n=TOP_N, output_mode="tensors")
     assert len(got["masks"]) == len(ref["masks"])
 
 

@@ -222,9 +222,11 @@ def test_bad_options(tiny_model, images):
         segment_everything(no_ppn, images, prompts="autoppn")
 
 
-def test_model_method_and_sam_wrappers(tiny_model, images):
-    """LiteSAM.segment_everything delegates here; SamAutomaticMaskGenerator and SamPredictor drive our model."""
-    recs = tiny_model.segment_everything(images[0], prompts="grid", points_per_side=3, **LOOSE)
+def test_top_level_function_and_sam_wrappers(tiny_model, images):
+    """``litesam_pl.segment_everything`` is this function; SamAutomaticMaskGenerator and SamPredictor drive our
+    model."""
+    assert litesam_pl.segment_everything is segment_everything
+    recs = litesam_pl.segment_everything(tiny_model, images[0], prompts="grid", points_per_side=3, **LOOSE)
     assert all(set(r) == AMG_KEYS for r in recs)
     amg = SamAutomaticMaskGenerator(tiny_model, points_per_side=4, **LOOSE)
     amg_recs = amg.generate(images[0])

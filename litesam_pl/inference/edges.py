@@ -224,9 +224,8 @@ def segevery_probability_maps(
 ) -> Dict[str, Any]:
     """Per-mask probability maps of SegEvery at the image's size, without IoU/stability filters (SAM App. D.2).
 
-    Runs ``model.segment_everything`` (``litesam_pl.inference.segevery``) with ``output_mode="tensors",
-    return_logits=True`` and the quality filters off, NMS ``nms`` at ``box_nms_thresh`` (SAM's AMG: box NMS 0.7).
-    Models without the method (e.g. ``segment_anything.Sam``) go through ``segevery.segment_everything``.
+    Runs ``segevery.segment_everything(model, ...)`` with ``output_mode="tensors", return_logits=True`` and the
+    quality filters off, NMS ``nms`` at ``box_nms_thresh`` (SAM's AMG: box NMS 0.7).
 
     Args:
         model: a ``Sam``-like model (LiteSAM, SAM-B + AutoPPN, ``segment_anything.Sam``).
@@ -242,14 +241,10 @@ def segevery_probability_maps(
     if prompts == "auto":
         prompts = "autoppn" if getattr(model, "autoppn", None) is not None else "grid"
     h, w = image.shape[:2]
-    seg = getattr(model, "segment_everything", None)
-    if seg is None:
-        from functools import partial
+    from . import segevery  # torch: imported on first use, so the classical detectors need none
 
-        from litesam_pl.inference.segevery import segment_everything
-
-        seg = partial(segment_everything, model)
-    out = seg(
+    out = segevery.segment_everything(
+        model,
         image,
         prompts=prompts,
         points_per_side=points_per_side,

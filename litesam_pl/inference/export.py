@@ -39,27 +39,13 @@ from .fast_decoder import FastMaskDecoder, embed_prompts
 
 __all__ = ["EXPORT_FORMAT", "export_weights", "export_onnx", "EncoderOnnx", "DecoderOnnx", "main"]
 
-from litesam_pl.models.registry import EXPORT_FORMAT  # noqa: E402  "litesam-pl/weights-v1"
-
-
-def _plain(value: Any) -> Any:
-    """Config values as plain Python (tuples -> lists) so that ``weights_only=True`` loads them."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"model config value {value!r} of type {type(value).__name__} is not plain data")
+from litesam_pl.models.checkpoint import EXPORT_FORMAT, export_payload  # noqa: E402  "litesam-pl/weights-v1"
 
 
 def export_weights(model: nn.Module, out: str | os.PathLike) -> Path:
-    """Write the weights-only export of ``model`` (built by ``litesam_pl.create_model``) to ``out``."""
-    from litesam_pl.models.registry import model_config
-
-    cfg = model_config(model)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    payload = {"format": EXPORT_FORMAT, "model": _plain(cfg), "state_dict": state}
+    """Write the weights-only export of ``model`` (built by ``litesam_pl.create_model``) to ``out``
+    (``litesam_pl.models.checkpoint.export_payload``)."""
+    payload = export_payload(model)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -5,7 +5,8 @@ from .litesam import LiteSAM, build_litesam, build_mask_decoder, build_prompt_en
 from .litevit import LITEVIT_CONFIGS, LiteViT, LiteViTBlock, PatchMerge
 from .mixers import MIXERS, MSPM, build_mixer
 from .neck import MultiScaleNeck
-from .registry import build_from_config, create_model, list_models, load_model, model_config
+from .checkpoint import load_model
+from .registry import build_from_config, create_model, list_models, model_config
 
 __all__ = [
     "AutoPPN", "decode_proposals", "point_nms", "BackboneImageEncoder", "TimmBackbone",

@@ -2,6 +2,8 @@
 
 Because it subclasses ``segment_anything.modeling.Sam`` (same attribute names, ``preprocess``,
 ``postprocess_masks``), ``SamPredictor(model)`` and ``SamAutomaticMaskGenerator(model)`` accept it unchanged.
+SegEvery takes the model, as SAM's generator does: ``litesam_pl.segment_everything(model, images)``
+(``litesam_pl.inference.segevery``); the models package never imports ``inference``.
 """
 from __future__ import annotations
 
@@ -125,12 +127,6 @@ class LiteSAM(Sam):
             all_masks.append(masks)
             all_iou.append(iou)
         return torch.stack(all_masks), torch.stack(all_iou)
-
-    def segment_everything(self, images: Any, **kwargs: Any) -> Any:
-        """SegEvery on ``images``: see ``litesam_pl.inference.segevery.segment_everything``."""
-        from litesam_pl.inference.segevery import segment_everything
-
-        return segment_everything(self, images, **kwargs)
 
 
 def build_prompt_encoder(img_size: int, embed_dim: int = 256, patch_size: int = 16) -> PromptEncoder:

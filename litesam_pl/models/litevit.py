@@ -3,6 +3,8 @@
 Stem (7x7 conv, stride 4) -> [stage 1] -> Patch Merge -> [stage 2] -> Patch Merge -> [stage 3] -> Patch Merge ->
 [stage 4]. A stage is a stack of LiteViT blocks ``x + mixer(norm(x))``, ``x + ConvMLP(norm(x))``.
 The forward returns the four stage outputs at strides 4, 8, 16, 32 (timm ``features_only`` style).
+The generic layers are timm's, as in its PoolFormer / MetaFormer: ``GroupNorm1`` (PoolFormer's norm),
+``Mlp(use_conv=True)`` (the conv MLP: ``fc1``/``fc2`` 1x1 convs) and ``DropPath`` (stochastic depth).
 """
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath, GroupNorm1, Mlp
 from torch import nn
 
 from .mixers import build_mixer
 
-__all__ = ["PatchMerge", "ConvMLP", "LiteViTBlock", "LiteViT", "LITEVIT_CONFIGS"]
+__all__ = ["PatchMerge", "LiteViTBlock", "LiteViT", "LITEVIT_CONFIGS"]
 
 # Variants as configs (timm style). Depths follow PoolFormer-S12; MLP ratios were tuned so the parameter counts
 # match Table 1 (1.16M / 2.19M / 3.63M) at the paper's embedding dims (see docs/architecture.md).
@@ -24,11 +27,6 @@ LITEVIT_CONFIGS = {
     "litevit_2x": dict(embed_dims=(96, 128, 192, 384), depths=(2, 2, 6, 2), mlp_ratios=(4.0, 4.0, 1.5, 1.0)),
     "litevit_3x": dict(embed_dims=(128, 160, 256, 512), depths=(2, 2, 6, 2), mlp_ratios=(4.0, 3.0, 1.5, 1.0)),
 }
-
-
-def _norm(dim: int) -> nn.Module:
-    # PoolFormer's norm: GroupNorm with one group (normalises over C, H, W).
-    return nn.GroupNorm(1, dim)
 
 
 class PatchMerge(nn.Module):
@@ -41,7 +39,7 @@ class PatchMerge(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, out_chans, patch_size, stride=patch_size)
-        self.norm = _norm(out_chans)
+        self.norm = GroupNorm1(out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.patch_size
@@ -49,35 +47,6 @@ class PatchMerge(nn.Module):
         if h % p or w % p:
             x = F.pad(x, (0, (-w) % p, 0, (-h) % p))
         return self.norm(self.proj(x))
-
-
-class ConvMLP(nn.Module):
-    """Convolutional MLP: 1x1 conv -> GELU -> 1x1 conv. ``[B, C, H, W] -> [B, C, H, W]``."""
-
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
-        self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample (identity at eval or when ``p == 0``)."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
 
 
 class LiteViTBlock(nn.Module):
@@ -100,16 +69,16 @@ class LiteViTBlock(nn.Module):
         drop_path: float = 0.0,
     ) -> None:
         super().__init__()
-        self.norm1 = _norm(dim)
+        self.norm1 = GroupNorm1(dim)
         self.token_mixer = build_mixer(mixer, dim)
-        self.norm2 = _norm(dim)
-        self.mlp = ConvMLP(dim, max(1, int(round(dim * mlp_ratio))))
+        self.norm2 = GroupNorm1(dim)
+        self.mlp = Mlp(dim, max(1, int(round(dim * mlp_ratio))), use_conv=True)  # 1x1 conv, GELU, 1x1 conv
         if layer_scale_init is not None:
             self.layer_scale_1 = nn.Parameter(torch.full((dim, 1, 1), float(layer_scale_init)))
             self.layer_scale_2 = nn.Parameter(torch.full((dim, 1, 1), float(layer_scale_init)))
         else:
             self.layer_scale_1 = self.layer_scale_2 = None
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(float(drop_path))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.token_mixer(self.norm1(x))
@@ -166,7 +135,7 @@ class LiteViT(nn.Module):
 
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, embed_dims[0], stem_kernel, stride=4, padding=stem_kernel // 2),
-            _norm(embed_dims[0]),
+            GroupNorm1(embed_dims[0]),
         )
         n_blocks = sum(depths)
         dpr = [drop_path_rate * i / max(n_blocks - 1, 1) for i in range(n_blocks)]

@@ -10,16 +10,22 @@ designs 2-4 are our reading of the intermediate steps of Fig. 3 (see docs/archit
 4. ``pool3``      multi-scale pooling without fusion: ``mean(AvgPool3, AvgPool5, AvgPool7)(x) - x + DW3(x)``.
 5. ``mspm``       MSPM: a learned per-channel fusion ("fusion conv", a depthwise 1x1 over the stacked scales and the
                   input) of AvgPool3/5/7 and x, plus DW3(x). Initialised to equal design 4.
+
+``MIXERS`` is the one table of them (name -> ``MixerSpec``: Fig. 3 number, description, ``dim -> module``
+factory); adding a mixer is one entry there.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["box_mean", "PoolMixer", "PoolDWMixer", "MultiScalePoolMixer", "MSPM", "MIXERS", "build_mixer"]
+__all__ = ["box_mean", "PoolMixer", "PoolDWMixer", "MultiScalePoolMixer", "MSPM", "MixerSpec", "MIXERS",
+           "build_mixer"]
 
 
 def _window_sum(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
@@ -129,27 +135,41 @@ class MSPM(nn.Module):
         return y + self.dwconv(x)
 
 
-MIXERS: Dict[str, str] = {
-    "pool": "Fig. 3 (1) PoolFormer pooling",
-    "pool_dw": "Fig. 3 (2) pooling + depthwise conv",
-    "pool2": "Fig. 3 (3) two-scale pooling + depthwise conv",
-    "pool3": "Fig. 3 (4) multi-scale pooling + depthwise conv, no fusion",
-    "mspm": "Fig. 3 (5) MSPM: multi-scale pooling with learned fusion + depthwise conv",
+@dataclass(frozen=True)
+class MixerSpec:
+    """One token mixer of the registry: ``build(dim)`` makes it for ``dim`` channels; ``fig3`` is its design number
+    in Fig. 3 (also accepted as its name), ``aliases`` other accepted names."""
+
+    build: Callable[[int], nn.Module]
+    description: str
+    fig3: Optional[int] = None
+    aliases: Tuple[str, ...] = field(default=())
+
+
+MIXERS: Dict[str, MixerSpec] = {
+    "pool": MixerSpec(partial(PoolMixer, pool_size=3), "Fig. 3 (1) PoolFormer pooling", 1, ("poolformer",)),
+    "pool_dw": MixerSpec(partial(PoolDWMixer, pool_size=3), "Fig. 3 (2) pooling + depthwise conv", 2),
+    "pool2": MixerSpec(partial(MultiScalePoolMixer, pool_sizes=(3, 5)),
+                       "Fig. 3 (3) two-scale pooling + depthwise conv", 3),
+    "pool3": MixerSpec(partial(MultiScalePoolMixer, pool_sizes=(3, 5, 7)),
+                       "Fig. 3 (4) multi-scale pooling + depthwise conv, no fusion", 4),
+    "mspm": MixerSpec(partial(MSPM, pool_sizes=(3, 5, 7)),
+                      "Fig. 3 (5) MSPM: multi-scale pooling with learned fusion + depthwise conv", 5),
 }
-_ALIASES = {"1": "pool", "2": "pool_dw", "3": "pool2", "4": "pool3", "5": "mspm", "poolformer": "pool"}
+
+
+def _mixer_name(name: str | int) -> str:
+    """The ``MIXERS`` key of a name, alias or Fig. 3 number (as given; unknown names are returned lower-cased)."""
+    key = str(name).lower()
+    for k, spec in MIXERS.items():
+        if key == k or key in spec.aliases or (spec.fig3 is not None and key == str(spec.fig3)):
+            return k
+    return key
 
 
 def build_mixer(name: str | int, dim: int) -> nn.Module:
     """Token mixer by name (``pool``, ``pool_dw``, ``pool2``, ``pool3``, ``mspm``) or Fig. 3 number (1-5)."""
-    key = _ALIASES.get(str(name).lower(), str(name).lower())
-    if key == "pool":
-        return PoolMixer(dim, 3)
-    if key == "pool_dw":
-        return PoolDWMixer(dim, 3)
-    if key == "pool2":
-        return MultiScalePoolMixer(dim, (3, 5))
-    if key == "pool3":
-        return MultiScalePoolMixer(dim, (3, 5, 7))
-    if key == "mspm":
-        return MSPM(dim, (3, 5, 7))
-    raise ValueError(f"unknown mixer {name!r}; choose one of {sorted(MIXERS)} or a Fig. 3 number 1-5")
+    spec = MIXERS.get(_mixer_name(name))
+    if spec is None:
+        raise ValueError(f"unknown mixer {name!r}; choose one of {sorted(MIXERS)} or a Fig. 3 number 1-5")
+    return spec.build(dim)

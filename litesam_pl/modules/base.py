@@ -228,6 +228,13 @@ class LiteSAMTaskBase(pl.LightningModule):
                 self.print(f"init_from {self.hparams.init_from}: {len(rep['loaded'])} tensors loaded, "
                            f"{len(rep['missing'])} kept their initialisation, {len(rep['skipped'])} skipped")
 
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Name the network in the checkpoint under its own key (``litesam_pl.models.checkpoint``: what
+        ``load_model`` reads), independent of this module's argument names."""
+        from litesam_pl.models.checkpoint import write_model_entry
+
+        write_model_entry(checkpoint, self.model)
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
