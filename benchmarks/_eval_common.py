@@ -15,6 +15,13 @@ Per image (one ``set_image`` each):
      --no-baselines; --baselines-only runs them without a model.
 Then mIoU (overall, small / medium / large by the annotation's area), AP (pycocotools, or the official LVIS
 evaluator), class-agnostic AR@100/1000 (COCOeval, useCats=0), all in percent in the JSON.
+
+Several devices: ``torchrun --nproc_per_node N -m benchmarks.coco ...`` (or ``benchmarks.lvis``). Each rank takes
+every N-th image id from its rank (``shard_ids``) and runs it on its own device (``--device cuda`` ->
+``cuda:<LOCAL_RANK>``); rank 0 gathers the per-instance IoUs and areas, detections, proposals and baseline IoUs
+(``torch.distributed.gather_object`` over gloo), puts them back in the single-process order and scores, so the
+numbers are those of one process; only rank 0 prints, shows a progress bar and writes the JSON (its
+``world_size`` field says N; ``seconds_prompting`` / ``seconds_segevery`` are summed over ranks).
 """
 from __future__ import annotations
 
@@ -45,6 +52,13 @@ __all__ = [
     "format_table",
     "write_json",
     "main_for",
+    "PER_IMAGE_LISTS",
+    "dist_env",
+    "init_distributed",
+    "rank_device",
+    "shard_ids",
+    "interleave",
+    "gather_run",
 ]
 
 # Lite-SAM (ours, r640) in the paper: Table 5 (mIoU, AP) and Table 6 (Mask AR@1000, COCO only).
@@ -104,7 +118,9 @@ def add_common_args(p: argparse.ArgumentParser, dataset: str) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (sorted by id)")
     p.add_argument("--img-size", type=int, default=None,
                    help="input side of the random model when no --ckpt (default: the registry's, 640)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", default=None,
+                   help="torch device (default: cuda if available, else cpu); under torchrun, cuda means "
+                        "cuda:<LOCAL_RANK>")
     p.add_argument("--json", required=True, help="write the results JSON here")
     p.add_argument("--save-results", default=None,
                    help="write the GT-box-prompt masks as COCO results (RLE) here, re-scorable with pycocotools")
@@ -219,13 +235,19 @@ def make_proposer(model: Any, mode: str, *, ppn_top_n: int = 256, ppn_score_thre
         return amg(), f"amg (SamAutomaticMaskGenerator, {points_per_side}x{points_per_side} grid)"
     if mode not in ("autoppn", "grid"):
         raise ValueError(f"segevery mode must be autoppn, grid or amg, got {mode!r}")
-    seg_fn = getattr(model, "segment_everything", None)
+    seg_fn = None
     reason = None
-    if seg_fn is None:
-        reason = "the model has no segment_everything"
+    from litesam_pl.models.litesam import LiteSAM
+
+    if not isinstance(model, LiteSAM):
+        reason = "the model is not a LiteSAM (ours or SAM-B + AutoPPN)"
     else:
         try:
-            import litesam_pl.inference.segevery  # noqa: F401
+            from functools import partial
+
+            from litesam_pl.inference.segevery import segment_everything
+
+            seg_fn = partial(segment_everything, model)
         except ImportError as e:
             reason = f"litesam_pl.inference.segevery is not importable ({e})"
     if mode == "autoppn" and getattr(model, "autoppn", None) is None:
@@ -251,6 +273,103 @@ def make_proposer(model: Any, mode: str, *, ppn_top_n: int = 256, ppn_score_thre
     return run, name
 
 
+# ---------------------------------------------------------------------------------------------- distributed
+
+# the lists of an ``evaluate_instances`` run that hold entries per image (``run["per_image"]`` counts them)
+PER_IMAGE_LISTS = ("box_ious", "point_ious", "areas", "results", "proposals")
+# a rank that finished its share waits this long in the gather for the slowest one (torchrun stops every rank
+# when one fails, so this is no hang guard; it only has to outlast the imbalance of the shares)
+DIST_TIMEOUT_S = 6 * 3600
+
+
+def dist_env() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``);
+    ``(0, 1, 0)`` when ``WORLD_SIZE`` is unset: the single-process path."""
+    world = int(os.environ.get("WORLD_SIZE") or 1)
+    if world <= 1:
+        return 0, 1, 0
+    rank = int(os.environ.get("RANK") or 0)
+    return rank, world, int(os.environ.get("LOCAL_RANK") or rank)
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """Join torchrun's process group when ``WORLD_SIZE`` > 1 (gloo: the only collective is one gather of CPU
+    objects, so GPU runs need no NCCL); returns ``dist_env()``."""
+    rank, world, local_rank = dist_env()
+    if world > 1:
+        import datetime
+
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=DIST_TIMEOUT_S))
+    return rank, world, local_rank
+
+
+def rank_device(device: str | None, local_rank: int, world_size: int) -> str:
+    """The device of this rank: ``--device`` (default cuda if available, else cpu); a bare ``cuda`` becomes
+    ``cuda:<LOCAL_RANK>`` when there are several ranks (an explicit index is kept)."""
+    dev = _default_device(device)
+    if world_size > 1 and dev == "cuda":
+        import torch
+
+        dev = f"cuda:{local_rank % max(1, torch.cuda.device_count())}"
+        torch.cuda.set_device(torch.device(dev))
+    return dev
+
+
+def shard_ids(image_ids: Sequence[int], rank: int, world_size: int) -> list[int]:
+    """Rank ``rank``'s share of the (sorted) image ids: every ``world_size``-th one from its rank, ``ids[r::W]``."""
+    return list(image_ids)[rank::world_size]
+
+
+def interleave(per_rank: Sequence[Sequence[Any]], per_rank_counts: Sequence[Sequence[int]]) -> list[Any]:
+    """The single-process order of per-image entries of ranks that ran ``shard_ids`` shares: ``per_rank[r]`` is
+    rank r's flat list, ``per_rank_counts[r]`` how many entries each of its images added; global image ``i`` is
+    rank ``i % W``'s image ``i // W``."""
+    world = len(per_rank)
+    chunks: list[list[Sequence[Any]]] = []
+    for r, (flat, counts) in enumerate(zip(per_rank, per_rank_counts)):
+        if sum(counts) != len(flat):
+            raise RuntimeError(f"rank {r}: {len(flat)} entries but per-image counts sum to {sum(counts)}")
+        pos, own = 0, []
+        for c in counts:
+            own.append(flat[pos:pos + c])
+            pos += c
+        chunks.append(own)
+    n = sum(len(c) for c in chunks)
+    out: list[Any] = []
+    for i in range(n):
+        out.extend(chunks[i % world][i // world])
+    return out
+
+
+def gather_run(run: dict[str, Any], baselines: Any, rank: int, world_size: int) -> tuple[dict | None, Any]:
+    """Gather every rank's ``evaluate_instances`` run (and ``Baselines``) on rank 0 and put the entries back in
+    the single-process order (``interleave``); counters and seconds are summed over ranks. Rank 0 gets
+    ``(run, baselines)`` as one process would have them, the other ranks ``(None, None)``."""
+    import torch.distributed as dist
+
+    state = {"run": run, "baselines": None if baselines is None else baselines.state()}
+    states: list[Any] | None = [None] * world_size if rank == 0 else None
+    dist.gather_object(state, states, dst=0)
+    if rank != 0:
+        return None, None
+    assert states is not None
+    runs = [s["run"] for s in states]
+    merged: dict[str, Any] = dict(runs[0])
+    merged["image_ids"] = interleave([r["image_ids"] for r in runs], [[1] * len(r["image_ids"]) for r in runs])
+    for key in PER_IMAGE_LISTS:
+        merged[key] = interleave([r[key] for r in runs], [r["per_image"][key] for r in runs])
+    merged["per_image"] = {key: interleave([r["per_image"][key] for r in runs],
+                                           [[1] * len(r["image_ids"]) for r in runs]) for key in PER_IMAGE_LISTS}
+    for key in ("skipped_crowd", "skipped_empty", "seconds_prompting", "seconds_segevery"):
+        merged[key] = sum(r[key] for r in runs)
+    if baselines is not None:
+        baselines.load_states([s["baselines"] for s in states], [r["per_image"]["areas"] for r in runs])
+    return merged, baselines
+
+
 # ------------------------------------------------------------------------------------------------ main loop
 
 
@@ -272,6 +391,7 @@ def evaluate_instances(
     max_proposals: int = 1000,
     progress: bool = True,
     instance_hook: Callable[[Any, list[dict], np.ndarray], Mapping[str, Any] | None] | None = None,
+    desc_suffix: str = "",
 ) -> dict[str, Any]:
     """Run the model over every image of ``data`` (a ``CocoInstances``) and collect what the metrics need.
 
@@ -283,7 +403,9 @@ def evaluate_instances(
     form (``mask_select_for`` names what it means per form, for the JSON).
     Returns a dict with ``box_ious``, ``point_ious``, ``areas`` (per prompted instance), ``results`` (box-prompt
     detections, COCO format), ``proposals`` (SegEvery records, COCO format, score = SAM's ranking score),
-    ``image_ids`` (processed), counters ``skipped_crowd``, ``skipped_empty``, and timing.
+    ``image_ids`` (processed), counters ``skipped_crowd``, ``skipped_empty``, timing, and ``per_image``: for
+    each list of ``PER_IMAGE_LISTS``, the number of entries each image added (``gather_run`` uses it to restore
+    the single-process order of a distributed run). ``desc_suffix`` is appended to the progress bar's label.
     """
     import torch
     from tqdm import tqdm
@@ -301,9 +423,12 @@ def evaluate_instances(
     results: list[dict] = []
     proposals: list[dict] = []
     image_ids: list[int] = []
+    # per image, how many entries it added to each list (``gather_run`` restores the single-process order)
+    per_image: dict[str, list[int]] = {k: [] for k in PER_IMAGE_LISTS}
     skipped_crowd = skipped_empty = 0
     t_prompt = t_segevery = 0.0
-    bar = tqdm(data.image_ids, desc=f"{data.format} images", unit="img", disable=not progress, file=sys.stderr)
+    bar = tqdm(data.image_ids, desc=f"{data.format} images{desc_suffix}", unit="img", disable=not progress,
+               file=sys.stderr)
     with torch.inference_mode():
         for image_id in bar:
             sample = data.load(image_id)
@@ -322,6 +447,8 @@ def evaluate_instances(
             anns = [a for a, k in zip(anns, keep) if k]
             gt = gt[keep]
             image_ids.append(int(image_id))
+            before = {"box_ious": len(box_ious), "point_ious": len(point_ious), "areas": len(areas),
+                      "results": len(results), "proposals": len(proposals)}
 
             t0 = time.perf_counter()
             if predictor is not None:
@@ -345,11 +472,15 @@ def evaluate_instances(
                 recs = sorted(recs, key=_proposal_score, reverse=True)[:max_proposals]
                 proposals += [{"image_id": int(image_id), "category_id": 1, "segmentation": _record_rle(r),
                                "score": _proposal_score(r)} for r in recs]
+            for k, lst in (("box_ious", box_ious), ("point_ious", point_ious), ("areas", areas),
+                           ("results", results), ("proposals", proposals)):
+                per_image[k].append(len(lst) - before[k])
             bar.set_postfix(inst=len(areas), **postfix)
     return {
         "box_ious": box_ious, "point_ious": point_ious, "areas": areas, "results": results,
         "proposals": proposals, "image_ids": image_ids, "skipped_crowd": skipped_crowd,
         "skipped_empty": skipped_empty, "seconds_prompting": t_prompt, "seconds_segevery": t_segevery,
+        "per_image": per_image,
     }
 
 
@@ -465,7 +596,13 @@ def write_json(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
 
 
 def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) -> dict[str, Any]:
-    """The whole command line of ``benchmarks.coco`` / ``benchmarks.lvis``; returns the JSON payload."""
+    """The whole command line of ``benchmarks.coco`` / ``benchmarks.lvis``; returns the JSON payload.
+
+    Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1) every rank evaluates ``shard_ids`` of the image ids
+    on its own device (``rank_device``), rank 0 gathers the runs (``gather_run``: the single-process order), scores,
+    prints and writes the JSON; the other ranks return ``{}``. The numbers equal a one-process run's; only
+    ``world_size``, ``device`` (``cuda:<LOCAL_RANK>``) and the ``seconds_*`` fields (summed over ranks, except
+    ``seconds_total``: rank 0's wall time) differ."""
     from benchmarks import baselines as bl
     from litesam_pl.data.coco import CocoInstances
 
@@ -478,7 +615,12 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
     bl.add_baseline_args(p)
     args = p.parse_args(argv)
     bl.check_baseline_args(p, args)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    rank, world, local_rank = init_distributed()  # (0, 1, 0) without torchrun
+    main_rank = rank == 0
+    logging.basicConfig(level=logging.INFO if main_rank else logging.ERROR,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not main_rank:  # rank 0 speaks for all (every rank sees the same data and model)
+        warnings.filterwarnings("ignore")
 
     t_start = time.perf_counter()
     try:
@@ -486,19 +628,24 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
     except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
     n_total = len(data.imgs)
-    if data.num_missing:
+    if data.num_missing and main_rank:
         print(f"WARNING: {data.num_missing} of {n_total} images listed in {args.ann} have no file in "
               f"{args.images}: skipped (counted in the JSON as 'missing_images')", file=sys.stderr)
     if len(data) == 0:
         p.error(f"no image of {args.ann} was found under {args.images}")
+    desc = ""
+    if world > 1:  # this rank's share; rank 0 gathers the runs and restores the single-process order
+        n_images = len(data.image_ids)
+        data.image_ids = shard_ids(data.image_ids, rank, world)
+        desc = f" (rank {rank} of {world}: {len(data.image_ids)} of {n_images})"
 
     model, info = None, {"ckpt": None, "random_weights": False, "model": None}
     if not args.baselines_only:
         try:
-            model, info = build_model(args.ckpt, args.img_size, args.device)
+            model, info = build_model(args.ckpt, args.img_size, rank_device(args.device, local_rank, world))
         except (FileNotFoundError, ValueError) as e:
             p.error(str(e))
-    if info["random_weights"]:
+    if info["random_weights"] and main_rank:
         print(RANDOM_WEIGHTS_BANNER, file=sys.stderr)
     baselines = bl.make_baselines(args)
     proposer, segevery_name = (None, None)
@@ -507,8 +654,17 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
                                                 ppn_score_threshold=args.ppn_score_threshold,
                                                 points_per_side=args.points_per_side)
     run = evaluate_instances(model, data, mask_select=args.mask_select, max_prompts=args.max_prompts,
-                             proposer=proposer, max_proposals=args.max_proposals, progress=not args.no_progress,
-                             instance_hook=baselines)
+                             proposer=proposer, max_proposals=args.max_proposals,
+                             progress=not args.no_progress and main_rank, instance_hook=baselines,
+                             desc_suffix=desc)
+    if world > 1:
+        import torch.distributed as dist
+
+        run, baselines = gather_run(run, baselines, rank, world)
+        if not main_rank:
+            dist.destroy_process_group()
+            return {}
+        dist.destroy_process_group()
     run["proposals_evaluated"] = proposer is not None
     numbers = {} if model is None else score(dataset_kind, args.ann, run, max_proposals=args.max_proposals,
                                              lvis_backend=getattr(args, "lvis_backend", "lvis"))
@@ -545,6 +701,7 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
         "segevery": segevery_name,
         "proposals": len(run["proposals"]) if proposer is not None else None,
         **info,
+        "world_size": world,
         "seconds_total": time.perf_counter() - t_start,
         "seconds_prompting": run["seconds_prompting"],
         "seconds_segevery": run["seconds_segevery"],

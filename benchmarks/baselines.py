@@ -183,6 +183,27 @@ class Baselines:
             self.areas += [float(a["area"]) for a in anns]
         return {"gc_fallback": sum(self.fallbacks.values())} if "grabcut" in self.names else {}
 
+    def state(self) -> dict[str, Any]:
+        """What ``load_states`` needs of this rank's collection (plain, picklable)."""
+        return {"names": list(self.names), "iterations": self.iterations, "ious": self.ious, "areas": self.areas,
+                "seconds": self.seconds, "fallbacks": self.fallbacks, "empty_masks": self.empty_masks}
+
+    def load_states(self, states: Sequence[Mapping[str, Any]], per_rank_counts: Sequence[Sequence[int]]) -> None:
+        """Replace this collection with the union of the ranks' ``state()`` (a torchrun run of
+        ``benchmarks.coco`` / ``lvis``): IoUs and areas in the single-process image order
+        (``_eval_common.interleave``; ``per_rank_counts[r]``: instances per image of rank r), counters and
+        seconds summed."""
+        from benchmarks._eval_common import interleave
+
+        for st in states:
+            if st["names"] != self.names or st["iterations"] != self.iterations:
+                raise RuntimeError("the ranks ran different baselines")
+        self.areas = [float(a) for a in interleave([st["areas"] for st in states], per_rank_counts)]
+        self.ious = {n: interleave([st["ious"][n] for st in states], per_rank_counts) for n in self.names}
+        self.seconds = {n: sum(st["seconds"][n] for st in states) for n in self.names}
+        self.fallbacks = {k: sum(st["fallbacks"][k] for st in states) for k in self.fallbacks}
+        self.empty_masks = sum(int(st["empty_masks"]) for st in states)
+
     def summary(self, areas: Sequence[float] | None = None) -> dict[str, dict[str, Any]]:
         """``{name: {miou_1box, miou_1box_small/medium/large (percent), instances(_small/...), seconds, ...}}``.
 

@@ -17,6 +17,12 @@ Examples:
       --skip-ar --json /tmp/coco.json      # random weights: pipeline check only
   python -m benchmarks.coco --ann instances_val2017.json --images val2017 --baselines-only \\
       --json results/coco_baselines.json   # box fill + GrabCut only: no model, no --ckpt
+  torchrun --nproc_per_node 8 -m benchmarks.coco --ann instances_val2017.json --images val2017 \\
+      --ckpt litesam.pt --device cuda --json results/coco.json   # 8 GPUs: the numbers of one process
+
+Several devices (torchrun): each rank takes every N-th image id and runs it on cuda:<LOCAL_RANK> (--device cpu:
+N CPU processes); rank 0 gathers the IoUs, detections, proposals and baselines, restores the one-process order and
+alone prints and writes the JSON (identical to one process but for world_size, device and the seconds_* fields).
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ is computed as for COCO unless --skip-ar. The classical 1-box references (box fi
 Example:
   python -m benchmarks.lvis --ann ../shared/data/lvis_v0.5_val100/annotations/lvis_v0.5_val100_subset.json \\
       --images ../shared/data/lvis_v0.5_val100/val2017 --ckpt litesam.pt --json results/lvis.json
+  torchrun --nproc_per_node 8 -m benchmarks.lvis --ann lvis_v1_val.json --images val2017 --ckpt litesam.pt \\
+      --device cuda --json results/lvis.json   # 8 GPUs, as benchmarks.coco: the numbers of one process
 """
 from __future__ import annotations
 
