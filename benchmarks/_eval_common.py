@@ -10,7 +10,7 @@ Per image (one ``set_image`` each):
   point prompts the highest predicted IoU of the three multimask outputs (SAM).
   3. SegEvery proposals for AR@1000 (unless --skip-ar): SAM's proposal protocol (no crops, no IoU/stability
      filters, box NMS 0.9, ranked by the mean of predicted IoU and stability score), from
-     ``model.segment_everything`` (AutoPPN or grid prompts) or SAM's ``SamAutomaticMaskGenerator`` (``amg``).
+     ``segment_everything(model, ...)`` (AutoPPN or grid prompts) or SAM's ``SamAutomaticMaskGenerator`` (``amg``).
   4. Classical 1-box references on the same instances (``benchmarks.baselines``: box fill, GrabCut) unless
      --no-baselines; --baselines-only runs them without a model.
 Then mIoU (overall, small / medium / large by the annotation's area), AP (pycocotools, or the official LVIS
@@ -218,9 +218,8 @@ def make_proposer(model: Any, mode: str, *, ppn_top_n: int = 256, ppn_score_thre
     """A function ``image uint8 [H, W, 3] -> SegEvery records`` under SAM's proposal protocol, and its name.
 
     Protocol (SAM App. D.3): no crops, no predicted-IoU / stability filters, box NMS at 0.9, proposals ranked by
-    the mean of predicted IoU and stability score. ``autoppn`` / ``grid`` call ``model.segment_everything``
-    (``litesam_pl.inference.segevery``); ``amg`` (and the fallback when the model has no usable
-    ``segment_everything``) runs ``segment_anything.SamAutomaticMaskGenerator`` on the model.
+    the mean of predicted IoU and stability score. ``autoppn`` / ``grid`` call ``segment_everything(model, ...)``
+    (``litesam_pl.inference.segevery``); ``amg`` (and the fallback for a model that is not a ``LiteSAM``, e.g. SAM-B) runs ``segment_anything.SamAutomaticMaskGenerator`` on the model.
     """
     protocol = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.9)
 
@@ -259,10 +258,10 @@ def make_proposer(model: Any, mode: str, *, ppn_top_n: int = 256, ppn_score_thre
                                   output_mode="coco_rle")
     if mode == "autoppn":
         kwargs.update(top_n=ppn_top_n, score_threshold=ppn_score_threshold)
-        name = f"autoppn (model.segment_everything, top {ppn_top_n} prompts, score threshold {ppn_score_threshold})"
+        name = f"autoppn (segment_everything, top {ppn_top_n} prompts, score threshold {ppn_score_threshold})"
     else:
         kwargs.update(points_per_side=points_per_side)
-        name = f"grid (model.segment_everything, {points_per_side}x{points_per_side} points)"
+        name = f"grid (segment_everything, {points_per_side}x{points_per_side} points)"
 
     def run(image: np.ndarray) -> list[dict]:
         out = seg_fn(image, **kwargs)
