@@ -33,18 +33,9 @@ import numpy as np
 from litesam_pl.data.bsds import BSDS500, PRED_FORMATS, load_prediction
 from litesam_pl.metrics.bsds import DEFAULT_MAX_DIST, BoundaryCounts, bsds_thresholds, evaluate_images, summarize
 from benchmarks._wandb import publish
+from benchmarks.paper import TABLE7, TABLE7_COLUMNS
 
-# Table 7 of the paper (BSDS500 test, 200 images); the first rows are quoted by the paper from SAM.
-PAPER_TABLE7: List[Tuple[str, Optional[float], Optional[float], Optional[float], Optional[float]]] = [
-    ("HED (paper)", 0.788, 0.808, 0.840, 0.923),
-    ("EDETR (paper)", 0.840, 0.858, 0.896, 0.930),
-    ("Sobel filter (paper)", 0.539, None, None, None),
-    ("Canny (paper)", 0.600, 0.640, 0.580, None),
-    ("Felz-Hutt (paper)", 0.610, 0.640, 0.560, None),
-    ("SAM-H (paper)", 0.768, 0.786, 0.794, 0.928),
-    ("Fast-SAM (paper)", 0.750, 0.790, 0.793, 0.903),
-    ("Lite-SAM (paper)", 0.761, 0.788, 0.793, 0.919),
-]
+PAPER_TABLE7 = [(f"{m} (paper)", *(v[c] for c in TABLE7_COLUMNS)) for m, v in TABLE7.items()]  # Table 7
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,8 @@ SAME model with the same filters. Runs are interleaved (AutoPPN, grid, grid, Aut
 rounds, and the medians are compared: the guard fails (exit status 1) when AutoPPN is not at least
 ``--min-speedup`` (2.5) times faster than grid search. The expected ratio is about 4x (four times fewer
 prompts through the same decoder), so machine noise cannot trip the 2.5x guard; a regression that makes the
-AutoPPN path do grid-sized work can.
+AutoPPN path do grid-sized work can. The runs are ``benchmarks.segevery``'s ``litesam_autoppn`` and
+``litesam_grid32`` rows (``run_config``), with ``--rounds`` passes and a warm-up at the timed settings.
 
 Writes ``--json`` (``results/bench-ci.json``) and ``--md`` (``results/bench-ci.md``).
 """
@@ -18,9 +19,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
-import numpy as np
 import torch
 from benchmarks._wandb import publish
 
@@ -40,72 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    import litesam_pl
-    from benchmarks.segevery import load_photos
-    from litesam_pl.inference.segevery import segment_everything
-
-    t_start = time.perf_counter()
-    torch.manual_seed(args.seed)
-    model = litesam_pl.create_model("litesam", img_size=args.img_size).eval()
-    shared = Path(os.environ.get("LITESAM_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data"
-    photos = load_photos(args.images, args.img_size, shared if shared.is_dir() else None)
-    kw = {
-        "autoppn": dict(prompts="autoppn", top_n=args.top_n, score_threshold=0.0),
-        "grid": dict(prompts="grid", points_per_side=args.points_per_side),
-    }
-
-    def run(method: str, img: np.ndarray) -> Dict[str, Any]:
-        phases: Dict[str, float] = {}
-        stats: Dict[str, Any] = {}
-        t0 = time.perf_counter()
-        recs = segment_everything(model, img, timings=phases, stats=stats, **kw[method])
-        return {"ms": (time.perf_counter() - t0) * 1e3, "prompts": stats["prompts"][0], "masks": len(recs),
-                "phases": {k: v * 1e3 for k, v in phases.items()}}
-
-    for m in kw:  # warm-up
-        run(m, photos[0][1])
-    results: Dict[str, List[Dict[str, Any]]] = {m: [] for m in kw}
-    k = 0
-    for _ in range(args.rounds):
-        for _, img in photos:
-            order = ["autoppn", "grid"] if k % 2 == 0 else ["grid", "autoppn"]
-            k += 1
-            for m in order:
-                results[m].append(run(m, img))
-    med = {m: float(np.median([r["ms"] for r in rs])) for m, rs in results.items()}
-    ratio = med["grid"] / med["autoppn"]
-    ok = ratio >= args.min_speedup
-    out = {
-        "ok": ok,
-        "speedup_grid_over_autoppn": ratio,
-        "min_speedup": args.min_speedup,
-        "rows": [
-            {
-                "method": f"litesam_{'autoppn' if m == 'autoppn' else 'grid' + str(args.points_per_side)}",
-                "resolution": args.img_size,
-                "device": "cpu",
-                "threads": args.threads,
-                "runs": len(rs),
-                "median_ms": med[m],
-                "p90_ms": float(np.quantile([r["ms"] for r in rs], 0.9)),
-                "prompts": int(np.median([r["prompts"] for r in rs])),
-                "masks": float(np.median([r["masks"] for r in rs])),
-                "phases": {p: float(np.median([r["phases"].get(p, 0.0) for r in rs]))
-                           for p in sorted({q for r in rs for q in r["phases"]})},
-            }
-            for m, rs in results.items()
-        ],
-        "images": [n for n, _ in photos],
-        "wall_s": time.perf_counter() - t_start,
-        "torch": torch.__version__,
-    }
+def markdown(out: Dict[str, Any], args: argparse.Namespace, n_images: int) -> str:
+    """The ``--md`` report (also printed): the two rows with their phases, the ratio and PASS/FAIL."""
+    ratio, ok = out["speedup_grid_over_autoppn"], out["ok"]
     lines = [
         "# bench-ci: AutoPPN vs grid search (same model, CPU)",
         "",
-        f"Lite-SAM random weights, r{args.img_size}, {args.threads} thread(s), {len(photos)} images x "
+        f"Lite-SAM random weights, r{args.img_size}, {args.threads} thread(s), {n_images} images x "
         f"{args.rounds} interleaved rounds, medians.",
         "",
         "| method | prompts | median ms | p90 ms | encoder | prompts | decoder | postprocess |",
@@ -118,7 +59,51 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      f"{ph.get('postprocess', 0):.0f} |")
     lines += ["", f"**grid / AutoPPN = {ratio:.2f}x** (guard: >= {args.min_speedup}x) -> "
                   f"{'PASS' if ok else 'FAIL'}; wall {out['wall_s']:.0f} s"]
-    md = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from benchmarks import segevery
+    from benchmarks.segevery_measure import load_photos
+
+    t_start = time.perf_counter()
+    shared = Path(os.environ.get("LITESAM_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data"
+    photos = load_photos(args.images, args.img_size, shared if shared.is_dir() else None)
+    # segevery's two Lite-SAM rows on the same seeded model (random weights: the top-N AutoPPN prompts)
+    bench_args = segevery.build_parser().parse_args([
+        "--resolution", str(args.img_size), "--images", str(args.images), "--threads", str(args.threads),
+        "--top-n", str(args.top_n), "--seed", str(args.seed), "--methods", "litesam_autoppn", "litesam_grid32"])
+    rows = segevery.run_config(bench_args, torch.device("cpu"), args.img_size, photos=photos, rounds=args.rounds,
+                               points_per_side=args.points_per_side, full_warmup=True)
+    failed = [f"{r['method']}: {r['error']}" for r in rows if r.get("error")]
+    if failed:
+        print(f"bench-ci: FAIL: {'; '.join(failed)}", file=sys.stderr)
+        return 1
+    by = {r["method"]: r for r in rows}
+    ratio = by["litesam_grid32"]["median_ms"] / by["litesam_autoppn"]["median_ms"]
+    ok = ratio >= args.min_speedup
+    out = {
+        "ok": ok,
+        "speedup_grid_over_autoppn": ratio,
+        "min_speedup": args.min_speedup,
+        "rows": [
+            {
+                "method": "litesam_autoppn" if m == "litesam_autoppn" else f"litesam_grid{args.points_per_side}",
+                "resolution": args.img_size,
+                "device": "cpu",
+                "threads": args.threads,
+                "runs": by[m]["images"],
+                **{k: by[m][k] for k in ("median_ms", "p90_ms", "prompts", "masks", "phases")},
+            }
+            for m in ("litesam_autoppn", "litesam_grid32")
+        ],
+        "images": [n for n, _ in photos],
+        "wall_s": time.perf_counter() - t_start,
+        "torch": torch.__version__,
+    }
+    md = markdown(out, args, len(photos))
     for path, text in ((args.json, json.dumps(out, indent=1)), (args.md, md)):
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)

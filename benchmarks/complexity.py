@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from litesam_pl import create_model
 from benchmarks._wandb import publish
+from benchmarks.paper import COMPLEXITY as PAPER, COMPLEXITY_RATIOS as PAPER_RATIOS  # Tables 1, 4, 6
 
 COUNTER = (
     "torch.utils.flop_counter.FlopCounterMode, MACs = FLOPs / 2, batch 1; counts conv / matmul / attention only "
@@ -32,23 +33,6 @@ COUNTER = (
     "encoder + mask decoder with one box prompt; backbones: features forward."
 )
 
-# Paper figures: params (M) and MACs (G) per input size.
-PAPER: Dict[str, Dict] = {
-    "litevit": {"params_m": 1.16, "macs_g": {"640": 10.9}, "source": "Table 1"},
-    "litevit_2x": {"params_m": 2.19, "macs_g": {"640": 22.3}, "source": "Table 1"},
-    "litevit_3x": {"params_m": 3.63, "macs_g": {"640": 38.0}, "source": "Table 1"},
-    "poolformer_s12": {"params_m": 11.9, "macs_g": {"640": 45.2}, "source": "Table 1"},
-    "litesam": {"params_m": 4.2, "macs_g": {"640": 12.7, "1024": 32.5}, "source": "Table 6"},
-    "litesam_2x": {"params_m": None, "macs_g": {}, "source": "-"},
-    "litesam_3x": {"params_m": None, "macs_g": {}, "source": "-"},
-    "sam_vit_b": {"params_m": 90.0, "macs_g": {"1024": 371.0}, "source": "Table 6"},
-    "timm:mobilenetv2_100": {"params_m": 1.89, "macs_g": {"640": 4.0}, "source": "Table 4"},
-    "torchvision:shufflenet_v2_x1_0": {"params_m": 1.52, "macs_g": {"640": 5.1}, "source": "Table 4"},
-    "timm:mobilevit_s": {"params_m": 5.57, "macs_g": {"640": 13.7}, "source": "Table 4"},
-    "timm:efficientvit_b2": {"params_m": 30.73, "macs_g": {"640": 106.5}, "source": "Table 4 (closest timm model)"},
-    "timm:fastvit_t8": {"params_m": 3.98, "macs_g": {"640": 7.0}, "source": "Table 4"},
-    "timm:tiny_vit_5m_224": {"params_m": 6.07, "macs_g": {"640": 36.6}, "source": "Table 4"},
-}
 DEFAULT_MODELS = [
     "litevit", "litevit_2x", "litevit_3x", "poolformer_s12", "litesam", "litesam_2x", "litesam_3x", "sam_vit_b"
 ]
@@ -60,13 +44,6 @@ TABLE4_BACKBONES = [
     "timm:fastvit_t8",
     "timm:tiny_vit_5m_224",
 ]
-# Ratios the paper implies; ours should be close (see tests/test_complexity.py).
-PAPER_RATIOS = {
-    "litesam MACs 1024/640": 32.5 / 12.7,
-    "litevit / poolformer_s12 MACs @640": 10.9 / 45.2,
-    "litevit_2x / litevit MACs @640": 22.3 / 10.9,
-    "litevit_3x / litevit MACs @640": 38.0 / 10.9,
-}
 
 
 class SinglePromptForward(nn.Module):

@@ -34,6 +34,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from benchmarks.paper import TABLE2_MASK_AR1000 as PAPER_AR  # in the paper's row order
+
 REPO = Path(__file__).resolve().parents[1]
 BASE = "recipes/autoppn.yaml"
 SCALE = "recipes/smoke/autoppn.yaml"
@@ -49,17 +51,6 @@ FACTORS = (
     ("groups", "object grouping", (1, 3)),
 )
 
-# Table 2 in the paper's row order: (stem, gt, groups) -> Mask AR@1000 (%) on COCO
-PAPER_AR = {
-    ("conv", "gaussian", 1): 48.8,  # baseline
-    ("mspm", "gaussian", 1): 49.5,  # MSPM only
-    ("conv", "distance", 1): 50.1,  # new GT & loss only
-    ("conv", "gaussian", 3): 49.7,  # object grouping only
-    ("mspm", "distance", 1): 51.4,
-    ("mspm", "gaussian", 3): 52.3,
-    ("conv", "distance", 3): 51.1,
-    ("mspm", "distance", 3): 53.0,  # all three (the paper's AutoPPN)
-}
 COMBOS = tuple(PAPER_AR)
 
 

@@ -1,0 +1,121 @@
+"""What ``benchmarks.segevery`` and ``benchmarks.ci`` measure with: the photographs, device-synchronised timing, the
+one-line error text of a failed row and atomic JSON writing."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
+                  "immunohistochemistry", "retina", "moon", "cell", "colorwheel", "brick", "grass", "gravel")
+
+
+# ---------------------------------------------------------------------------------------------- images
+def _resize_long_side(img: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    s = side / max(h, w)
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp)
+
+
+def load_photos(n: int, side: int, shared: Optional[Path] = None) -> List[Tuple[str, np.ndarray]]:
+    """``n`` real photographs as RGB uint8, longer side ``side``: skimage.data first, then shared COCO/BSDS."""
+    from litesam_pl.inference.images import load_image, to_rgb_uint8
+
+    out: List[Tuple[str, np.ndarray]] = []
+    try:
+        import skimage.data as skd
+
+        for name in SKIMAGE_PHOTOS:
+            if len(out) >= n:
+                break
+            try:
+                out.append((f"skimage:{name}", _resize_long_side(to_rgb_uint8(getattr(skd, name)()), side)))
+            except Exception:  # a data file that would need a download: skip
+                continue
+    except ImportError:
+        pass
+    if shared is not None and len(out) < n:
+        files: List[Path] = []
+        for sub in ("coco2017_subset/val2017", "bsds500/images/test"):
+            d = shared / sub
+            if d.is_dir():
+                files.extend(sorted(d.glob("*.jpg")))
+        for f in files[: max(0, n - len(out))]:
+            out.append((f"shared:{f.parent.parent.name}/{f.name}", _resize_long_side(load_image(f), side)))
+    if not out:
+        raise RuntimeError("no benchmark images found (scikit-image data or ../shared/data)")
+    while len(out) < n:  # fewer photos than requested: cycle
+        out.append(out[len(out) % max(1, len(out))])
+    return out[:n]
+
+
+# ---------------------------------------------------------------------------------------------- timing, errors
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class ModuleTimer:
+    """Accumulates the wall time of ``module.forward`` calls (device synchronised) via forward hooks."""
+
+    def __init__(self, modules: Dict[str, torch.nn.Module], device: torch.device) -> None:
+        self.device = device
+        self.totals: Dict[str, float] = {k: 0.0 for k in modules}
+        self._start: Dict[str, float] = {}
+        self._handles = []
+        for name, mod in modules.items():
+            self._handles.append(mod.register_forward_pre_hook(self._pre(name)))
+            self._handles.append(mod.register_forward_hook(self._post(name)))
+
+    def _pre(self, name: str):
+        def hook(module, args):
+            sync(self.device)
+            self._start[name] = time.perf_counter()
+        return hook
+
+    def _post(self, name: str):
+        def hook(module, args, out):
+            sync(self.device)
+            self.totals[name] += time.perf_counter() - self._start.pop(name)
+        return hook
+
+    def reset(self) -> None:
+        self.totals = {k: 0.0 for k in self.totals}
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def error_text(exc: BaseException, limit: int = 400) -> str:
+    """``"Type: message"`` on one line (whitespace collapsed, cut at ``limit`` characters)."""
+    msg = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def quantile(xs: Sequence[float], q: float) -> float:
+    """``np.quantile`` of ``xs`` as a float (NaN when empty)."""
+    return float(np.quantile(np.asarray(xs, dtype=np.float64), q)) if xs else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------- results
+def write_json(path: str | Path, obj: Any) -> None:
+    """``json.dumps(obj)`` to ``path`` atomically: a temporary file beside it, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=1))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,291 @@
+"""The ONNX Runtime rows of ``benchmarks.segevery``: ``litesam_autoppn_ort`` and ``litesam_onnx_example``.
+
+The ORT row exports the bench's model (the ``--ckpt`` weights or the seeded random model) once per resolution
+into a temporary folder (not timed; ``export_s`` in the row); its sessions run with ``intra_op_num_threads`` =
+``--threads`` (torch's thread count without it) and one inter-op thread, so both runtimes get the same cores
+(OpenCV's own threads in the example row are left as they are).
+Its phases: ``preprocess``, ``encoder`` (encoder + AutoPPN + Point-NMS, one graph), ``prompts`` (score threshold
+and prompt layout), ``decoder`` (prompt encoder + mask decoder, one graph) and ``postprocess``; PyTorch's
+``prompts`` phase holds AutoPPN and the prompt encoder instead. On the first timed image the row checks itself
+against PyTorch (``check_vs_pytorch``, not timed): the prompt count and points, the embeddings, the decoder's
+low-res logits and IoU on the same prompts (``max_abs_diff``), and the final masks of ``segment_everything``
+(count and pairwise IoU) with the row's thresholds and with the filters off (the example row: the final masks).
+Without onnx / onnxruntime, or on ``--device cuda``, the row fails cleanly (``error``, one line) and the others run.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+ORT_METHODS = ("litesam_autoppn_ort", "litesam_onnx_example")
+
+
+class OrtRows:
+    """The ONNX Runtime runners of ``benchmarks.segevery.Bench`` (a mixin: it uses the bench's ``args``, ``device``,
+    ``random_weights`` and ``model("litesam")``)."""
+
+    def _init_ort(self) -> None:
+        self._ort: Optional[Dict[str, Any]] = None  # ONNX export + onnxruntime sessions (built on first use)
+        self.ort_info: Dict[str, Any] = {}  # export time, thread settings, versions (-> the ORT row)
+        self.ort_check: Optional[Dict[str, Any]] = None  # agreement with PyTorch on the first timed image
+        self.example_check: Optional[Dict[str, Any]] = None  # the same for the example's numpy pipeline
+        self._example: Any = None
+
+    def close(self) -> None:
+        """Remove the ONNX export's temporary folder."""
+        if self._ort is not None:
+            self._ort["tmp"].cleanup()
+            self._ort = None
+
+    def ort_sessions(self) -> Dict[str, Any]:
+        """Export the bench's Lite-SAM (``export_onnx``, a CPU fp32 copy, ``--top-n`` prompts) to a temporary
+        folder once and open onnxruntime CPU sessions with ``--threads`` intra-op threads (not timed)."""
+        if self._ort is None:
+            import copy
+            import tempfile
+
+            if self.device.type != "cpu":
+                raise RuntimeError("the ONNX Runtime rows run on the CPU only (CPUExecutionProvider); use --device cpu")
+            from litesam_pl.inference.export import _require_onnx, export_onnx
+
+            _require_onnx(check=True)  # ImportError, one line: what to install
+            import onnxruntime as ort
+
+            model = self.model("litesam")
+            tmp = tempfile.TemporaryDirectory(prefix="segevery-onnx-")
+            try:
+                t0 = time.perf_counter()
+                export_onnx(copy.deepcopy(model).cpu().float(), tmp.name, top_n=self.args.top_n, check=False)
+                export_s = time.perf_counter() - t0
+                threads = int(self.args.threads or torch.get_num_threads())
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = threads
+                so.inter_op_num_threads = 1
+                so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                enc, dec = (ort.InferenceSession(str(Path(tmp.name) / f), sess_options=so,
+                                                 providers=["CPUExecutionProvider"])
+                            for f in ("encoder.onnx", "decoder.onnx"))
+            except BaseException:
+                tmp.cleanup()
+                raise
+            if "input_size" not in [i.name for i in enc.get_inputs()]:
+                tmp.cleanup()
+                raise ValueError("encoder.onnx has no AutoPPN outputs (a model without AutoPPN)")
+            self._ort = {"tmp": tmp, "encoder": enc, "decoder": dec,
+                         "enc_names": [o.name for o in enc.get_outputs()]}
+            self.ort_info = {"export_s": export_s, "ort_intra_op_threads": threads, "ort_inter_op_threads": 1,
+                             "onnxruntime": ort.__version__, "providers": enc.get_providers(),
+                             "opset": 17, "top_n_exported": int(self.args.top_n)}
+        return self._ort
+
+    def _segevery_options(self) -> Dict[str, Any]:
+        """``segment_everything``'s keyword defaults with the bench's thresholds (what the PyTorch row runs)."""
+        import inspect
+
+        from litesam_pl.inference.segevery import segment_everything
+
+        opts = {k: p.default for k, p in inspect.signature(segment_everything).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+        opts.update(pred_iou_thresh=self.args.pred_iou_thresh, stability_score_thresh=self.args.stability_score_thresh,
+                    top_n=self.args.top_n, score_threshold=0.0 if self.random_weights else opts["score_threshold"])
+        return opts
+
+    def _ort_segevery(self, image: np.ndarray, warm: bool = False, output_mode: str = "binary_mask",
+                      opts: Optional[Dict[str, Any]] = None, keep: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """The ``litesam_autoppn`` pipeline with encoder+AutoPPN and decoder run by onnxruntime; pre- and
+        post-processing are ``segment_everything``'s own functions. ``keep`` (a dict) receives the intermediate
+        arrays (for the check)."""
+        from litesam_pl.inference.sam_compat import as_image_list, preprocess_images
+        from litesam_pl.inference.segevery import (
+            _postprocess_image, _prompt_tensors, _score_threshold_used, multimask_output_for,
+        )
+
+        sess = self.ort_sessions()
+        model = self.model("litesam")
+        o = opts or self._segevery_options()
+        form = o["prompt_type"]
+        multimask = o["multimask_output"] if o["multimask_output"] is not None else multimask_output_for(form)
+        k = int(model.mask_decoder.num_mask_tokens)
+        tokens = list(range(1, k)) if multimask else [0]
+        size = int(model.image_encoder.img_size)
+        thr = _score_threshold_used(model, o["score_threshold"])
+        phases: Dict[str, float] = {}
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            imgs, _ = as_image_list(image)
+            prep = preprocess_images(model, imgs, torch.device("cpu"))
+            pixels = prep.pixels.numpy()
+            in_hw = prep.input_sizes[0]
+            t1 = time.perf_counter()
+            enc = dict(zip(sess["enc_names"], sess["encoder"].run(
+                None, {"image": pixels, "input_size": np.asarray(in_hw, dtype=np.int64)})))
+            t2 = time.perf_counter()
+            ok = enc["valid"][0] & (enc["scores"][0] >= (thr or 0.0))
+            if warm:
+                ok &= np.cumsum(ok) <= 16
+            points = torch.from_numpy(np.ascontiguousarray(enc["points"][0][ok]))
+            boxes = torch.from_numpy(np.ascontiguousarray(enc["boxes"][0][ok]))
+            scores = torch.from_numpy(np.ascontiguousarray(enc["scores"][0][ok]))
+            coords, labels = _prompt_tensors(points, boxes, form)
+            coords_np = coords.float().contiguous().numpy()
+            labels_np = labels.float().contiguous().numpy()
+            n = int(points.shape[0])
+            t3 = time.perf_counter()
+            if n:
+                low_all, iou_all = sess["decoder"].run(None, {"image_embeddings": enc["image_embeddings"],
+                                                               "point_coords": coords_np, "point_labels": labels_np})
+            else:
+                low_all = np.zeros((0, k, size // 4, size // 4), np.float32)
+                iou_all = np.zeros((0, k), np.float32)
+            low = torch.from_numpy(np.ascontiguousarray(low_all[:, tokens]))
+            iou = torch.from_numpy(np.ascontiguousarray(iou_all[:, tokens]))
+            t4 = time.perf_counter()
+            out = _postprocess_image(
+                low, iou, torch.arange(n), points, scores, in_hw, prep.original_sizes[0], size,
+                float(getattr(model, "mask_threshold", 0.0)), o["pred_iou_thresh"], o["stability_score_thresh"],
+                o["stability_score_offset"], o["box_nms_thresh"], o["nms"], o["nms_resolution"], o["rank_by"],
+                o["max_masks"], output_mode, False, None,
+            )
+            t5 = time.perf_counter()
+        phases.update(preprocess=t1 - t0, encoder=t2 - t1, prompts=t3 - t2, decoder=t4 - t3, postprocess=t5 - t4)
+        if keep is not None:
+            keep.update(prep=prep, enc=enc, points=points, scores=scores, coords=coords, labels=labels,
+                        low_all=low_all, iou_all=iou_all, out=out)
+        masks = len(out["masks"]) if output_mode == "tensors" else len(out)
+        return {"total": t5 - t0, "phases": phases, "prompts": n, "masks": masks}
+
+    def _ort_row(self, image: np.ndarray, warm: bool = False) -> Dict[str, Any]:
+        r = self._ort_segevery(image, warm)
+        if not warm and self.ort_check is None:  # first timed image: agreement with PyTorch (not timed)
+            self.ort_check = self.ort_check_vs_pytorch(image)
+        return r
+
+    @torch.no_grad()
+    def ort_check_vs_pytorch(self, image: np.ndarray) -> Dict[str, Any]:
+        """ORT against PyTorch on one image: prompts, embeddings, decoder logits on the same prompts, and the
+        final masks of ``segment_everything`` (count, pairwise IoU) with the row's thresholds and filters off."""
+        from litesam_pl.inference.export import DecoderOnnx
+        from litesam_pl.inference.segevery import _autoppn_prompts, _score_threshold_used
+
+        model = self.model("litesam")
+        o = self._segevery_options()
+        kept: Dict[str, Any] = {}
+        self._ort_segevery(image, output_mode="tensors", opts=o, keep=kept)
+        prep = kept["prep"]
+        emb = model.image_encoder(prep.pixels)
+        thr = _score_threshold_used(model, o["score_threshold"])
+        pr = _autoppn_prompts(model, emb, prep.input_sizes, o["top_n"], thr, o["nms_kernel"])[0]
+        n_ort = int(kept["points"].shape[0])
+        check: Dict[str, Any] = {
+            "image": "first timed image",
+            "prompts_pytorch": int(pr["points"].shape[0]), "prompts_ort": n_ort,
+            "max_abs_diff": {"image_embeddings": float((emb - torch.from_numpy(kept["enc"]["image_embeddings"]))
+                                                       .abs().max())},
+        }
+        if int(pr["points"].shape[0]) == n_ort:
+            # order-free (equal scores may be ranked differently by the two top-k's): sorted by (x, y) / by score
+            def by_xy(pts: torch.Tensor) -> np.ndarray:
+                a = pts.float().numpy()
+                return a[np.lexsort((a[:, 1], a[:, 0]))]
+
+            check["max_abs_diff"]["points"] = float(np.abs(by_xy(pr["points"]) - by_xy(kept["points"])).max()) \
+                if n_ort else 0.0
+            check["max_abs_diff"]["ppn_scores"] = float((pr["scores"].float().sort().values
+                                                         - kept["scores"].float().sort().values).abs().max()) \
+                if n_ort else 0.0
+        if n_ort:  # PyTorch's prompt + mask decoder (the exported module) on the ORT prompts and PyTorch's embeddings
+            ref_low, ref_iou = DecoderOnnx(model).eval()(emb, kept["coords"].float(), kept["labels"].float())
+            check["max_abs_diff"]["decoder_low_res_logits"] = float(
+                (ref_low - torch.from_numpy(kept["low_all"])).abs().max())
+            check["max_abs_diff"]["decoder_iou_predictions"] = float(
+                (ref_iou - torch.from_numpy(kept["iou_all"])).abs().max())
+        check["row_thresholds"] = self._vs_segevery(image, o, kept["out"]["masks"], kept["out"]["iou_preds"])
+        off = dict(o, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+        kept_off: Dict[str, Any] = {}
+        self._ort_segevery(image, output_mode="tensors", opts=off, keep=kept_off)
+        check["filters_off"] = self._vs_segevery(image, off, kept_off["out"]["masks"], kept_off["out"]["iou_preds"])
+        rt, fo = check["row_thresholds"], check["filters_off"]
+        check["agrees"] = bool(
+            check["prompts_pytorch"] == check["prompts_ort"]
+            and rt["masks_pytorch"] == rt["masks_ort"] and fo["masks_pytorch"] == fo["masks_ort"]
+            and all(r.get("mask_iou_min", 1.0) >= 0.99 for r in (rt, fo))
+        )
+        return check
+
+    @torch.no_grad()
+    def _vs_segevery(self, image: np.ndarray, opts: Dict[str, Any], masks: torch.Tensor,
+                     iou_preds: torch.Tensor) -> Dict[str, Any]:
+        """Final masks (bool ``[K, H, W]``) against ``segment_everything``'s with the same options: the counts,
+        each mask's best-twin IoU (min, median), the most pixels a mask differs by, the sorted predicted IoUs."""
+        from litesam_pl.inference.segevery import segment_everything
+
+        kw = {k: v for k, v in opts.items() if k not in ("output_mode", "timings", "stats", "return_logits")}
+        ref = segment_everything(self.model("litesam"), image, output_mode="tensors", **kw)
+        a, b = torch.as_tensor(masks), ref["masks"]
+        res: Dict[str, Any] = {"masks_pytorch": int(b.shape[0]), "masks_ort": int(a.shape[0])}
+        if a.shape[0] and b.shape[0]:
+            fa, fb = a.flatten(1).float(), b.flatten(1).float()
+            inter = fa @ fb.t()
+            union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
+            iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
+            res["mask_iou_min"] = float(min(iou.max(1).values.min(), iou.max(0).values.min()))  # best twins
+            res["mask_iou_median"] = float(iou.max(1).values.median())
+            res["pixels_differing_max"] = int((fa != fb[iou.argmax(1)]).sum(1).max())
+            if a.shape[0] == b.shape[0]:  # order-free: the sorted predicted IoUs
+                res["pred_iou_max_abs_diff"] = float((torch.as_tensor(iou_preds).float().sort().values
+                                                      - ref["iou_preds"].float().sort().values).abs().max())
+        return res
+
+    def example_module(self) -> Any:
+        """``examples/onnx_segment_everything.py`` (numpy + OpenCV + onnxruntime), loaded once."""
+        if self._example is None:
+            import importlib.util
+
+            path = Path(__file__).resolve().parents[1] / "examples" / "onnx_segment_everything.py"
+            spec = importlib.util.spec_from_file_location("onnx_segment_everything", path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            self._example = mod
+        return self._example
+
+    def _example_options(self, o: Dict[str, Any]) -> Dict[str, Any]:
+        """``segment_everything`` options -> the example's ``segment_everything_onnx`` keywords."""
+        from litesam_pl.inference.segevery import _score_threshold_used
+
+        if o["rank_by"] != "iou" or o["multimask_output"] is not None:
+            raise ValueError("the ONNX example ranks by predicted IoU with the prompt form's own mask tokens")
+        return dict(prompt_form=o["prompt_type"],
+                    score_thresh=_score_threshold_used(self.model("litesam"), o["score_threshold"]) or 0.0,
+                    pred_iou_thresh=o["pred_iou_thresh"], stability_score_thresh=o["stability_score_thresh"],
+                    stability_score_offset=o["stability_score_offset"], nms=o["nms"], nms_thresh=o["box_nms_thresh"],
+                    nms_resolution=o["nms_resolution"], max_masks=o["max_masks"])
+
+    def _example_row(self, image: np.ndarray, warm: bool = False) -> Dict[str, Any]:
+        """``examples/onnx_segment_everything.py``'s ``segment_everything_onnx`` (no torch) on the same sessions."""
+        sess = self.ort_sessions()
+        ex = self.example_module()
+        o = self._segevery_options()
+        phases: Dict[str, float] = {}
+        t0 = time.perf_counter()
+        res = ex.segment_everything_onnx(image, sess["encoder"], sess["decoder"], timings=phases,
+                                         **self._example_options(o))
+        total = time.perf_counter() - t0
+        if not warm and self.example_check is None:  # first timed image: agreement with PyTorch (not timed)
+            off = dict(o, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+            res_off = ex.segment_everything_onnx(image, sess["encoder"], sess["decoder"], **self._example_options(off))
+            self.example_check = {
+                "image": "first timed image",
+                "row_thresholds": self._vs_segevery(image, o, torch.from_numpy(res["masks"]),
+                                                    torch.from_numpy(res["iou_preds"])),
+                "filters_off": self._vs_segevery(image, off, torch.from_numpy(res_off["masks"]),
+                                                 torch.from_numpy(res_off["iou_preds"])),
+            }
+            self.example_check["agrees"] = all(
+                c["masks_pytorch"] == c["masks_ort"] and c.get("mask_iou_min", 1.0) >= 0.99
+                for c in (self.example_check["row_thresholds"], self.example_check["filters_off"]))
+        return {"total": total, "phases": phases, "prompts": res["prompts"], "masks": len(res["masks"])}
