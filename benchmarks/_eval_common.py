@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from benchmarks._results import write_json
 from benchmarks._wandb import publish
 
 log = logging.getLogger("benchmarks")
@@ -569,26 +570,6 @@ def format_table(dataset_kind: str, ours: Mapping[str, Any] | None, label: str,
     for name, vals in rows:
         lines.append(f"{name:<{w0}}" + "".join(f"{_fmt(vals.get(k)):>14}" for _, k in cols))
     return "\n".join(lines)
-
-
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        return _json_safe(x.item())
-    return x
-
-
-def write_json(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(_json_safe(dict(payload)), f, indent=2)
-        f.write("\n")
 
 
 # --------------------------------------------------------------------------------------------------- main

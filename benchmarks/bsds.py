@@ -20,6 +20,7 @@ Examples:
 """
 from __future__ import annotations
 
+from benchmarks._results import write_json
 import argparse
 import json
 import math
@@ -349,9 +350,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
         print(f"{r['method']}: ODS threshold {r['ods_threshold']:.4f} (R {r['ods_r']:.3f}, P {r['ods_p']:.3f}); "
               f"wall {r['wall_s']:.1f} s")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        write_json(args.json, out)
         print(f"wrote {args.json}")
     if args.plot:
         curves = {}

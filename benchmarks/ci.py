@@ -13,8 +13,8 @@ Writes ``--json`` (``results/bench-ci.json``) and ``--md`` (``results/bench-ci.m
 """
 from __future__ import annotations
 
+from benchmarks._results import write_json
 import argparse
-import json
 import os
 import sys
 import time
@@ -104,10 +104,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "torch": torch.__version__,
     }
     md = markdown(out, args, len(photos))
-    for path, text in ((args.json, json.dumps(out, indent=1)), (args.md, md)):
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text)
+    if args.json:
+        write_json(args.json, out)
+    if args.md:
+        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.md).write_text(md)
     print(md)
     publish("bench-ci", out)
     if not ok:

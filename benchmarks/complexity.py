@@ -14,8 +14,8 @@ Usage: ``python -m benchmarks.complexity --json complexity.json [--timm] [--size
 """
 from __future__ import annotations
 
+from benchmarks._results import write_json
 import argparse
-import json
 import sys
 from typing import Dict, Iterable, List, Optional
 
@@ -192,8 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     result = measure(names, args.sizes, args.device)
     print(format_table(result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result)
         print(f"wrote {args.json}")
     publish("complexity", result)
     return 0

@@ -24,6 +24,7 @@ step's command and output). Work files (data, runs) go to ``--work`` (default ``
 """
 from __future__ import annotations
 
+from benchmarks._results import write_json
 import argparse
 import json
 import os
@@ -99,7 +100,7 @@ class FitProbe(pl.Callback):
         if pl_module.device.type == "cuda":
             res["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(pl_module.device) / 2**20, 1)
         Path(self.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(self.out).write_text(json.dumps(res, indent=1))
+        write_json(self.out, res)
 
 
 def _loader_worker_threads(_: int) -> int:
@@ -265,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
 
     def save() -> None:  # after every step: a killed check still leaves what it measured
         report["total_s"] = round(time.perf_counter() - t_start, 1)
-        out_json.write_text(json.dumps(report, indent=1, default=str))
+        write_json(out_json, report)
 
     with open(a.out / "gpu_check.log", "w") as log:
         for step in plan(mode, a.work):

@@ -9,8 +9,8 @@ it and ``val/ar100`` is what better proposals could still win. Prints and saves 
 """
 from __future__ import annotations
 
+from benchmarks._results import write_json
 import argparse
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -70,7 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"IoU>0.75 {r['share_iou_above_0.75']:.2f}  IoU>0.9 {r['share_iou_above_0.9']:.2f}  ({r['masks']} masks)")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=2))
+        write_json(a.json, res)
         print(f"wrote {a.json}")
     return 0
 

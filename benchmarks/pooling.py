@@ -6,8 +6,8 @@ Both paths give the same values (tests/test_models.py); this measures only the t
 """
 from __future__ import annotations
 
+from benchmarks._results import write_json
 import argparse
-import json
 import statistics
 import time
 from unittest import mock
@@ -53,8 +53,7 @@ def main(argv=None) -> dict:
               f"{rows[-1]['speedup']:.2f}x")
     out = {"benchmark": "pooling", "rows": rows}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        write_json(args.json, out)
     return out
 
 

@@ -10,10 +10,10 @@ against the GT: a ceiling from resolution alone, per COCO size group, for each `
 """
 from __future__ import annotations
 
+from benchmarks._results import write_json
 import argparse
 import contextlib
 import io
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"{s:>6} " + " ".join("     -" if v is None else f"{v:6.1f}" for v in f))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+        write_json(a.json, res)
     return res
 
 

@@ -2,11 +2,9 @@
 one-line error text of a failed row and atomic JSON writing."""
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -105,17 +103,3 @@ def error_text(exc: BaseException, limit: int = 400) -> str:
 def quantile(xs: Sequence[float], q: float) -> float:
     """``np.quantile`` of ``xs`` as a float (NaN when empty)."""
     return float(np.quantile(np.asarray(xs, dtype=np.float64), q)) if xs else float("nan")
-
-
-# ---------------------------------------------------------------------------------------------- results
-def write_json(path: str | Path, obj: Any) -> None:
-    """``json.dumps(obj)`` to ``path`` atomically: a temporary file beside it, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -21,6 +21,7 @@ A combination whose ``metrics.json`` exists is not trained again (``--force`` re
 """
 from __future__ import annotations
 
+from benchmarks._results import write_json
 import argparse
 import copy
 import json
@@ -244,10 +245,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     eff = effects(rows)
     print(format_table(rows, eff))
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"metric_preference": list(METRICS), "steps": args.steps, "rows": rows,
-                                   "effects": eff, "failed": failed}, indent=2))
+        out = write_json(args.json, {"metric_preference": list(METRICS), "steps": args.steps, "rows": rows,
+                                     "effects": eff, "failed": failed})
         print(f"wrote {out}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -17,9 +17,9 @@ number of ATen operations the step issues (all levels) and, on CUDA, the kernels
 """
 from __future__ import annotations
 
+from benchmarks._results import write_json
 import argparse
 import importlib
-import json
 import os
 import platform
 import statistics
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
         print("operations per step, largest over smallest batch:", ratios)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(result, indent=1))
+        write_json(a.json, result)
         print(f"saved {a.json}")
     return result
 
