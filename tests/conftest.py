@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: the ../shared data samples (skipped cleanly when absent) and a quiet, offline env."""
+"""Shared pytest fixtures: the ../shared data samples (skipped cleanly when absent), a quiet, offline env and a
+tiny random Lite-SAM."""
 from __future__ import annotations
 
 import os
@@ -15,6 +16,16 @@ SHARED = Path(os.environ.get("LITESAM_SHARED", REPO.parent / "shared"))
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(request):
+    """A seeded random ``litesam`` in eval mode at the test module's ``TINY_MODEL_SIZE`` (default 64), one per
+    module (tests may not change it)."""
+    import litesam_pl
+
+    torch.manual_seed(0)
+    return litesam_pl.create_model("litesam", img_size=int(getattr(request.module, "TINY_MODEL_SIZE", 64))).eval()
 
 
 @pytest.fixture(autouse=True)

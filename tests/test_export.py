@@ -13,10 +13,6 @@ from litesam_pl.inference.export import EXPORT_FORMAT, export_onnx, export_weigh
 
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    return litesam_pl.create_model("litesam", img_size=64).eval()
 
 
 def test_weights_round_trip(tiny_model, tmp_path):

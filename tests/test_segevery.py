@@ -105,10 +105,7 @@ def test_grid_points_match_amg():
 
 
 # ---------------------------------------------------------------------------------------------- tiny model
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    return litesam_pl.create_model("litesam", img_size=128).eval()
+TINY_MODEL_SIZE = 128  # the conftest's tiny_model fixture
 
 
 @pytest.fixture(scope="module")

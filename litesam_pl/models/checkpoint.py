@@ -18,6 +18,7 @@ file and what is accepted.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Dict, List, MutableMapping, Tuple
 
 import torch
@@ -26,6 +27,7 @@ from torch import nn
 from .registry import ModelError, ModelFileNotFoundError, _plain, build_from_config, model_config
 
 __all__ = [
+    "load_init_weights",
     "EXPORT_FORMAT", "MODEL_KEY", "LEGACY_HPARAMS", "export_payload", "write_model_entry", "read_checkpoint",
     "load_model",
 ]
@@ -179,3 +181,36 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu", strict: bool 
     _check_state(path, cfg["name"], model, state, strict)
     model.load_state_dict(state, strict=strict)
     return model.eval()
+
+
+def load_init_weights(model: torch.nn.Module, path: str, strict_shapes: bool = True) -> Dict[str, List[str]]:
+    """Warm-start ``model`` from a Lightning checkpoint (keys ``model.*``) or a ``litesam export`` file (the
+    recipes' ``init_from``; ``litesam_pl.modules`` re-exports it).
+
+    Keys missing from the file keep their initialisation; keys whose shape differs are skipped. Returns
+    ``{"loaded": [...], "missing": [...], "skipped": [...]}``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"init_from: no checkpoint at {p}")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupted / not a torch file
+        raise RuntimeError(f"init_from: cannot read {p} as a torch checkpoint: {e}") from e
+    if not isinstance(blob, dict) or "state_dict" not in blob:
+        raise ValueError(f"init_from: {p} has no 'state_dict' (expected a Lightning checkpoint or a litesam export)")
+    sd = blob["state_dict"]
+    if any(k.startswith(STATE_PREFIX) for k in sd):
+        sd = {k[len(STATE_PREFIX):]: v for k, v in sd.items() if k.startswith(STATE_PREFIX)}
+    own = model.state_dict()
+    loaded, skipped = [], []
+    to_load = {}
+    for k, v in sd.items():
+        if k in own and own[k].shape == v.shape:
+            to_load[k] = v
+            loaded.append(k)
+        else:
+            skipped.append(k)
+    model.load_state_dict(to_load, strict=False)
+    missing = [k for k in own if k not in to_load]
+    return {"loaded": loaded, "missing": missing, "skipped": skipped}

@@ -11,7 +11,6 @@ The stages (``backbone_box.py``, ``autoppn.py``, ``joint.py``) only choose which
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
@@ -27,6 +26,7 @@ from litesam_pl.losses import (MaskLoss, PPNLoss, block_downsample_masks, downsa
 from litesam_pl.metrics.coco import mask_ap_from_ious, proposal_recall
 from litesam_pl.metrics.miou import mask_ious
 from litesam_pl.metrics.recall import MaskRecall, PointPrecision, mask_iou_matrix
+from litesam_pl.models.checkpoint import load_init_weights
 from litesam_pl.models.prompt_forms import multimask_output_for
 
 __all__ = ["LiteSAMTaskBase", "load_init_weights", "slice_prompts", "PROMPT_KEYS"]
@@ -38,38 +38,6 @@ PROMPT_KEYS = ("masks", "boxes", "gt_boxes", "points", "point_labels", "valid")
 def slice_prompts(batch: Dict[str, Any], index: slice) -> Dict[str, Any]:
     """A copy of ``batch`` keeping the prompts ``index`` (a slice of the K axis) of every image."""
     return {**batch, **{key: batch[key][:, index] for key in PROMPT_KEYS}}
-
-
-def load_init_weights(model: torch.nn.Module, path: str, strict_shapes: bool = True) -> Dict[str, List[str]]:
-    """Warm-start ``model`` from a Lightning checkpoint (keys ``model.*``) or a ``litesam export`` file.
-
-    Keys missing from the file keep their initialisation; keys whose shape differs are skipped. Returns
-    ``{"loaded": [...], "missing": [...], "skipped": [...]}``.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"init_from: no checkpoint at {p}")
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupted / not a torch file
-        raise RuntimeError(f"init_from: cannot read {p} as a torch checkpoint: {e}") from e
-    if not isinstance(blob, dict) or "state_dict" not in blob:
-        raise ValueError(f"init_from: {p} has no 'state_dict' (expected a Lightning checkpoint or a litesam export)")
-    sd = blob["state_dict"]
-    if any(k.startswith("model.") for k in sd):
-        sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
-    own = model.state_dict()
-    loaded, skipped = [], []
-    to_load = {}
-    for k, v in sd.items():
-        if k in own and own[k].shape == v.shape:
-            to_load[k] = v
-            loaded.append(k)
-        else:
-            skipped.append(k)
-    model.load_state_dict(to_load, strict=False)
-    missing = [k for k in own if k not in to_load]
-    return {"loaded": loaded, "missing": missing, "skipped": skipped}
 
 
 class LiteSAMTaskBase(pl.LightningModule):
