@@ -5,10 +5,14 @@ writes first (``--synthetic DIR``: 1024-pixel long side, ~50-100 overlapping mas
 part/whole nesting and irregular outlines), prints a table and writes JSON
 ``{"rows": [{"workers", "samples_per_s", "cpu_ms_per_sample", "runs"}], "config": {...}}``. ``cpu_ms_per_sample`` is
 the CPU time of the main process plus the workers per sample: on a busy machine it tells what free cores would give
-(``cores * 1000 / cpu_ms_per_sample`` at best).
+(``cores * 1000 / cpu_ms_per_sample`` at best). ``--phases`` adds, for 0 workers, the CPU ms per sample of each phase
+of ``SampleProcessor`` (``parse`` json, ``decode`` jpg, ``resize``, ``rle`` parse + boxes, ``grid`` sampling of every
+mask, AutoPPN ``targets``, the K ``masks``, ``prompts``, ``normalize``) and ``other`` (tar reading, shuffling,
+collating).
 
     python -m benchmarks.dataloader --synthetic /tmp/sa1b_bench --json results/dataloader.json
     python -m benchmarks.dataloader --shards 'data/sa1b/sa_{000000..000009}.tar' --json results/dataloader.json
+    python -m benchmarks.dataloader --shards /tmp/dl/shards --workers 0 --phases --repeats 5 --json results/dataloader_640.json
 """
 from __future__ import annotations
 
@@ -108,16 +112,27 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def measure(shards: str | list[str], workers: int, batches: int, img_size: int, batch_size: int, max_masks: int,
-            warmup: int = 3) -> tuple[float, float]:
+            warmup: int = 3, phases: dict | None = None) -> tuple[float, float]:
     """(samples/s, CPU seconds per sample over the main process and the workers) over ``batches`` training batches
-    after ``warmup`` batches (worker start-up excluded)."""
+    after ``warmup`` batches (worker start-up excluded).
+
+    ``phases``: a dict to fill with CPU seconds per sample of each phase of ``SampleProcessor`` (see its
+    ``phase_times``) plus ``other`` (reading the tar, shuffling, collating: the rest of the total); ``workers=0``
+    only (the phases are timed in the process that runs the processor).
+    """
     dm = SA1BDataModule(train_shards=shards, batch_size=batch_size, num_workers=workers, img_size=img_size,
                         max_masks=max_masks, epoch_samples=(batches + warmup + 2) * batch_size * max(workers, 1),
                         shuffle_buffer=16, pin_memory=False)
     dm.setup("fit")
+    if phases is not None:
+        if workers:
+            raise ValueError("phase times need workers=0 (they are timed in the process running the processor)")
+        dm.train_processor.phase_times = {}
     it = iter(dm.train_dataloader())
     for _ in range(warmup):
         next(it)
+    if phases is not None:
+        dm.train_processor.phase_times.clear()
     pids = [w.pid for w in getattr(it, "_workers", [])]
     cpu0 = time.process_time() + sum(_cpu_seconds(p) for p in pids)
     t0 = time.perf_counter()
@@ -127,6 +142,9 @@ def measure(shards: str | list[str], workers: int, batches: int, img_size: int, 
     dt = time.perf_counter() - t0
     cpu = time.process_time() + sum(_cpu_seconds(p) for p in pids) - cpu0
     del it
+    if phases is not None:
+        phases.update({k: v / n for k, v in dm.train_processor.phase_times.items()})
+        phases["other"] = cpu / n - sum(phases.values())
     return n / dt, cpu / n
 
 
@@ -146,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--batches", type=int, default=12, help="timed batches per run (after 3 warm-up batches)")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts")
     p.add_argument("--repeats", type=int, default=2, help="runs per worker count (the median is reported)")
+    p.add_argument("--phases", action="store_true",
+                   help="with 0 workers, also report CPU ms per sample of each phase of the per-sample processing "
+                        "(decode, RLE parse, grid sampling, targets, masks, prompts, normalisation, other)")
     a = p.parse_args(argv)
 
     if a.synthetic is not None:
@@ -158,12 +179,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
         data = " ".join(a.shards)
     rows = []
     for w in a.workers:
-        runs = [measure(shards, w, a.batches, a.img_size, a.batch_size, a.max_masks) for _ in range(a.repeats)]
+        ph = [{} if (a.phases and w == 0) else None for _ in range(a.repeats)]
+        runs = [measure(shards, w, a.batches, a.img_size, a.batch_size, a.max_masks, phases=ph[i])
+                for i in range(a.repeats)]
         rows.append({"workers": w, "samples_per_s": round(statistics.median(r[0] for r in runs), 2),
                      "cpu_ms_per_sample": round(1000 * statistics.median(r[1] for r in runs), 1),
-                     "runs": [round(r[0], 2) for r in runs]})
+                     "runs": [round(r[0], 2) for r in runs],
+                     "cpu_ms_runs": [round(1000 * r[1], 1) for r in runs]})
+        if ph[0] is not None:  # per phase: the median over the repeats
+            rows[-1]["phase_cpu_ms_per_sample"] = {k: round(1000 * statistics.median(p.get(k, 0.0) for p in ph), 2)
+                                                   for k in ph[0]}
         print(f"workers={w}: {rows[-1]['samples_per_s']:.1f} samples/s (runs {rows[-1]['runs']}), "
-              f"{rows[-1]['cpu_ms_per_sample']:.0f} CPU ms/sample", flush=True)
+              f"{rows[-1]['cpu_ms_per_sample']:.1f} CPU ms/sample (runs {rows[-1]['cpu_ms_runs']})", flush=True)
+        if ph[0] is not None:
+            print("  per phase (CPU ms/sample): " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                           rows[-1]["phase_cpu_ms_per_sample"].items()), flush=True)
     result = {
         "rows": rows,
         "config": {"data": data, "img_size": a.img_size, "batch_size": a.batch_size, "max_masks": a.max_masks,
@@ -174,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     result["config"]["load_average_1min_at_end"] = round(load, 2)
     print("\n| workers | samples/s | CPU ms/sample |\n| --- | --- | --- |")
     for r in rows:
-        print(f"| {r['workers']} | {r['samples_per_s']:.1f} | {r['cpu_ms_per_sample']:.0f} |")
+        print(f"| {r['workers']} | {r['samples_per_s']:.1f} | {r['cpu_ms_per_sample']:.1f} |")
     print(f"(1-min load average at the end: {load:.1f} on {os.cpu_count()} cores; other processes share the CPU)")
     if a.json is not None:
         a.json.parent.mkdir(parents=True, exist_ok=True)

@@ -103,6 +103,10 @@ def interior_points(masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
             raise ValueError(f"mask {k} is empty: cannot place a point prompt")
         padded = cv2.copyMakeBorder(crop, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
         dt = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-        y, x = np.unravel_index(int(np.argmax(dt)), dt.shape)
+        # OpenCV's precise transform is not bit-reproducible (last-bit differences from call to call), so a plain
+        # argmax picks either of two pixels at the same true distance; the first pixel within 1e-6 (relative) of
+        # the maximum is the same every time (distinct distances d <= 700 differ by more than 1/(2d) > 1e-6 d)
+        flat = dt.ravel()
+        y, x = divmod(int(np.flatnonzero(flat >= flat.max() * np.float32(1 - 1e-6))[0]), dt.shape[1])
         out[k, 0] = (x0 + x, y0 + y)
     return out

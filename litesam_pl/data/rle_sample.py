@@ -133,10 +133,13 @@ class RunLengths:
         out[ids] = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1], axis=1)
         return out
 
-    def sample(self, rows: np.ndarray, cols: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+    def sample(self, rows: np.ndarray, cols: np.ndarray, index: np.ndarray | None = None,
+               boxes: np.ndarray | None = None) -> np.ndarray:
         """Mask values at the grid ``rows x cols`` (source pixel indices, any order): bool ``[n, R, C]``.
 
-        ``index`` picks the masks (default all ``N``).
+        ``index`` picks the masks (default all ``N``). ``boxes``: the masks' tight boxes ``[N, 4]`` (COCO x, y, w,
+        h, all ``N`` masks, as :meth:`boxes` returns them; computed when omitted): only grid points inside a mask's
+        box are looked up (everything outside is False), typically a few percent of the grid.
         """
         rows = np.asarray(rows, np.int64)
         cols = np.asarray(cols, np.int64)
@@ -145,19 +148,40 @@ class RunLengths:
             return np.zeros((idx.size, rows.size, cols.size), bool)
         if rows.min() < 0 or rows.max() >= self.h or cols.min() < 0 or cols.max() >= self.w:
             raise IndexError("sample positions outside the mask")
-        hw = self.h * self.w
-        # Sort and dedupe rows/cols/masks so the column-major queries of all masks form one ascending sequence;
-        # then the run a query falls in is the number of run ends at or before it, found by locating the (fewer)
-        # run ends among the queries: one searchsorted of M ends into Q queries plus a cumulative sum.
+        if idx.min() < 0 or idx.max() >= self.n:
+            raise IndexError("mask index out of range")
+        hw, h = self.h * self.w, self.h
         rs, r_inv = np.unique(rows, return_inverse=True)
         cs, c_inv = np.unique(cols, return_inverse=True)
         ids, i_inv = np.unique(idx, return_inverse=True)
-        q = (ids[:, None, None] * hw + (cs[:, None] * self.h + rs[None, :])[None]).ravel()  # [n*C*R] ascending
-        lo, hi = self.first[ids.min()], self.first[ids.max() + 1]
-        ends = self.ends[lo:hi]
-        hits = np.bincount(np.searchsorted(q, ends, side="left"), minlength=q.size + 1)[: q.size]
-        run = np.cumsum(hits).reshape(ids.size, cs.size, rs.size) + (lo - self.first[ids])[:, None, None]
-        out = ((run & 1) == 1).transpose(0, 2, 1)  # [n, R, C] over the unique sorted rows/cols/masks
+        nR, nC = rs.size, cs.size
+        # the grid points inside each mask's box: sorted rows rs[ra:rb] x sorted columns cs[ca:cb]
+        b = np.asarray(self.boxes() if boxes is None else boxes, np.float64).reshape(self.n, 4)[ids]
+        x0, y0 = np.floor(b[:, 0]).astype(np.int64), np.floor(b[:, 1]).astype(np.int64)
+        x1, y1 = np.ceil(b[:, 0] + b[:, 2]).astype(np.int64), np.ceil(b[:, 1] + b[:, 3]).astype(np.int64)
+        ra, rb = np.searchsorted(rs, y0, "left"), np.searchsorted(rs, y1, "left")
+        ca, cb = np.searchsorted(cs, x0, "left"), np.searchsorted(cs, x1, "left")
+        nr, nc = np.maximum(rb - ra, 0), np.maximum(cb - ca, 0)
+        cnt = nr * nc
+        out = np.zeros((ids.size, nR, nC), bool)
+        total = int(cnt.sum())
+        if total:
+            # Per mask, its box points in column-major order (ascending linear positions); masks in ascending id
+            # order, so the queries of all masks form one ascending sequence. The run a query falls in is then the
+            # number of run ends at or before it: one searchsorted of the M run ends into the Q queries plus a
+            # cumulative sum (runs alternate 0, 1, 0, ... from each mask's first run).
+            start = np.zeros(ids.size, np.int64)
+            np.cumsum(cnt[:-1], out=start[1:])
+            k = np.repeat(np.arange(ids.size, dtype=np.int64), cnt)  # which mask (position in ids) each query is
+            t = np.arange(total, dtype=np.int64) - start[k]
+            nr_k = nr[k]
+            ci, ri = ca[k] + t // nr_k, ra[k] + t % nr_k  # indices into cs, rs
+            q = ids[k] * hw + cs[ci] * h + rs[ri]
+            lo, hi = self.first[ids.min()], self.first[ids.max() + 1]
+            ends = self.ends[lo:hi]
+            hits = np.bincount(np.searchsorted(q, ends, side="left"), minlength=total + 1)[:total]
+            run = np.cumsum(hits) + (lo - self.first[ids])[k]
+            out.reshape(-1)[(k * nR + ri) * nC + ci] = (run & 1) == 1
         if ids.size != idx.size or not np.array_equal(ids, idx):
             out = out[i_inv.ravel()]
         if rs.size != rows.size or not np.array_equal(rs, rows):

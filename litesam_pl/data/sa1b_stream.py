@@ -22,7 +22,8 @@ import random
 import tarfile
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import urlparse
 
@@ -299,6 +300,24 @@ class SkipCounter:
 
 
 # ---------------------------------------------------------------------------------------------------- per sample
+class _PhaseClock:
+    """Adds the process CPU time since the previous call to ``acc[name]`` (``SampleProcessor.phase_times``)."""
+
+    __slots__ = ("acc", "t")
+
+    def __init__(self, acc: dict):
+        self.acc, self.t = acc, time.process_time()
+
+    def __call__(self, name: str) -> None:
+        t = time.process_time()
+        self.acc[name] = self.acc.get(name, 0.0) + (t - self.t)
+        self.t = t
+
+
+def _no_tick(name: str) -> None:
+    return None
+
+
 @dataclass
 class SampleProcessor:
     """Raw SA-1B record -> training sample (see ``docs/contracts.md``, "Samples").
@@ -318,6 +337,10 @@ class SampleProcessor:
             recipes) or ``"ignore"`` (SA-1B's unlabeled "stuff" excluded; see ``litesam_pl.data.targets``).
         num_groups: 3 size groups or 1 (grouping off).
         seed: mixed into the deterministic (validation) choices.
+        phase_times: a dict to accumulate process CPU seconds per phase into (``parse``, ``decode``, ``resize``,
+            ``rle``, ``grid``, ``targets``, ``masks``, ``prompts``, ``normalize``; ``benchmarks.dataloader
+            --phases``), or None (default: no timing). Only the process running the processor sees it (the
+            main process when ``num_workers=0``).
     """
 
     img_size: int = 640
@@ -332,6 +355,7 @@ class SampleProcessor:
     ppn_background: str = "negative"
     num_groups: int = 3
     seed: int = 0
+    phase_times: dict | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.img_size % self.ppn_stride:
@@ -355,6 +379,7 @@ class SampleProcessor:
         ``[K, S, S]`` tensors (slots of a batch) to write those two into instead of allocating them;
         ``out_zeroed`` says they are all zeros already (fresh, lazily zeroed memory: then only the pixels that
         need a value are touched)."""
+        tick = _PhaseClock(self.phase_times) if self.phase_times is not None else _no_tick
         key = str(raw.get("__key__", "?"))
         img_bytes = next((raw[e] for e in IMAGE_EXTENSIONS if e in raw), None)
         if img_bytes is None:
@@ -381,6 +406,7 @@ class SampleProcessor:
             raise ValueError(f"{key}: malformed annotation: {e!r}") from e
         if not self.train:
             rng = np.random.default_rng([self.seed, zlib.crc32(key.encode())])
+        tick("parse")
 
         # geometry + image
         if self.train:
@@ -398,11 +424,14 @@ class SampleProcessor:
                 exp_h, exp_w = H, W
             if abs(img.shape[0] - exp_h) > 1 or abs(img.shape[1] - exp_w) > 1:
                 raise ValueError(f"{key}: image is {img.shape[1]}x{img.shape[0]} but the json says {W}x{H}")
+        tick("decode")
         img = geom.image(img)
+        tick("resize")
 
         # all masks: run lengths, boxes, areas, size groups
         rl = RunLengths(segs, H, W)
-        xywh = rl.boxes()
+        xywh_all = rl.boxes()
+        xywh = xywh_all
         areas = rl.areas()
         keep = areas > 0
         if not keep.any():
@@ -411,6 +440,7 @@ class SampleProcessor:
         xywh, areas = xywh[idx_keep], areas[idx_keep]
         boxes_in = geom.boxes(xywh)
         groups = size_groups(xywh[:, [3, 2]], (H, W), self.num_groups)
+        tick("rle")
 
         # every mask on the AutoPPN grid (cell centres), then the targets
         s, S = self.ppn_stride, self.img_size
@@ -419,36 +449,48 @@ class SampleProcessor:
         grid = np.zeros((len(idx_keep), p, p), bool)
         if rv and cv:
             grid[:, :rv, :cv] = rl.sample(geom.src_rows((np.arange(rv) + 0.5) * s),
-                                          geom.src_cols((np.arange(cv) + 0.5) * s), idx_keep)
+                                          geom.src_cols((np.arange(cv) + 0.5) * s), idx_keep, boxes=xywh_all)
+        tick("grid")
         tg = ppn_targets(grid, boxes_in, areas, groups, geom.input_hw, S, s, self.num_groups, self.target_mode,
                          self.ppn_background)
+        tick("targets")
 
         # K target masks at input resolution
         K = self.max_masks
         if out is not None and "masks" in out:
             masks_t = out["masks"]
             if not out_zeroed:
-                masks_t.zero_()
+                masks_t.numpy().fill(False)  # numpy: no torch thread pool in the loader
         else:
-            masks_t = torch.zeros(K, S, S, dtype=torch.bool)
+            masks_t = torch.from_numpy(np.zeros((K, S, S), bool))
         masks = masks_t.numpy()
         chosen: list[int] = []
-        prow, pcol = geom.pixel_rows(), geom.pixel_cols()
+        prow, pcol = geom.pixel_rows(), geom.pixel_cols()  # monotone: rows ascending, columns descending if flipped
+        rows_step, cols_step = _unit_step(prow), _unit_step(pcol)
+        pcol_up = pcol if pcol[0] <= pcol[-1] else pcol[::-1]
         for j in choose_masks(len(idx_keep), len(idx_keep), rng):
             if len(chosen) == K:
                 break
             x, y, bw, bh = (int(round(v)) for v in xywh[j])
-            rsel = np.flatnonzero((prow >= y) & (prow < y + bh))
-            csel = np.flatnonzero((pcol >= x) & (pcol < x + bw))
-            if rsel.size == 0 or csel.size == 0:
+            # output rows/columns whose source pixel lies in the box: one contiguous range each
+            r0, r1 = (int(v) for v in np.searchsorted(prow, (y, y + bh), "left"))
+            c0, c1 = (int(v) for v in np.searchsorted(pcol_up, (x, x + bw), "left"))
+            if r0 >= r1 or c0 >= c1:
                 continue
+            if pcol_up is not pcol:
+                c0, c1 = pcol.size - c1, pcol.size - c0
             window = rl.decode_window(int(idx_keep[j]), x, x + bw)  # [H, bw]
-            crop = window[prow[rsel[0]:rsel[-1] + 1]][:, pcol[csel[0]:csel[-1] + 1] - x]
+            rsrc = slice(int(prow[r0]), int(prow[r1 - 1]) + 1) if rows_step == 1 else prow[r0:r1]
+            a0, a1 = int(pcol[c0]) - x, int(pcol[c1 - 1]) - x
+            csrc = (slice(a0, a1 + 1) if cols_step == 1 else slice(a0, a1 - 1 if a1 > 0 else None, -1)
+                    if cols_step == -1 else pcol[c0:c1] - x)
+            crop = window[rsrc][:, csrc]
             if not crop.any():
                 continue
-            masks[len(chosen), rsel[0]:rsel[-1] + 1, csel[0]:csel[-1] + 1] = crop.view(bool)
+            masks[len(chosen), r0:r1, c0:c1] = crop.view(bool)
             chosen.append(int(j))
         n = len(chosen)
+        tick("masks")
         gt_boxes = np.zeros((K, 4), np.float32)
         boxes = np.zeros((K, 4), np.float32)
         points = np.zeros((K, 1, 2), np.float32)
@@ -462,7 +504,9 @@ class SampleProcessor:
                 points[:n] = interior_points(masks[:n], gt_boxes[:n])
         valid = np.zeros(K, bool)
         valid[:n] = True
+        tick("prompts")
         image = normalize_pad(img, S, out=None if out is None else out.get("image"), out_zeroed=out_zeroed)
+        tick("normalize")
         return {
             "image": image,
             "masks": masks_t,
@@ -480,6 +524,15 @@ class SampleProcessor:
             "input_size": torch.tensor(geom.input_hw, dtype=torch.int64),
             "key": key,
         }
+
+
+def _unit_step(ix: np.ndarray) -> int:
+    """+1 / -1 when the integer array ``ix`` goes up / down by exactly one at every step (then a slice reads the
+    same elements as fancy indexing with it, without the copy), else 0."""
+    if ix.size < 2:
+        return 1
+    d = np.diff(ix)
+    return 1 if (d == 1).all() else -1 if (d == -1).all() else 0
 
 
 # ---------------------------------------------------------------------------------------------------- the stream

@@ -180,6 +180,9 @@ class Geometry:
 
 _MEAN_T = torch.from_numpy(PIXEL_MEAN).view(3, 1, 1)
 _STD_T = torch.from_numpy(PIXEL_STD).view(3, 1, 1)
+# (v - mean[c]) / std[c] for every uint8 value v, computed with the same float32 operations as ``Sam.preprocess``
+# (subtract, then true division), so a table lookup gives bit-identical values at a fraction of the cost
+_NORM_LUT = ((np.arange(256, dtype=np.float32)[None, :] - PIXEL_MEAN[:, None]) / PIXEL_STD[:, None]).astype(np.float32)
 
 
 def normalize_pad(img: np.ndarray, img_size: int, out: torch.Tensor | None = None, out_zeroed: bool = False
@@ -188,16 +191,24 @@ def normalize_pad(img: np.ndarray, img_size: int, out: torch.Tensor | None = Non
 
     ``out``: an optional float32 ``[3, S, S]`` tensor to write into (e.g. a slot of a shared-memory batch);
     ``out_zeroed``: it is known to be all zeros already (the padding is then left untouched).
+
+    A 256-entry lookup table per channel (``cv2.LUT`` straight into the output planes) gives exactly the float32
+    values of the subtract-and-divide: ~1 ms for a 640x480 image where the strided torch arithmetic took 10-25 ms.
     """
     h, w = img.shape[:2]
     if h > img_size or w > img_size:
         raise ValueError(f"image {h}x{w} larger than img_size {img_size}")
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"normalize_pad expects a uint8 [h, w, 3] image, got {img.dtype} {img.shape}")
     if out is None:
-        out = torch.zeros(3, img_size, img_size, dtype=torch.float32)
-    elif not out_zeroed:
-        out[:, h:].zero_()
-        out[:, :h, w:].zero_()
-    view = out[:, :h, :w]
-    torch.sub(torch.from_numpy(img).permute(2, 0, 1), _MEAN_T, out=view)
-    view.div_(_STD_T)
+        out = torch.from_numpy(np.zeros((3, img_size, img_size), np.float32))
+    planes = out.numpy()
+    if not out_zeroed:
+        planes[:, h:] = 0
+        planes[:, :h, w:] = 0
+    for c, chan in enumerate(cv2.split(img)):
+        dst = planes[c, :h, :w]
+        res = cv2.LUT(chan, _NORM_LUT[c], dst=dst)
+        if not np.shares_memory(res, dst):  # OpenCV could not write into the strided view
+            dst[...] = res
     return out
