@@ -191,6 +191,12 @@ def test_backbone_and_autoppn_validation_keys(tmp_path):
     trainer.validate(ppn, dataloaders=_loader(1), verbose=False)
     got = json.loads((tmp_path / "validate_random_weights.json").read_text())
     assert {"val/ar100", "val/ar1000", "val/point_hit_rate"} <= set(got) and "val/miou_1box" not in got
+    # the AR names say how many proposals they count (issue 14): val_top_n 200 logs ar200, never ar1000
+    ppn = AutoPPNModule(model_kwargs=TINY, val_top_n=200)
+    trainer = _trainer(tmp_path, callbacks=[MetricsJSON()])
+    trainer.validate(ppn, dataloaders=_loader(1), verbose=False)
+    got = json.loads((tmp_path / "validate_random_weights.json").read_text())
+    assert {"val/ar100", "val/ar200", "val/box_ar200"} <= set(got) and not {"val/ar1000", "val/box_ar1000"} & set(got)
 
 
 def test_perfect_predictions_score_one():

@@ -77,7 +77,8 @@ class LiteSAMTaskBase(pl.LightningModule):
         min_train_mask_area: in training, prompts whose target mask has fewer pixels (at ``S``) are left out of the
             mask loss (0 keeps all); validation always scores every mask.
         compute_map: also compute the COCO-style mask mAP of the 1-box predictions (``val/map``).
-        val_top_n: AutoPPN proposals per image for the AR metrics (``val/ar1000``, ``val/box_ar1000``; ``*ar100``
+        val_top_n: AutoPPN proposals per image for the AR metrics (``val/ar<N>``, ``val/box_ar<N>`` with N =
+            ``max(val_top_n, 100)``: ``val/ar1000`` at the default 1000; ``*ar100``
             use the top 100).
         ppn_score_threshold: score threshold of ``AutoPPN.decode`` in validation (0: every Point-NMS maximum).
     """
@@ -554,8 +555,9 @@ class LiteSAMTaskBase(pl.LightningModule):
             else:
                 box_ar100 = box_ar_top = float("nan")
             ar100, ar_top = self.val_mask_recall.compute().tolist()
-            for name, value in (("ar100", ar100), ("ar1000", ar_top), ("box_ar100", box_ar100),
-                                ("box_ar1000", box_ar_top)):
+            # each name says how many proposals it counts: val/ar1000 only when val_top_n is 1000 (the paper's AR@1000)
+            for name, value in (("ar100", ar100), (f"ar{top}", ar_top), ("box_ar100", box_ar100),
+                                (f"box_ar{top}", box_ar_top)):
                 self.log(f"{prefix}/{name}", torch.tensor(value, device=self.device), sync_dist=True)
             self.log(f"{prefix}/point_precision", self.val_point_precision.compute(), sync_dist=True)
             self.log(f"{prefix}/point_hit_rate", self.val_point_hit.compute(), sync_dist=True)
