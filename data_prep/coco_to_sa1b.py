@@ -26,6 +26,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from litesam_pl.data import geometry
 from litesam_pl.data.rle import decode_rle, rle_area, rle_to_bbox
 
 from ._common import TarSeries, dump_json, is_jpeg, write_manifest
@@ -35,10 +36,9 @@ __all__ = ["coco_to_sa1b", "interior_point", "find_image_file"]
 
 
 def interior_point(mask: np.ndarray) -> list[float]:
-    """The pixel farthest from the mask's boundary (first in raster order on ties), as ``[x, y]``."""
-    padded = np.pad(mask.astype(np.uint8), 1)
-    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    """The pixel farthest from the mask's boundary (:func:`litesam_pl.data.geometry.interior_point`: exact
+    Euclidean distance, the image border counting as boundary, first in raster order on ties), as ``[x, y]``."""
+    x, y = geometry.interior_point(mask)
     return [float(x), float(y)]
 
 

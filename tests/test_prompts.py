@@ -94,3 +94,40 @@ def test_empty_mask_raises():
         random_points(np.zeros((1, 8, 8), bool), np.array([[0, 0, 8, 8]], np.float32), np.random.default_rng(0))
     with pytest.raises(ValueError):
         interior_points(np.zeros((1, 8, 8), bool), np.array([[0, 0, 8, 8]], np.float32))
+
+
+def _hand_made_masks() -> list[np.ndarray]:
+    rect = np.zeros((9, 9), bool)
+    rect[2:7, 1:8] = True  # 5 x 7: distance 3 at row 4, columns 3, 4, 5 -> a tie, the first is (x=3, y=4)
+    L = np.zeros((30, 30), bool)
+    L[2:28, 2:10] = True
+    L[20:28, 2:28] = True
+    full = np.ones((5, 5), bool)  # no background at all: only the image border bounds it
+    edge = np.zeros((6, 10), bool)
+    edge[:, :4] = True  # cut by three image borders
+    disk = np.hypot(*np.mgrid[-12:13, -12:13]) <= 9.5  # many pixels at equal true distance (last-bit noise)
+    return [rect, L, full, edge, np.pad(disk, ((3, 1), (2, 5)))]
+
+
+def test_interior_point_is_one_rule_for_inference_data_and_data_prep():
+    from data_prep.bsds_to_sa1b import interior_point as bsds_point
+    from data_prep.coco_to_sa1b import interior_point as coco_point
+    from litesam_pl.data import geometry
+    from litesam_pl.inference.prompting import farthest_interior_point
+
+    assert bsds_point is coco_point
+    masks = _hand_made_masks()
+    for m in masks:
+        want = geometry.interior_point(m)
+        ys, xs = np.nonzero(m)
+        box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+        assert tuple(interior_points(m[None], box)[0, 0].astype(int)) == want  # data layer (box-window search)
+        assert tuple(farthest_interior_point(m).astype(int)) == want  # inference / evaluation clicker
+        assert tuple(int(v) for v in coco_point(m)) == want  # data_prep converters' point_coords
+        edt = ndimage.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
+        x, y = want
+        assert m[y, x] and edt[y, x] == pytest.approx(edt.max())
+        assert (y, x) == tuple(np.argwhere(edt >= edt.max() - 1e-9)[0])  # the first maximum in raster order
+    assert geometry.interior_point(masks[0]) == (3, 4)  # the tie resolves to the first pixel
+    assert geometry.interior_point(masks[2]) == (2, 2)
+    assert geometry.interior_point(masks[3]) == (1, 1)

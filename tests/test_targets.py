@@ -216,3 +216,11 @@ def test_bad_arguments():
         ppn_targets(m, np.zeros((1, 4)), [1], [0], (S, S), S, STRIDE, mode="centernet")
     with pytest.raises(ValueError):
         ppn_targets(m, np.zeros((1, 4)), [1], [3], (S, S), S, STRIDE)
+
+
+def test_size_groups_and_grid_valid_live_in_geometry():
+    from litesam_pl.data import geometry, targets
+
+    assert targets.size_groups is geometry.size_groups and targets.grid_valid is geometry.grid_valid
+    np.testing.assert_array_equal(distance_heatmap(np.ones((3, 5), bool)),
+                                  geometry.boundary_distance(np.ones((3, 5), bool)) / 2.0)  # peak distance 2

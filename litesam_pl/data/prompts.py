@@ -4,7 +4,7 @@
 - :func:`noisy_boxes`: box prompts = the mask's box plus SAM's training noise (each coordinate gets Gaussian noise
   with std ``box_noise`` x the box side, clipped to ``box_noise_max`` pixels), kept inside the image.
 - :func:`random_points`: one point drawn uniformly among the mask's pixels.
-- :func:`interior_points`: the mask's most interior pixel (maximum of the distance transform), for validation.
+- :func:`interior_points`: the mask's most interior pixel (``geometry.interior_point``), for validation.
 
 Points are integer pixel indices ``(x, y)`` in input pixels (SAM's prompt encoder adds the 0.5 itself), so
 ``mask[y, x]`` is True.
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import cv2
 import numpy as np
+
+from .geometry import interior_point
 
 __all__ = ["choose_masks", "noisy_boxes", "random_points", "interior_points", "box_window"]
 
@@ -91,22 +92,16 @@ def random_points(masks: np.ndarray, boxes: np.ndarray, rng: np.random.Generator
 
 
 def interior_points(masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """The most interior pixel of each mask (argmax of its distance transform, first in raster order on ties):
-    float32 ``[K, 1, 2]`` (x, y). Deterministic point prompts for validation."""
+    """The most interior pixel of each mask (:func:`litesam_pl.data.geometry.interior_point`, searched in the box
+    window, which gives the same pixel): float32 ``[K, 1, 2]`` (x, y). Deterministic point prompts for validation."""
     out = np.zeros((len(masks), 1, 2), np.float32)
     for k, (m, box) in enumerate(zip(masks, boxes)):
         y0, y1, x0, x1 = box_window(box, m.shape)
-        crop = np.ascontiguousarray(m[y0:y1, x0:x1], dtype=np.uint8)
-        if not crop.any():
-            crop, y0, x0 = np.ascontiguousarray(m, dtype=np.uint8), 0, 0
+        crop = m[y0:y1, x0:x1]
+        if not crop.any():  # box did not contain the mask (should not happen): search everywhere
+            crop, y0, x0 = m, 0, 0
         if not crop.any():
             raise ValueError(f"mask {k} is empty: cannot place a point prompt")
-        padded = cv2.copyMakeBorder(crop, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-        dt = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-        # OpenCV's precise transform is not bit-reproducible (last-bit differences from call to call), so a plain
-        # argmax picks either of two pixels at the same true distance; the first pixel within 1e-6 (relative) of
-        # the maximum is the same every time (distinct distances d <= 700 differ by more than 1/(2d) > 1e-6 d)
-        flat = dt.ravel()
-        y, x = divmod(int(np.flatnonzero(flat >= flat.max() * np.float32(1 - 1e-6))[0]), dt.shape[1])
+        x, y = interior_point(crop)
         out[k, 0] = (x0 + x, y0 + y)
     return out

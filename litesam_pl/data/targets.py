@@ -27,8 +27,9 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import cv2
 import numpy as np
+
+from .geometry import LARGE_THRESHOLD, SMALL_THRESHOLD, boundary_distance, grid_valid, size_groups
 
 __all__ = [
     "LARGE_THRESHOLD",
@@ -41,33 +42,8 @@ __all__ = [
     "BACKGROUND_MODES",
 ]
 
-LARGE_THRESHOLD = 0.25  # max(h/H, w/W) >= 0.25 -> large
-SMALL_THRESHOLD = 0.05  # max(h/H, w/W) <= 0.05 -> small
 TARGET_MODES = ("distance", "gaussian")
 BACKGROUND_MODES = ("negative", "ignore")
-
-
-def size_groups(box_hw: np.ndarray, image_hw: Sequence[float], num_groups: int = 3) -> np.ndarray:
-    """Size group of each box: int64 ``[N]``, 0 large, 1 medium, 2 small (all 0 when ``num_groups == 1``).
-
-    Args:
-        box_hw: ``[N, 2]`` box (height, width), in the same units as ``image_hw`` = (H, W).
-    """
-    box_hw = np.asarray(box_hw, np.float64).reshape(-1, 2)
-    if num_groups not in (1, 3):
-        raise ValueError(f"num_groups must be 1 or 3, got {num_groups}")
-    if num_groups == 1:
-        return np.zeros(len(box_hw), np.int64)
-    extent = np.maximum(box_hw[:, 0] / float(image_hw[0]), box_hw[:, 1] / float(image_hw[1]))
-    return np.where(extent >= LARGE_THRESHOLD, 0, np.where(extent <= SMALL_THRESHOLD, 2, 1)).astype(np.int64)
-
-
-def grid_valid(input_hw: Sequence[int], img_size: int, stride: int) -> tuple[int, int]:
-    """Number of grid rows/columns whose cell centre ``(i + 0.5) * stride`` lies inside the unpadded image."""
-    p = img_size // stride
-    rows = min(p, int(math.ceil(input_hw[0] / stride - 0.5)))
-    cols = min(p, int(math.ceil(input_hw[1] / stride - 0.5)))
-    return max(rows, 0), max(cols, 0)
 
 
 def gaussian_radius(det_size: Sequence[float], min_overlap: float = 0.7) -> float:
@@ -92,11 +68,10 @@ def distance_heatmap(mask: np.ndarray) -> np.ndarray:
     The distance is to the nearest pixel outside the mask, where everything beyond the array border counts as
     outside (a mask cut by the image border peaks inside its visible part).
     """
-    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    m = np.asarray(mask, dtype=bool)
     if not m.any():
         return np.zeros(m.shape, np.float32)
-    padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    dt = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    dt = boundary_distance(m)
     return dt * np.float32(1.0 / dt.max())
 
 

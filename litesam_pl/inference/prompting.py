@@ -1,9 +1,10 @@
 """Evaluation-time prompting of a SAM-family model (Table 5): 1-box and 1-point prompts from ground truth.
 
 - 1-box: the annotation's box ``[x, y, w, h]`` -> xyxy, in original-image pixels.
-- 1-point: the interior pixel farthest from the mask boundary (``farthest_interior_point``): Euclidean distance
-  transform of the mask padded by one background pixel on every side (so the image border counts as boundary),
-  first argmax in row-major order, as ``(x, y)`` pixel indices (the RITM / EfficientViT-SAM clicker's first click).
+- 1-point: the interior pixel farthest from the mask boundary (``farthest_interior_point``, i.e.
+  ``litesam_pl.data.geometry.interior_point``, the same point the data layer prompts validation with): Euclidean
+  distance transform with the image border counting as boundary, first maximum in row-major order, as ``(x, y)``
+  pixel indices (the RITM / EfficientViT-SAM clicker's first click).
 - Every prompt of an image goes through one batched decoder call (``PromptPredictor``, on a ``SamPredictor``);
   by default (``mask_select="prompt_form"``) each prompt reads the output training supervises for its form
   (``litesam_pl.models.prompt_forms``): a box the single-mask output, a point the highest predicted IoU of the three
@@ -14,11 +15,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import torch
 from segment_anything import SamPredictor
 
+from litesam_pl.data.geometry import interior_point
 from litesam_pl.models.prompt_forms import multimask_output_for
 
 __all__ = [
@@ -39,7 +40,7 @@ MASK_SELECT_RULES = {
 
 
 def farthest_interior_point(mask: np.ndarray) -> np.ndarray:
-    """The pixel of ``mask`` farthest from its boundary.
+    """The pixel of ``mask`` farthest from its boundary (:func:`litesam_pl.data.geometry.interior_point`).
 
     Args:
         mask: bool / 0-1 ``[H, W]``, not empty.
@@ -47,16 +48,7 @@ def farthest_interior_point(mask: np.ndarray) -> np.ndarray:
     Returns:
         float32 ``[2]`` = ``(x, y)`` pixel indices (column, row). Ties: the first in row-major order.
     """
-    m = np.asarray(mask)
-    if m.ndim != 2:
-        raise ValueError(f"mask must be [H, W], got shape {m.shape}")
-    m = m.astype(bool)
-    if not m.any():
-        raise ValueError("cannot place a point in an empty mask")
-    padded = np.pad(m, 1, mode="constant", constant_values=False).astype(np.uint8)
-    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return np.array([x, y], dtype=np.float32)
+    return np.asarray(interior_point(mask), dtype=np.float32)
 
 
 def farthest_interior_points(masks: np.ndarray) -> np.ndarray:
