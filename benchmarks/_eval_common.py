@@ -157,24 +157,20 @@ def _default_device(device: str | None) -> str:
 
 
 def build_model(ckpt: str | None, img_size: int | None, device: str | None) -> tuple[Any, dict]:
-    """``litesam_pl.load_model(ckpt)`` or a random ``create_model("litesam")``; eval mode, on ``device``."""
-    import litesam_pl
+    """``load_or_random(ckpt, "litesam")`` (the checkpoint, else the seed-0 random model); eval mode, on ``device``."""
+    from litesam_pl.models.checkpoint import load_or_random
 
     info: dict[str, Any] = {"device": _default_device(device)}
+    if ckpt and not os.path.isfile(ckpt):
+        raise FileNotFoundError(f"--ckpt not found: {ckpt}")
+    kwargs = {} if img_size is None else {"img_size": int(img_size)}
+    model, got = load_or_random(ckpt, "litesam", seed=0, **kwargs)
     if ckpt:
-        if not os.path.isfile(ckpt):
-            raise FileNotFoundError(f"--ckpt not found: {ckpt}")
-        model = litesam_pl.load_model(ckpt)
-        info.update(ckpt=os.path.abspath(ckpt), random_weights=False)
+        info.update(ckpt=got["ckpt"], random_weights=False)
         if img_size is not None and int(getattr(model.image_encoder, "img_size", img_size)) != img_size:
             warnings.warn(f"--img-size {img_size} ignored: the checkpoint's model takes "
                           f"{model.image_encoder.img_size}")
     else:
-        import torch
-
-        kwargs = {} if img_size is None else {"img_size": int(img_size)}
-        torch.manual_seed(0)  # the same random model on every run
-        model = litesam_pl.create_model("litesam", **kwargs)
         info.update(ckpt=None, random_weights=True, model="litesam", model_kwargs=kwargs)
     info["img_size"] = int(model.image_encoder.img_size)
     model = model.to(info["device"]).eval()
@@ -196,19 +192,11 @@ def _proposal_score(rec: Mapping[str, Any]) -> float:
 
 
 def _record_rle(rec: Mapping[str, Any]) -> dict:
-    from litesam_pl.data.rle import encode_mask
+    from litesam_pl.data.rle import encode_mask, rle_to_json
 
     seg = rec["segmentation"]
     if isinstance(seg, Mapping):
-        counts = seg["counts"]
-        if isinstance(counts, bytes):
-            counts = counts.decode("ascii")
-        elif isinstance(counts, list):
-            from pycocotools import mask as mask_utils
-
-            h, w = seg["size"]
-            counts = mask_utils.frPyObjects(dict(seg), h, w)["counts"].decode("ascii")
-        return {"size": [int(v) for v in seg["size"]], "counts": counts}
+        return rle_to_json(seg)
     if hasattr(seg, "detach"):
         seg = seg.detach().cpu().numpy()
     return encode_mask(np.asarray(seg, dtype=bool))

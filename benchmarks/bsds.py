@@ -122,13 +122,10 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 def load_edge_model(args: argparse.Namespace):
     """The model of --ckpt (``litesam_pl.load_model``) or a random --model, in eval mode on --device."""
-    import litesam_pl
+    from litesam_pl.models.checkpoint import load_or_random
 
-    if args.ckpt:
-        model = litesam_pl.load_model(args.ckpt)
-    else:
-        kwargs = {} if args.img_size is None else {"img_size": args.img_size}
-        model = litesam_pl.create_model(args.model, **kwargs)
+    kwargs = {} if args.ckpt or args.img_size is None else {"img_size": args.img_size}
+    model, _ = load_or_random(args.ckpt, args.model, seed=0, **kwargs)
     return model.to(args.device).eval()
 
 

@@ -110,8 +110,10 @@ class Bench(OrtRows):
 
             torch.manual_seed(self.args.seed)
             if kind == "litesam":
+                from litesam_pl.models.checkpoint import load_or_random
+
+                m, _ = load_or_random(self.args.ckpt, "litesam", seed=self.args.seed, img_size=self.res)
                 if self.args.ckpt:
-                    m = litesam_pl.load_model(self.args.ckpt)
                     if int(m.image_encoder.img_size) != self.res:
                         print(f"note: --ckpt model has img_size {m.image_encoder.img_size}; building one at {self.res} "
                               "with the same weights", file=sys.stderr)
@@ -121,8 +123,6 @@ class Bench(OrtRows):
                         m2 = litesam_pl.create_model(cfg["name"], **{**cfg["kwargs"], "img_size": self.res})
                         m2.load_state_dict(m.state_dict(), strict=False)
                         m = m2
-                else:
-                    m = litesam_pl.create_model("litesam", img_size=self.res)
             elif kind == "sam_b":
                 m = litesam_pl.create_model("sam_vit_b", img_size=self.res)
             else:

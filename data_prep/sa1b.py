@@ -50,6 +50,7 @@ import numpy as np
 from PIL import Image
 
 from litesam_pl.data.rle import decode_rle, encode_mask, resize_mask, rle_to_bbox
+from litesam_pl.data.transforms import PIL_HIGH_BIT_MODES, pil_array, to_rgb8
 
 from ._common import TMP_SUFFIX, ShardWriter, atomic_write, dump_json, is_jpeg, write_manifest
 
@@ -239,9 +240,10 @@ def decode_image(data: bytes) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            arr = np.asarray(im)
+            if im.mode in PIL_HIGH_BIT_MODES:  # 16-bit: the top 8 bits, as every reader (transforms.to_rgb8)
+                arr = to_rgb8(pil_array(im))
+            else:
+                arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         raise SkipSample("corrupt_image", str(e)) from e
     if is_jpeg(data) and data.rstrip(b"\x00\n\r ")[-2:] != b"\xff\xd9":

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-__all__ = ["encode_mask", "decode_rle", "resize_rle", "resize_mask", "rle_area", "rle_to_bbox", "to_coco_rle"]
+__all__ = ["encode_mask", "decode_rle", "rle_to_json", "resize_rle", "resize_mask", "rle_area", "rle_to_bbox", "to_coco_rle"]
 
 
 def _compressed_total(counts: bytes) -> int:
@@ -72,6 +72,18 @@ def encode_mask(mask: np.ndarray) -> dict:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
+def rle_to_json(rle: Mapping[str, Any]) -> dict:
+    """Any RLE dict (``str`` / ``bytes`` / uncompressed ``list[int]`` counts) in its JSON form
+    ``{"size": [h, w], "counts": str}`` (compressed). No run-sum check (see :func:`to_coco_rle`)."""
+    counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    elif isinstance(counts, list):
+        h, w = rle["size"]
+        counts = mask_utils.frPyObjects(dict(rle), h, w)["counts"].decode("ascii")
+    return {"size": [int(v) for v in rle["size"]], "counts": counts}
+
+
 def _decode(rle: Mapping[str, Any]) -> np.ndarray:
     """Decode to a bool ``[H, W]`` mask in pycocotools' Fortran order (no copy)."""
     coco = to_coco_rle(rle)
@@ -88,7 +100,9 @@ def _decode(rle: Mapping[str, Any]) -> np.ndarray:
 
 
 def decode_rle(rle: Mapping[str, Any]) -> np.ndarray:
-    """Decode an RLE dict to a bool mask ``[H, W]`` (C-contiguous)."""
+    """Decode an RLE dict (compressed ``str``/``bytes`` or uncompressed ``list`` counts) to a bool mask ``[H, W]``
+    (C-contiguous); a malformed RLE raises ``ValueError``. The one RLE decoder (``inference.postprocess``
+    re-exports it)."""
     return np.ascontiguousarray(_decode(rle))
 
 

@@ -20,6 +20,8 @@ __all__ = [
     "PIXEL_STD",
     "Geometry",
     "decode_image",
+    "pil_array",
+    "to_rgb8",
     "preprocess_shape",
     "normalize_pad",
     "reduce_factor",
@@ -47,22 +49,67 @@ _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_RE
             8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-def _to_rgb8(img: np.ndarray) -> np.ndarray:
-    """Any decoded array (grey, grey+alpha, RGB(A), 8/16-bit, float) -> uint8 RGB ``[H, W, 3]``."""
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    elif img.dtype in (np.float32, np.float64):
-        img = np.clip(img * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = np.clip(img, 0, 255).astype(np.uint8)
-    if img.ndim == 2:
-        img = img[..., None]
-    c = img.shape[2]
-    if c == 1:
-        return np.repeat(img, 3, axis=2)
-    if c == 2:  # grey + alpha
-        return np.repeat(img[..., :1], 3, axis=2)
-    return np.ascontiguousarray(img[..., :3])
+#: PIL modes holding 16-bit (or wider integer) pixels; :func:`pil_array` reads them as uint16.
+PIL_HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+
+
+def pil_array(im) -> np.ndarray:
+    """A PIL image's pixels as an array; 16-bit and 32-bit integer modes as native ``uint16`` (clipped to
+    0..65535), so that :func:`to_rgb8` keeps their top 8 bits like any other 16-bit image."""
+    if im.mode in PIL_HIGH_BIT_MODES:
+        return np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+    return np.asarray(im)
+
+
+def to_rgb8(array: np.ndarray, name: str = "image", error: type = ValueError) -> np.ndarray:
+    """The one pixel conversion: any ``[H, W]``, ``[H, W, 1|2|3|4]`` array (uint8/uint16/int/float/bool) -> RGB
+    ``uint8 [H, W, 3]``. Every image reader (the SA-1B loader's :func:`decode_image`, SegEvery's
+    ``inference.images.load_image``, ``data_prep``) ends here.
+
+    uint16 keeps its top 8 bits (``>> 8``); other integers are kept when in 0..255, shifted ``>> 8`` when in
+    0..65535, else min-max scaled; floats are taken as [0, 1] when their max is <= 1, else min-max scaled; grey is
+    repeated, alpha dropped. An unusable array raises ``error`` (a ``ValueError`` class) with a message naming
+    ``name``."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 3 and a.shape[2] == 2:  # grey + alpha
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise error(f"{name}: unsupported image shape {a.shape} (expected HxW, HxWx1..4)")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise error(f"{name}: empty image of shape {a.shape}")
+    if a.ndim == 3 and a.shape[2] == 4:
+        a = a[..., :3]
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.integer):  # e.g. PIL mode "I" (int32) from a 16-bit grey PNG
+        lo, hi = float(a.min()), float(a.max())
+        if lo >= 0 and hi <= 255:
+            a = a.astype(np.uint8)
+        elif lo >= 0 and hi <= 65535:
+            a = (a.astype(np.uint32) >> 8).astype(np.uint8)
+        else:
+            a = ((a.astype(np.float64) - lo) * (255.0 / max(hi - lo, 1.0))).round().astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.floating):
+        f = np.nan_to_num(a.astype(np.float64))
+        lo, hi = float(f.min()), float(f.max())
+        if lo >= 0.0 and hi <= 1.0:
+            f = f * 255.0
+        elif hi > lo:
+            f = (f - lo) * (255.0 / (hi - lo))
+        else:
+            f = np.zeros_like(f)
+        a = np.clip(f, 0, 255).round().astype(np.uint8)
+    else:
+        raise error(f"{name}: unsupported pixel type {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    return np.ascontiguousarray(a)
 
 
 def decode_image(data: bytes, reduce: int = 1) -> np.ndarray:
@@ -85,16 +132,15 @@ def decode_image(data: bytes, reduce: int = 1) -> np.ndarray:
         if img is not None:
             if img.ndim == 3 and img.shape[2] >= 3:
                 img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
-            img = _to_rgb8(img)
+            img = to_rgb8(img, "decoded image")
     if img is None:  # let PIL try formats OpenCV does not read (palette modes, odd TIFFs, ...)
         try:
             from PIL import Image
 
             with Image.open(io.BytesIO(data)) as pil:
                 pil.load()
-                if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
-                    img = _to_rgb8(np.asarray(pil).astype(np.uint16) if pil.mode != "I"
-                                   else (np.clip(np.asarray(pil), 0, 65535).astype(np.uint16)))
+                if pil.mode in PIL_HIGH_BIT_MODES:
+                    img = to_rgb8(pil_array(pil), "decoded image")
                 else:
                     img = np.asarray(pil.convert("RGB"))
         except Exception as e:  # noqa: BLE001 - any failure means "not an image"

@@ -60,7 +60,7 @@ def write_outputs(path: Path, image: np.ndarray, records: List[Dict[str, Any]], 
     ``image``: the picture at the masks' size); returns their paths."""
     from PIL import Image
 
-    from .postprocess import decode_rle
+    from ..data.rle import decode_rle
 
     out_dir.mkdir(parents=True, exist_ok=True)
     masks = [decode_rle(r["segmentation"]) for r in records]
@@ -216,12 +216,12 @@ def _load(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Optional[torch
     ("<name> (<ckpt file>)" or "<name>") and whether its weights are random (then the banner is printed, once).
     A ``--model`` that is not a Lite-SAM model, and a checkpoint without AutoPPN head under ``--prompts autoppn``,
     are one-line errors here, before any image is read."""
-    import litesam_pl
+    from litesam_pl.models.checkpoint import load_or_random
     from litesam_pl.models.registry import ModelError, check_segmenter
 
     if args.ckpt:
         try:
-            model = litesam_pl.load_model(args.ckpt)
+            model, info = load_or_random(args.ckpt)
         except (FileNotFoundError, ValueError) as err:
             _error(str(err))
             return None, "", False
@@ -230,8 +230,7 @@ def _load(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Optional[torch
             _error(f"{given} needs a model with an AutoPPN head and {args.ckpt} has none (a backbone-stage "
                    "checkpoint); use --prompts grid, or a checkpoint of the autoppn / litesam stage")
             return None, "", False
-        name = getattr(model, "model_config", {}).get("name", type(model).__name__)
-        return model, f"{name} ({Path(args.ckpt).name})", False
+        return model, f"{info['model']} ({Path(args.ckpt).name})", False
     try:
         check_segmenter(args.model)
     except ModelError as err:
@@ -243,8 +242,8 @@ def _load(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Optional[torch
         "!! Train one (litesam fit ...) or pass --ckpt PATH.\n" + "!" * 78
     )
     print(banner, file=sys.stderr)
-    torch.manual_seed(args.seed)
-    return litesam_pl.create_model(args.model, img_size=args.img_size), args.model, True
+    model, _ = load_or_random(None, args.model, seed=args.seed, img_size=args.img_size)
+    return model, args.model, True
 
 
 def _settings_line(args: argparse.Namespace, f: Dict[str, Any]) -> str:

@@ -13,6 +13,8 @@ from typing import Union
 
 import numpy as np
 
+from ..data.transforms import pil_array, to_rgb8
+
 __all__ = ["ImageLoadError", "load_image", "to_rgb_uint8", "DEFAULT_MAX_PIXELS"]
 
 #: refuse images above this many pixels (PIL's decompression-bomb guard is 2 * 89.5 MP); 0 disables.
@@ -26,48 +28,9 @@ class ImageLoadError(ValueError):
 def to_rgb_uint8(array: np.ndarray, name: str = "image") -> np.ndarray:
     """Any ``[H, W]``, ``[H, W, 1|2|3|4]`` array (uint8/uint16/int/float/bool) -> RGB ``uint8 [H, W, 3]``.
 
-    16-bit and wider integers are scaled by their dtype range (``>> 8`` for uint16); floats are taken as
-    [0, 1] when their max is <= 1, else min-max scaled; grey is repeated, alpha dropped."""
-    a = np.asarray(array)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    if a.ndim == 3 and a.shape[2] == 2:  # grey + alpha
-        a = a[..., 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
-        raise ImageLoadError(f"{name}: unsupported image shape {a.shape} (expected HxW, HxWx1..4)")
-    if a.shape[0] == 0 or a.shape[1] == 0:
-        raise ImageLoadError(f"{name}: empty image of shape {a.shape}")
-    if a.ndim == 3 and a.shape[2] == 4:
-        a = a[..., :3]
-    if a.dtype == np.bool_:
-        a = a.astype(np.uint8) * 255
-    elif a.dtype == np.uint8:
-        pass
-    elif a.dtype == np.uint16:
-        a = (a >> 8).astype(np.uint8)
-    elif np.issubdtype(a.dtype, np.integer):  # e.g. PIL mode "I" (int32) from a 16-bit grey PNG
-        lo, hi = float(a.min()), float(a.max())
-        if lo >= 0 and hi <= 255:
-            a = a.astype(np.uint8)
-        elif lo >= 0 and hi <= 65535:
-            a = (a.astype(np.uint32) >> 8).astype(np.uint8)
-        else:
-            a = ((a.astype(np.float64) - lo) * (255.0 / max(hi - lo, 1.0))).round().astype(np.uint8)
-    elif np.issubdtype(a.dtype, np.floating):
-        f = np.nan_to_num(a.astype(np.float64))
-        lo, hi = float(f.min()), float(f.max())
-        if lo >= 0.0 and hi <= 1.0:
-            f = f * 255.0
-        elif hi > lo:
-            f = (f - lo) * (255.0 / (hi - lo))
-        else:
-            f = np.zeros_like(f)
-        a = np.clip(f, 0, 255).round().astype(np.uint8)
-    else:
-        raise ImageLoadError(f"{name}: unsupported pixel type {a.dtype}")
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=2)
-    return np.ascontiguousarray(a)
+    The shared conversion :func:`litesam_pl.data.transforms.to_rgb8` (uint16 keeps its top 8 bits, ``>> 8``),
+    raising :class:`ImageLoadError`."""
+    return to_rgb8(array, name=name, error=ImageLoadError)
 
 
 def load_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -98,7 +61,7 @@ def load_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXE
                     mode = im.mode
                     if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
                         im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
-                    arr = np.asarray(im)
+                    arr = pil_array(im)
             finally:
                 Image.MAX_IMAGE_PIXELS = old
     except ImageLoadError:

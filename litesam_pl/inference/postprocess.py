@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,8 +17,9 @@ from segment_anything.utils.amg import (
     calculate_stability_score,
     coco_encode_rle,
     mask_to_rle_pytorch,
-    rle_to_mask,
 )
+
+from ..data.rle import decode_rle  # the one RLE decoder; re-exported for SegEvery's record readers
 
 __all__ = [
     "stability_score",
@@ -126,18 +126,6 @@ def encode_rle(masks: Tensor, compressed: bool = True) -> List[Dict[str, Any]]:
         enc["counts"] = counts.decode("utf-8") if isinstance(counts, bytes) else counts
         out.append(enc)
     return out
-
-
-def decode_rle(rle: Dict[str, Any]) -> np.ndarray:
-    """COCO RLE (compressed ``str``/``bytes`` or uncompressed list counts) -> bool ``[H, W]``."""
-    counts = rle["counts"]
-    if isinstance(counts, list):
-        return rle_to_mask(rle)
-    from pycocotools import mask as mask_utils
-
-    h, w = rle["size"]
-    enc = {"size": [int(h), int(w)], "counts": counts.encode("utf-8") if isinstance(counts, str) else counts}
-    return mask_utils.decode(enc).astype(bool)
 
 
 def build_records(

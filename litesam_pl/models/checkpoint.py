@@ -29,7 +29,7 @@ from .registry import ModelError, ModelFileNotFoundError, _plain, build_from_con
 __all__ = [
     "load_init_weights",
     "EXPORT_FORMAT", "MODEL_KEY", "LEGACY_HPARAMS", "export_payload", "write_model_entry", "read_checkpoint",
-    "load_model",
+    "load_model", "load_or_random",
 ]
 
 EXPORT_FORMAT = "litesam-pl/weights-v1"
@@ -181,6 +181,31 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu", strict: bool 
     _check_state(path, cfg["name"], model, state, strict)
     model.load_state_dict(state, strict=strict)
     return model.eval()
+
+
+def load_or_random(ckpt: str | os.PathLike | None, model: str = "litesam", seed: int | None = 0,
+                   check: bool = False, **overrides: Any) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The one "load the checkpoint, else random weights" rule of every front end (CLI, web app, benchmarks).
+
+    With ``ckpt``: ``load_model(ckpt)`` (eval mode; ``model``, ``overrides`` unused). Without: ``create_model(model,
+    **overrides)`` after ``torch.manual_seed(seed)`` (the same random model on every run; ``seed=None`` leaves the
+    global RNG alone), still in train mode. ``check`` first refuses a non-segmenter ``model`` (``check_segmenter``).
+    Returns ``(model, info)``, ``info = {"ckpt": absolute path or None, "random_weights": bool, "model": name,
+    "model_kwargs": overrides}``; each caller prints its own messages and builds its own JSON from it.
+    """
+    from .registry import check_segmenter, create_model
+
+    if ckpt:
+        net = load_model(ckpt)
+        name = getattr(net, "model_config", {}).get("name", type(net).__name__)
+        return net, {"ckpt": os.path.abspath(os.fspath(ckpt)), "random_weights": False, "model": name,
+                     "model_kwargs": {}}
+    if check:
+        check_segmenter(model)
+    if seed is not None:
+        torch.manual_seed(seed)
+    net = create_model(model, **overrides)
+    return net, {"ckpt": None, "random_weights": True, "model": model, "model_kwargs": dict(overrides)}
 
 
 def load_init_weights(model: torch.nn.Module, path: str, strict_shapes: bool = True) -> Dict[str, List[str]]:

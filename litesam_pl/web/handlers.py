@@ -93,19 +93,14 @@ def load_slot(ckpt: Optional[str] = None, model_name: str = "litesam", img_size:
               device: str = "cpu") -> Slot:
     """A model from ``ckpt`` (export or Lightning checkpoint), else ``model_name`` with random weights (seeded).
     A bad name or file raises ``ModelError`` (one line)."""
-    import litesam_pl
-    from ..models.registry import check_segmenter
+    from ..models.checkpoint import load_or_random
 
-    if ckpt:
-        model = litesam_pl.load_model(ckpt)
-        name = getattr(model, "model_config", {}).get("name", type(model).__name__)
-        label, random_weights = f"{name} ({ckpt})", False
+    model, info = load_or_random(ckpt, model_name, seed=seed, check=True, img_size=img_size)
+    if info["random_weights"]:
+        label = f"{model_name} (random weights)"
     else:
-        check_segmenter(model_name)
-        torch.manual_seed(seed)
-        model = litesam_pl.create_model(model_name, img_size=img_size)
-        label, random_weights = f"{model_name} (random weights)", True
-    return Slot(model.eval().to(device), label, random_weights)
+        label = f"{info['model']} ({ckpt})"
+    return Slot(model.eval().to(device), label, info["random_weights"])
 
 
 # ------------------------------------------------------------------------------------------------------ photos
@@ -186,7 +181,7 @@ def _capture_proposals(model: torch.nn.Module, sink: List[Dict[str, Any]]) -> It
 
 
 def _masks(records: Sequence[Dict[str, Any]]) -> List[np.ndarray]:
-    from ..inference.postprocess import decode_rle
+    from ..data.rle import decode_rle
 
     return [decode_rle(r["segmentation"]) for r in records]
 
