@@ -20,7 +20,7 @@ from test_cli import LOCAL, _configs
 REPO = Path(__file__).resolve().parents[1]
 S = 64
 TEST_METRICS = ("test/miou_1box", "test/miou_1point", "test/map", "test/map_50", "test/loss_mask_box", "test/loss_ppn",
-                "test/ar100", "test/ar1000", "test/box_ar100", "test/box_ar1000", "test/point_precision",
+                "test/ar100", "test/box_ar100", "test/point_precision",
                 "test/point_hit_rate")
 
 
@@ -82,6 +82,7 @@ def test_trainer_test_logs_finite_test_metrics(synthetic_sa1b, tmp_path):
         assert math.isfinite(metrics[name]), (name, metrics[name])
     assert 0.0 <= metrics["test/miou_1box"] <= 1.0
     assert not any(k.startswith("val/") for k in metrics)
+    assert "test/ar1000" not in metrics  # val_top_n 100: AR@100 only, never under a 1000 label
 
 
 def test_cli_test_with_ckpt_path_and_predict(synthetic_sa1b, tmp_path, monkeypatch):

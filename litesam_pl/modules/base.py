@@ -556,8 +556,10 @@ class LiteSAMTaskBase(pl.LightningModule):
                 box_ar100 = box_ar_top = float("nan")
             ar100, ar_top = self.val_mask_recall.compute().tolist()
             # each name says how many proposals it counts: val/ar1000 only when val_top_n is 1000 (the paper's AR@1000)
-            for name, value in (("ar100", ar100), (f"ar{top}", ar_top), ("box_ar100", box_ar100),
-                                (f"box_ar{top}", box_ar_top)):
+            pairs = [("ar100", ar100), ("box_ar100", box_ar100)]
+            if top != 100:
+                pairs += [(f"ar{top}", ar_top), (f"box_ar{top}", box_ar_top)]
+            for name, value in pairs:
                 self.log(f"{prefix}/{name}", torch.tensor(value, device=self.device), sync_dist=True)
             self.log(f"{prefix}/point_precision", self.val_point_precision.compute(), sync_dist=True)
             self.log(f"{prefix}/point_hit_rate", self.val_point_hit.compute(), sync_dist=True)
