@@ -30,6 +30,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from litesam_pl.data.rle import encode_mask
+
 __all__ = [
     "load_coco",
     "coco_from_arrays",
@@ -112,11 +114,6 @@ def load_coco(gt: GtLike) -> COCO:
     raise TypeError(f"unsupported ground truth type {type(gt).__name__}")
 
 
-def _rle_str(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8, copy=False)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
-
-
 def _xyxy_to_xywh(b: np.ndarray) -> np.ndarray:
     b = b.astype(np.float64).reshape(-1, 4)
     return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
@@ -159,7 +156,7 @@ def coco_from_arrays(images: Sequence[Mapping[str, Any]], category_names: Mappin
             ann: dict[str, Any] = {"id": ann_id, "image_id": image_id, "category_id": int(labels[k]),
                                    "iscrowd": int(crowd[k])}
             if masks is not None:
-                rle = _rle_str(masks[k])
+                rle = encode_mask(masks[k])
                 ann["segmentation"] = rle
                 ann["area"] = float(masks[k].sum())
                 ann["bbox"] = [float(v) for v in (xywh[k] if xywh is not None else mask_utils.toBbox(rle))]
@@ -200,7 +197,7 @@ def results_from_masks(image_id: int, masks: Any, scores: Any, category_ids: Any
         raise ValueError(f"{len(m)} masks but {len(s)} scores")
     out = []
     for k in range(len(m)):
-        rle = _rle_str(m[k])
+        rle = encode_mask(m[k])
         rec = {"image_id": int(image_id), "category_id": int(c[k]), "segmentation": rle, "score": float(s[k])}
         if with_bbox:
             rec["bbox"] = [float(v) for v in mask_utils.toBbox(rle)]
