@@ -68,7 +68,8 @@ import numpy as np
 import torch
 from benchmarks._wandb import publish
 from benchmarks._results import write_json
-from benchmarks.segevery_measure import ModuleTimer, error_text, load_photos, sync
+from benchmarks.segevery_measure import error_text, load_photos
+from litesam_pl.inference.timing import ModuleTimer, sync
 from benchmarks.segevery_ort import ORT_METHODS, OrtRows
 from benchmarks.segevery_report import (  # autocast_note: this module's interface too (a row's ``autocast``)
     TABLE3_LABELS, autocast_dtype, autocast_note, failed_row, measured_row, speedups, table3,  # noqa: F401

@@ -1,13 +1,11 @@
-"""What ``benchmarks.segevery`` and ``benchmarks.ci`` measure with: the photographs, device-synchronised timing, the
-one-line error text of a failed row and atomic JSON writing."""
+"""What ``benchmarks.segevery`` and ``benchmarks.ci`` measure with: the photographs, quantiles and the one-line error
+text of a failed row (device-synchronised timing: ``litesam_pl.inference.timing``; JSON: ``benchmarks._results``)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
                   "immunohistochemistry", "retina", "moon", "cell", "colorwheel", "brick", "grass", "gravel")
@@ -56,41 +54,6 @@ def load_photos(n: int, side: int, shared: Optional[Path] = None) -> List[Tuple[
 
 
 # ---------------------------------------------------------------------------------------------- timing, errors
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class ModuleTimer:
-    """Accumulates the wall time of ``module.forward`` calls (device synchronised) via forward hooks."""
-
-    def __init__(self, modules: Dict[str, torch.nn.Module], device: torch.device) -> None:
-        self.device = device
-        self.totals: Dict[str, float] = {k: 0.0 for k in modules}
-        self._start: Dict[str, float] = {}
-        self._handles = []
-        for name, mod in modules.items():
-            self._handles.append(mod.register_forward_pre_hook(self._pre(name)))
-            self._handles.append(mod.register_forward_hook(self._post(name)))
-
-    def _pre(self, name: str):
-        def hook(module, args):
-            sync(self.device)
-            self._start[name] = time.perf_counter()
-        return hook
-
-    def _post(self, name: str):
-        def hook(module, args, out):
-            sync(self.device)
-            self.totals[name] += time.perf_counter() - self._start.pop(name)
-        return hook
-
-    def reset(self) -> None:
-        self.totals = {k: 0.0 for k in self.totals}
-
-    def close(self) -> None:
-        for h in self._handles:
-            h.remove()
 
 
 def error_text(exc: BaseException, limit: int = 400) -> str:

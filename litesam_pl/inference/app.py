@@ -20,7 +20,6 @@ flag to relax), then a summary line. Without ``--ckpt`` the model has random wei
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -35,7 +34,7 @@ from litesam_pl.models.prompt_forms import PROMPT_FORMS, SEGEVERY_PROMPT_FORM, m
 
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from .outputs import (IMAGE_SUFFIXES, coco_results, collect_inputs, first_existing, fit_side, image_ids, limit_side,
-                      new_run_dir, out_dir_error, output_names, planned_files, write_coco)
+                      new_run_dir, out_dir_error, output_names, planned_files, write_coco, write_masks_json)
 from .overlay import draw_masks, draw_overlay
 
 __all__ = ["main", "overlay", "write_outputs", "filter_report", "IMAGE_SUFFIXES"]
@@ -68,17 +67,8 @@ def write_outputs(path: Path, image: np.ndarray, records: List[Dict[str, Any]], 
     stem = stem or path.stem
     png = out_dir / f"{stem}_overlay.png"
     Image.fromarray(over).save(png)
-    h, w = image.shape[:2]
-    info: Dict[str, Any] = {"image_id": int(image_id), "width": int(w), "height": int(h), "file_name": path.name}
-    if original_size is not None and tuple(original_size) != (h, w):
-        info["original_height"], info["original_width"] = int(original_size[0]), int(original_size[1])
-    anns = []
-    for i, r in enumerate(records):
-        ann = dict(r)
-        ann["id"] = i
-        anns.append(ann)
-    js = out_dir / f"{stem}_masks.json"
-    js.write_text(json.dumps({"image": info, "annotations": anns}))
+    js = write_masks_json(out_dir / f"{stem}_masks.json", records, image_id, image.shape[:2], path.name,
+                          original_size)
     return {"overlay": png, "masks": js}
 
 

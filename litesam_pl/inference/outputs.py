@@ -23,7 +23,7 @@ from ..data.rle import rle_to_bbox
 __all__ = [
     "IMAGE_SUFFIXES", "DEFAULT_PROJECT", "DEFAULT_NAME", "RESULTS_FILE", "IMAGES_FILE", "collect_inputs",
     "new_run_dir", "out_dir_error", "output_names", "planned_files", "first_existing", "limit_side", "fit_side",
-    "image_ids", "coco_results", "coco_images", "write_coco",
+    "image_ids", "coco_results", "coco_images", "write_coco", "write_masks_json",
 ]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm"}
@@ -186,3 +186,19 @@ def write_coco(out_dir: Path, results: List[Dict[str, Any]], images: List[Dict[s
     """Write ``results.json`` (``coco_results`` over all images) and ``images.json`` (``coco_images``)."""
     (out_dir / RESULTS_FILE).write_text(json.dumps(results))
     (out_dir / IMAGES_FILE).write_text(json.dumps(coco_images(images)))
+
+
+def write_masks_json(path: Path, records: Sequence[Dict[str, Any]], image_id: int, size: Sequence[int],
+                     file_name: str, original_size: Optional[Sequence[int]] = None) -> Path:
+    """``<stem>_masks.json`` of one image (SA-1B layout): ``image`` (``image_id``, ``width``, ``height`` = ``size``
+    (H, W) of the masks, ``file_name``, and ``original_height`` / ``original_width`` when ``original_size``
+    differs) and ``annotations`` (the records, each with an ``id``). Written by ``litesam segment-everything``,
+    ``litesam predict`` and the web page alike."""
+    h, w = int(size[0]), int(size[1])
+    info: Dict[str, Any] = {"image_id": int(image_id), "width": w, "height": h, "file_name": file_name}
+    if original_size is not None and tuple(original_size) != (h, w):
+        info["original_height"], info["original_width"] = int(original_size[0]), int(original_size[1])
+    anns = [{**r, "id": i} for i, r in enumerate(records)]
+    path = Path(path)
+    path.write_text(json.dumps({"image": info, "annotations": anns}))
+    return path

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import inspect
 import math
-import time
-from contextlib import contextmanager, nullcontext
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from contextlib import nullcontext
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 from .fast_decoder import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD, LABEL_POS, FastMaskDecoder, embed_prompts, stock_decode
 from .postprocess import OUTPUT_MODES, box_nms, build_records, mask_nms, masks_to_boxes, stability_score
 from ..models.prompt_forms import SEGEVERY_PROMPT_FORM, multimask_output_for
+from .timing import phase
 from .sam_compat import ImagesLike, as_image_list, check_sam_like, grid_points, model_device, preprocess_images
 
 __all__ = ["segment_everything", "PROMPT_SOURCES", "PROMPT_TYPES", "RANK_BY", "PHASES", "FILTERS"]
@@ -43,21 +43,6 @@ NMS_KINDS = ("mask", "box", "none")
 PHASES = ("preprocess", "encoder", "prompts", "decoder", "postprocess")
 # the mask filters in the order they apply (the keys of ``stats["filters"][i]["removed"]``)
 FILTERS = ("pred_iou", "stability", "empty", "nms", "max_masks")
-
-
-@contextmanager
-def _phase(timings: Optional[Dict[str, float]], name: str, device: torch.device) -> Iterator[None]:
-    """Add the wall time of the block (device synchronised) to ``timings[name]``."""
-    if timings is None:
-        yield
-        return
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    yield
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
 def _fast_decoder(model: nn.Module) -> FastMaskDecoder:
@@ -305,11 +290,11 @@ def segment_everything(
     fast = _fast_decoder(model) if decoder == "fast" else None
     for g0 in range(0, len(image_list), max(1, int(image_batch_size))):
         group = image_list[g0 : g0 + max(1, int(image_batch_size))]
-        with _phase(timings, "preprocess", device):
+        with phase(timings, "preprocess", device):
             prep = preprocess_images(model, group, device)
-        with _phase(timings, "encoder", device), amp:
+        with phase(timings, "encoder", device), amp:
             embeddings = model.image_encoder(prep.pixels)
-        with _phase(timings, "prompts", device), amp:
+        with phase(timings, "prompts", device), amp:
             if prompts == "autoppn":
                 per_image = _autoppn_prompts(model, embeddings, prep.input_sizes, top_n, score_threshold, nms_kernel)
             else:
@@ -319,7 +304,7 @@ def segment_everything(
                 ]
         for b in range(len(group)):
             pr = per_image[b]
-            with _phase(timings, "prompts", device), amp:
+            with phase(timings, "prompts", device), amp:
                 coords, labels = _prompt_tensors(pr["points"], pr["boxes"], prompt_type if prompts == "autoppn" else "point")
                 sparse = embed_prompts(model.prompt_encoder, coords, labels)
             funnel: Optional[Dict[str, Any]] = None
@@ -327,7 +312,7 @@ def segment_everything(
                 stats["prompts"].append(int(sparse.shape[0]))
                 funnel = _prompt_stage_stats(pr, prompts, int(sparse.shape[0]), dict(thresholds))
             iou_seen: Optional[List[Tensor]] = [] if funnel is not None else None
-            with _phase(timings, "decoder", device), amp:
+            with phase(timings, "decoder", device), amp:
                 emb = embeddings[b : b + 1]
                 if fast is not None and fast.supported:
                     low, iou, rows = _fast_decode_survivors(fast, emb, sparse, multimask_output, chunk_size,
@@ -338,7 +323,7 @@ def segment_everything(
                     iou_seen = [iou] if iou_seen is not None else None
             if funnel is not None:
                 funnel["iou_all"] = torch.cat(iou_seen).float() if iou_seen else iou.float()
-            with _phase(timings, "postprocess", device):
+            with phase(timings, "postprocess", device):
                 results.append(
                     _postprocess_image(
                         low.float(), iou.float(), rows, pr["points"], pr["scores"], prep.input_sizes[b],

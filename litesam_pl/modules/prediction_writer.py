@@ -43,6 +43,7 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from litesam_pl.cli import CLIError
+from litesam_pl.inference.outputs import write_masks_json
 
 __all__ = ["SegEveryWriter", "PredictOutputError", "attach_writer", "add_writer_arguments", "key_image_id",
            "DEFAULT_PREDICT_PROJECT"]
@@ -275,17 +276,6 @@ class SegEveryWriter(BasePredictionWriter):
         print(f"{PROG}: results saved to {self.out_dir} ({_plural(len(images), 'image')}, "
               f"{_plural(n_masks, 'mask')})")
         return {"images": len(images), "masks": n_masks}
-
-
-def write_masks_json(path: Path, records: Sequence[Dict[str, Any]], image_id: int, size: Sequence[int],
-                     file_name: str) -> Path:
-    """``<stem>_masks.json`` without an overlay: the layout of ``inference.app.write_outputs`` (``image`` info with
-    ``image_id``, ``width``, ``height``, ``file_name``; ``annotations``: the records, each with an ``id``)."""
-    h, w = int(size[0]), int(size[1])
-    info = {"image_id": int(image_id), "width": w, "height": h, "file_name": file_name}
-    anns = [{**r, "id": i} for i, r in enumerate(records)]
-    path.write_text(json.dumps({"image": info, "annotations": anns}))
-    return path
 
 
 # --- litesam predict (litesam_pl.cli) ---------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 from ..inference.images import ImageLoadError, load_image
 from ..inference.outputs import limit_side
 from ..inference.overlay import draw_masks
+from ..inference.timing import ModuleTimer
 
 __all__ = [
     "PageError", "Slot", "Photo", "Segmentation", "EXAMPLES", "COMPARE_WITH", "example_photos", "load_slot",
@@ -227,26 +228,6 @@ def run_everything(slot: Slot, photo: Photo, pred_iou_thresh: float = 0.5, stabi
                         total * 1e3, (stats.get("filters") or [None])[0], method, slot.label)
 
 
-class _ModuleTimes:
-    """Wall time spent in some sub-modules (forward hooks), for the grid-search phases."""
-
-    def __init__(self, modules: Dict[str, torch.nn.Module]) -> None:
-        self.ms = {name: 0.0 for name in modules}
-        self._start: Dict[str, float] = {}
-        self._hooks = []
-        for name, mod in modules.items():
-            self._hooks.append(mod.register_forward_pre_hook(lambda *_, n=name: self._start.__setitem__(
-                n, time.perf_counter())))
-            self._hooks.append(mod.register_forward_hook(lambda *_, n=name: self._add(n)))
-
-    def _add(self, name: str) -> None:
-        self.ms[name] += (time.perf_counter() - self._start.pop(name)) * 1e3
-
-    def close(self) -> None:
-        for h in self._hooks:
-            h.remove()
-
-
 def run_grid(slot: Slot, photo: Photo, points_per_side: int = 32, pred_iou_thresh: float = 0.5,
              stability_score_thresh: float = 0.8, box_nms_thresh: float = 0.7) -> Segmentation:
     """The grid-search baseline on the same model: ``SamAutomaticMaskGenerator`` (no crops), timed per phase."""
@@ -264,15 +245,15 @@ def run_grid(slot: Slot, photo: Photo, points_per_side: int = 32, pred_iou_thres
                                    box_nms_thresh=float(box_nms_thresh), output_mode="coco_rle")
     model = slot.model
     with slot.lock, torch.no_grad():
-        timer = _ModuleTimes({"encoder": model.image_encoder, "prompts": model.prompt_encoder,
-                              "decoder": model.mask_decoder})
+        timer = ModuleTimer({"encoder": model.image_encoder, "prompts": model.prompt_encoder,
+                             "decoder": model.mask_decoder}, next(model.parameters()).device)
         try:
             t0 = time.perf_counter()
             records = amg.generate(photo.image)
             total = (time.perf_counter() - t0) * 1e3
         finally:
             timer.close()
-    phases = dict(timer.ms)
+    phases = {k: v * 1e3 for k, v in timer.totals.items()}
     phases["postprocess"] = max(0.0, total - sum(phases.values()))
     return Segmentation(records, _masks(records), np.zeros((0, 2), np.float32), phases, total, None,
                         f"grid search, SamAutomaticMaskGenerator {n}x{n}", slot.label)
