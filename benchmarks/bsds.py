@@ -220,8 +220,8 @@ def _fmt(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
-def format_table(name: str, res: Dict[str, object], n_thresholds: int,
-                 more: Optional[Dict[str, Dict[str, object]]] = None) -> str:
+def format_edge_table(name: str, res: Dict[str, object], n_thresholds: int,
+                      more: Optional[Dict[str, Dict[str, object]]] = None) -> str:
     """Table 7's paper rows, then ``name``'s measured row and one per entry of ``more`` (name -> result)."""
     lines = [
         f"Table 7: zero-shot edge detection on BSDS500 ({res['images']} images, {n_thresholds} thresholds; "
@@ -342,7 +342,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
                 raise RuntimeError(f"source {k} scored {r['images']} images, not {first['images']}")
     pseg = args.pred and args.pred_format == "segs"
     n_thr = len(first["curve"]["thresholds"]) if pseg and not args.baselines else args.thresholds
-    print(format_table(first["method"], first, n_thr, {r["method"]: r for r in list(results.values())[1:]}))
+    print(format_edge_table(first["method"], first, n_thr, {r["method"]: r for r in list(results.values())[1:]}))
     for r in results.values():
         print(f"{r['method']}: ODS threshold {r['ods_threshold']:.4f} (R {r['ods_r']:.3f}, P {r['ods_p']:.3f}); "
               f"wall {r['wall_s']:.1f} s")

@@ -143,7 +143,7 @@ def ratios(models: Dict[str, Dict]) -> Dict[str, Dict[str, Optional[float]]]:
     return {k: {"ours": ours[k], "paper": PAPER_RATIOS[k]} for k in PAPER_RATIOS}
 
 
-def format_table(result: Dict) -> str:
+def format_complexity_table(result: Dict) -> str:
     """A paper-shaped table: ours beside the paper's figures."""
     sizes = sorted({s for m in result["models"].values() for s in m["macs"]}, key=int)
     head = ["model", "params (M)", "paper (M)"] + [f"GMACs@{s}" for s in sizes]
@@ -190,7 +190,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.timm:
         names += [n for n in TABLE4_BACKBONES if n not in names]
     result = measure(names, args.sizes, args.device)
-    print(format_table(result))
+    print(format_complexity_table(result))
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")

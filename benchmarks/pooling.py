@@ -6,21 +6,15 @@ Both paths give the same values (tests/test_models.py); this measures only the t
 """
 from __future__ import annotations
 
-from benchmarks._results import write_json
 import argparse
 import statistics
 import time
-from unittest import mock
 
 import torch
-import torch.nn.functional as F
 
 import litesam_pl
-from litesam_pl.models import mixers
-
-
-def _plain(x: torch.Tensor, k: int) -> torch.Tensor:
-    return F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)
+from benchmarks._results import write_json
+from litesam_pl.models.mixers import cpu_pooling
 
 
 def main(argv=None) -> dict:
@@ -41,8 +35,7 @@ def main(argv=None) -> dict:
             enc(x)  # warm-up
             for _ in range(args.rounds):
                 for name in times:
-                    ctx = mock.patch.object(mixers, "_avg_pool", _plain) if name == "avg_pool2d" else mock.patch.object(mixers, "_avg_pool", mixers._avg_pool)
-                    with ctx:
+                    with cpu_pooling(name):
                         t = time.perf_counter()
                         enc(x)
                         times[name].append(1e3 * (time.perf_counter() - t))

@@ -50,9 +50,9 @@ class OrtRows:
 
             if self.device.type != "cpu":
                 raise RuntimeError("the ONNX Runtime rows run on the CPU only (CPUExecutionProvider); use --device cpu")
-            from litesam_pl.inference.export import _require_onnx, export_onnx
+            from litesam_pl.inference.export import require_onnx, export_onnx
 
-            _require_onnx(check=True)  # ImportError, one line: what to install
+            require_onnx(check=True)  # ImportError, one line: what to install
             import onnxruntime as ort
 
             model = self.model("litesam")

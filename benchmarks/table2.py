@@ -138,7 +138,7 @@ def effects(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def format_table(rows: List[Dict[str, Any]], eff: Dict[str, Dict[str, Any]]) -> str:
+def format_ablation_table(rows: List[Dict[str, Any]], eff: Dict[str, Dict[str, Any]]) -> str:
     metrics = sorted({r["metric"] for r in rows if r["metric"]})
     head = ("stem conv->MSPM", "new GT & loss", "object grouping", "paper AR@1000 %", "ours %", "ours box AR %", "run")
     lines = [f"Table 2 (AutoPPN ablations): paper Mask AR@1000 on COCO vs ours at smoke scale "
@@ -243,7 +243,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     rows = collect(run_root)
     eff = effects(rows)
-    print(format_table(rows, eff))
+    print(format_ablation_table(rows, eff))
     if args.json:
         out = write_json(args.json, {"metric_preference": list(METRICS), "steps": args.steps, "rows": rows,
                                      "effects": eff, "failed": failed})

@@ -37,7 +37,7 @@ from .outputs import (IMAGE_SUFFIXES, coco_results, collect_inputs, first_existi
                       new_run_dir, out_dir_error, output_names, planned_files, write_coco, write_masks_json)
 from .overlay import draw_masks, draw_overlay
 
-__all__ = ["main", "overlay", "write_outputs", "filter_report", "IMAGE_SUFFIXES"]
+__all__ = ["main", "overlay", "write_outputs", "filter_report", "needs_filter_report", "IMAGE_SUFFIXES"]
 
 PROG = "litesam segment-everything"
 # below this share of the candidate masks kept, the per-image line is followed by the filter report
@@ -196,7 +196,7 @@ def filter_report(f: Dict[str, Any]) -> str:
     return line + (f"; to keep more, try {' '.join(flags)}" if flags else "")
 
 
-def _needs_report(f: Dict[str, Any]) -> bool:
+def needs_filter_report(f: Dict[str, Any]) -> bool:
     """(Almost) all candidate masks were removed: none kept, or under ``FEW_KEPT`` of them."""
     return f["kept"] == 0 or f["kept"] < FEW_KEPT * f["candidates"]
 
@@ -391,7 +391,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
         times_ms.append(ms)
         total_masks += len(records)
-        report = filter_report(funnel) if _needs_report(funnel) else None
+        report = filter_report(funnel) if needs_filter_report(funnel) else None
         caption = [f"{label}: {_plural(len(records), 'mask')}, {ms:.0f} ms", _settings_line(args, funnel)]
         alerts = (["random weights (no --ckpt): the masks are meaningless"] if random_weights else []) + (
             [report] if report else [])

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from .fast_decoder import FastMaskDecoder, embed_prompts
 
-__all__ = ["EXPORT_FORMAT", "export_weights", "export_onnx", "EncoderOnnx", "DecoderOnnx", "main"]
+__all__ = ["EXPORT_FORMAT", "export_weights", "export_onnx", "require_onnx", "EncoderOnnx", "DecoderOnnx", "main"]
 
 from litesam_pl.models.checkpoint import EXPORT_FORMAT, export_payload  # noqa: E402  "litesam-pl/weights-v1"
 
@@ -118,7 +118,7 @@ def _missing_onnx_packages(check: bool = True) -> list:
     return [n for n in names if importlib.util.find_spec(n) is None]
 
 
-def _require_onnx(check: bool = True) -> None:
+def require_onnx(check: bool = True) -> None:
     """Raise ``ImportError`` with a one-line install hint when ``_missing_onnx_packages`` is not empty."""
     missing = _missing_onnx_packages(check)
     if missing:
@@ -161,7 +161,7 @@ def export_onnx(
     Returns (and writes to ``report.json``) the paths and ``max_abs_diff`` per output. Raises ``ImportError``
     (one line: what to install) without ``onnx``, or without ``onnxruntime`` when ``check``. Running the graphs:
     ``examples/onnx_segment_everything.py`` and ``docs/onnx.md``."""
-    _require_onnx(check)
+    require_onnx(check)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu().float()
@@ -249,7 +249,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("nothing to do: give --out and/or --onnx")
     if args.onnx:  # before loading the model: say at once what to install
         try:
-            _require_onnx(check=not args.no_check)
+            require_onnx(check=not args.no_check)
         except ImportError as err:
             print(f"litesam export: error: {err}", file=sys.stderr)
             return 2

@@ -16,15 +16,16 @@ factory); adding a mixer is one entry there.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["box_mean", "PoolMixer", "PoolDWMixer", "MultiScalePoolMixer", "MSPM", "MixerSpec", "MIXERS",
+__all__ = ["box_mean", "cpu_pooling", "PoolMixer", "PoolDWMixer", "MultiScalePoolMixer", "MSPM", "MixerSpec", "MIXERS",
            "build_mixer"]
 
 
@@ -56,13 +57,33 @@ def box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     return (s / (nh[:, None] * nw[None, :])).to(dtype)
 
 
+# the CPU eager kernel of the pooling mixers: "box_mean" (default) or "avg_pool2d"; set through ``cpu_pooling``
+_CPU_POOLING = "box_mean"
+
+
+@contextmanager
+def cpu_pooling(kernel: str) -> Iterator[None]:
+    """Within the block, pooling mixers on the CPU use ``kernel``: ``"box_mean"`` (the default, prefix sums) or
+    ``"avg_pool2d"`` (PyTorch's kernel, the path every other device takes). For benchmarks and equivalence tests;
+    the two give the same values to float rounding (tests/test_precision.py)."""
+    global _CPU_POOLING
+    if kernel not in ("box_mean", "avg_pool2d"):
+        raise ValueError(f"cpu_pooling kernel must be 'box_mean' or 'avg_pool2d', got {kernel!r}")
+    previous, _CPU_POOLING = _CPU_POOLING, kernel
+    try:
+        yield
+    finally:
+        _CPU_POOLING = previous
+
+
 def _avg_pool(x: torch.Tensor, k: int) -> torch.Tensor:
     """Stride-1 "same" average pooling that ignores the padding (PoolFormer's ``count_include_pad=False``).
 
-    CPU eager mode uses ``box_mean`` (PyTorch's CPU pooling kernel is O(k^2) and was 58% of LiteViT's forward time);
-    other devices, tracing and ONNX export use ``F.avg_pool2d`` itself.
+    CPU eager mode uses ``box_mean`` (PyTorch's CPU pooling kernel is O(k^2) and was 58% of LiteViT's forward time)
+    unless ``cpu_pooling("avg_pool2d")`` is active; other devices, tracing and ONNX export use ``F.avg_pool2d``.
     """
-    if x.device.type == "cpu" and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()):
+    if (x.device.type == "cpu" and _CPU_POOLING == "box_mean"
+            and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export())):
         return box_mean(x, k)
     return F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)
 

@@ -177,13 +177,13 @@ class SegEveryWriter(BasePredictionWriter):
 
     def _caption(self, trainer: Any, pl_module: Any, n_masks: int, f: Optional[Dict[str, Any]]) -> tuple:
         """``(caption lines, alert lines)`` of one overlay."""
-        from litesam_pl.inference.app import _needs_report, filter_report
+        from litesam_pl.inference.app import needs_filter_report, filter_report
 
         ckpt = getattr(trainer, "ckpt_path", None)
         label = type(pl_module).__name__ + (f" ({Path(str(ckpt)).name})" if ckpt else "")
         lines = [f"{label}: {_plural(n_masks, 'mask')}"] + ([_settings(f)] if f else [])
         alerts = ["random weights (no --ckpt_path): the masks are meaningless"] if self.random_weights else []
-        if f and _needs_report(f):  # why there are (almost) no masks; segment-everything's relaxing flags dropped
+        if f and needs_filter_report(f):  # why there are (almost) no masks; segment-everything's relaxing flags dropped
             alerts.append(filter_report(f).split("; to keep more", 1)[0])
         return lines, alerts
 
