@@ -1,7 +1,7 @@
 """Classical reference rows of ``benchmarks.coco`` / ``benchmarks.lvis`` (evaluation only, not for users' images).
 
 Both baselines get the same prompt as the model's 1-box column: the instance's GT box, on the same instances
-(``_eval_common.evaluate_instances`` calls ``Baselines`` once per image with the instances it prompts, after
+(``_eval_prompting.evaluate_instances`` calls ``Baselines`` once per image with the instances it prompts, after
 its crowd / empty rules), and are scored with the same ``summarize_miou`` size groups (annotation area):
 
 - ``box_fill``: the box itself as the mask, pixel-centre rule (``integer_box``): pixel (row, col) is in when
@@ -191,9 +191,9 @@ class Baselines:
     def load_states(self, states: Sequence[Mapping[str, Any]], per_rank_counts: Sequence[Sequence[int]]) -> None:
         """Replace this collection with the union of the ranks' ``state()`` (a torchrun run of
         ``benchmarks.coco`` / ``lvis``): IoUs and areas in the single-process image order
-        (``_eval_common.interleave``; ``per_rank_counts[r]``: instances per image of rank r), counters and
+        (``_eval_dist.interleave``; ``per_rank_counts[r]``: instances per image of rank r), counters and
         seconds summed."""
-        from benchmarks._eval_common import interleave
+        from benchmarks._eval_dist import interleave
 
         for st in states:
             if st["names"] != self.names or st["iterations"] != self.iterations:
@@ -209,7 +209,7 @@ class Baselines:
 
         ``areas``: the model run's per-instance areas, checked equal to the baselines' own (same instances).
         """
-        from benchmarks._eval_common import miou_row
+        from benchmarks._eval_score import miou_row
         from litesam_pl.metrics.miou import area_group
 
         if areas is not None and list(map(float, areas)) != self.areas:
@@ -253,7 +253,7 @@ def make_baselines(args: argparse.Namespace) -> Baselines | None:
 
 
 def baseline_rows(summary: Mapping[str, Mapping[str, Any]] | None) -> list[tuple[str, Mapping[str, Any]]]:
-    """``(label, numbers)`` rows for ``_eval_common.format_table`` (only the 1-box column is filled)."""
+    """``(label, numbers)`` rows for ``_eval_score.format_table`` (only the 1-box column is filled)."""
     return [(LABELS[k], v) for k, v in (summary or {}).items()]
 
 

@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 import torch
 
-from benchmarks._eval_common import _ann_masks
 from benchmarks._results import write_json
+from litesam_pl.data.coco import ann_masks
 
 THRESHOLDS = (-3.0, -2.0, -1.0, 0.0, 1.0)
 GROUPS = {"all": (0, float("inf")), "small": (0, 32 ** 2), "medium": (32 ** 2, 96 ** 2), "large": (96 ** 2, float("inf"))}
@@ -59,7 +59,7 @@ def instance_rows(model: torch.nn.Module, data: Any) -> List[Dict[str, float]]:
             anns = [a for a in sample.annotations if not a.get("iscrowd", 0) and float(a.get("area", 0)) >= 1]
             if not anns:
                 continue
-            gt = _ann_masks(anns, sample.height, sample.width)
+            gt = ann_masks(anns, sample.height, sample.width)
             predictor.set_image(sample.image)
             boxes = predictor.transform.apply_boxes_torch(
                 torch.as_tensor(boxes_from_annotations(anns), dtype=torch.float32), predictor.original_size)

@@ -7,8 +7,9 @@ part/whole nesting and irregular outlines), prints a table and writes JSON
 the CPU time of the main process plus the workers per sample: on a busy machine it tells what free cores would give
 (``cores * 1000 / cpu_ms_per_sample`` at best). ``--phases`` adds, for 0 workers, the CPU ms per sample of each phase
 of ``SampleProcessor`` (``parse`` json, ``decode`` jpg, ``resize``, ``rle`` parse + boxes, ``grid`` sampling of every
-mask, AutoPPN ``targets``, the K ``masks``, ``prompts``, ``normalize``) and ``other`` (tar reading, shuffling,
-collating).
+mask, AutoPPN ``targets``, the K ``masks``, ``prompts``, ``pad``: the uint8 image into its batch slot) and ``other``
+(tar reading, shuffling, collating). Batches carry uint8 images; their normalisation runs on the training device
+(``LiteSAMTaskBase.on_after_batch_transfer``) and is not part of the loader's CPU time.
 
     python -m benchmarks.dataloader --synthetic /tmp/sa1b_bench --json results/dataloader.json
     python -m benchmarks.dataloader --shards 'data/sa1b/sa_{000000..000009}.tar' --json results/dataloader.json
@@ -166,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=2, help="runs per worker count (the median is reported)")
     p.add_argument("--phases", action="store_true",
                    help="with 0 workers, also report CPU ms per sample of each phase of the per-sample processing "
-                        "(decode, RLE parse, grid sampling, targets, masks, prompts, normalisation, other)")
+                        "(decode, RLE parse, grid sampling, targets, masks, prompts, image padding, other)")
     a = p.parse_args(argv)
 
     if a.synthetic is not None:

@@ -148,9 +148,6 @@ def _overlay(stage_recipe: str, mode: str, z: Dict[str, Any], work: Path, name: 
     """A recipe overlay for a short timed fit on this device (no logger, no validation, no checkpoints)."""
     import yaml
 
-    cfg = yaml.safe_load((ROOT / stage_recipe).read_text())
-    kwargs = dict(cfg["model"]["init_args"].get("model_kwargs") or {})
-    kwargs["img_size"] = z["side"]
     run = work / "fit" / name
     steps = z["fit_steps"]
     ov = {
@@ -161,7 +158,7 @@ def _overlay(stage_recipe: str, mode: str, z: Dict[str, Any], work: Path, name: 
                     "default_root_dir": str(run),
                     "callbacks": [{"class_path": "benchmarks.gpu_check.FitProbe",
                                    "init_args": {"out": str(run / "probe.json"), "warmup": min(5, steps - 1)}}]},
-        "model": {"init_args": {"model_kwargs": kwargs, "init_from": None}},
+        "model": {"init_args": {"init_from": None}},  # the model's img_size follows data.img_size (a CLI link)
         "data": {"train_shards": str(work / "shards"), "val_shards": None, "img_size": z["side"],
                  "batch_size": z["fit_batch"], "num_workers": z["workers"], "shuffle_buffer": 16,
                  "epoch_samples": z["fit_batch"] * (steps + 1)},

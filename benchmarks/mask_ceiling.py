@@ -17,8 +17,10 @@ from typing import Optional, Sequence
 import torch
 
 from litesam_pl.data.datamodule import SA1BDataModule
+from litesam_pl.data.transforms import normalize_batch
 from litesam_pl.metrics.recall import MaskRecall, mask_iou_matrix
 from litesam_pl.modules import LiteSAMModule
+from litesam_pl.modules.config import upgrade_flat_hparams
 
 FORMS = ("box", "point+box")
 
@@ -29,6 +31,7 @@ def mask_ceiling(module: LiteSAMModule, loader, img_size: int) -> dict:
     recall = {f: MaskRecall(max_dets=(100, 1000)) for f in FORMS}
     ious = {f: [] for f in FORMS}
     for batch in loader:
+        batch = normalize_batch(batch)  # the loader's uint8 images -> the model's float input (as on_after_batch_transfer)
         emb = module.encode(batch["image"])
         for form in FORMS:
             points = (batch["points"], batch["point_labels"]) if "point" in form else None
@@ -60,7 +63,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = p.parse_args(argv)
     if not Path(a.ckpt).is_file():
         p.error(f"no checkpoint at {a.ckpt}")
-    module = LiteSAMModule.load_from_checkpoint(a.ckpt, map_location="cpu", init_from=None).eval()
+    # the module from the checkpoint's hyper-parameters (those written before the typed config parts upgraded)
+    ckpt = torch.load(a.ckpt, map_location="cpu", weights_only=True)
+    hparams = upgrade_flat_hparams(ckpt.get("hyper_parameters") or {})
+    module = LiteSAMModule(**{**{k: v for k, v in hparams.items() if not k.startswith("_")}, "init_from": None})
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
     dm = SA1BDataModule(train_shards=None, val_shards=a.shards, batch_size=a.batch_size, num_workers=0,
                         img_size=a.img_size, max_masks=a.max_masks)
     dm.setup("validate")

@@ -1,7 +1,7 @@
 """The Lite-SAM paper's figures, once: one dict per table (named by table and column), imported where printed.
 
 Table 5 (mIoU, AP) and Table 6 (Mask AR@1000) of the COCO / LVIS benchmarks: ``PAPER_ROWS`` and
-``PAPER_ROWS_R1024`` in ``benchmarks/_eval_common.py``.
+``PAPER_ROWS_R1024`` in ``benchmarks/_eval_score.py``.
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def run(ann: str, sizes: Sequence[int], limit: int | None = None) -> dict:
     from pycocotools.coco import COCO
     from tqdm import tqdm
 
-    from benchmarks._eval_common import miou_row
+    from benchmarks._eval_score import miou_row
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(ann)

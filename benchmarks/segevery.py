@@ -18,8 +18,9 @@ ONNX Runtime (CPU only, opt-in: not in the default ``--methods``; needs ``pip in
 ``litesam_autoppn_ort``  the ``litesam_autoppn`` row with the exported graphs (``litesam export --onnx``) run by
                          onnxruntime's CPU provider instead of PyTorch: ``encoder.onnx`` (encoder + AutoPPN +
                          Point-NMS + top-N), then ``decoder.onnx`` once over all prompts; pre-processing
-                         (``preprocess_images``), the score threshold, the prompt layout (``_prompt_tensors``) and
-                         the post-processing (``_postprocess_image``: filters, mask NMS, upsampling) are the
+                         (``preprocess_images``), the score threshold, the prompt layout
+                         (``segevery_prompts.prompt_tensors``) and the post-processing
+                         (``segevery_masks.postprocess_image``: filters, mask NMS, upsampling) are the
                          PyTorch pipeline's own functions with ``segment_everything``'s defaults
 ``litesam_onnx_example`` the same sessions driven by ``examples/onnx_segment_everything.py``'s
                          ``segment_everything_onnx`` (numpy + OpenCV pre- and post-processing, no torch: what a
@@ -184,15 +185,15 @@ class Bench(OrtRows):
         """One decoder call (chunked by ``--decoder-chunk``) on the image's 256 AutoPPN prompts."""
         from litesam_pl.inference.fast_decoder import FastMaskDecoder, embed_prompts, stock_decode
         from litesam_pl.inference.sam_compat import as_image_list, preprocess_images
-        from litesam_pl.inference.segevery import _autoppn_prompts, _prompt_tensors
+        from litesam_pl.inference.segevery_prompts import autoppn_prompts, prompt_tensors
 
         model = self.model("litesam")
         with torch.no_grad(), self._amp():
             imgs, _ = as_image_list(image)
             prep = preprocess_images(model, imgs, self.device)
             emb = model.image_encoder(prep.pixels)
-            pr = _autoppn_prompts(model, emb, prep.input_sizes, 16 if warm else self.args.top_n, 0.0, 3)[0]
-            coords, labels = _prompt_tensors(pr["points"], pr["boxes"], "point+box")
+            pr = autoppn_prompts(model, emb, prep.input_sizes, 16 if warm else self.args.top_n, 0.0, 3)[0]
+            coords, labels = prompt_tensors(pr["points"], pr["boxes"], "point+box")
             sparse = embed_prompts(model.prompt_encoder, coords, labels)
             n = sparse.shape[0]
             chunk = self.args.decoder_chunk or n

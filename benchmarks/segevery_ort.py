@@ -101,9 +101,9 @@ class OrtRows:
         post-processing are ``segment_everything``'s own functions. ``keep`` (a dict) receives the intermediate
         arrays (for the check)."""
         from litesam_pl.inference.sam_compat import as_image_list, preprocess_images
-        from litesam_pl.inference.segevery import (
-            _postprocess_image, _prompt_tensors, _score_threshold_used, multimask_output_for,
-        )
+        from litesam_pl.inference.segevery_masks import postprocess_image
+        from litesam_pl.inference.segevery_prompts import prompt_tensors, score_threshold_used
+        from litesam_pl.models.prompt_forms import multimask_output_for
 
         sess = self.ort_sessions()
         model = self.model("litesam")
@@ -113,7 +113,7 @@ class OrtRows:
         k = int(model.mask_decoder.num_mask_tokens)
         tokens = list(range(1, k)) if multimask else [0]
         size = int(model.image_encoder.img_size)
-        thr = _score_threshold_used(model, o["score_threshold"])
+        thr = score_threshold_used(model, o["score_threshold"])
         phases: Dict[str, float] = {}
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -131,7 +131,7 @@ class OrtRows:
             points = torch.from_numpy(np.ascontiguousarray(enc["points"][0][ok]))
             boxes = torch.from_numpy(np.ascontiguousarray(enc["boxes"][0][ok]))
             scores = torch.from_numpy(np.ascontiguousarray(enc["scores"][0][ok]))
-            coords, labels = _prompt_tensors(points, boxes, form)
+            coords, labels = prompt_tensors(points, boxes, form)
             coords_np = coords.float().contiguous().numpy()
             labels_np = labels.float().contiguous().numpy()
             n = int(points.shape[0])
@@ -145,7 +145,7 @@ class OrtRows:
             low = torch.from_numpy(np.ascontiguousarray(low_all[:, tokens]))
             iou = torch.from_numpy(np.ascontiguousarray(iou_all[:, tokens]))
             t4 = time.perf_counter()
-            out = _postprocess_image(
+            out = postprocess_image(
                 low, iou, torch.arange(n), points, scores, in_hw, prep.original_sizes[0], size,
                 float(getattr(model, "mask_threshold", 0.0)), o["pred_iou_thresh"], o["stability_score_thresh"],
                 o["stability_score_offset"], o["box_nms_thresh"], o["nms"], o["nms_resolution"], o["rank_by"],
@@ -170,7 +170,7 @@ class OrtRows:
         """ORT against PyTorch on one image: prompts, embeddings, decoder logits on the same prompts, and the
         final masks of ``segment_everything`` (count, pairwise IoU) with the row's thresholds and filters off."""
         from litesam_pl.inference.export import DecoderOnnx
-        from litesam_pl.inference.segevery import _autoppn_prompts, _score_threshold_used
+        from litesam_pl.inference.segevery_prompts import autoppn_prompts, score_threshold_used
 
         model = self.model("litesam")
         o = self._segevery_options()
@@ -178,8 +178,8 @@ class OrtRows:
         self._ort_segevery(image, output_mode="tensors", opts=o, keep=kept)
         prep = kept["prep"]
         emb = model.image_encoder(prep.pixels)
-        thr = _score_threshold_used(model, o["score_threshold"])
-        pr = _autoppn_prompts(model, emb, prep.input_sizes, o["top_n"], thr, o["nms_kernel"])[0]
+        thr = score_threshold_used(model, o["score_threshold"])
+        pr = autoppn_prompts(model, emb, prep.input_sizes, o["top_n"], thr, o["nms_kernel"])[0]
         n_ort = int(kept["points"].shape[0])
         check: Dict[str, Any] = {
             "image": "first timed image",
@@ -255,12 +255,12 @@ class OrtRows:
 
     def _example_options(self, o: Dict[str, Any]) -> Dict[str, Any]:
         """``segment_everything`` options -> the example's ``segment_everything_onnx`` keywords."""
-        from litesam_pl.inference.segevery import _score_threshold_used
+        from litesam_pl.inference.segevery_prompts import score_threshold_used
 
         if o["rank_by"] != "iou" or o["multimask_output"] is not None:
             raise ValueError("the ONNX example ranks by predicted IoU with the prompt form's own mask tokens")
         return dict(prompt_form=o["prompt_type"],
-                    score_thresh=_score_threshold_used(self.model("litesam"), o["score_threshold"]) or 0.0,
+                    score_thresh=score_threshold_used(self.model("litesam"), o["score_threshold"]) or 0.0,
                     pred_iou_thresh=o["pred_iou_thresh"], stability_score_thresh=o["stability_score_thresh"],
                     stability_score_offset=o["stability_score_offset"], nms=o["nms"], nms_thresh=o["box_nms_thresh"],
                     nms_resolution=o["nms_resolution"], max_masks=o["max_masks"])

@@ -11,10 +11,10 @@ directory (``runs/table2/<combo>/run.yaml``)::
                 --config recipes/smoke/autoppn.yaml --config runs/table2/<combo>/run.yaml
 
 The per-run overlay moves the run directory (default_root_dir, loggers, checkpoints) from ``runs/smoke/autoppn`` to
-``runs/table2/<combo>`` and repeats ``model_kwargs`` with both the combination's switches (``ppn_stem``,
-``ppn_groups``) and the smoke ``img_size``: jsonargparse replaces a dict value as a whole, so the smoke overlay's
-``model_kwargs: {"img_size": 192}`` would otherwise drop the switches. ``tests/test_recipes.py`` checks that the
-result is the combination with only scale settings changed.
+``runs/table2/<combo>``. The switches are one setting each: ``model.kwargs.ppn_stem``, ``data.target_mode`` (the
+point loss follows) and ``data.num_groups`` (the model's groups follow); were the scale overlay to set
+``model.kwargs`` too, the overlay would repeat the merged dict (jsonargparse replaces a dict value as a whole).
+``tests/test_recipes.py`` checks that the result is the combination with only scale settings changed.
 
 A combination whose ``metrics.json`` exists is not trained again (``--force`` retrains). The metric is the
 ``MetricsJSON`` callback's ``val/ar1000`` (mask AR of SegEvery), or ``val/ar100`` where the former is absent.
@@ -72,7 +72,8 @@ def _load(path: Path) -> Dict[str, Any]:
 
 
 def run_overlay(combo: Sequence[Any], run_dir: str, repo: Path = REPO) -> Dict[str, Any]:
-    """The per-run overlay: the smoke overlay's run directory moved to ``run_dir`` and the merged ``model_kwargs``."""
+    """The per-run overlay: the smoke overlay's run directory moved to ``run_dir`` (and the merged ``model.kwargs``
+    when the smoke overlay sets any)."""
     scale = _load(repo / SCALE)
     ablation = _load(repo / COMBO_DIR / f"{combo_name(combo)}.yaml")
     trainer = {k: copy.deepcopy(scale["trainer"][k]) for k in ("default_root_dir", "logger", "callbacks")
@@ -82,9 +83,12 @@ def run_overlay(combo: Sequence[Any], run_dir: str, repo: Path = REPO) -> Dict[s
     for logger in trainer.get("logger") or []:
         if logger.get("class_path", "").endswith("WandbLogger"):
             logger.setdefault("init_args", {})["name"] = f"table2-{combo_name(combo)}"
-    kwargs = {**ablation["model"]["init_args"].get("model_kwargs", {}),
-              **scale["model"]["init_args"].get("model_kwargs", {})}
-    return {"trainer": trainer, "model": {"init_args": {"model_kwargs": kwargs}}}
+    out: Dict[str, Any] = {"trainer": trainer}
+    spec = lambda cfg: ((cfg.get("model") or {}).get("init_args") or {}).get("model") or {}  # noqa: E731
+    if "kwargs" in spec(scale):
+        kwargs = {**(spec(ablation).get("kwargs") or {}), **(spec(scale)["kwargs"] or {})}
+        out["model"] = {"init_args": {"model": {"kwargs": kwargs}}}
+    return out
 
 
 def fit_args(combo: Sequence[Any], run_dir: str, steps: Optional[int] = None, repo: Path = REPO,
@@ -180,7 +184,7 @@ def _train(combo: tuple, run_dir: Path, args: argparse.Namespace) -> bool:
     abs_dir = run_dir if run_dir.is_absolute() else REPO / run_dir
     abs_dir.mkdir(parents=True, exist_ok=True)
     (abs_dir / "run.yaml").write_text(
-        f"# written by benchmarks/table2.py: the run directory and model_kwargs of {combo_name(combo)} at smoke scale\n"
+        f"# written by benchmarks/table2.py: the run directory of {combo_name(combo)} at smoke scale\n"
         + yaml.safe_dump(run_overlay(combo, run_dir.as_posix()), sort_keys=False))
     cmd = [sys.executable, "-m", "litesam_pl.cli",
            *fit_args(combo, run_dir.as_posix(), steps=args.steps, extra=args.fit_args)]

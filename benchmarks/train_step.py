@@ -46,23 +46,25 @@ def recipe_parts(stage: str) -> tuple[type, Dict[str, Any], Dict[str, Any]]:
 def build(stage: str, img_size: int, batch_size: int, shards: Sequence[str], max_masks: int | None,
           n_batches: int, device: torch.device, mask_loss_resolution: str | None = None):
     """The stage's module on ``device`` and ``n_batches`` training batches on ``device``."""
+    from litesam_pl.cli_config import apply_data_links
     from litesam_pl.data.datamodule import SA1BDataModule
+    from litesam_pl.data.transforms import normalize_batch
 
     cls, margs, dargs = recipe_parts(stage)
     margs.pop("init_from", None)
-    margs["model_kwargs"] = {**dict(margs.get("model_kwargs") or {}), "img_size": img_size}
     if mask_loss_resolution:
-        margs["mask_loss_resolution"] = mask_loss_resolution
-    module = cls(**margs).to(device)
+        margs["mask_loss"] = {**dict(margs.get("mask_loss") or {}), "resolution": mask_loss_resolution}
     dargs.update(train_shards=list(shards), val_shards=None, batch_size=batch_size, num_workers=0, img_size=img_size,
                  epoch_samples=batch_size * n_batches, shuffle_buffer=0, pin_memory=False)
     if max_masks:
         dargs["max_masks"] = max_masks
+    module = cls(**apply_data_links(margs, dargs)).to(device)  # image size, groups, point loss: the data's
     dm = SA1BDataModule(**dargs)
     dm.setup("fit")
     batches = []
     for b in dm.train_dataloader():
-        batches.append({k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()})
+        b = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()}
+        batches.append(normalize_batch(b))  # uint8 images normalised on the device (as on_after_batch_transfer)
         if len(batches) == n_batches:
             break
     if not batches:

@@ -33,7 +33,7 @@ from litesam_pl.data.rle import encode_mask, rle_to_bbox
 
 from ._common import TarSeries, dump_json, write_manifest
 from .coco_to_sa1b import interior_point
-from .sa1b import SkipSample, decode_image
+from .sa1b_sample import SkipSample, decode_image
 
 __all__ = ["bsds_to_sa1b", "annotator_regions", "region_ious", "merge_regions", "SPLITS"]
 

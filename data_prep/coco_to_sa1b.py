@@ -30,7 +30,7 @@ from litesam_pl.data import geometry
 from litesam_pl.data.rle import decode_rle, rle_area, rle_to_bbox
 
 from ._common import TarSeries, dump_json, is_jpeg, write_manifest
-from .sa1b import SkipSample, decode_image
+from .sa1b_sample import SkipSample, decode_image
 
 __all__ = ["coco_to_sa1b", "interior_point", "find_image_file"]
 

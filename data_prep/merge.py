@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ._common import sha256_file, write_manifest
-from .sa1b import JOBS_DIR, assign_inputs, manifest_fields, summary
+from .sa1b_inputs import assign_inputs
+from .sa1b_manifest import JOBS_DIR, manifest_fields, summary
 
 __all__ = ["MergeError", "merge_jobs"]
 

@@ -20,8 +20,9 @@ litesam_pl: copy it to a deployment. It does what ``litesam_pl.segment_everythin
    ``low_res_masks [N, 4, S/4, S/4]`` logits of all four mask tokens and ``iou_predictions [N, 4]``. A point and a
    box is a single-mask prompt: token 0 (``--prompt-form point`` gives ``[point, pad]`` / ``[1, -1]`` and the three
    multimask tokens 1..3; ``box`` gives ``[tl, br]`` / ``[2, 3]`` and token 0);
-4. filters as SAM's automatic mask generator on the low-res logits inside the image: predicted IoU
-   (``> --pred-iou-thresh``, 0.88), stability score (``>= --stability-score-thresh``, 0.95; offset 1.0), non-empty;
+4. filters as SAM's automatic mask generator on the low-res logits inside the image (the cells whose centre is):
+   predicted IoU (``> --pred-iou-thresh``, 0.88), stability score (``>= --stability-score-thresh``, 0.95; offset
+   1.0), non-empty;
 5. greedy NMS by predicted IoU: mask IoU on the low-res masks (``--nms mask``, SegEvery's default) or box IoU
    (``--nms box``, SAM's AMG), threshold ``--nms-thresh`` 0.7;
 6. only the survivors go to the image resolution (``Sam.postprocess_masks``): bilinear to SxS, crop the
@@ -104,7 +105,7 @@ def preprocess(image: np.ndarray, size: int) -> Tuple[np.ndarray, Tuple[int, int
 # ------------------------------------------------------------------------------------------------------ prompts
 def prompt_tensors(points: np.ndarray, boxes: np.ndarray, form: str) -> Tuple[np.ndarray, np.ndarray]:
     """Points ``[N, 2]`` and boxes ``[N, 4]`` (xyxy, input pixels) -> ``point_coords [N, P, 2]`` and
-    ``point_labels [N, P]`` float32 for decoder.onnx (``litesam_pl.inference.segevery._prompt_tensors``)."""
+    ``point_labels [N, P]`` float32 for decoder.onnx (``litesam_pl.inference.segevery_prompts.prompt_tensors``)."""
     n = points.shape[0]
     if form == "point":
         coords = np.stack([points, np.zeros_like(points)], axis=1)
@@ -121,6 +122,15 @@ def prompt_tensors(points: np.ndarray, boxes: np.ndarray, form: str) -> Tuple[np
 
 
 # ---------------------------------------------------------------------------------------------- post-processing
+def inside_cells(extent: int, frame: int, cells: int) -> int:
+    """How many of ``cells`` cells tiling ``frame`` input pixels have their centre ``(i + 0.5) * frame / cells``
+    inside an image ``extent`` pixels long: the image part of the low-res frame (a copy of
+    ``litesam_pl.data.geometry.inside_cells``, the one padding-cell rule; this file imports no litesam_pl)."""
+    if cells <= 0:
+        return 0
+    return int(min(cells, max(0, -((frame - 2 * extent * cells) // (2 * frame)))))
+
+
 def stability_score(logits: np.ndarray, threshold: float = MASK_THRESHOLD, offset: float = 1.0) -> np.ndarray:
     """SAM's stability score of ``[K, h, w]`` logits: IoU of the masks at ``threshold +- offset`` (0 if empty)."""
     inter = (logits > threshold + offset).reshape(len(logits), -1).sum(1).astype(np.float64)
@@ -240,7 +250,8 @@ def segment_everything_onnx(
     max_masks: Optional[int] = None,
     timings: Optional[Dict[str, float]] = None,
 ) -> Dict[str, Any]:
-    """Masks of an RGB uint8 ``HxWx3`` image. Returns a dict of arrays: ``masks`` bool ``[K, H, W]`` sorted by
+    """Masks of an RGB uint8 ``HxWx3`` image (one long function on purpose: the module's steps 1-6 in order, to
+    be read top to bottom next to ``docs/onnx.md``). Returns a dict of arrays: ``masks`` bool ``[K, H, W]`` sorted by
     predicted IoU, ``iou_preds``, ``stability_scores``, ``boxes`` (xyxy, inclusive), ``areas``, ``points [K, 2]``
     and ``ppn_scores`` (the AutoPPN score of each mask's prompt), in image pixels; plus ``prompts`` (the count
     given to the decoder), ``input_size`` and the decoder's ``point_coords`` / ``point_labels``. A threshold
@@ -284,7 +295,7 @@ def segment_everything_onnx(
     src = np.repeat(np.arange(len(points)), len(tokens))  # the prompt of each mask
 
     # 4. filters on the low-res logits of the image region (the padding is cropped away)
-    vh, vw = min(lh, math.ceil(nh * lh / size)), min(lw, math.ceil(nw * lw / size))
+    vh, vw = inside_cells(nh, size, lh), inside_cells(nw, size, lw)
     crop = low[:, :vh, :vw]
     ok = iou > pred_iou_thresh if pred_iou_thresh > 0 else np.ones(len(iou), bool)
     stab = stability_score(crop, MASK_THRESHOLD, stability_score_offset)

@@ -10,10 +10,13 @@
 
 ``fit``/``validate``/``test``/``predict`` are LightningCLI subcommands: the model is any ``LiteSAMTaskBase`` subclass
 (``model.class_path`` in the recipe: ``litesam_pl.modules.BackboneBoxModule``, ``AutoPPNModule``, ``LiteSAMModule``),
-the data is ``litesam_pl.data.datamodule.SA1BDataModule``. W&B runs offline unless ``WANDB_MODE`` is set.
+the data is ``litesam_pl.data.datamodule.SA1BDataModule``. W&B runs offline unless ``WANDB_MODE`` is set. What data and
+model share (image size, AutoPPN size groups, target form -> point loss) is set once, in ``data``, and linked into
+the model (``litesam_pl.cli_config``).
 
 Errors a user can act on (an unknown subcommand or option, a GPU recipe on a machine without CUDA, a model name or
-file that cannot be used: ``CLIError``, ``litesam_pl.models.registry.ModelError``) end in one line on stderr and exit
+file that cannot be used, a bad or contradictory config value: ``CLIError``, ``litesam_pl.models.registry.ModelError``,
+``litesam_pl.modules.config.ConfigError``) end in one line on stderr and exit
 status 2, without a traceback; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
@@ -91,32 +94,17 @@ def _unrecognized_options(message: str) -> List[str]:
     return [tok.split("=", 1)[0] for tok in rest.split() if tok.startswith("--")]
 
 
-def _init_options(class_path: str) -> List[str]:
-    """Keyword arguments of ``class_path``'s ``__init__`` along its MRO (what ``--<key>.init_args.*`` accepts)."""
-    import importlib
-    import inspect
-
-    mod, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(mod), name)
-    except (ImportError, AttributeError, ValueError):
-        return []
-    names: List[str] = []
-    for klass in getattr(cls, "__mro__", ()):
-        params = inspect.signature(klass.__init__).parameters.values() if "__init__" in vars(klass) else ()
-        names += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    return sorted(set(names))
-
-
 def _rejected_init_arg(message: str) -> str:
     """One line for jsonargparse's multi-line ``Parser key "model": ... class_path 'X': Option 'y' is not
     accepted`` (an unknown ``--model.init_args.y``), with a did-you-mean; ``""`` for any other message."""
+    from litesam_pl.cli_config import init_options, suggest_option
+
     m = re.search(r'Parser key "([^"]+)".*?class_path \'([^\']+)\'.*?Option \'([^\']+)\' is not accepted', message,
                   re.S)
     if not m:
         return ""
     key, class_path, option = m.groups()
-    guess = _did_you_mean(option, _init_options(class_path))
+    guess = suggest_option(option, init_options(class_path))
     return (f"unrecognized option --{key}.init_args.{option}: {class_path.rsplit('.', 1)[-1]} has no argument "
             f"{option!r}" + (f" ({guess})" if guess else ""))
 
@@ -131,6 +119,8 @@ def _parser_class():
     """``LightningArgumentParser`` whose errors are the error line first (with a did-you-mean for an unknown option)
     and a one-line ``--help`` hint, instead of ~70 lines of usage before the line that matters."""
     from lightning.pytorch.cli import LightningArgumentParser
+
+    from litesam_pl.cli_config import config_error_in, unknown_part_field
 
     try:  # the same guard as jsonargparse's ArgumentParser.error (a private helper: tolerate its absence)
         from jsonargparse._common import debug_mode_active
@@ -149,8 +139,10 @@ def _parser_class():
             prog = parser.prog.replace(" [options]", "")
             known = [o for o in getattr(parser, "_option_string_actions", {}) if o.startswith("--")]
             guesses = [g for g in (_did_you_mean(o, known) for o in _unrecognized_options(message)) if g]
-            line = _rejected_init_arg(message) or _short(message)
-            if guesses:
+            config_error = config_error_in(ex) if ex is not None else None
+            line = (str(config_error) if config_error else "") or _rejected_init_arg(message) \
+                or unknown_part_field(message) or _short(message)
+            if guesses and not line.startswith("unrecognized option"):
                 line += f" ({'; '.join(guesses)})"
             no_recipe = re.search(r"arguments are required: (\w+)\.model\b", message)
             if no_recipe:  # `litesam fit` without --config
@@ -367,6 +359,8 @@ def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
     quiet_library_noise()
     from lightning.pytorch.cli import LightningCLI
 
+    from litesam_pl.cli_config import (ckpt_model_config, config_error_in, link_data_into_model,
+                                       linked_value_set_by_user)
     from litesam_pl.data.datamodule import SA1BDataModule
     from litesam_pl.modules.base import LiteSAMTaskBase
     from litesam_pl.modules.prediction_writer import add_writer_arguments, attach_writer
@@ -379,6 +373,40 @@ def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
             cfg = self.config[sub] if sub else self.config
             check_accelerator(cfg)
             follow_run_dir(cfg)
+            refused = linked_value_set_by_user(_recipe_files(cfg), self._argv)
+            if refused:
+                raise CLIError(refused)
+
+        def parse_arguments(self, parser: Any, args: Any) -> None:
+            raw = sys.argv[1:] if args is None else args
+            self._argv = [str(a) for a in raw] if isinstance(raw, (list, tuple)) else []
+            super().parse_arguments(parser, args)
+
+        def instantiate_classes(self) -> None:
+            """As LightningCLI's; a bad value of a config part (``ConfigError``, which jsonargparse wraps in a
+            dump of the whole model config) is one line."""
+            try:
+                super().instantiate_classes()
+            except (TypeError, ValueError) as err:
+                config_error = config_error_in(err)
+                if config_error is None:
+                    raise
+                raise CLIError(str(config_error)) from err
+
+        def _parse_ckpt_path(self) -> None:
+            """LightningCLI's reading of the ``--ckpt_path`` checkpoint's hyper-parameters into the config, with a
+            checkpoint written before the typed config parts (flat ``lr``, ``model_kwargs``, ...) upgraded to them
+            and the values the data links into the model left to the data (``upgrade_ckpt_hparams``)."""
+            sub = self.config.get("subcommand")
+            ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+            model = ckpt_model_config(ckpt_path) if ckpt_path and os.path.isfile(ckpt_path) else None
+            if not model:
+                return
+            try:
+                self.config = self.parser.parse_object({sub: {"model": model}}, self.config)
+            except SystemExit:
+                sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+                raise
 
         def _before_run(self) -> None:
             """Quiet the library notices of this run (``_quiet_wandb``, ``_quiet_run``) and warn before scoring
@@ -390,10 +418,15 @@ def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
             _warn_random_weights(sub, self.model, ckpt_path)
             if sub == "fit":
                 warn_global_batch(self.trainer, self.datamodule)
+            if hasattr(self.model, "check_datamodule"):
+                self.model.check_datamodule(self.datamodule)  # data vs model: one line naming both options
             if sub and hasattr(self.datamodule, "check_shards"):
                 self.datamodule.check_shards(sub)  # a missing shard path: one line naming the option, now
 
         before_fit = before_validate = before_test = _before_run
+
+        def add_arguments_to_parser(self, parser: Any) -> None:
+            link_data_into_model(parser)
 
         def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
             parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -426,8 +459,9 @@ def _user_errors() -> tuple:
     """The exception types that are the user's to fix: printed as one line, exit status 2."""
     from litesam_pl.data.sa1b_stream import ShardsError
     from litesam_pl.models.registry import ModelError
+    from litesam_pl.modules.config import ConfigError
 
-    return (CLIError, ModelError, ShardsError)
+    return (CLIError, ModelError, ShardsError, ConfigError)
 
 
 def _run_tool(name: str, argv: Sequence[str]) -> None:

@@ -84,12 +84,13 @@ def test_joint_step_operations_grow_far_less_than_the_batch():
     batched decoder: 3.25x on an H200, ~10,000 more ATen ops per image)."""
     from benchmarks.train_step import count_ops
     from litesam_pl.modules import LiteSAMModule
+    from litesam_pl.modules.config import ModelSpec, PromptConfig
     from tests.test_modules import fake_batch
 
     counts = {}
     for B in (2, 8):
         torch.manual_seed(0)
-        m = LiteSAMModule(model_kwargs={"img_size": S}, max_train_prompts=4)
+        m = LiteSAMModule(model=ModelSpec(kwargs={"img_size": S}), prompts=PromptConfig(max_per_image=4))
         counts[B] = count_ops(m, fake_batch(B=B, K=4, S=S), torch.device("cpu"), None)["aten_ops"]
     assert counts[8] <= 1.5 * counts[2], counts
 
@@ -101,11 +102,12 @@ def test_compute_losses_traces_without_graph_breaks():
     import torch._dynamo as dynamo
 
     from litesam_pl.modules import BackboneBoxModule, LiteSAMModule
+    from litesam_pl.modules.config import ModelSpec, PromptConfig
     from tests.test_modules import fake_batch
 
     for cls in (BackboneBoxModule, LiteSAMModule):
         torch.manual_seed(0)
-        m = cls(model_kwargs={"img_size": S}, max_train_prompts=4)
+        m = cls(model=ModelSpec(kwargs={"img_size": S}), prompts=PromptConfig(max_per_image=4))
         dynamo.reset()
         ex = dynamo.explain(m.compute_losses)(fake_batch(B=2, K=4, S=S))
         assert (ex.graph_count, ex.graph_break_count) == (1, 0), (cls.__name__, [str(r.reason) for r in ex.break_reasons])
@@ -117,10 +119,11 @@ def test_torch_compile_callback_trains_the_same_losses(tmp_path):
     first step's losses equal the eager ones (``aot_eager``: dynamo + AOT autograd without generated kernels)."""
     from litesam_pl.modules import LiteSAMModule
     from litesam_pl.modules.callbacks import TorchCompile
+    from litesam_pl.modules.config import ModelSpec, OptimizerConfig
     from tests.test_modules import _loader, _trainer, fake_batch
 
     torch.manual_seed(0)
-    m = LiteSAMModule(model_kwargs={"img_size": S}, lr=1e-3)
+    m = LiteSAMModule(model=ModelSpec(kwargs={"img_size": S}), optimizer=OptimizerConfig(lr=1e-3))
     cb = TorchCompile(backend="aot_eager")
     trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=0, callbacks=[cb])
     trainer.fit(m, train_dataloaders=_loader(2))

@@ -62,7 +62,7 @@ def test_recipe_instantiates(recipe, monkeypatch):
     monkeypatch.chdir(REPO)
     c = cli.run_lightning_cli([*_configs(recipe), *LOCAL, "--model.init_args.init_from", "null"], run=False)
     hp = c.model.hparams
-    assert hp.model_name.startswith(("litesam", "sam_vit_b"))
+    assert hp.model["name"].startswith(("litesam", "sam_vit_b"))
     S = c.model.img_size
     assert c.datamodule.img_size == S, "data img_size must match the model's"
     if c.model.has_ppn:
@@ -70,7 +70,7 @@ def test_recipe_instantiates(recipe, monkeypatch):
     full = Path(recipe).parent.name == "recipes" or "ablations" in recipe
     cfg = c.config
     if full:  # the paper's set-up: Adam 4e-5, global batch 256 on 128 GPUs, 4 epochs
-        assert hp.lr == pytest.approx(4e-5)
+        assert hp.optimizer["lr"] == pytest.approx(4e-5)
         assert cfg.trainer.max_epochs == 4
 
 
@@ -87,7 +87,6 @@ def _tiny_args(tmp_path: Path, shards: Path, recipe: str, run: str, extra=()):
         ]),
         "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1", "--trainer.check_val_every_n_epoch", "1",
         "--trainer.enable_progress_bar", "false",
-        "--model.init_args.model_kwargs", json.dumps({"img_size": 64}),
         "--model.init_args.init_from", "null",
         "--data.train_shards", str(shards), "--data.val_shards", str(shards),
         "--data.img_size", "64", "--data.batch_size", "2", "--data.num_workers", "0", "--data.max_masks", "2",
@@ -105,7 +104,7 @@ def test_fit_and_exact_resume(tmp_path, synthetic_sa1b, monkeypatch):
     assert {"val/miou_1box", "val/ar100", "val/miou_1point"} <= set(metrics)
     assert metrics["global_step"] == 2
     ckpt = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["model_name"] == "litesam"
+    assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["model"]["name"] == "litesam"
     state = ckpt["optimizer_states"][0]["state"]
     assert state and all(int(s["step"]) == 2 for s in state.values())
     # resume for one more epoch: the step count and Adam's step continue from the checkpoint

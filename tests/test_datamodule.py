@@ -19,7 +19,7 @@ from litesam_pl.data.datamodule import SA1BDataModule
 from litesam_pl.data.rle import encode_mask
 from litesam_pl.data.rle_sample import RunLengths
 from litesam_pl.data.sa1b_stream import SampleProcessor, count_samples, expand_urls
-from litesam_pl.data.transforms import PIXEL_MEAN, PIXEL_STD, decode_image, normalize_pad
+from litesam_pl.data.transforms import PIXEL_MEAN, PIXEL_STD, decode_image, normalize_images, pad_image
 
 S = 128
 
@@ -82,15 +82,16 @@ def _jpg(img: np.ndarray) -> bytes:
 
 
 def _denorm(image: torch.Tensor) -> np.ndarray:
-    """[3, S, S] normalised -> uint8-ish [S, S, 3]."""
-    return image.permute(1, 2, 0).numpy() * PIXEL_STD + PIXEL_MEAN
+    """[3, S, S] uint8 (the batch's pixels) -> [S, S, 3]."""
+    assert image.dtype == torch.uint8
+    return image.permute(1, 2, 0).numpy()
 
 
 def _check_contract(batch: dict, B: int, K: int, G: int = 3, jitter: bool = False) -> None:
     P = S // 8
     assert set(batch) == set(BATCH_KEYS)
     spec = {
-        "image": (torch.float32, (B, 3, S, S)), "masks": (torch.bool, (B, K, S, S)),
+        "image": (torch.uint8, (B, 3, S, S)), "masks": (torch.bool, (B, K, S, S)),
         "boxes": (torch.float32, (B, K, 4)), "gt_boxes": (torch.float32, (B, K, 4)),
         "points": (torch.float32, (B, K, 1, 2)), "point_labels": (torch.int64, (B, K, 1)),
         "valid": (torch.bool, (B, K)), "ppn_heatmap": (torch.float32, (B, G, P, P)),
@@ -111,11 +112,13 @@ def _check_contract(batch: dict, B: int, K: int, G: int = 3, jitter: bool = Fals
     assert (batch["input_size"] <= S).all()
     if not jitter:  # resize-longest-side to S
         assert (batch["input_size"].max(1).values == S).all()
-    # padding (outside input_size) is False in masks and zero in the image
+    # padding (outside input_size) is False in masks and zero in the image, and zero once normalised
+    norm = normalize_images(batch["image"], batch["input_size"])
     for b in range(B):
         ih, iw = batch["input_size"][b].tolist()
         assert not batch["masks"][b, :, ih:].any() and not batch["masks"][b, :, :, iw:].any()
         assert (batch["image"][b, :, ih:] == 0).all() and (batch["image"][b, :, :, iw:] == 0).all()
+        assert (norm[b, :, ih:] == 0).all() and (norm[b, :, :, iw:] == 0).all()
         for k in range(K):
             if not batch["valid"][b, k]:
                 assert not batch["masks"][b, k].any()
@@ -191,7 +194,7 @@ def test_decode_image_any_mode_to_rgb8(mode):
         decode_image(data[: len(data) // 3] if "jpg" not in mode else b"not an image")
 
 
-def test_normalize_pad_is_sam_preprocess():
+def test_pad_then_normalize_is_sam_preprocess():
     from segment_anything.modeling import Sam
 
     rng = np.random.default_rng(0)
@@ -200,7 +203,49 @@ def test_normalize_pad_is_sam_preprocess():
                                  pixel_std=torch.tensor(PIXEL_STD).view(-1, 1, 1),
                                  image_encoder=types.SimpleNamespace(img_size=64))
     ref = Sam.preprocess(fake, torch.from_numpy(img).permute(2, 0, 1).float())
-    assert torch.equal(normalize_pad(img, 64), ref)
+    assert torch.equal(normalize_images(pad_image(img, 64), torch.tensor([50, 64])), ref)
+
+
+def test_loader_batches_are_uint8_and_the_module_normalises_them_as_the_old_loader(colour_shards):
+    """Issue 16: the batch carries uint8 pixels (4x less /dev/shm than float32) and bool masks;
+    ``LiteSAMTaskBase.on_after_batch_transfer`` turns the image into exactly the float32 tensor the loader used to
+    make (a float32 lookup table of ``(v - mean) / std`` into a zeroed slot), padding +0.0 included."""
+    from litesam_pl.modules import AutoPPNModule, BackboneBoxModule, LiteSAMModule
+    from litesam_pl.modules.base import LiteSAMTaskBase
+
+    dm = SA1BDataModule(train_shards=str(colour_shards), batch_size=3, num_workers=0, img_size=S, max_masks=4,
+                        epoch_samples=6, scale_jitter=(0.5, 1.0), shuffle_buffer=0, pin_memory=False)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].dtype == torch.uint8 and batch["masks"].dtype == torch.bool
+    for cls in (AutoPPNModule, BackboneBoxModule, LiteSAMModule):  # every stage inherits the one hook
+        assert cls.on_after_batch_transfer is LiteSAMTaskBase.on_after_batch_transfer
+    hook = LiteSAMTaskBase.on_after_batch_transfer  # it reads nothing of the module (no model to build here)
+    out = hook(None, batch, 0)
+    assert batch["image"].dtype == torch.uint8  # the loader's batch is not modified
+    assert out["image"].dtype == torch.float32 and out["masks"] is batch["masks"]
+    lut = ((np.arange(256, dtype=np.float32)[None, :] - PIXEL_MEAN[:, None]) / PIXEL_STD[:, None]).astype(np.float32)
+    for b in range(3):
+        h, w = batch["input_size"][b].tolist()
+        old = np.zeros((3, S, S), np.float32)
+        pix = np.ascontiguousarray(batch["image"][b, :, :h, :w].permute(1, 2, 0).numpy())
+        for c, chan in enumerate(cv2.split(pix)):
+            old[c, :h, :w] = cv2.LUT(chan, lut[c])
+        assert (out["image"][b].view(torch.int32) == torch.from_numpy(old).view(torch.int32)).all()
+    assert hook(None, out, 0)["image"] is out["image"]  # float images pass unchanged
+
+
+def test_batch_shm_bytes_covers_a_real_batch(colour_shards):
+    from litesam_pl.data.collate import batch_shm_bytes
+
+    dm = SA1BDataModule(train_shards=str(colour_shards), batch_size=2, num_workers=0, img_size=S, max_masks=4,
+                        epoch_samples=2, shuffle_buffer=0, pin_memory=False)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    tensors = [v for v in batch.values() if torch.is_tensor(v)] + list(batch["all_boxes"])
+    pages = sum(-(-t.numel() * t.element_size() // 4096) for t in tensors)
+    assert batch_shm_bytes(2, S, 4) == pages * 4096
+    assert batch_shm_bytes(2, 640, 16) / 2 == pytest.approx(3 * 640**2 + 16 * 640**2 + 73 * 80**2, rel=0.01)
 
 
 # ------------------------------------------------------------------------------------------------ samples
@@ -532,7 +577,7 @@ class _CountingRaw(io.RawIOBase):
 def test_count_samples_reads_headers_only(tmp_path, monkeypatch):
     import gzip
 
-    import litesam_pl.data.sa1b_stream as stream
+    import litesam_pl.data.shards as stream
 
     members = []
     for i in range(3):
@@ -607,15 +652,16 @@ def test_uneven_shards_are_reported_and_an_epoch_reads_what_the_report_says(synt
 
 
 def test_shared_memory_need_is_computed_and_a_small_dev_shm_is_named(tmp_path, monkeypatch, caplog):
-    """Issue 16 #9: 11.4 MB per sample at 640 with 16 masks; a 64 MB /dev/shm (Docker's default) is named with
-    the fix, a large one passes silently."""
+    """Issue 16 #9: 8.25 MB per sample at 640 with 16 masks (uint8 image 1.2 MB, bool masks 6.6 MB, AutoPPN
+    targets 0.47 MB; 11.47 MB with float32 images); a 64 MB /dev/shm (Docker's default) is named with the fix, a
+    large one passes silently."""
     import logging
     import shutil
     from collections import namedtuple
 
     dm = SA1BDataModule(train_shards="unused", batch_size=2, num_workers=6, img_size=640, max_masks=16,
                         prefetch_factor=2)
-    assert dm.shm_bytes_needed() / 12 / 2 == pytest.approx(11.47e6, rel=0.01)  # per sample
+    assert dm.shm_bytes_needed() / 12 / 2 == pytest.approx(8.25e6, rel=0.01)  # per sample
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(64 * 2**20, 0, 64 * 2**20))
     with caplog.at_level(logging.WARNING, logger="litesam_pl.data.datamodule"):

@@ -85,8 +85,8 @@ def test_ddp_two_cpu_processes(tmp_path, synthetic_sa1b):
             {"class_path": "litesam_pl.modules.callbacks.MetricsJSON"},
         ]),
         "--trainer.check_val_every_n_epoch", "1",
-        "--model.init_args.model_kwargs", json.dumps({"img_size": 64}), "--model.init_args.init_from", "null",
-        "--model.init_args.compute_map", "false",
+        "--model.init_args.init_from", "null",
+        "--model.init_args.validation.compute_map", "false",
         "--data.train_shards", str(synthetic_sa1b), "--data.val_shards", str(synthetic_sa1b),
         "--data.img_size", "64", "--data.batch_size", "1", "--data.num_workers", "0", "--data.max_masks", "2",
         "--data.epoch_samples", "4", "--data.shuffle_buffer", "1",
@@ -262,8 +262,8 @@ def _common_args(run: Path, probe: dict) -> list:
             {"class_path": "test_ddp.Issue16Probe", "init_args": probe},
             {"class_path": "litesam_pl.modules.callbacks.NaNGuard"},
         ]),
-        "--model.init_args.model_kwargs", json.dumps({"img_size": 64}), "--model.init_args.init_from", "null",
-        "--model.init_args.val_top_n", "20",
+        "--model.init_args.init_from", "null",
+        "--model.init_args.validation.top_n", "20",
         "--data.img_size", "64", "--data.batch_size", "1", "--data.val_batch_size", "1", "--data.num_workers", "0",
         "--data.max_masks", "2", "--data.shuffle_buffer", "1",
     ]
@@ -293,7 +293,8 @@ def test_ddp_one_val_shard_uneven_ranks_and_few_collectives(tmp_path, synthetic_
     out = tmp_path / "probe"
     args = [a for r in stack("recipes/smoke/litesam.yaml") for a in ("--config", r)] + _common_args(
         tmp_path / "run", {"out": str(out)}) + [
-        "--trainer.strategy", strategy, "--trainer.num_sanity_val_steps", "0", "--model.init_args.compute_map", "false",
+        "--trainer.strategy", strategy, "--trainer.num_sanity_val_steps", "0",
+        "--model.init_args.validation.compute_map", "false",
         "--data.train_shards", str(synthetic_sa1b), "--data.val_shards", str(val), "--data.epoch_samples", "6",
     ]
     res = _run_two_ranks(args, tmp_path, timeout=300)

@@ -1,9 +1,10 @@
 """The fast per-sample path (issue 17, "the loader") gives the samples of a slow, obvious reference.
 
 ``SampleProcessor`` decodes RLEs only where needed (grid points inside each mask's box, column windows of the K
-chosen masks), normalises through a lookup table and collates with numpy. The reference below decodes every mask
-in full with pycocotools, resamples it by nearest neighbour, and normalises with torch arithmetic as
-``Sam.preprocess`` does; on fixed SA-1B-like samples (identity geometry as for shards prepared at 640, down- and
+chosen masks), writes the image as uint8 (normalised later, on the device: ``transforms.normalize_images``) and
+collates with numpy. The reference below decodes every mask in full with pycocotools, resamples it by nearest
+neighbour, and normalises with torch arithmetic as ``Sam.preprocess`` does; the sample's uint8 image, normalised,
+must equal it bit for bit. On fixed SA-1B-like samples (identity geometry as for shards prepared at 640, down- and
 up-scaling, flips, scale jitter, validation mode, both target modes) every output must be identical. The one
 tolerance: AutoPPN heatmaps come from ``cv2.distanceTransform(DIST_MASK_PRECISE)``, which is not bit-reproducible
 from call to call (last-bit differences between two runs of the same code), so they match to 1e-6. Validation
@@ -28,7 +29,8 @@ from litesam_pl.data.rle import decode_rle, encode_mask, rle_to_bbox
 from litesam_pl.data.rle_sample import RunLengths
 from litesam_pl.data.sa1b_stream import SampleProcessor
 from litesam_pl.data.targets import grid_valid, ppn_targets, size_groups
-from litesam_pl.data.transforms import PIXEL_MEAN, PIXEL_STD, Geometry, decode_image, normalize_pad, reduce_factor
+from litesam_pl.data.transforms import (PIXEL_MEAN, PIXEL_STD, Geometry, decode_image, normalize_batch,
+                                        normalize_images, pad_image, reduce_factor)
 
 
 # ------------------------------------------------------------------------------------------------ fixed samples
@@ -123,6 +125,9 @@ def _assert_same(got: dict, ref: dict) -> None:
         if k == "key":
             assert g == r
             continue
+        if k == "image":  # uint8 in the batch; normalised (on the device) it is the reference's float32, bit for bit
+            assert g.dtype == torch.uint8 and g.shape == r.shape
+            g = normalize_images(g, got["input_size"])
         assert g.dtype == r.dtype and g.shape == r.shape, k
         if k == "ppn_heatmap":
             torch.testing.assert_close(g, r, rtol=0, atol=1e-6)
@@ -154,7 +159,7 @@ def test_samples_equal_the_full_decode_reference(raws, name):
         _assert_same(got, _reference(proc, raw, np.random.default_rng(seed)))
         # the same sample written into dirty preallocated slots (a reused batch slot after a failed sample)
         S, K = proc.img_size, proc.max_masks
-        slots = {"image": torch.full((3, S, S), 7.0), "masks": torch.ones(K, S, S, dtype=torch.bool)}
+        slots = {"image": torch.full((3, S, S), 7, dtype=torch.uint8), "masks": torch.ones(K, S, S, dtype=torch.bool)}
         again = proc(raw, np.random.default_rng(seed), slots, out_zeroed=False)
         assert again["image"].data_ptr() == slots["image"].data_ptr()
         assert torch.equal(again["image"], got["image"]) and torch.equal(again["masks"], got["masks"])
@@ -164,7 +169,7 @@ def test_phase_times_cover_the_sample(raws):
     proc = SampleProcessor(img_size=640, max_masks=16, phase_times={})
     proc(raws[0], np.random.default_rng(0))
     assert set(proc.phase_times) == {"parse", "decode", "resize", "rle", "grid", "targets", "masks", "prompts",
-                                     "normalize"}
+                                     "pad"}
     assert all(v >= 0 for v in proc.phase_times.values())
     assert "phase_times" not in repr(proc)
 
@@ -192,17 +197,61 @@ def test_grid_sampling_inside_boxes_matches_full_decode():
     np.testing.assert_array_equal(rl.sample(np.arange(H), np.arange(W)), full)
 
 
+# the loader's former normalisation (issue 17): a per-channel float32 lookup table, cv2.LUT into the zeroed
+# float32 batch slot; the on-device normalisation must give the model exactly these values
+_OLD_LUT = ((np.arange(256, dtype=np.float32)[None, :] - PIXEL_MEAN[:, None]) / PIXEL_STD[:, None]).astype(np.float32)
+
+
+def _old_normalize_pad(img: np.ndarray, S: int) -> torch.Tensor:
+    h, w = img.shape[:2]
+    out = np.zeros((3, S, S), np.float32)
+    for c, chan in enumerate(cv2.split(img)):
+        out[c, :h, :w] = cv2.LUT(chan, _OLD_LUT[c])
+    return torch.from_numpy(out)
+
+
 @pytest.mark.parametrize("hw", [(5, 7), (480, 640), (640, 427)])
-def test_normalize_pad_lookup_equals_the_arithmetic(hw):
+def test_pad_then_normalize_equals_the_old_lookup_and_the_arithmetic(hw):
     img = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    img[0, 0] = 0  # a real black pixel (not padding) normalises to -mean/std
     S = 640
     ref = torch.zeros(3, S, S)
     ref[:, :hw[0], :hw[1]] = (torch.from_numpy(img).permute(2, 0, 1) - torch.tensor(PIXEL_MEAN).view(3, 1, 1)) \
         / torch.tensor(PIXEL_STD).view(3, 1, 1)
-    assert torch.equal(normalize_pad(img, S), ref)
-    dirty = torch.full((3, S, S), 5.0)
-    assert torch.equal(normalize_pad(img, S, out=dirty), ref) and torch.equal(dirty, ref)
-    assert torch.equal(normalize_pad(np.ascontiguousarray(img[:, ::-1]), S)[:, :hw[0], :hw[1]], ref[:, :hw[0], :hw[1]].flip(-1))
+    padded = pad_image(img, S)
+    assert padded.dtype == torch.uint8 and (padded[:, hw[0]:] == 0).all() and (padded[:, :, hw[1]:] == 0).all()
+    size = torch.tensor(hw)
+    got = normalize_images(padded, size)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, ref) and torch.equal(got, _old_normalize_pad(img, S))
+    assert (got.view(torch.int32) == ref.view(torch.int32)).all()  # bit for bit (+0.0 padding, not -0.0)
+    assert got[0, 0, 0] == (0 - PIXEL_MEAN[0]) / PIXEL_STD[0]
+    dirty = torch.full((3, S, S), 5, dtype=torch.uint8)
+    assert pad_image(img, S, out=dirty).data_ptr() == dirty.data_ptr() and torch.equal(dirty, padded)
+    flipped = normalize_images(pad_image(np.ascontiguousarray(img[:, ::-1]), S), size)
+    assert torch.equal(flipped[:, :hw[0], :hw[1]], ref[:, :hw[0], :hw[1]].flip(-1))
+    # a batch: several sizes at once, float images untouched, the input not modified
+    batch = {"image": torch.stack([padded, pad_image(img[: hw[0] // 2 + 1], S)]),
+             "input_size": torch.tensor([hw, (hw[0] // 2 + 1, hw[1])])}
+    out = normalize_batch(batch)
+    assert batch["image"].dtype == torch.uint8 and torch.equal(out["image"][0], ref)
+    assert torch.equal(out["image"][1], _old_normalize_pad(img[: hw[0] // 2 + 1], S))
+    assert normalize_batch(out)["image"] is out["image"]
+    with pytest.raises(ValueError, match="input_size"):
+        normalize_images(padded, None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_normalize_on_the_gpu_equals_the_old_lookup():
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 256, hw + (3,), dtype=np.uint8) for hw in ((480, 640), (640, 427), (333, 500))]
+    S = 640
+    image = torch.stack([pad_image(im, S) for im in imgs]).cuda()
+    size = torch.tensor([im.shape[:2] for im in imgs]).cuda()
+    got = normalize_images(image, size).cpu()
+    for i, im in enumerate(imgs):
+        ref = _old_normalize_pad(im, S)
+        assert (got[i].view(torch.int32) == ref.view(torch.int32)).all()
 
 
 def test_collate_with_numpy_equals_torch_stack():

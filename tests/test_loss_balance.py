@@ -16,6 +16,7 @@ import yaml
 from data_prep.synthetic import make_sample
 from litesam_pl.data.collate import collate_samples
 from litesam_pl.data.sa1b_stream import SampleProcessor
+from litesam_pl.data.transforms import normalize_batch
 from litesam_pl.modules import AutoPPNModule, BackboneBoxModule, LiteSAMModule
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -25,7 +26,7 @@ STAGES = {"backbone_1box.yaml": BackboneBoxModule, "autoppn.yaml": AutoPPNModule
 def _recipe_model_args(name: str, img_size: int) -> dict:
     cfg = yaml.safe_load((RECIPES / name).read_text())
     args = dict(cfg["model"]["init_args"])
-    args["model_kwargs"] = {**args.get("model_kwargs", {}), "img_size": img_size}
+    args["model"] = {**args.get("model", {}), "img_size": img_size}  # the CLI links data.img_size in
     args["init_from"] = None  # one step from a fresh model
     return args
 
@@ -36,20 +37,20 @@ def _batch(img_size: int) -> dict:
     for i in range(2):
         key, jpg, js = make_sample(i, seed=3, size=(480, 640), preset="sa1b")
         samples.append(proc({"__key__": key, "jpg": jpg, "json": js}, np.random.default_rng(i)))
-    return collate_samples(samples)
+    return normalize_batch(collate_samples(samples))  # uint8 images -> the model's input, as on the device
 
 
 def _weighted_terms(module, terms: dict) -> dict:
     """The five loss terms after the recipe's weights (mask terms summed over prompt forms)."""
-    h = module.hparams
+    ml, pl_ = module.cfg.mask_loss, module.cfg.ppn_loss
     out = {}
     if module.train_ppn:
-        out["point"] = h.ppn_loss_weight * h.ppn_heatmap_weight * float(terms["ppn_point"])
-        out["box"] = h.ppn_loss_weight * h.ppn_box_weight * float(terms["ppn_box"])
+        out["point"] = pl_.weight * pl_.heatmap_weight * float(terms["ppn_point"])
+        out["box"] = pl_.weight * pl_.box_weight * float(terms["ppn_box"])
     if module.train_masks:
-        for part, w in (("focal", h.focal_weight), ("dice", h.dice_weight), ("iou", h.iou_weight)):
+        for part, w in (("focal", ml.focal_weight), ("dice", ml.dice_weight), ("iou", ml.iou_weight)):
             vals = [float(v) for k, v in terms.items() if k.startswith(f"{part}_")]
-            out[f"mask_{part}"] = h.mask_loss_weight * w * sum(vals) / len(vals)
+            out[f"mask_{part}"] = ml.weight * w * sum(vals) / len(vals)
     return out
 
 
@@ -82,7 +83,7 @@ def test_box_unit_does_not_grow_with_input_size():
     """The same boxes, relative to the image, cost the same at 640 and 1024 in the recipes' box unit."""
     from litesam_pl.losses import PPNLoss
 
-    unit = yaml.safe_load((RECIPES / "litesam.yaml").read_text())["model"]["init_args"]["ppn_box_unit"]
+    unit = yaml.safe_load((RECIPES / "litesam.yaml").read_text())["model"]["init_args"]["ppn_loss"]["box_unit"]
     losses = []
     for S in (640, 1024):
         P = S // 8

@@ -201,6 +201,29 @@ def test_coco_reader(shared_data):
         CocoInstances(shared_data / "nope.json", shared_data)
 
 
+@pytest.mark.parametrize("mode", ["I;16", "L", "P", "RGBA"])
+def test_coco_reader_pixels_by_the_one_conversion(tmp_path, mode):
+    """``read_rgb`` goes through ``transforms.to_rgb8``'s rule (``pil_rgb8``): a 16-bit image keeps its top 8 bits
+    (PIL's own RGB conversion clipped it at 255), every other mode is PIL's RGB conversion."""
+    from PIL import Image
+
+    from litesam_pl.data.coco import read_rgb
+
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        arr = rng.integers(0, 65536, (12, 20), dtype=np.uint16)
+        im = Image.fromarray(arr)  # mode I;16
+        want = np.repeat((arr >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    else:
+        im = Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).convert(mode)
+        want = np.asarray(im.convert("RGB"))
+    path = tmp_path / "x.png"
+    im.save(path)
+    got = read_rgb(path)
+    assert got.dtype == np.uint8 and got.flags.writeable
+    np.testing.assert_array_equal(got, want)
+
+
 # ----------------------------------------------------------------------------------------------- LVIS
 
 

@@ -50,6 +50,22 @@ def test_mask_recall_matches_pycocotools(max_dets):
     assert 0 < got[0] < 1
 
 
+def test_mask_recall_tie_rule_is_pycocotools():
+    """A proposal with the same IoU to two GTs takes the LAST of them (pycocotools); the first-GT rule differs here:
+    proposal 0 ties GT 0 and GT 1; proposal 1 overlaps only GT 1, so taking GT 0 first would leave GT 1 for it."""
+    hw = (20, 40)
+    gts = np.stack([_rect(hw, 0, 0, 10, 10), _rect(hw, 0, 20, 10, 30)])
+    # proposal 0 covers both GTs' left halves equally; proposal 1 is GT 1 itself
+    p0 = _rect(hw, 0, 0, 10, 5) | _rect(hw, 0, 20, 10, 25)
+    props = np.stack([p0, gts[1]])
+    ious = mask_iou_matrix(torch.from_numpy(props), torch.from_numpy(gts))
+    assert float(ious[0, 0]) == float(ious[0, 1])  # a real tie
+    metric = MaskRecall(max_dets=(1, 100))
+    metric.update(ious)
+    ref = proposal_recall([gts], [{"masks": props, "scores": np.array([1.0, 0.5])}], max_dets=(1, 100), iou_type="segm")
+    assert metric.compute().tolist() == pytest.approx([ref["ar@1"], ref["ar@100"]], abs=1e-9)
+
+
 def test_mask_recall_edge_cases():
     gt = torch.from_numpy(np.stack([_rect((10, 10), 0, 0, 5, 5), _rect((10, 10), 5, 5, 10, 10)]))
     # fewer proposals than k: unmatched GTs stay unmatched
@@ -74,9 +90,10 @@ def test_point_precision():
 def test_mask_ceiling_is_one_for_a_decoder_that_returns_the_gt():
     from benchmarks.mask_ceiling import mask_ceiling
     from litesam_pl.modules import LiteSAMModule
+    from litesam_pl.modules.config import ModelSpec
     from test_modules import fake_batch
 
-    m = LiteSAMModule(model_kwargs={"img_size": 64})
+    m = LiteSAMModule(model=ModelSpec(kwargs={"img_size": 64}))
     batch = fake_batch(B=2, K=3, S=64)
 
     def predict(emb, boxes=None, points=None, multimask_output=False):

@@ -11,6 +11,7 @@ import torch
 
 from litesam_pl.models import model_config
 from litesam_pl.modules import AutoPPNModule, BackboneBoxModule, LiteSAMModule, load_init_weights
+from litesam_pl.modules.config import MaskLossConfig, ModelSpec, OptimizerConfig, ValidationConfig
 from litesam_pl.modules.callbacks import CPUThreads, ImageLogger, MetricsJSON, NaNGuard, NonFiniteLossError, Throughput
 
 S = 64  # tiny images keep these tests fast
@@ -82,7 +83,7 @@ TINY = {"img_size": S}
 
 
 def test_joint_losses_and_gradients():
-    m = LiteSAMModule(model_kwargs=TINY, lr=1e-3)
+    m = LiteSAMModule(model=ModelSpec(kwargs=TINY), optimizer=OptimizerConfig(lr=1e-3))
     terms = m.compute_losses(fake_batch())
     for k in ("loss", "ppn", "ppn_point", "ppn_box", "mask_box", "mask_point", "focal_box", "dice_point", "iou_box"):
         assert torch.isfinite(terms[k]), k
@@ -95,7 +96,7 @@ def test_joint_losses_and_gradients():
 
 def test_frozen_encoder_embedding_cache():
     torch.manual_seed(0)
-    ppn = AutoPPNModule(model_kwargs=TINY, freeze_encoder=True, embedding_cache_mb=1)
+    ppn = AutoPPNModule(model=ModelSpec(kwargs=TINY), freeze_encoder=True, embedding_cache_mb=1)
     ppn.log = lambda *a, **k: None
     calls = []
     ppn.model.image_encoder.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
@@ -113,36 +114,38 @@ def test_frozen_encoder_embedding_cache():
     ppn.eval()
     ppn.encode(images)  # validation never reads or fills the cache
     assert calls[-1] == 3 and len(ppn._cache) == 4
-    tiny = AutoPPNModule(model_kwargs=TINY, freeze_encoder=True, embedding_cache_mb=1e-6)  # too small: computes, stores nothing
+    # too small: computes, stores nothing
+    tiny = AutoPPNModule(model=ModelSpec(kwargs=TINY), freeze_encoder=True, embedding_cache_mb=1e-6)
     tiny.log = lambda *a, **k: None
     tiny.train()
     tiny.encode(images)
     assert tiny._cache == {}
     with pytest.raises(ValueError, match="freeze_encoder"):
-        AutoPPNModule(model_kwargs=TINY, embedding_cache_mb=10)
+        AutoPPNModule(model=ModelSpec(kwargs=TINY), embedding_cache_mb=10)
 
 
 def test_stage_freezing_and_prompt_kinds():
-    bb = BackboneBoxModule(model_kwargs=TINY)
+    bb = BackboneBoxModule(model=ModelSpec(kwargs=TINY))
     assert not any(p.requires_grad for p in bb.model.autoppn.parameters())
     terms = bb.compute_losses(fake_batch())
     assert "mask_box" in terms and "mask_point" not in terms and "ppn" not in terms
-    bb_pts = BackboneBoxModule(model_kwargs=TINY, train_point_prompts=True)
+    bb_pts = BackboneBoxModule(model=ModelSpec(kwargs=TINY), train_point_prompts=True)
     assert "mask_point" in bb_pts.compute_losses(fake_batch())
-    ppn = AutoPPNModule(model_kwargs=TINY, freeze_encoder=True)
+    ppn = AutoPPNModule(model=ModelSpec(kwargs=TINY), freeze_encoder=True)
     trainable = {n.split(".")[1] for n, p in ppn.named_parameters() if p.requires_grad}
     assert trainable == {"autoppn"}
     terms = ppn.compute_losses(fake_batch())
     assert "ppn" in terms and "mask" not in terms
     assert not terms["loss"].grad_fn is None
     with pytest.raises(ValueError, match="AutoPPN"):
-        AutoPPNModule(model_kwargs={**TINY, "autoppn": False})
+        AutoPPNModule(model=ModelSpec(kwargs={**TINY, "autoppn": False}))
     with pytest.raises(ValueError, match="img_size"):
-        LiteSAMModule(model_kwargs=TINY).compute_losses(fake_batch(S=128))
+        LiteSAMModule(model=ModelSpec(kwargs=TINY)).compute_losses(fake_batch(S=128))
 
 
 def test_fit_validate_checkpoint_contract_and_init_from(tmp_path):
-    m = LiteSAMModule(model_kwargs=TINY, lr=1e-3, compute_map=True)
+    m = LiteSAMModule(model=ModelSpec(kwargs=TINY), optimizer=OptimizerConfig(lr=1e-3),
+                      validation=ValidationConfig(compute_map=True))
     cbs = [MetricsJSON(), NaNGuard(), Throughput(window=1), ImageLogger(every_n_steps=2), CPUThreads(0)]
     trainer = _trainer(tmp_path, callbacks=cbs, limit_val_batches=2)
     trainer.fit(m, train_dataloaders=_loader(), val_dataloaders=_loader())
@@ -156,20 +159,20 @@ def test_fit_validate_checkpoint_contract_and_init_from(tmp_path):
     ckpt = tmp_path / "m.ckpt"
     trainer.save_checkpoint(ckpt)
     blob = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert blob["hyper_parameters"]["model_name"] == "litesam"
-    assert blob["hyper_parameters"]["model_kwargs"] == TINY
+    assert blob["hyper_parameters"]["model"]["name"] == "litesam"
+    assert blob["hyper_parameters"]["model"]["kwargs"] == TINY
     assert all(k.startswith("model.") for k in blob["state_dict"])
     assert blob["litesam_model"] == model_config(m.model)  # what load_model reads
     # init_from: a fresh module starts from those weights
-    m2 = AutoPPNModule(model_kwargs=TINY, init_from=str(ckpt))
+    m2 = AutoPPNModule(model=ModelSpec(kwargs=TINY), init_from=str(ckpt))
     m2.apply_init_from()
     for k, v in m.model.state_dict().items():
         torch.testing.assert_close(m2.model.state_dict()[k], v, msg=k)
     assert not m2.init_report["skipped"]
     with pytest.raises(FileNotFoundError):
-        AutoPPNModule(model_kwargs=TINY, init_from=str(tmp_path / "nope.ckpt")).apply_init_from()
+        AutoPPNModule(model=ModelSpec(kwargs=TINY), init_from=str(tmp_path / "nope.ckpt")).apply_init_from()
     # and through fit: the warm start happens in setup("fit")
-    m3 = LiteSAMModule(model_kwargs=TINY, init_from=str(ckpt), lr=0.0)
+    m3 = LiteSAMModule(model=ModelSpec(kwargs=TINY), optimizer=OptimizerConfig(lr=0.0), init_from=str(ckpt))
     _trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(m3, train_dataloaders=_loader(1))
     assert m3.init_report is not None and not m3.init_report["skipped"]
     bad = tmp_path / "bad.ckpt"
@@ -179,20 +182,21 @@ def test_fit_validate_checkpoint_contract_and_init_from(tmp_path):
 
 
 def test_backbone_and_autoppn_validation_keys(tmp_path):
-    bb = BackboneBoxModule(model_kwargs={**TINY, "autoppn": False}, compute_map=False)
+    bb = BackboneBoxModule(model=ModelSpec(kwargs={**TINY, "autoppn": False}),
+                           validation=ValidationConfig(compute_map=False))
     trainer = _trainer(tmp_path, callbacks=[MetricsJSON()])
     trainer.validate(bb, dataloaders=_loader(1), verbose=False)
     # validation without a checkpoint scores random weights: its own file, never the training run's metrics.json
     assert not (tmp_path / "metrics.json").exists()
     got = json.loads((tmp_path / "validate_random_weights.json").read_text())
     assert {"val/miou_1box", "val/miou_1point"} <= set(got) and "val/ar100" not in got and "val/map" not in got
-    ppn = AutoPPNModule(model_kwargs=TINY)
+    ppn = AutoPPNModule(model=ModelSpec(kwargs=TINY))
     trainer = _trainer(tmp_path, callbacks=[MetricsJSON()])
     trainer.validate(ppn, dataloaders=_loader(1), verbose=False)
     got = json.loads((tmp_path / "validate_random_weights.json").read_text())
     assert {"val/ar100", "val/ar1000", "val/point_hit_rate"} <= set(got) and "val/miou_1box" not in got
-    # the AR names say how many proposals they count (issue 14): val_top_n 200 logs ar200, never ar1000
-    ppn = AutoPPNModule(model_kwargs=TINY, val_top_n=200)
+    # the AR names say how many proposals they count (issue 14): validation.top_n 200 logs ar200, never ar1000
+    ppn = AutoPPNModule(model=ModelSpec(kwargs=TINY), validation=ValidationConfig(top_n=200))
     trainer = _trainer(tmp_path, callbacks=[MetricsJSON()])
     trainer.validate(ppn, dataloaders=_loader(1), verbose=False)
     got = json.loads((tmp_path / "validate_random_weights.json").read_text())
@@ -201,7 +205,7 @@ def test_backbone_and_autoppn_validation_keys(tmp_path):
 
 def test_perfect_predictions_score_one():
     """The metric plumbing: GT boxes as proposals give AR 1, masks that equal the GT give mIoU 1."""
-    m = LiteSAMModule(model_kwargs=TINY)
+    m = LiteSAMModule(model=ModelSpec(kwargs=TINY))
     batch = fake_batch()
     valid = batch["valid"]
 
@@ -214,7 +218,7 @@ def test_perfect_predictions_score_one():
     m.eval_masks(torch.zeros(1), batch)
     assert m.val_miou_1box.compute().item() == pytest.approx(1.0)
     assert m.val_miou_1point.compute().item() == pytest.approx(1.0)
-    assert m._coco_map(m._map_items)["ap"] == pytest.approx(1.0)
+    assert float(m.val_map.compute()["ap"]) == pytest.approx(1.0)
     assert int(valid.sum()) == 5
     # AutoPPN decode returning exactly the GT boxes -> box AR 1, every point inside a mask -> hit rate and
     # point precision 1
@@ -224,11 +228,7 @@ def test_perfect_predictions_score_one():
            "points": batch["points"][:, :, 0], "groups": torch.zeros(B, 3, dtype=torch.long)}
     m.model.autoppn.decode = lambda *a, **k: dec
     m.eval_ppn({"heatmap_logits": torch.zeros(B, 3, 8, 8), "boxes": torch.zeros(B, 3, 4, 8, 8)}, batch)
-    from litesam_pl.metrics.coco import proposal_recall
-
-    items = m._gather(m._ar_items)
-    res = proposal_recall([it["gt"] for it in items], [{"boxes": it["boxes"], "scores": it["scores"]} for it in items])
-    assert res["ar@100"] == pytest.approx(1.0)
+    assert float(m.val_box_recall.compute()["ar@100"]) == pytest.approx(1.0)
     assert m.val_point_hit.compute().item() == pytest.approx(1.0)
     assert m.val_point_precision.compute().item() == pytest.approx(1.0)
     # points outside every mask (the image corner, background here) count as misses
@@ -247,7 +247,7 @@ def test_nan_guard_names_loss_and_step(tmp_path):
                 terms["loss"] = terms["loss"] + terms["ppn_box"]
             return terms
 
-    m = Broken(model_kwargs=TINY)
+    m = Broken(model=ModelSpec(kwargs=TINY))
     trainer = _trainer(tmp_path, callbacks=[NaNGuard()], max_steps=3, limit_val_batches=0)
     with pytest.raises(NonFiniteLossError, match=r"loss 'ppn_box' is nan at global step 1"):
         trainer.fit(m, train_dataloaders=_loader(3))
@@ -283,7 +283,7 @@ def test_only_the_backbone_stage_leaves_parameters_unused():
              (LiteSAMModule, {}, set(), "litesam", [(1, 0), (2, 0), (2, 1), (2, 2), (3, 0)])]
     for cls, kw, unused_expected, recipe, runs in cases:
         torch.manual_seed(0)
-        m = cls(model_kwargs=TINY, **kw)
+        m = cls(model=ModelSpec(kwargs=TINY), **kw)
         for K, step in runs:
             m.zero_grad(set_to_none=True)
             with mock.patch.object(cls, "global_step", property(lambda self, s=step: s)):
@@ -299,17 +299,18 @@ def test_only_the_backbone_stage_leaves_parameters_unused():
 
 
 def test_cosine_schedule_and_bad_args(tmp_path):
-    m = BackboneBoxModule(model_kwargs={**TINY, "autoppn": False}, lr=1e-2, lr_schedule="cosine", warmup_steps=2)
+    m = BackboneBoxModule(model=ModelSpec(kwargs={**TINY, "autoppn": False}),
+                          optimizer=OptimizerConfig(lr=1e-2, schedule="cosine", warmup_steps=2))
     trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=0)
     trainer.fit(m, train_dataloaders=_loader(4))
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     assert 1e-4 <= lr < 1e-2  # decayed after warm-up
-    with pytest.raises(ValueError, match="lr_schedule"):
-        BackboneBoxModule(model_kwargs=TINY, lr_schedule="step")
+    with pytest.raises(ValueError, match="optimizer.schedule"):
+        BackboneBoxModule(model=ModelSpec(kwargs=TINY), optimizer=OptimizerConfig(schedule="step"))
     with pytest.raises(ValueError, match="prompt_forms"):
-        LiteSAMModule(model_kwargs=TINY, prompt_forms=[])
+        LiteSAMModule(model=ModelSpec(kwargs=TINY), prompt_forms=[])
     with pytest.raises(ValueError, match="prompt_forms"):
-        LiteSAMModule(model_kwargs=TINY, prompt_forms=["box", "mask"])
+        LiteSAMModule(model=ModelSpec(kwargs=TINY), prompt_forms=["box", "mask"])
 
 
 def test_cpu_threads_auto(monkeypatch):
@@ -325,8 +326,8 @@ def test_cpu_threads_auto(monkeypatch):
 def test_joint_prompt_split_gives_each_mask_one_prompt_form():
     torch.manual_seed(0)
     batch = fake_batch(K=6)
-    every = LiteSAMModule(model_kwargs={"img_size": S}, prompt_split=False)
-    split = LiteSAMModule(model_kwargs={"img_size": S}, prompt_split=True)
+    every = LiteSAMModule(model=ModelSpec(kwargs={"img_size": S}), prompt_split=False)
+    split = LiteSAMModule(model=ModelSpec(kwargs={"img_size": S}), prompt_split=True)
     split.load_state_dict(every.state_dict())
     seen = []
     real = split.model.predict_masks
@@ -359,11 +360,11 @@ def test_segevery_prompt_form_is_one_the_joint_stage_trains():
 
     default = inspect.signature(segment_everything).parameters["prompt_type"].default
     assert default == SEGEVERY_PROMPT_FORM
-    joint = LiteSAMModule(model_kwargs=TINY)
+    joint = LiteSAMModule(model=ModelSpec(kwargs=TINY))
     assert SEGEVERY_PROMPT_FORM in joint.train_prompt_forms()
     assert joint.val_prompt_form == SEGEVERY_PROMPT_FORM  # val/ar100 of the joint stage: SegEvery's default
-    assert AutoPPNModule.val_prompt_form in BackboneBoxModule(model_kwargs=TINY).train_prompt_forms()
-    assert "box" in BackboneBoxModule(model_kwargs=TINY).train_prompt_forms()
+    assert AutoPPNModule.val_prompt_form in BackboneBoxModule(model=ModelSpec(kwargs=TINY)).train_prompt_forms()
+    assert "box" in BackboneBoxModule(model=ModelSpec(kwargs=TINY)).train_prompt_forms()
     # the training decoder call of each form reads the output the inference side reads for it
     seen = []
     real = joint.model.predict_masks
@@ -380,7 +381,7 @@ def test_segevery_prompt_form_is_one_the_joint_stage_trains():
 
 def test_joint_prompt_split_rotates_forms_so_every_form_trains(monkeypatch):
     """With fewer prompts per image than forms, the global step rotates which forms the slots get."""
-    m = LiteSAMModule(model_kwargs=TINY)
+    m = LiteSAMModule(model=ModelSpec(kwargs=TINY))
     seen = []
     real = m.model.predict_masks
 
@@ -402,7 +403,7 @@ def test_eval_segevery_scores_segment_everything_on_the_raw_image():
     from litesam_pl.metrics.recall import MaskRecall, mask_iou_matrix
 
     torch.manual_seed(0)
-    m = LiteSAMModule(model_kwargs=TINY)
+    m = LiteSAMModule(model=ModelSpec(kwargs=TINY))
     m.eval()
     batch = fake_batch(B=1, K=3)
     h, w = 48, 64
@@ -414,7 +415,7 @@ def test_eval_segevery_scores_segment_everything_on_the_raw_image():
     batch["masks"][:, :, h:] = False
     m.eval_segevery(batch)
     ref = segment_everything(m.model, raw.numpy(), prompts="autoppn", prompt_type=m.val_prompt_form,
-                             top_n=m.hparams.val_top_n, score_threshold=m.hparams.ppn_score_threshold,
+                             top_n=m.cfg.validation.top_n, score_threshold=m.cfg.validation.ppn_score_threshold,
                              pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="tensors")
     want = MaskRecall(max_dets=(100, 1000))
     want.update(mask_iou_matrix(ref["masks"], batch["masks"][0, batch["valid"][0], :h, :w]))
@@ -424,24 +425,27 @@ def test_eval_segevery_scores_segment_everything_on_the_raw_image():
 
 
 def test_point_sampled_mask_loss_trains_every_stage_and_learns():
-    """``mask_loss_resolution: points`` (issue 17): finite terms and gradients in the joint stage, and a few
+    """``mask_loss.resolution: points`` (issue 17): finite terms and gradients in the joint stage, and a few
     steps on one batch lower the box-prompt focal + dice as the full-resolution loss does."""
     torch.manual_seed(0)
-    m = LiteSAMModule(model_kwargs=TINY, lr=1e-3, mask_loss_resolution="points", mask_loss_points=256)
+    m = LiteSAMModule(model=ModelSpec(kwargs=TINY), mask_loss=MaskLossConfig(resolution="points", points=256),
+                      optimizer=OptimizerConfig(lr=1e-3))
     terms = m.compute_losses(fake_batch())
     for k in ("loss", "mask_box", "mask_point", "focal_box", "dice_point", "iou_box", "iou_point"):
         assert torch.isfinite(terms[k]), k
     terms["loss"].backward()
     grads = [p.grad for p in m.model.mask_decoder.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
-    with pytest.raises(ValueError, match="mask_loss_resolution"):
-        BackboneBoxModule(model_kwargs=TINY, mask_loss_resolution="pointz")
+    with pytest.raises(ValueError, match="mask_loss.resolution"):
+        BackboneBoxModule(model=ModelSpec(kwargs=TINY), mask_loss=MaskLossConfig(resolution="pointz"))
 
     batch = fake_batch(seed=3)
     torch.manual_seed(0)
-    bb = BackboneBoxModule(model_kwargs=TINY, focal_alpha=-1, mask_loss_resolution="points", mask_loss_points=512)
+    bb = BackboneBoxModule(model=ModelSpec(kwargs=TINY),
+                           mask_loss=MaskLossConfig(focal_alpha=-1, resolution="points", points=512))
     opt = torch.optim.Adam([p for p in bb.parameters() if p.requires_grad], lr=2e-3)
-    full = BackboneBoxModule(model_kwargs=TINY, focal_alpha=-1)  # the same loss read at every pixel, as a yardstick
+    # the same loss read at every pixel, as a yardstick
+    full = BackboneBoxModule(model=ModelSpec(kwargs=TINY), mask_loss=MaskLossConfig(focal_alpha=-1))
 
     def full_loss() -> float:
         full.load_state_dict(bb.state_dict())

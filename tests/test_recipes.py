@@ -29,6 +29,7 @@ import yaml
 
 from benchmarks import table2
 from litesam_pl import cli
+from litesam_pl.cli_config import linked_value_set_by_user, point_loss_for
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "recipes").rglob("*.yaml"))
@@ -41,16 +42,16 @@ ALLOWED_SCALE = {
     # data: where the shards are and how much of them is read
     "data.train_shards", "data.val_shards", "data.epoch_samples", "data.shuffle_buffer", "data.resampled",
     "data.max_masks", "data.val_max_masks",
-    # image size (data and model must agree)
-    "data.img_size", "model.init_args.model_kwargs.img_size",
+    # image size (set once, in data: the CLI links it into the model)
+    "data.img_size",
     # batch size and loading, prompts per image in training
-    "data.batch_size", "data.val_batch_size", "data.num_workers", "model.init_args.max_train_prompts",
+    "data.batch_size", "data.val_batch_size", "data.num_workers", "model.init_args.prompts.max_per_image",
     # schedule length and validation cadence
     "trainer.max_epochs", "trainer.max_steps", "trainer.val_check_interval", "trainer.check_val_every_n_epoch",
     "trainer.num_sanity_val_steps",
     # learning rate, warm-up and schedule
-    "model.init_args.lr", "model.init_args.warmup_steps", "model.init_args.lr_schedule",
-    "model.init_args.min_lr_ratio",
+    "model.init_args.optimizer.lr", "model.init_args.optimizer.warmup_steps", "model.init_args.optimizer.schedule",
+    "model.init_args.optimizer.min_lr_ratio",
     # hardware and numerics
     "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.precision",
     # stage chaining: warm start and freezing
@@ -60,29 +61,31 @@ ALLOWED_SCALE = {
     # logging and checkpoint cadence (ModelCheckpoint, ImageLogger cadence, CPUThreads are in the callbacks list)
     "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.logger", "trainer.callbacks",
     # evaluation cost
-    "model.init_args.compute_map", "model.init_args.val_top_n",
+    "model.init_args.validation.compute_map", "model.init_args.validation.top_n",
     # run directory (the loggers' and checkpoints' save dirs are in the lists above)
     "trainer.default_root_dir",
 }
 # callbacks an overlay may add to the base's (the base's own callbacks must all stay)
 EXTRA_CALLBACKS = {"litesam_pl.modules.callbacks.CPUThreads"}
 
-# ablation overlays: the switches each family may change besides scale
-TABLE2_SWITCHES = {"model.init_args.model_kwargs.ppn_stem", "model.init_args.model_kwargs.ppn_groups",
-                   "model.init_args.ppn_point_loss", "data.target_mode", "data.num_groups"}
+# ablation overlays: the switches each family may change besides scale (one setting per switch: the model's AutoPPN
+# groups and the point loss follow data.num_groups and data.target_mode through the CLI's links)
+TABLE2_SWITCHES = {"model.init_args.model.kwargs.ppn_stem", "data.target_mode", "data.num_groups"}
 SWITCHES = {
-    "recipes/ablations/table1/*.yaml": {"model.init_args.model_kwargs.mixer"},  # Fig. 3 token mixer
+    "recipes/ablations/table1/*.yaml": {"model.init_args.model.kwargs.mixer"},  # Fig. 3 token mixer
     "recipes/ablations/table2/*.yaml": TABLE2_SWITCHES,  # stem, GT & loss, grouping
-    "recipes/litesam_2x.yaml": {"model.init_args.model_name"},  # LiteViT width
-    "recipes/litesam_3x.yaml": {"model.init_args.model_name"},
+    "recipes/litesam_2x.yaml": {"model.init_args.model.name"},  # LiteViT width
+    "recipes/litesam_3x.yaml": {"model.init_args.model.name"},
     "recipes/litesam_r1024.yaml": set(),  # 1024 px: scale only
 }
 
-# loss settings: a key set in more than one base must have one value (the joint recipe repeats the other two's)
-LOSS_KEYS = ("focal_weight", "dice_weight", "iou_weight", "focal_alpha", "focal_gamma", "min_train_mask_area",
-             "ppn_heatmap_weight", "ppn_box_weight", "ppn_point_loss", "ppn_neg_ratio", "ppn_box_beta", "ppn_box_unit",
-             "ppn_box_weighting", "ppn_loss_weight", "mask_loss_weight", "point_prompt_weight", "box_prompt_weight",
-             "mask_loss_resolution", "prompt_split")
+# loss settings (dotted keys under model.init_args): a key set in more than one base must have one value (the joint
+# recipe repeats the other two's)
+LOSS_KEYS = (*(f"mask_loss.{k}" for k in ("focal_weight", "dice_weight", "iou_weight", "focal_alpha", "focal_gamma",
+                                          "min_train_mask_area", "resolution", "points", "weight")),
+             *(f"ppn_loss.{k}" for k in ("heatmap_weight", "box_weight", "point_loss", "neg_ratio", "box_beta",
+                                         "box_unit", "box_weighting", "weight")),
+             "prompts.point_weight", "prompts.box_weight", "prompt_split")
 
 
 def base_of(recipe: str) -> Optional[str]:
@@ -116,13 +119,14 @@ def resolve_configs(*configs: str) -> Dict[str, Any]:
 
 
 def flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
-    """Nested dicts -> ``{"a.b.c": value}``; lists are leaves."""
+    """Nested dicts -> ``{"a.b.c": value}``; lists are leaves, empty dicts add no key (``model.kwargs: {}`` and a
+    filled ``model.kwargs`` differ only in the keys that are set)."""
     if not isinstance(d, dict):
         return {prefix: d}
     out: Dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v:
+        if isinstance(v, dict):
             out.update(flatten(v, key))
         else:
             out[key] = v
@@ -173,14 +177,19 @@ def test_every_overlay_names_a_base():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.split("recipes/")[-1])
 def test_recipe_parses(recipe):
-    """Every recipe resolves (on its base) and its data and model image sizes agree."""
+    """Every recipe resolves (on its base) and its data and model image sizes agree: the image size and the AutoPPN
+    size groups are set once, in data (the CLI links them into the model; test_smoke_stacks_instantiate checks the
+    built model), never in the model's kwargs."""
     cfg = resolve_configs(*stack(recipe))
     init = cfg["model"]["init_args"]
     assert cfg["model"]["class_path"].startswith("litesam_pl.modules.")
-    kwargs = init.get("model_kwargs") or {}
-    assert cfg["data"]["img_size"] == kwargs.get("img_size", 640)
+    kwargs = init["model"].get("kwargs") or {}
+    assert "img_size" not in kwargs and "img_size" not in init["model"]
     if kwargs.get("autoppn", True):  # AutoPPN size groups: data and model agree
-        assert cfg["data"]["num_groups"] == kwargs.get("ppn_groups", 3)
+        assert "ppn_groups" not in kwargs and "ppn_groups" not in init["model"]
+    assert "point_loss" not in init["ppn_loss"]  # follows data.target_mode
+    with contextlib.chdir(REPO):  # nor does any file of the stack set a linked value (print_config hides them)
+        assert linked_value_set_by_user(stack(recipe), []) is None
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda r: r.split("recipes/")[-1])
@@ -198,12 +207,12 @@ def test_overlay_changes_only_allowed_keys(overlay):
     # an ablation sets its switches (not by accident the base's values only)
     if "/table2/" in overlay:
         stem, gt, groups = re.match(r".*stem-(\w+)_gt-(\w+)_groups-(\d)\.yaml", overlay).groups()
-        kw = on_top["model"]["init_args"]["model_kwargs"]
-        assert (kw["ppn_stem"], kw["ppn_groups"], on_top["data"]["num_groups"]) == (stem, int(groups), int(groups))
+        kw = on_top["model"]["init_args"]["model"]["kwargs"]
+        assert (kw["ppn_stem"], on_top["data"]["num_groups"]) == (stem, int(groups))  # model.ppn_groups: linked
         assert on_top["data"]["target_mode"] == gt
-        assert on_top["model"]["init_args"]["ppn_point_loss"] == ("hard_mse" if gt == "distance" else "focal")
+        assert point_loss_for(on_top["data"]["target_mode"]) == ("hard_mse" if gt == "distance" else "focal")
     if "/table1/" in overlay:
-        assert on_top["model"]["init_args"]["model_kwargs"]["mixer"] in overlay
+        assert on_top["model"]["init_args"]["model"]["kwargs"]["mixer"] in overlay
     # the overlay's run directory is its own: no checkpoint or log of the base run is overwritten
     if on_top["trainer"]["default_root_dir"] != alone["trainer"]["default_root_dir"]:
         run = on_top["trainer"]["default_root_dir"]
@@ -227,19 +236,25 @@ def test_paper_facts_and_one_loss_setting_per_key():
     for b in BASES:
         cfg = resolve_configs(b)
         init, tr, data = cfg["model"]["init_args"], cfg["trainer"], cfg["data"]
-        assert init["lr"] == pytest.approx(4e-5) and tr["max_epochs"] == 4 and data["img_size"] == 640
+        assert init["optimizer"]["lr"] == pytest.approx(4e-5) and tr["max_epochs"] == 4 and data["img_size"] == 640
         assert tr["num_nodes"] * tr["devices"] * data["batch_size"] == 256
-        assert init["focal_weight"] / init["dice_weight"] == pytest.approx(10.0)  # paper: focal:dice 10:1
-        assert init["ppn_heatmap_weight"] / init["ppn_box_weight"] == pytest.approx(2.0)  # paper: H-MSE:S-L1 2:1
-        assert init["ppn_point_loss"] == "hard_mse"
+        ml, pl_ = init["mask_loss"], init["ppn_loss"]
+        assert ml["focal_weight"] / ml["dice_weight"] == pytest.approx(10.0)  # paper: focal:dice 10:1
+        assert pl_["heatmap_weight"] / pl_["box_weight"] == pytest.approx(2.0)  # paper: H-MSE:S-L1 2:1
+        assert point_loss_for(data["target_mode"]) == "hard_mse"  # the point loss follows the targets
+        assert data["num_groups"] == 3
     # every base writes the same loss settings (not left to code defaults), with the same values
-    written = {b: {k: v for k, v in raw[b]["model"]["init_args"].items() if k in LOSS_KEYS and k != "prompt_split"}
-               for b in BASES}
+    written = {b: {k: v for k, v in flatten(raw[b]["model"]["init_args"]).items()
+                   if k in LOSS_KEYS and k != "prompt_split"} for b in BASES}
     for b in BASES:
         assert written[b] == written[BASES[-1]], f"loss settings of {b} differ from {BASES[-1]}"
-    for key in ("focal_weight", "dice_weight", "iou_weight", "focal_alpha", "min_train_mask_area",
-                "ppn_heatmap_weight", "ppn_box_weight", "ppn_point_loss", "ppn_box_unit", "ppn_box_weighting"):
-        assert key in written[BASES[-1]], key
+        # the paper's targets (and so the point loss) are written in each base, not left to code defaults
+        assert {k: raw[b]["data"].get(k) for k in ("target_mode", "num_groups")} == {"target_mode": "distance",
+                                                                                     "num_groups": 3}, b
+    for key in ("focal_weight", "dice_weight", "iou_weight", "focal_alpha", "min_train_mask_area"):
+        assert f"mask_loss.{key}" in written[BASES[-1]], key
+    for key in ("heatmap_weight", "box_weight", "box_unit", "box_weighting"):
+        assert f"ppn_loss.{key}" in written[BASES[-1]], key
     assert "prompt_split" in raw["recipes/litesam.yaml"]["model"]["init_args"]  # joint stage only
 
 
@@ -254,10 +269,14 @@ def test_smoke_stacks_instantiate(configs, tmp_path):
         c = cli.run_lightning_cli([*args, "--model.init_args.init_from", "null", "--trainer.logger", "false",
                                    "--trainer.default_root_dir", str(tmp_path)], run=False)
     assert c.model.img_size == c.datamodule.img_size
-    unscaled = resolve_configs(*configs[:-1])["model"]["init_args"]  # the stack without its scale overlay
+    if c.model.has_ppn:  # the links: AutoPPN groups and point loss follow the data
+        assert c.model.model.autoppn.num_groups == c.datamodule.num_groups
+        assert c.model.cfg.ppn_loss.point_loss == point_loss_for(c.datamodule.hparams["target_mode"])
+    unscaled = flatten(resolve_configs(*configs[:-1])["model"]["init_args"])  # the stack without its scale overlay
+    hparams = flatten(dict(c.model.hparams))
     for key in LOSS_KEYS:
         if key in unscaled:
-            assert c.model.hparams[key] == unscaled[key], key
+            assert hparams[key] == unscaled[key], key
 
 
 def _comments(text: str):
@@ -310,11 +329,10 @@ def test_table2_smoke_stack_is_the_combination_at_smoke_scale(combo, tmp_path):
     bad = disallowed(differences(smoke, got), TABLE2_SWITCHES | {"trainer.default_root_dir", "trainer.logger",
                                                                   "trainer.callbacks"})
     assert not bad, _report("differs from the smoke AutoPPN run beyond the Table 2 switches:", bad)
-    kw = got["model"]["init_args"]["model_kwargs"]
+    kw = got["model"]["init_args"]["model"]["kwargs"]
     stem, gt, groups = combo
-    assert (kw["ppn_stem"], kw["ppn_groups"], got["data"]["target_mode"], got["data"]["num_groups"]) == (
-        stem, groups, gt, groups)
-    assert kw["img_size"] == got["data"]["img_size"] == smoke["data"]["img_size"]
+    assert (kw["ppn_stem"], got["data"]["target_mode"], got["data"]["num_groups"]) == (stem, gt, groups)
+    assert "img_size" not in kw and got["data"]["img_size"] == smoke["data"]["img_size"]
     assert got["trainer"]["default_root_dir"] == run_dir
     assert table2.SMOKE_RUN not in json.dumps(got["trainer"]), "a table2 run would write into runs/smoke/autoppn"
     if combo == table2.COMBOS[0]:  # --steps: one epoch of exactly N steps, validated at its end
@@ -399,7 +417,7 @@ def test_table2_arguments(tmp_path, capsys):
            "--config recipes/smoke/autoppn.yaml" in out and "--trainer.max_steps 2" in out
     run = root / "stem-mspm_gt-distance_groups-3"
     overlay = yaml.safe_load((run / "run.yaml").read_text())
-    assert overlay["model"]["init_args"]["model_kwargs"] == {"img_size": 192, "ppn_stem": "mspm", "ppn_groups": 3}
+    assert "model" not in overlay  # the smoke overlay sets no model.kwargs: the combination's switches stand
     assert overlay["trainer"]["default_root_dir"] == run.as_posix()
     # a finished combination is skipped unless --force
     (run / "metrics.json").write_text(json.dumps({"val/ar1000": 0.5}))

@@ -194,6 +194,27 @@ def test_ar1000_protocol_ranking(tiny_model, images):
     assert torch.all(s[:-1] >= s[1:])
 
 
+def test_one_padding_cell_rule_for_targets_autoppn_and_the_low_res_frame(tiny_model):
+    """A cell is image when its centre is (``data.geometry.inside_cells``): the data layer's AutoPPN grid
+    (``grid_valid``), AutoPPN's decoding (``models.autoppn.cells_inside``) and SegEvery's low-res mask frame apply
+    the same rule. On a 30 x 128 image (S = 128) the bottom rows end inside a cell: the stride-8 grid has rows
+    0..3 (row 3's centre 28 < 30; row 4 covers 32..40), the stride-4 frame rows 0..6 (row 7 covers 28..32 but its
+    centre 30 is padding; the earlier "any overlap" crop took 8 rows)."""
+    from litesam_pl.data.geometry import grid_valid, inside_cells
+    from litesam_pl.inference.segevery_masks import valid_frame
+    from litesam_pl.models.autoppn import cells_inside
+
+    h, w, s = 30, 128, TINY_MODEL_SIZE
+    assert grid_valid((h, w), s, 8) == (inside_cells(h, s, s // 8), inside_cells(w, s, s // 8)) == (4, 16)
+    inside = cells_inside(torch.tensor([[h, w]]), (s // 8, s // 8), (float(s), float(s)))[0]
+    assert tuple(int(v) for v in (inside.any(1).sum(), inside.any(0).sum())) == (4, 16)
+    assert valid_frame((h, w), s, (s // 4, s // 4)) == grid_valid((h, w), s, 4) == (7, 32)
+    img = np.full((h, w, 3), 128, np.uint8)
+    out = segment_everything(tiny_model, img, prompts="grid", points_per_side=4, output_mode="tensors",
+                             nms="none", **LOOSE)
+    assert out["low_res_logits"].shape[1:] == (7, 32)
+
+
 def test_autoppn_prompts_stay_inside_the_image(tiny_model):
     img = np.full((32, 128, 3), 128, np.uint8)  # resized to 32 x 128: 3/4 of the input frame is padding
     out = segment_everything(tiny_model, img, prompts="autoppn", top_n=30, score_threshold=0.0,

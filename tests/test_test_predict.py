@@ -15,6 +15,7 @@ import torch
 from litesam_pl import cli
 from litesam_pl.data.datamodule import SA1BDataModule
 from litesam_pl.modules import BackboneBoxModule, LiteSAMModule
+from litesam_pl.modules.config import ModelSpec, ValidationConfig
 from test_cli import LOCAL, _configs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def test_test_shards_default_to_val_shards(synthetic_sa1b):
 def test_trainer_test_logs_finite_test_metrics(synthetic_sa1b, tmp_path):
     torch.manual_seed(0)
     tars = sorted(str(p) for p in synthetic_sa1b.glob("*.tar"))
-    module = LiteSAMModule(model_kwargs={"img_size": S}, val_top_n=100)
+    module = LiteSAMModule(model=ModelSpec(kwargs={"img_size": S}), validation=ValidationConfig(top_n=100))
     dm = _dm(val_shards=tars[1], test_shards=tars[0])
     out = _trainer(tmp_path).test(module, datamodule=dm)
     assert len(out) == 1
@@ -82,7 +83,7 @@ def test_trainer_test_logs_finite_test_metrics(synthetic_sa1b, tmp_path):
         assert math.isfinite(metrics[name]), (name, metrics[name])
     assert 0.0 <= metrics["test/miou_1box"] <= 1.0
     assert not any(k.startswith("val/") for k in metrics)
-    assert "test/ar1000" not in metrics  # val_top_n 100: AR@100 only, never under a 1000 label
+    assert "test/ar1000" not in metrics  # validation.top_n 100: AR@100 only, never under a 1000 label
 
 
 def test_cli_test_with_ckpt_path_and_predict(synthetic_sa1b, tmp_path, monkeypatch):
@@ -90,7 +91,7 @@ def test_cli_test_with_ckpt_path_and_predict(synthetic_sa1b, tmp_path, monkeypat
     ``litesam predict`` on the same recipe runs SegEvery over the shards (into ``--out``)."""
     monkeypatch.chdir(REPO)
     torch.manual_seed(0)
-    module = LiteSAMModule(model_kwargs={"img_size": S}, val_top_n=100)
+    module = LiteSAMModule(model=ModelSpec(kwargs={"img_size": S}), validation=ValidationConfig(top_n=100))
     tars = sorted(str(p) for p in synthetic_sa1b.glob("*.tar"))
     trainer = _trainer(tmp_path, limit_test_batches=1)
     trainer.test(module, datamodule=_dm(test_shards=tars[0]), verbose=False)
@@ -103,8 +104,8 @@ def test_cli_test_with_ckpt_path_and_predict(synthetic_sa1b, tmp_path, monkeypat
     common = [*_configs("recipes/smoke/litesam.yaml"), *LOCAL,
               "--trainer.default_root_dir", str(tmp_path / "cli"), "--trainer.enable_progress_bar", "false",
               "--trainer.callbacks", json.dumps([]),
-              "--model.init_args.model_kwargs", json.dumps({"img_size": S}), "--model.init_args.init_from", "null",
-              "--model.init_args.val_top_n", "100",
+              "--model.init_args.init_from", "null",
+              "--model.init_args.validation.top_n", "100",
               "--data.img_size", str(S), "--data.batch_size", "2", "--data.num_workers", "0", "--data.max_masks", "2",
               "--data.val_shards", "null"]
     c = cli.run_lightning_cli(["test", *common, "--data.test_shards", tars[0], "--ckpt_path", str(ckpt)])
@@ -143,7 +144,7 @@ def test_trainer_predict_returns_segevery_records(synthetic_sa1b, tmp_path, monk
 
     monkeypatch.setattr(base, "segment_everything", spy)
     torch.manual_seed(0)
-    joint = LiteSAMModule(model_kwargs={"img_size": S})
+    joint = LiteSAMModule(model=ModelSpec(kwargs={"img_size": S}))
     preds = _trainer(tmp_path).predict(joint, datamodule=_dm(predict_shards=tars[0]))
     _check_predictions(preds, 4)
     assert any(p["records"] for batch in preds for p in batch)
@@ -152,7 +153,7 @@ def test_trainer_predict_returns_segevery_records(synthetic_sa1b, tmp_path, monk
     assert calls[0]["shape"] == (48, 64, 3)  # the model input (longest side S), masks at the original size
     # the backbone stage (AutoPPN untrained): a point grid
     calls.clear()
-    backbone = BackboneBoxModule(model_kwargs={"img_size": S})
+    backbone = BackboneBoxModule(model=ModelSpec(kwargs={"img_size": S}))
     preds = _trainer(tmp_path, limit_predict_batches=1).predict(backbone, datamodule=_dm(val_shards=tars[0]))
     _check_predictions(preds, 2)
     assert calls and calls[0]["prompts"] == "grid"
@@ -164,7 +165,7 @@ def predict_ckpt(synthetic_sa1b, tmp_path_factory) -> Path:
     """A tiny ``LiteSAMModule`` checkpoint as ``litesam fit`` writes it (img_size S)."""
     torch.manual_seed(0)
     tmp = tmp_path_factory.mktemp("predict_ckpt")
-    module = LiteSAMModule(model_kwargs={"img_size": S}, val_top_n=100)
+    module = LiteSAMModule(model=ModelSpec(kwargs={"img_size": S}), validation=ValidationConfig(top_n=100))
     trainer = _trainer(tmp, limit_test_batches=1)
     trainer.test(module, datamodule=_dm(test_shards=sorted(str(p) for p in synthetic_sa1b.glob("*.tar"))[0]),
                  verbose=False)
@@ -180,8 +181,8 @@ def _predict_args(tar: str, ckpt: Path, root: Path) -> list:
     """``litesam predict`` on the smoke recipe at S px, runnable from any working directory (absolute recipes)."""
     configs = [str(REPO / a) if a.endswith(".yaml") else a for a in _configs("recipes/smoke/litesam.yaml")]
     return ["predict", *configs, *LOCAL, "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar",
-            "false", "--trainer.callbacks", json.dumps([]), "--model.init_args.model_kwargs",
-            json.dumps({"img_size": S}), "--model.init_args.init_from", "null", "--data.img_size", str(S),
+            "false", "--trainer.callbacks", json.dumps([]), "--model.init_args.init_from", "null",
+            "--data.img_size", str(S),
             "--data.batch_size", "2", "--data.val_batch_size", "2", "--data.num_workers", "0",
             "--data.val_shards", "null", "--data.predict_shards", tar, "--ckpt_path", str(ckpt)]
 

@@ -16,6 +16,7 @@ import pytest
 
 from litesam_pl import cli
 from litesam_pl.modules import BackboneBoxModule
+from litesam_pl.modules.config import ModelSpec, OptimizerConfig, ValidationConfig
 from litesam_pl.modules.callbacks import MetricsJSON
 from test_modules import TINY, _loader, _trainer
 
@@ -26,7 +27,8 @@ NO_PPN = {**TINY, "autoppn": False}  # the cheapest module: box / point prompts 
 # --- point 8: MetricsJSON -------------------------------------------------------------------------------------------
 
 def test_validate_and_test_write_beside_the_checkpoint(tmp_path, capfd):
-    m = BackboneBoxModule(model_kwargs=NO_PPN, compute_map=False, lr=1e-3)
+    m = BackboneBoxModule(model=ModelSpec(kwargs=NO_PPN), optimizer=OptimizerConfig(lr=1e-3),
+                          validation=ValidationConfig(compute_map=False))
     trainer = _trainer(tmp_path, callbacks=[MetricsJSON()], limit_val_batches=1)
     trainer.fit(m, train_dataloaders=_loader(), val_dataloaders=_loader(1))
     run_metrics = tmp_path / "metrics.json"
@@ -36,7 +38,7 @@ def test_validate_and_test_write_beside_the_checkpoint(tmp_path, capfd):
     ckpt = tmp_path / "ckpts" / "step2.ckpt"
     trainer.save_checkpoint(ckpt)
 
-    fresh = BackboneBoxModule(model_kwargs=NO_PPN, compute_map=False)
+    fresh = BackboneBoxModule(model=ModelSpec(kwargs=NO_PPN), validation=ValidationConfig(compute_map=False))
     _trainer(tmp_path, callbacks=[MetricsJSON()]).validate(fresh, dataloaders=_loader(1), ckpt_path=str(ckpt),
                                                             verbose=False)
     assert run_metrics.read_bytes() == before, "validate must not touch the training run's metrics.json"
@@ -55,7 +57,7 @@ def test_validate_and_test_write_beside_the_checkpoint(tmp_path, capfd):
 
 def test_validate_without_checkpoint_writes_random_weights_file_and_warns(tmp_path, capfd):
     (tmp_path / "metrics.json").write_text('{"global_step": 960}')  # a training run's record
-    m = BackboneBoxModule(model_kwargs=NO_PPN, compute_map=False)
+    m = BackboneBoxModule(model=ModelSpec(kwargs=NO_PPN), validation=ValidationConfig(compute_map=False))
     _trainer(tmp_path, callbacks=[MetricsJSON()]).validate(m, dataloaders=_loader(1), verbose=False)
     assert (tmp_path / "metrics.json").read_text() == '{"global_step": 960}'
     got = json.loads((tmp_path / "validate_random_weights.json").read_text())
@@ -65,7 +67,8 @@ def test_validate_without_checkpoint_writes_random_weights_file_and_warns(tmp_pa
 
 
 def test_validate_after_fit_in_memory_is_not_random(tmp_path, capfd):
-    m = BackboneBoxModule(model_kwargs=NO_PPN, compute_map=False, lr=1e-3)
+    m = BackboneBoxModule(model=ModelSpec(kwargs=NO_PPN), optimizer=OptimizerConfig(lr=1e-3),
+                          validation=ValidationConfig(compute_map=False))
     trainer = _trainer(tmp_path, callbacks=[MetricsJSON()], max_steps=1, limit_val_batches=1)
     trainer.fit(m, train_dataloaders=_loader(1), val_dataloaders=_loader(1))
     before = (tmp_path / "metrics.json").read_bytes()
@@ -161,7 +164,7 @@ def _args(sub, run, shards, ckpt_dir, extra=()):
              "init_args": {"dirpath": str(ckpt_dir), "save_last": True}},
             {"class_path": "litesam_pl.modules.callbacks.MetricsJSON"}]),
         "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
-        "--model.init_args.model_kwargs", json.dumps({"img_size": 64}), "--model.init_args.init_from", "null",
+        "--model.init_args.init_from", "null",
         "--data.train_shards", str(shards), "--data.val_shards", str(shards), "--data.img_size", "64",
         "--data.batch_size", "2", "--data.val_batch_size", "2", "--data.num_workers", "0", "--data.max_masks", "2",
         "--data.val_max_masks", "2", "--data.epoch_samples", "2",

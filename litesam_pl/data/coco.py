@@ -21,7 +21,9 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-__all__ = ["InstanceSample", "CocoInstances", "ann_to_rle", "ann_to_mask", "detect_format", "read_rgb"]
+from .transforms import pil_rgb8
+
+__all__ = ["InstanceSample", "CocoInstances", "ann_to_rle", "ann_to_mask", "ann_masks", "detect_format", "read_rgb"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,16 @@ def ann_to_mask(ann: Mapping[str, Any], height: int, width: int) -> np.ndarray:
     return m.astype(bool)
 
 
+def ann_masks(anns: Sequence[Mapping[str, Any]], height: int, width: int) -> np.ndarray:
+    """The annotations' masks as bool ``[N, H, W]`` (``[0, H, W]`` for none)."""
+    if not anns:
+        return np.zeros((0, height, width), dtype=bool)
+    return np.stack([ann_to_mask(a, height, width) for a in anns])
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8 RGB ``[H, W, 3]`` (grey, palette, CMYK, RGBA converted)."""
+    """Read an image file as uint8 RGB ``[H, W, 3]`` (grey, palette, CMYK, RGBA converted; 16-bit keeps its top 8
+    bits: the one pixel conversion, ``data.transforms.pil_rgb8`` / ``to_rgb8``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
@@ -62,7 +72,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
             im.load()
             if im.mode not in ("RGB", "L", "1", "P", "RGBA", "CMYK", "LA", "I;16", "I", "YCbCr"):
                 raise ValueError(f"{path}: unsupported image mode {im.mode!r}")
-            rgb = im.convert("RGB")
+            rgb = pil_rgb8(im, str(path))
     except (OSError, SyntaxError) as e:
         raise ValueError(f"cannot read image {path} (corrupted or not an image): {e}") from e
     return np.array(rgb, dtype=np.uint8)  # writable (torch.from_numpy warns on read-only arrays)
@@ -226,7 +236,4 @@ class CocoInstances:
 
     def masks(self, sample: InstanceSample, anns: Sequence[Mapping[str, Any]] | None = None) -> np.ndarray:
         """GT masks bool ``[N, H, W]`` of ``anns`` (default: all the sample's annotations)."""
-        anns = sample.annotations if anns is None else anns
-        if not anns:
-            return np.zeros((0, sample.height, sample.width), dtype=bool)
-        return np.stack([ann_to_mask(a, sample.height, sample.width) for a in anns])
+        return ann_masks(sample.annotations if anns is None else anns, sample.height, sample.width)

@@ -1,4 +1,7 @@
-"""Collating per-sample dicts into the batch dict of ``docs/contracts.md`` ("Samples")."""
+"""Collating per-sample dicts into the batch dict of ``docs/contracts.md`` ("Samples").
+
+Batches are compact: images uint8 (normalised on the device, ``transforms.normalize_images``), masks bool; inside
+DataLoader workers every stacked tensor lives in shared memory (/dev/shm: ``batch_shm_bytes`` per batch)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -7,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-__all__ = ["collate_samples", "zeros_batch_tensor", "BATCH_KEYS", "STACKED_KEYS", "LIST_KEYS"]
+__all__ = ["collate_samples", "zeros_batch_tensor", "batch_shm_bytes", "BATCH_KEYS", "STACKED_KEYS", "LIST_KEYS"]
 
 # stacked into [B, ...] tensors
 STACKED_KEYS = (
@@ -47,6 +50,27 @@ def zeros_batch_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor
         numel *= d
     storage = elem._typed_storage()._new_shared(numel, device=elem.device)  # a fresh, zero-filled shm file
     return elem.new(storage).resize_(*shape)
+
+
+_PAGE = 4096
+
+
+def batch_shm_bytes(batch_size: int, img_size: int, max_masks: int, ppn_stride: int = 8, num_groups: int = 3) -> int:
+    """Bytes of shared memory one collated batch occupies at most (every page touched), from the dtypes of
+    ``docs/contracts.md``: the uint8 image ``3 S^2`` and the K bool masks ``K S^2`` per sample, the AutoPPN
+    targets ``(24 G + 1) P^2`` (float32 heatmap, boxes and box weight, bool ignore map), the small per-prompt
+    tensors, each stacked key being one shared-memory file rounded up to whole pages (the pages are zero-filled
+    lazily: a batch uses less where masks leave rows untouched)."""
+    B, S, K, G = int(batch_size), int(img_size), int(max_masks), int(num_groups)
+    P = S // int(ppn_stride)
+    sizes = {  # bytes per sample of each STACKED_KEYS tensor, then num_skipped
+        "image": 3 * S * S, "masks": K * S * S, "boxes": K * 16, "gt_boxes": K * 16, "points": K * 8,
+        "point_labels": K * 8, "valid": K, "ppn_heatmap": 4 * G * P * P, "ppn_boxes": 16 * G * P * P,
+        "ppn_box_weight": 4 * G * P * P, "ppn_ignore": P * P, "original_size": 16, "input_size": 16,
+    }
+    assert set(sizes) == set(STACKED_KEYS)
+    stacked = sum(-(-B * n // _PAGE) * _PAGE for n in (*sizes.values(), 8))  # + num_skipped
+    return stacked + B * _PAGE  # all_boxes: one small tensor (file) per sample
 
 
 def collate_samples(samples: Sequence[dict[str, Any]], out: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from .collate import batch_shm_bytes
 from .sa1b_stream import SA1BStream, SampleProcessor, SkipCounter, check_urls, expand_urls, shard_sample_counts, epoch_coverage
 from .targets import TARGET_MODES
 
@@ -296,13 +297,14 @@ class SA1BDataModule(LightningDataModule):
                             epoch_fn=epoch_fn, **kw)
 
     def shm_bytes_needed(self) -> int:
-        """Shared memory the training loaders of one node hold at once: every worker keeps ``prefetch_factor``
-        batches in /dev/shm (float32 images 12 S^2 bytes + K bool masks K S^2 bytes per sample, the AutoPPN
-        targets ~1% more), times the ranks of the node."""
+        """Shared memory the training loaders of one node hold at once, at most: every worker keeps
+        ``prefetch_factor`` batches in /dev/shm (``collate.batch_shm_bytes``: uint8 images 3 S^2 bytes + K bool
+        masks K S^2 bytes per sample, the AutoPPN targets (24 G + 1) (S/8)^2, ~6% more at K=16), times the ranks
+        of the node."""
         if self.num_workers == 0:
             return 0
-        S, K = self.img_size, self.max_masks
-        per_batch = int(self.batch_size * (12 + K) * S * S * 1.01)
+        per_batch = batch_shm_bytes(self.batch_size, self.img_size, self.max_masks, self.ppn_stride,
+                                    self.num_groups)
         trainer = self.trainer
         local_ranks = int(getattr(trainer, "num_devices", 1) or 1) if trainer is not None else 1
         return per_batch * self.num_workers * max(1, self.prefetch_factor) * local_ranks

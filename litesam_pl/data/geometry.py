@@ -7,13 +7,14 @@
   (``prompts.interior_points``), the Table-5 evaluation clicker (``inference.prompting.farthest_interior_point``)
   and the ``point_coords`` written by ``data_prep`` converters.
 - :func:`size_groups`: the paper's object groups (0 large, 1 medium, 2 small) from box and image size.
-- :func:`grid_valid`: how many rows/columns of the stride-``s`` AutoPPN grid have their cell centre inside the
-  unpadded image (the others are padding cells). ``litesam_pl.models.autoppn.cells_inside`` is its torch twin at
-  inference (same rule: centre ``(i + 0.5) * s < h``).
+- :func:`inside_cells`: THE padding-cell rule: of a grid of cells over the padded ``S x S`` input, a cell is
+  image when its centre lies inside the resized image, else padding. :func:`grid_valid` applies it to the
+  stride-``s`` AutoPPN grid (the targets' ignore map), ``inference.segevery_masks`` to the decoder's low-res mask
+  frame (the part SegEvery's filters and NMS read), and ``litesam_pl.models.autoppn.cells_inside`` is its torch
+  twin in AutoPPN's decoding (same rule: centre ``(i + 0.5) * S / P < h``).
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import cv2
@@ -25,6 +26,7 @@ __all__ = [
     "boundary_distance",
     "interior_point",
     "size_groups",
+    "inside_cells",
     "grid_valid",
 ]
 
@@ -80,9 +82,21 @@ def size_groups(box_hw: np.ndarray, image_hw: Sequence[float], num_groups: int =
     return np.where(extent >= LARGE_THRESHOLD, 0, np.where(extent <= SMALL_THRESHOLD, 2, 1)).astype(np.int64)
 
 
+def inside_cells(extent: int, frame: int, cells: int) -> int:
+    """How many of the ``cells`` equal cells tiling ``frame`` input pixels (padded side ``S``) have their centre
+    ``(i + 0.5) * frame / cells`` inside an image ``extent`` pixels long (the resized image's ``h`` or ``w``): the
+    first that many rows (or columns) are image, the rest padding. A cell is a sample at its centre (the AutoPPN
+    prompt point, a target read at the cell centre, a low-res logit that bilinear upsampling places there), so a
+    cell whose centre lies in the padding is padding even when the image covers part of it."""
+    if cells <= 0:
+        return 0
+    # (i + 0.5) * frame / cells < extent  <=>  i < (2 * extent * cells - frame) / (2 * frame): count by exact ceil
+    n = -((frame - 2 * extent * cells) // (2 * frame))
+    return int(min(cells, max(0, n)))
+
+
 def grid_valid(input_hw: Sequence[int], img_size: int, stride: int) -> tuple[int, int]:
-    """Number of grid rows/columns whose cell centre ``(i + 0.5) * stride`` lies inside the unpadded image."""
+    """Number of grid rows/columns whose cell centre ``(i + 0.5) * stride`` lies inside the unpadded image
+    (:func:`inside_cells` on the ``img_size // stride`` cells of the stride-``stride`` grid)."""
     p = img_size // stride
-    rows = min(p, int(math.ceil(input_hw[0] / stride - 0.5)))
-    cols = min(p, int(math.ceil(input_hw[1] / stride - 0.5)))
-    return max(rows, 0), max(cols, 0)
+    return inside_cells(input_hw[0], p * stride, p), inside_cells(input_hw[1], p * stride, p)

@@ -1,7 +1,8 @@
 """Metrics: arrays / COCO records in, numbers out. Shared by the LightningModules' validation and ``benchmarks/``.
 
-Knows nothing of models: see ``miou`` (mask IoU, mIoU with the COCO size split) and ``coco`` (COCO mask AP,
-class-agnostic AR@k, LVIS AP).
+Knows nothing of models: see ``miou`` (mask IoU, mIoU with the COCO size split), ``coco`` (COCO mask AP,
+class-agnostic AR@k, LVIS AP) and ``detection`` (``MaskAP``, ``BoxRecall``: the same COCO numbers as torchmetrics
+``Metric`` s that sync across DDP ranks).
 """
 from .coco import (
     AP_KEYS,
@@ -16,13 +17,16 @@ from .coco import (
     results_from_boxes,
     results_from_masks,
 )
+from .detection import BoxRecall, MaskAP
 from .miou import COCO_AREA_RANGES, MIoUAccumulator, area_group, mask_iou, mask_ious, summarize_miou
 
 __all__ = [
     "AP_KEYS",
+    "BoxRecall",
     "LVIS_AP_KEYS",
     "COCO_AREA_RANGES",
     "MIoUAccumulator",
+    "MaskAP",
     "area_group",
     "coco_from_arrays",
     "load_coco",

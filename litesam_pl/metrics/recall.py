@@ -3,7 +3,8 @@
 ``MaskRecall`` keeps only counts (matched GTs per IoU threshold and per k, and the number of GTs), so it syncs
 across DDP ranks as a sum and never gathers masks. Matching follows ``pycocotools.COCOeval`` with
 ``useCats=0``, area "all", no crowd regions: proposals in score order, each takes the unmatched GT of highest IoU
-at or above the threshold (``tests/test_metrics_recall.py`` checks it against ``metrics.coco.proposal_recall``).
+at or above the threshold, the last such GT on a tie (``detection.greedy_match``, pycocotools' float64 thresholds;
+``tests/test_metrics_recall.py`` checks it against ``metrics.coco.proposal_recall``).
 """
 from __future__ import annotations
 
@@ -14,44 +15,46 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from litesam_pl.metrics.detection import IOU_THRESHOLDS, greedy_match
+
 __all__ = ["IOU_THRESHOLDS", "mask_iou_matrix", "matched_counts", "MaskRecall", "PointPrecision"]
 
-IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
+
 
 
 def mask_iou_matrix(pred: Tensor, gt: Tensor) -> Tensor:
-    """IoU of every predicted mask with every GT mask: bool ``[D, H, W]``, ``[G, H, W]`` -> float ``[D, G]``."""
+    """IoU of every predicted mask with every GT mask: bool ``[D, H, W]``, ``[G, H, W]`` -> float64 ``[D, G]``.
+
+    Pixel counts are exact in float32 (masks under 2^24 pixels); the ratio is taken in float64, as pycocotools does,
+    so IoUs that land on a threshold (0.75 = 3/4) compare as they do there."""
     p = pred.flatten(1).float()
     g = gt.flatten(1).float()
-    inter = p @ g.T
-    union = p.sum(1)[:, None] + g.sum(1)[None, :] - inter
+    inter = (p @ g.T).double()
+    union = p.sum(1).double()[:, None] + g.sum(1).double()[None, :] - inter
     return torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(inter))
 
 
-def matched_counts(ious: Tensor, max_dets: Sequence[int], thresholds: Tensor = IOU_THRESHOLDS) -> Tensor:
-    """Number of GTs matched by the first ``k`` proposals, for each ``k`` of ``max_dets`` and each threshold.
+def matched_counts(ious: Tensor, max_dets: Sequence[int]) -> Tensor:
+    """Number of GTs matched by the first ``k`` proposals, for each ``k`` of ``max_dets`` and each IoU threshold.
+
+    pycocotools' greedy matching (``detection.greedy_match``: its float64 thresholds and its tie rule), area "all".
+    Each proposal matches at most one GT, and the matches of the first ``k`` proposals do not depend on the later
+    ones, so one pass over all proposals gives every ``k``.
 
     Args:
         ious: ``[D, G]`` IoUs of the proposals (ranked best first) with the GTs of one image.
     Returns:
-        int64 ``[len(max_dets), len(thresholds)]``.
+        int64 ``[len(max_dets), len(IOU_THRESHOLDS)]``.
     """
     d, g = ious.shape
-    out = torch.zeros(len(max_dets), len(thresholds), dtype=torch.long)
+    out = torch.zeros(len(max_dets), len(IOU_THRESHOLDS), dtype=torch.long)
     if d == 0 or g == 0:
         return out
-    iou = ious.detach().float().cpu().numpy().astype(np.float64)
-    for t_idx, t in enumerate(thresholds.tolist()):
-        avail = iou.copy()
-        match_rank = np.full(g, np.iinfo(np.int64).max, dtype=np.int64)  # rank of each GT's match (max: none)
-        thr = min(t, 1 - 1e-10)
-        for r in np.flatnonzero(iou.max(1) >= thr):  # proposals that cannot match anything are skipped
-            best = int(avail[r].argmax())
-            if avail[r, best] >= thr:
-                match_rank[best] = r
-                avail[:, best] = -1.0
-        for k_idx, k in enumerate(max_dets):
-            out[k_idx, t_idx] = int((match_rank < int(k)).sum())
+    iou = ious.detach().cpu().double().numpy()
+    matched, _ = greedy_match(iou, np.zeros((1, g), dtype=bool))  # [1, T, D]
+    cum = np.cumsum(matched[0], axis=1)  # [T, D]: GTs matched by the first j + 1 proposals
+    for k_idx, k in enumerate(max_dets):
+        out[k_idx] = torch.from_numpy(cum[:, min(int(k), d) - 1].astype(np.int64))
     return out
 
 

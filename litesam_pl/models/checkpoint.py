@@ -7,9 +7,10 @@ Two formats, both read with ``torch.load(weights_only=True)`` (tensors and plain
 - export (``litesam export``): ``{"format": EXPORT_FORMAT, "model": {"name", "kwargs"}, "state_dict": {...}}``.
 - Lightning checkpoint (``litesam fit``): ``checkpoint[MODEL_KEY] = {"name", "kwargs"}`` (``write_model_entry``,
   called by the LightningModule's ``on_save_checkpoint``) and the network's weights under ``state_dict["model.*"]``
-  (the LightningModule keeps the network in ``self.model``). Checkpoints written before ``MODEL_KEY`` existed
-  name the model only by the LightningModule's hyper-parameters ``model_name`` / ``model_kwargs``
-  (``LEGACY_HPARAMS``): read as a fallback, here only.
+  (the LightningModule keeps the network in ``self.model``). A checkpoint without ``MODEL_KEY`` names the model by
+  the LightningModule's hyper-parameters: its ``model`` part (``{"name", "kwargs", "img_size", "ppn_groups"}``) or,
+  written before ``MODEL_KEY`` existed, the flat ``model_name`` / ``model_kwargs`` (``LEGACY_HPARAMS``): read as a
+  fallback, here only.
 
 ``{"name", "kwargs"}`` is ``registry.model_config``: what ``registry.build_from_config`` rebuilds the network from.
 A file that is not ours, or whose weights do not fit, raises ``registry.ModelError`` with one line that names the
@@ -89,14 +90,21 @@ def _is_sam_state_dict(obj: Dict[Any, Any]) -> bool:
 
 
 def _lightning_model_entry(path: str, obj: Dict[str, Any]) -> Dict[str, Any]:
-    """A Lightning checkpoint's ``{"name", "kwargs"}``: ``obj[MODEL_KEY]``, else the legacy hyper-parameters."""
+    """A Lightning checkpoint's ``{"name", "kwargs"}``: ``obj[MODEL_KEY]``, else the module's hyper-parameters: the
+    ``model`` part (``{"name", "kwargs", "img_size", "ppn_groups"}``, ``litesam_pl.modules.config.ModelSpec``) or,
+    in checkpoints before the typed parts, the flat ``model_name`` / ``model_kwargs`` (``LEGACY_HPARAMS``)."""
     if MODEL_KEY in obj:
         return obj[MODEL_KEY]
     hp = obj.get("hyper_parameters") or {}
+    spec = hp.get("model")
+    if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+        kwargs = dict(spec.get("kwargs") or {})
+        kwargs.update({k: spec[k] for k in ("img_size", "ppn_groups") if spec.get(k) is not None})
+        return {"name": spec["name"], "kwargs": kwargs}
     name_key, kwargs_key = LEGACY_HPARAMS
     if name_key not in hp:
-        raise ModelError(f"{path}: Lightning checkpoint without {MODEL_KEY!r} or hyper_parameters[{name_key!r}] "
-                         "(not written by a litesam-pl module)")
+        raise ModelError(f"{path}: Lightning checkpoint without {MODEL_KEY!r}, hyper_parameters['model'] or "
+                         f"hyper_parameters[{name_key!r}] (not written by a litesam-pl module)")
     return {"name": hp[name_key], "kwargs": dict(hp.get(kwargs_key) or {})}
 
 

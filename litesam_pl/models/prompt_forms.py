@@ -12,7 +12,7 @@ read, so evaluation always uses an output that training supervises (tests tie th
 trains every form of ``TRAINED_PROMPT_FORMS``.
 SegEvery's ``multimask_output=None`` default is ``multimask_output_for(prompt_type)`` (``"point"`` for grid
 prompts); the COCO / LVIS benchmarks' default ``--mask-select prompt_form`` reads 1-box and 1-point prompts with
-``multimask_output_for("box")`` / ``multimask_output_for("point")`` (``benchmarks._eval_common.mask_select_for``).
+``multimask_output_for("box")`` / ``multimask_output_for("point")`` (``benchmarks._eval_prompting.mask_select_for``).
 """
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ class AutoPPNModule(LiteSAMTaskBase):
     def configure_trainable(self) -> None:
         super().configure_trainable()
         if not self.has_ppn:
-            raise ValueError("AutoPPNModule needs a model with an AutoPPN head (model_kwargs.autoppn must be true)")
+            raise ValueError("AutoPPNModule needs a model with an AutoPPN head (model.kwargs.autoppn must be true)")
         if self.freeze_encoder:
             self.model.image_encoder.requires_grad_(False)
 

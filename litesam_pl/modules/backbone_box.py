@@ -12,7 +12,7 @@ class BackboneBoxModule(LiteSAMTaskBase):
     """Backbone-only 1-box-prompt training: ``L = focal + dice + IoU-MSE`` on box-prompted masks.
 
     Validation reports ``val/miou_1box``, ``val/miou_1point`` and ``val/map`` (mask mAP of the 1-box masks).
-    AutoPPN, when the model has one, is frozen and not evaluated (build with ``model_kwargs.autoppn: false``).
+    AutoPPN, when the model has one, is frozen and not evaluated (build with ``model.kwargs.autoppn: false``).
 
     Args:
         train_point_prompts: also train with the batch's 1-point prompts (3 masks, min-loss back-propagated);

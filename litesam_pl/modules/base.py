@@ -1,6 +1,6 @@
 """The LightningModule shared by the three Lite-SAM training stages.
 
-``LiteSAMTaskBase`` owns the network (``self.model``, built by ``litesam_pl.create_model(model_name, **model_kwargs)``),
+``LiteSAMTaskBase`` owns the network (``self.model``, built from the ``model`` part: ``litesam_pl.create_model``),
 the optimizer (Adam, as the paper), the optional ``init_from`` warm start, and the pieces every stage reuses:
 prompted mask prediction + SAM's mask loss, AutoPPN forward + loss, and the validation metrics
 (``val/miou_1box``, ``val/miou_1point``, ``val/map``; for models with AutoPPN ``val/ar100``, ``val/ar1000`` (mask AR
@@ -10,7 +10,8 @@ The stages (``backbone_box.py``, ``autoppn.py``, ``joint.py``) only choose which
 """
 from __future__ import annotations
 
-import math
+import copy
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
@@ -23,11 +24,14 @@ import litesam_pl
 from litesam_pl.inference.segevery import segment_everything
 from litesam_pl.losses import (MaskLoss, PPNLoss, block_downsample_masks, downsample_masks, mask_iou,
                                point_sample_logits, point_sample_masks, uncertain_point_coords)
-from litesam_pl.metrics.coco import mask_ap_from_ious, proposal_recall
+from litesam_pl.metrics.detection import BoxRecall, MaskAP
 from litesam_pl.metrics.miou import mask_ious
 from litesam_pl.metrics.recall import MaskRecall, PointPrecision, mask_iou_matrix
 from litesam_pl.models.checkpoint import load_init_weights
 from litesam_pl.models.prompt_forms import multimask_output_for
+
+from .config import (PARTS, POINT_LOSS_FOR_TARGETS, ConfigError, MaskLossConfig, ModelSpec, OptimizerConfig,
+                     PPNLossConfig, PromptConfig, ValidationConfig, coerce, plain)
 
 __all__ = ["LiteSAMTaskBase", "load_init_weights", "slice_prompts", "PROMPT_KEYS"]
 
@@ -43,44 +47,25 @@ def slice_prompts(batch: Dict[str, Any], index: slice) -> Dict[str, Any]:
 class LiteSAMTaskBase(pl.LightningModule):
     """Shared training/validation logic; subclasses set what trains (``train_masks``, ``train_ppn``).
 
+    The configuration comes in typed parts (``litesam_pl.modules.config``; each documents its fields), a recipe's
+    ``model.init_args`` blocks of the same names:
+
     Args:
-        model_name: registry name (``litesam``, ``litesam_2x``, ``sam_vit_b``, ...).
-        model_kwargs: overrides for ``create_model`` (``img_size``, ``backbone``, ``mixer``, ``ppn_stem``,
-            ``ppn_groups``, ...).
-        lr, weight_decay, betas: Adam (the paper: Adam, lr 4e-5).
-        lr_schedule: ``constant`` (the paper states no schedule) or ``cosine`` (to ``min_lr_ratio * lr`` at the
-            trainer's last step); both after ``warmup_steps`` of linear warm-up.
+        model: the network (``ModelSpec``: registry name, ``create_model`` kwargs; ``img_size`` and ``ppn_groups``
+            linked from ``data.img_size`` / ``data.num_groups`` by ``litesam fit``).
+        mask_loss: ``L_mask`` (``MaskLossConfig``: focal/dice/IoU weights, focal alpha/gamma, loss resolution,
+            minimum mask area, weight in ``L_total``).
+        ppn_loss: ``L_ppn`` (``PPNLossConfig``: heatmap/box weights, point loss (linked from ``data.target_mode``),
+            hard negatives, Smooth-L1 beta/unit/weighting, weight in ``L_total``).
+        optimizer: Adam and the learning-rate schedule (``OptimizerConfig``: lr, weight decay, betas, constant or
+            cosine, warm-up).
+        prompts: training prompts (``PromptConfig``: point / box loss weights, prompts per image).
+        validation: validation metrics (``ValidationConfig``: ``val/map`` on or off, AutoPPN top-N, score threshold).
         init_from: checkpoint (Lightning ``.ckpt`` or export) to warm-start ``self.model`` from (shape-matching keys),
             loaded at the start of ``fit`` (not when resuming with ``--ckpt_path``); ``apply_init_from()`` by hand.
-        focal_weight, dice_weight, iou_weight: mask-loss weights (paper: focal:dice = 10:1; SAM used 20:1).
-        focal_alpha, focal_gamma: sigmoid focal loss parameters (RetinaNet's 0.25 / 2; ``focal_alpha < 0`` turns the
-            class balancing off).
-        ppn_heatmap_weight, ppn_box_weight: AutoPPN loss weights (paper: 2:1).
-        ppn_point_loss: ``hard_mse`` (ours, distance-transform targets) or ``focal`` (Gaussian targets, Table 2 baseline).
-        ppn_neg_ratio: hard negatives per positive in the hard-mining MSE.
-        ppn_box_beta: Smooth-L1 beta, in ``ppn_box_unit`` units.
-        ppn_box_unit: ``box`` (box distances relative to the target box's width/height: the same scale at any input
-            size; the paper recipes), ``cell`` (grid cells, i.e. stride units) or ``image`` (fractions of S).
-        ppn_box_weighting: ``uniform`` (every cell a mask owns) or ``centerness`` (cells weighted by their point
-            target, so the box is learnt best where Point-NMS reads it).
-        ppn_loss_weight, mask_loss_weight: the two terms of ``L_total`` (paper: 1 + 1).
-        point_prompt_weight, box_prompt_weight: weights of the point- and box-prompted mask losses.
-        max_train_prompts: at most this many (valid) prompts per image go through the decoder in training.
-        mask_loss_resolution: ``full``: the low-res logits are upsampled (bilinear) to the input size ``S`` and
-            compared with the full-resolution masks (small masks keep their pixels); ``low``: the masks are
-            area-downsampled to the logits' ``S/4`` (16x fewer loss pixels; small masks can vanish); ``points``:
-            focal and dice on ``mask_loss_points`` points per mask output, 3/4 of them the most uncertain of 3x
-            as many random candidates, 1/4 uniform (Mask2Former / PointRend), logits read bilinearly (what the
-            upsampled mask has there), targets read from the full-resolution masks; the IoU head regresses the
-            IoU at the logits' ``S/4``. Memory per mask output: ``P`` values instead of ``S x S``.
-        mask_loss_points: points per mask output for ``mask_loss_resolution: points`` (Mask2Former: 112 x 112).
-        min_train_mask_area: in training, prompts whose target mask has fewer pixels (at ``S``) are left out of the
-            mask loss (0 keeps all); validation always scores every mask.
-        compute_map: also compute the COCO-style mask mAP of the 1-box predictions (``val/map``).
-        val_top_n: AutoPPN proposals per image for the AR metrics (``val/ar<N>``, ``val/box_ar<N>`` with N =
-            ``max(val_top_n, 100)``: ``val/ar1000`` at the default 1000; ``*ar100``
-            use the top 100).
-        ppn_score_threshold: score threshold of ``AutoPPN.decode`` in validation (0: every Point-NMS maximum).
+
+    Each part may also be given as a dict of its fields. ``self.cfg`` holds the parts; ``self.hparams`` (and a
+    checkpoint's ``hyper_parameters``) holds them as plain dicts.
     """
 
     train_masks: bool = True
@@ -93,54 +78,29 @@ class LiteSAMTaskBase(pl.LightningModule):
 
     def __init__(
         self,
-        model_name: str = "litesam",
-        model_kwargs: Optional[Dict[str, Any]] = None,
-        lr: float = 4e-5,
-        weight_decay: float = 0.0,
-        betas: Tuple[float, float] = (0.9, 0.999),
-        lr_schedule: str = "constant",
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 0.01,
+        model: ModelSpec = ModelSpec(),
+        mask_loss: MaskLossConfig = MaskLossConfig(),
+        ppn_loss: PPNLossConfig = PPNLossConfig(),
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        prompts: PromptConfig = PromptConfig(),
+        validation: ValidationConfig = ValidationConfig(),
         init_from: Optional[str] = None,
-        focal_weight: float = 10.0,
-        dice_weight: float = 1.0,
-        iou_weight: float = 1.0,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        ppn_heatmap_weight: float = 2.0,
-        ppn_box_weight: float = 1.0,
-        ppn_point_loss: str = "hard_mse",
-        ppn_neg_ratio: float = 3.0,
-        ppn_box_beta: float = 1.0 / 9.0,
-        ppn_box_unit: str = "box",
-        ppn_box_weighting: str = "uniform",
-        ppn_loss_weight: float = 1.0,
-        mask_loss_weight: float = 1.0,
-        point_prompt_weight: float = 1.0,
-        box_prompt_weight: float = 1.0,
-        max_train_prompts: Optional[int] = None,
-        mask_loss_resolution: str = "full",
-        mask_loss_points: int = 12544,
-        min_train_mask_area: int = 0,
-        compute_map: bool = True,
-        val_top_n: int = 1000,
-        ppn_score_threshold: float = 0.0,
     ) -> None:
         super().__init__()
-        if mask_loss_resolution not in ("full", "low", "points"):
-            raise ValueError(f"mask_loss_resolution must be 'full', 'low' or 'points', got {mask_loss_resolution!r}")
-        if int(mask_loss_points) < 1:
-            raise ValueError(f"mask_loss_points must be >= 1, got {mask_loss_points}")
-        if lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        given = dict(model=model, mask_loss=mask_loss, ppn_loss=ppn_loss, optimizer=optimizer, prompts=prompts,
+                     validation=validation)
+        self.cfg = SimpleNamespace(**{key: coerce(PARTS[key], value, key) for key, value in given.items()})
         self.save_hyperparameters()
-        self.model_name = model_name
-        self.model_kwargs = dict(model_kwargs or {})
-        self.model = litesam_pl.create_model(model_name, **self.model_kwargs)
+        for key, part in vars(self.cfg).items():  # each part whole, as a plain dict (YAML, weights_only checkpoints)
+            self._hparams[key] = plain(part)
+        self._hparams_initial = copy.deepcopy(self._hparams)
+        spec, ml, ppn = self.cfg.model, self.cfg.mask_loss, self.cfg.ppn_loss
+        self.model_name = spec.name
+        self.model = litesam_pl.create_model(spec.name, **spec.create_kwargs())
         self.init_report: Optional[Dict[str, List[str]]] = None  # set by apply_init_from()
-        self.mask_loss = MaskLoss(focal_weight, dice_weight, iou_weight, focal_alpha, focal_gamma)
-        self.ppn_loss = PPNLoss(ppn_heatmap_weight, ppn_box_weight, ppn_point_loss, ppn_neg_ratio, box_beta=ppn_box_beta,
-                               box_unit=ppn_box_unit, box_weighting=ppn_box_weighting)
+        self.mask_loss = MaskLoss(ml.focal_weight, ml.dice_weight, ml.iou_weight, ml.focal_alpha, ml.focal_gamma)
+        self.ppn_loss = PPNLoss(ppn.heatmap_weight, ppn.box_weight, ppn.point_loss, ppn.neg_ratio,
+                                box_beta=ppn.box_beta, box_unit=ppn.box_unit, box_weighting=ppn.box_weighting)
         self.last_loss_terms: Dict[str, Tensor] = {}
         self.configure_trainable()
         # validation metrics (torchmetrics: synced across DDP ranks at compute time)
@@ -148,15 +108,14 @@ class LiteSAMTaskBase(pl.LightningModule):
         self.val_miou_1point = MeanMetric()
         self.val_point_hit = MeanMetric()
         self.val_point_precision = PointPrecision()
-        top = max(int(val_top_n), 100)
+        top = max(int(self.cfg.validation.top_n), 100)
         self.val_mask_recall = MaskRecall(max_dets=(100, top))
+        self.val_box_recall = BoxRecall(max_dets=(100, top))  # AutoPPN's boxes (pycocotools' box AR, synced as sums)
+        self.val_map = MaskAP()  # 1-box masks scored by the IoU head (pycocotools' AP; per-mask numbers, no masks)
         # validation losses, batch-size weighted: synced at epoch end like the metrics above, never per step (a
         # rank with fewer or no validation batches must not leave the others waiting in a collective)
         self.val_loss_ppn = MeanMetric(nan_strategy="disable")  # a NaN loss shows as NaN (and no host sync)
         self.val_loss_mask_box = MeanMetric(nan_strategy="disable")
-        # per-image arrays for the COCO evaluators of litesam_pl.metrics.coco (gathered over ranks at epoch end)
-        self._map_items: List[Dict[str, Any]] = []
-        self._ar_items: List[Dict[str, Any]] = []
 
     # ------------------------------------------------------------------------------------------------------------
     # set-up
@@ -188,6 +147,9 @@ class LiteSAMTaskBase(pl.LightningModule):
         return None
 
     def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None:
+            self.check_datamodule(datamodule)
         # warm start only when fitting from scratch: a resumed run (--ckpt_path) or validate/test loads its own
         # weights afterwards, and a checkpoint loaded elsewhere must not need the init_from file
         if stage == "fit" and self.hparams.init_from and self.init_report is None:
@@ -196,6 +158,29 @@ class LiteSAMTaskBase(pl.LightningModule):
                 rep = self.init_report
                 self.print(f"init_from {self.hparams.init_from}: {len(rep['loaded'])} tensors loaded, "
                            f"{len(rep['missing'])} kept their initialisation, {len(rep['skipped'])} skipped")
+
+    def check_datamodule(self, datamodule: Any) -> None:
+        """``ConfigError`` (one line naming both options) where the data contradicts the model or the loss: the
+        input size, and for a stage that runs AutoPPN its size groups, grid stride and target form (``data.
+        target_mode`` <-> ``ppn_loss.point_loss``). ``litesam`` links the data's size, groups and target form into
+        the model (set once, in ``data``) and calls this before it runs; ``setup`` calls it for any Trainer."""
+        linked = "set it once, in {0} (litesam links it into {1})"
+        checks = [("data.img_size", getattr(datamodule, "img_size", None), "model.img_size", self.img_size, linked)]
+        if self.has_ppn and (self.train_ppn or self.val_ppn):
+            ppn, mode = self.model.autoppn, (getattr(datamodule, "hparams", None) or {}).get("target_mode")
+            groups = getattr(datamodule, "num_groups", None)
+            checks += [
+                ("data.num_groups", groups, "model.ppn_groups", ppn.num_groups, linked),
+                ("data.ppn_stride", getattr(datamodule, "ppn_stride", None), "model.kwargs.ppn_kwargs.stride",
+                 ppn.stride, "set both alike"),
+                ("data.target_mode", POINT_LOSS_FOR_TARGETS.get(mode, mode), "ppn_loss.point_loss",
+                 self.cfg.ppn_loss.point_loss, linked),
+            ]
+        for data_key, data_value, model_key, model_value, hint in checks:
+            if data_value is not None and data_value != model_value:
+                shown = f"{mode!r} (trained with {data_value!r})" if data_key == "data.target_mode" else data_value
+                raise ConfigError(f"{data_key}={shown} contradicts {model_key}={model_value!r}: "
+                                  + hint.format(data_key, model_key))
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         """Name the network in the checkpoint under its own key (``litesam_pl.models.checkpoint``: what
@@ -208,35 +193,33 @@ class LiteSAMTaskBase(pl.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise ValueError("nothing to train: every parameter is frozen")
-        opt = torch.optim.Adam(params, lr=self.hparams.lr, betas=tuple(self.hparams.betas), weight_decay=self.hparams.weight_decay)
-        warmup = int(self.hparams.warmup_steps)
-        schedule = self.hparams.lr_schedule
-        if warmup <= 0 and schedule == "constant":
+        cfg = self.cfg.optimizer
+        opt = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        if int(cfg.warmup_steps) <= 0 and cfg.schedule == "constant":
             return opt
-        min_ratio = float(self.hparams.min_lr_ratio)
-
-        def factor(step: int) -> float:
-            if warmup > 0 and step < warmup:
-                return (step + 1) / warmup
-            if schedule == "constant":
-                return 1.0
-            total = max(int(self.trainer.estimated_stepping_batches), warmup + 1)
-            t = min(1.0, (step - warmup) / max(1, total - warmup))
-            return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: cfg.lr_factor(step, lambda: self.trainer.estimated_stepping_batches))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------------------------------------------------
     # forward pieces
     # ------------------------------------------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalise the loader's uint8 ``image`` on the device (``litesam_pl.data.transforms.normalize_batch``):
+        the float32 ``(x - mean) / std``, zero-padded outside ``input_size``, that the model reads (identical to
+        ``Sam.preprocess``). Float images (hand-built batches) pass unchanged. The batch crosses /dev/shm and PCIe
+        as uint8, 4x smaller (docs/contracts.md, "Samples")."""
+        from litesam_pl.data.transforms import normalize_batch
+
+        return normalize_batch(batch)
+
     def check_batch(self, batch: Dict[str, Any]) -> None:
         """Clear error when the data's geometry does not match the model's."""
         S = batch["image"].shape[-1]
         if batch["image"].shape[-2] != S or S != self.img_size:
             raise ValueError(
                 f"batch images are {tuple(batch['image'].shape[-2:])} but the model's img_size is {self.img_size}: "
-                "set data img_size and model_kwargs.img_size to the same value"
+                "set data.img_size (litesam links it into model.img_size)"
             )
 
     def encode(self, image: Tensor) -> Tensor:
@@ -255,30 +238,31 @@ class LiteSAMTaskBase(pl.LightningModule):
         return self.model.predict_masks(embeddings, points=points, boxes=boxes, multimask_output=multimask_output)
 
     def select_prompts(self, batch: Dict[str, Any]) -> Dict[str, Any]:
-        """Training prompts: drop masks under ``min_train_mask_area`` and keep at most ``max_train_prompts`` per image."""
+        """Training prompts: drop masks under ``mask_loss.min_train_mask_area`` and keep at most
+        ``prompts.max_per_image`` per image."""
         out = dict(batch)
-        min_area = int(self.hparams.min_train_mask_area)
+        min_area = int(self.cfg.mask_loss.min_train_mask_area)
         if min_area > 0:
             out["valid"] = batch["valid"] & (batch["masks"].flatten(2).sum(-1) >= min_area)
-        k = self.hparams.max_train_prompts
+        k = self.cfg.prompts.max_per_image
         if k and batch["masks"].shape[1] > k:
             out = slice_prompts(out, slice(0, k))
         return out
 
     def _loss_pair(self, logits: Tensor, masks: Tensor, targets: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-        """Logits and targets at the loss resolution (see ``mask_loss_resolution``); ``targets`` caches the last."""
-        if self.hparams.mask_loss_resolution == "full":
+        """Logits and targets at the loss resolution (``mask_loss.resolution``); ``targets`` caches the last."""
+        if self.cfg.mask_loss.resolution == "full":
             S = masks.shape[-1]
             return self._upsample(logits, S), masks.float() if targets is None else targets
         return logits, downsample_masks(masks, tuple(logits.shape[-2:])) if targets is None else targets
 
     def _point_sampled_loss(self, logits: Tensor, iou: Tensor, masks: Tensor, valid: Tensor,
                             low_targets: Optional[Tensor]) -> Tuple[Dict[str, Tensor], Tensor]:
-        """The mask loss on sampled points (``mask_loss_resolution: points``): logits ``[B, K, M, h, w]``, masks
+        """The mask loss on sampled points (``mask_loss.resolution: points``): logits ``[B, K, M, h, w]``, masks
         ``[B, K, S, S]`` bool. Returns ``MaskLoss``'s dict and the S/4 targets (cached across prompt forms)."""
         B, K, M, h, w = logits.shape
         S = masks.shape[-1]
-        P = int(self.hparams.mask_loss_points)
+        P = int(self.cfg.mask_loss.points)
         flat = logits.float().reshape(B * K * M, h, w)
         coords = uncertain_point_coords(flat, P)  # [B*K*M, P, 2]
         point_logits = point_sample_logits(flat, coords).view(B, K, M, 1, P)
@@ -302,12 +286,12 @@ class LiteSAMTaskBase(pl.LightningModule):
             boxes = batch["boxes"] if "box" in form.split("+") else None
             points = (batch["points"], batch["point_labels"]) if "point" in form.split("+") else None
             logits, iou = self.predict(embeddings, boxes=boxes, points=points, multimask_output=multimask_output_for(form))
-            if self.hparams.mask_loss_resolution == "points":
+            if self.cfg.mask_loss.resolution == "points":
                 r, targets = self._point_sampled_loss(logits, iou, batch["masks"], valid, targets)
             else:
                 logits, targets = self._loss_pair(logits, batch["masks"], targets)
                 r = self.mask_loss(logits, iou, targets, valid)
-            weight = self.hparams.box_prompt_weight if boxes is not None else self.hparams.point_prompt_weight
+            weight = self.cfg.prompts.box_weight if boxes is not None else self.cfg.prompts.point_weight
             total = total + weight * r["loss"]
             tag = form.replace("+", "")
             out.update({f"mask_{tag}": r["loss"], f"focal_{tag}": r["focal"], f"dice_{tag}": r["dice"],
@@ -317,7 +301,7 @@ class LiteSAMTaskBase(pl.LightningModule):
 
     def ppn_forward(self, embeddings: Tensor) -> Dict[str, Tensor]:
         if not self.has_ppn:
-            raise ValueError(f"model {self.model_name!r} has no AutoPPN head (model_kwargs disable it?)")
+            raise ValueError(f"model {self.model_name!r} has no AutoPPN head (model.kwargs disable it?)")
         return self.model.autoppn(embeddings)
 
     def ppn_losses(self, ppn_out: Dict[str, Tensor], batch: Dict[str, Any]) -> Dict[str, Tensor]:
@@ -344,11 +328,11 @@ class LiteSAMTaskBase(pl.LightningModule):
         loss = emb.new_zeros(())
         if self.train_ppn:
             terms.update(self.ppn_losses(self.ppn_forward(emb), batch))
-            loss = loss + self.hparams.ppn_loss_weight * terms["ppn"]
+            loss = loss + self.cfg.ppn_loss.weight * terms["ppn"]
         if self.train_masks:
             b = self.select_prompts(batch)
             terms.update(self.train_mask_losses(emb, b))
-            loss = loss + self.hparams.mask_loss_weight * terms["mask"]
+            loss = loss + self.cfg.mask_loss.weight * terms["mask"]
         terms["loss"] = loss
         return terms
 
@@ -400,24 +384,20 @@ class LiteSAMTaskBase(pl.LightningModule):
             pm = pt_masks[i, v, :h, :w]
             self.val_miou_1box.update(torch.as_tensor(mask_ious(bm, g), dtype=torch.float32, device=self.device))
             self.val_miou_1point.update(torch.as_tensor(mask_ious(pm, g), dtype=torch.float32, device=self.device))
-            if self.hparams.compute_map:  # IoUs, scores and areas: a few numbers per mask to keep and gather
-                self._map_items.append({
-                    "ious": mask_iou_matrix(bm, g).cpu().numpy(),
-                    "scores": box_iou[i, v, 0].float().cpu().numpy(),
-                    "gt_areas": g.flatten(1).sum(1).cpu().numpy(),
-                    "dt_areas": bm.flatten(1).sum(1).cpu().numpy(),
-                })
+            if self.cfg.validation.compute_map:  # IoUs, scores and areas: a few numbers per mask, never the masks
+                self.val_map.update(mask_iou_matrix(bm, g), box_iou[i, v, 0].float(), g.flatten(1).sum(1),
+                                    bm.flatten(1).sum(1))
 
     @torch.no_grad()
     def eval_ppn(self, ppn_out: Dict[str, Tensor], batch: Dict[str, Any]) -> None:
-        """AutoPPN's proposals against the GT of each image: box AR against every GT box (``_ar_items``); point
+        """AutoPPN's proposals against the GT of each image: box AR against every GT box (``val_box_recall``); point
         precision (top-k points, k = the image's number of loaded GT masks) and the top-100 hit rate, a point
         counting as a hit when its pixel lies in one of those masks (``val_max_masks`` should cover every mask of an
         image; images with more masks are scored against the first ``val_max_masks``)."""
         S = batch["image"].shape[-1]
         dec = self.model.autoppn.decode(
             {"heatmap_logits": ppn_out["heatmap_logits"].float(), "boxes": ppn_out["boxes"].float()}, img_size=S,
-            top_n=self.hparams.val_top_n, score_threshold=self.hparams.ppn_score_threshold,
+            top_n=self.cfg.validation.top_n, score_threshold=self.cfg.validation.ppn_score_threshold,
             input_sizes=batch["input_size"],
         )
         gt_masks = batch["masks"].bool() & batch["valid"].bool()[:, :, None, None]
@@ -426,9 +406,7 @@ class LiteSAMTaskBase(pl.LightningModule):
             v = dec["valid"][i].bool()
             boxes, scores, points = dec["boxes"][i][v].float(), dec["scores"][i][v].float(), dec["points"][i][v].float()
             gt_boxes = torch.as_tensor(batch["all_boxes"][i]).float().reshape(-1, 4)
-            self._ar_items.append({
-                "gt": gt_boxes.cpu().numpy(), "boxes": boxes.cpu().numpy(), "scores": scores.cpu().numpy(),
-            })
+            self.val_box_recall.update(boxes, gt_boxes, scores)
             pix = points.long().clamp(0, S - 1)
             inside = covered[i, pix[:, 1], pix[:, 0]]  # ranked by score (decode's order)
             self.val_point_precision.update(inside, int(batch["valid"][i].sum()))
@@ -450,14 +428,14 @@ class LiteSAMTaskBase(pl.LightningModule):
     @torch.no_grad()
     def eval_segevery(self, batch: Dict[str, Any]) -> None:
         """Mask AR of SegEvery as users run it (``segment_everything``: AutoPPN prompts in the form
-        ``val_prompt_form``, SegEvery's default for the joint stage, top ``val_top_n``, the IoU and stability
+        ``val_prompt_form``, SegEvery's default for the joint stage, top ``validation.top_n``, the IoU and stability
         filters off, mask NMS as by default) against the image's GT masks."""
         images = self.batch_photos(batch)
         gts = [batch["masks"][i, batch["valid"][i].bool(), :im.shape[0], :im.shape[1]] for i, im in enumerate(images)]
         was_training = self.model.training
         results = segment_everything(
             self.model, images, prompts="autoppn", prompt_type=self.val_prompt_form,
-            top_n=int(self.hparams.val_top_n), score_threshold=float(self.hparams.ppn_score_threshold),
+            top_n=int(self.cfg.validation.top_n), score_threshold=float(self.cfg.validation.ppn_score_threshold),
             pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="tensors",
         )
         self.model.train(was_training)
@@ -513,21 +491,6 @@ class LiteSAMTaskBase(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._sync_buffers_before_eval()
 
-    def _gather(self, items: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        """Every rank's per-image items, in rank order, on every rank (identical metrics everywhere)."""
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return list(items)
-        out: List[Any] = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(out, items)
-        return [x for part in out for x in part]
-
-    def _coco_map(self, items: List[Dict[str, Any]]) -> Dict[str, float]:
-        """1-box mask mAP (one class, masks scored by the IoU head): pycocotools' AP from the gathered per-image IoU
-        matrices (``litesam_pl.metrics.coco.mask_ap_from_ious``; no mask crosses ranks)."""
-        if not items:
-            return {"ap": float("nan"), "ap50": float("nan")}
-        return mask_ap_from_ious(items)
-
     def _eval_epoch_end(self, prefix: str) -> None:
         # no rank-dependent branches here: every rank computes (and so syncs) the same metrics, in the same order,
         # whether or not it had validation batches (torchmetrics syncs every state, zero on a rank without updates)
@@ -538,24 +501,17 @@ class LiteSAMTaskBase(pl.LightningModule):
         if self.val_masks:
             self.log(f"{prefix}/miou_1box", self.val_miou_1box.compute(), sync_dist=True)
             self.log(f"{prefix}/miou_1point", self.val_miou_1point.compute(), sync_dist=True)
-            if self.hparams.compute_map:
-                res = self._coco_map(self._gather(self._map_items))
-                self.log(f"{prefix}/map", torch.tensor(res["ap"], device=self.device), sync_dist=True)
-                self.log(f"{prefix}/map_50", torch.tensor(res["ap50"], device=self.device), sync_dist=True)
+            if self.cfg.validation.compute_map:
+                res = self.val_map.compute()  # float64, synced: the same on every rank
+                self.log(f"{prefix}/map", res["ap"].float(), sync_dist=True)
+                self.log(f"{prefix}/map_50", res["ap50"].float(), sync_dist=True)
         if self.val_ppn and self.has_ppn:
-            items = self._gather(self._ar_items)
-            top = max(int(self.hparams.val_top_n), 100)
-            if items:
-                res = proposal_recall(
-                    [it["gt"] for it in items],
-                    [{"boxes": it["boxes"], "scores": it["scores"]} for it in items],
-                    max_dets=(100, top),
-                )
-                box_ar100, box_ar_top = res["ar@100"], res[f"ar@{top}"]
-            else:
-                box_ar100 = box_ar_top = float("nan")
+            top = max(int(self.cfg.validation.top_n), 100)
+            res = self.val_box_recall.compute()  # NaN without any GT box, as before
+            box_ar100, box_ar_top = float(res["ar@100"]), float(res[f"ar@{top}"])
             ar100, ar_top = self.val_mask_recall.compute().tolist()
-            # each name says how many proposals it counts: val/ar1000 only when val_top_n is 1000 (the paper's AR@1000)
+            # each name says how many proposals it counts: val/ar1000 only when validation.top_n is 1000 (the paper's
+            # AR@1000)
             pairs = [("ar100", ar100), ("box_ar100", box_ar100)]
             if top != 100:
                 pairs += [(f"ar{top}", ar_top), (f"box_ar{top}", box_ar_top)]
@@ -564,10 +520,8 @@ class LiteSAMTaskBase(pl.LightningModule):
             self.log(f"{prefix}/point_precision", self.val_point_precision.compute(), sync_dist=True)
             self.log(f"{prefix}/point_hit_rate", self.val_point_hit.compute(), sync_dist=True)
         for m in (self.val_miou_1box, self.val_miou_1point, self.val_point_hit, self.val_point_precision,
-                  self.val_mask_recall, self.val_loss_ppn, self.val_loss_mask_box):
+                  self.val_mask_recall, self.val_box_recall, self.val_map, self.val_loss_ppn, self.val_loss_mask_box):
             m.reset()
-        self._map_items.clear()
-        self._ar_items.clear()
 
     def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -1,0 +1,203 @@
+"""The ``litesam`` command's side of the modules' typed configuration (``litesam_pl.modules.config``).
+
+- ``DATA_LINKS``: what data and model must agree on is set once, on the data side (``data.img_size``,
+  ``data.num_groups``, ``data.target_mode``), and linked into the model (``model.img_size``, ``model.ppn_groups``,
+  ``ppn_loss.point_loss``); ``linked_value_set_by_user`` refuses a recipe or option that sets a linked value itself.
+- One-line errors: a part's bad value (``ConfigError``, raised inside jsonargparse), an unknown field of a part, an
+  unknown argument with a did-you-mean that knows the parts' fields and where the old flat arguments went.
+- ``upgrade_ckpt_hparams``: a checkpoint's flat hyper-parameters (written before the parts) for ``--ckpt_path``.
+
+No Lightning import here; ``litesam_pl.cli`` calls these.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import inspect
+import re
+import typing
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+__all__ = ["DATA_LINKS", "link_data_into_model", "apply_data_links", "linked_value_set_by_user", "config_error_in",
+           "init_options", "suggest_option", "unknown_part_field", "ckpt_model_config", "upgrade_ckpt_hparams",
+           "point_loss_for"]
+
+
+def point_loss_for(target_mode: str) -> str:
+    """``ppn_loss.point_loss`` for ``data.target_mode`` (``distance`` -> ``hard_mse``, ``gaussian`` -> ``focal``)."""
+    from litesam_pl.modules.config import POINT_LOSS_FOR_TARGETS
+
+    return POINT_LOSS_FOR_TARGETS.get(target_mode, target_mode)
+
+
+# (source, target, conversion): parse-time links of the LightningCLI parser
+DATA_LINKS = (
+    ("data.img_size", "model.init_args.model.img_size", None),
+    ("data.num_groups", "model.init_args.model.ppn_groups", None),
+    ("data.target_mode", "model.init_args.ppn_loss.point_loss", point_loss_for),
+)
+
+
+def link_data_into_model(parser: Any) -> None:
+    """Add ``DATA_LINKS`` to a LightningCLI parser (``LightningCLI.add_arguments_to_parser``)."""
+    for source, target, fn in DATA_LINKS:
+        parser.link_arguments(source, target, compute_fn=fn)
+
+
+def apply_data_links(model_args: Mapping[str, Any], data_args: Mapping[str, Any]) -> Dict[str, Any]:
+    """A module's ``init_args`` (parts as dicts, e.g. a recipe's) with what ``DATA_LINKS`` takes from a data module's
+    ``init_args`` (``SA1BDataModule``'s defaults for keys not given): what ``litesam fit`` builds, for code that
+    builds the module itself (benchmarks)."""
+    import inspect
+
+    from litesam_pl.data.datamodule import SA1BDataModule
+
+    defaults = {k: p.default for k, p in inspect.signature(SA1BDataModule.__init__).parameters.items()}
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in model_args.items()}
+    for source, target, fn in DATA_LINKS:
+        key = source.split(".", 1)[1]
+        value = data_args.get(key, defaults[key])
+        part, field = target.split(".")[-2:]
+        out.setdefault(part, {})[field] = fn(value) if fn else value
+    return out
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return tree
+
+
+_MISSING = object()
+
+
+def linked_value_set_by_user(config_files: Sequence[str], argv: Sequence[str]) -> Optional[str]:
+    """The error line when a ``--config`` file or a ``--model.init_args...`` option sets a link target (the link
+    would silently replace it), else None."""
+    import yaml
+
+    for source, target, _ in DATA_LINKS:
+        for path in config_files:
+            try:
+                with open(path) as f:
+                    tree = yaml.safe_load(f)
+            except (OSError, yaml.YAMLError):
+                continue
+            if _lookup(tree, target) is not _MISSING:
+                return f"{path} sets {target}, which is linked from {source}: set {source} instead"
+        for tok in argv:
+            if tok.split("=", 1)[0] == f"--{target}":
+                return f"--{target} is linked from {source}: set --{source} instead"
+    return None
+
+
+def config_error_in(err: BaseException) -> Optional[BaseException]:
+    """The ``ConfigError`` that caused ``err`` (jsonargparse wraps the ones the parts raise), or None."""
+    from litesam_pl.modules.config import ConfigError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ConfigError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _dataclass_of(annotation: Any) -> Optional[type]:
+    for cand in (annotation, *typing.get_args(annotation)):
+        if dataclasses.is_dataclass(cand) and isinstance(cand, type):
+            return cand
+    return None
+
+
+def _load(class_path: str) -> Optional[type]:
+    mod, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def init_options(class_path: str) -> List[str]:
+    """Keyword arguments of ``class_path``'s ``__init__`` along its MRO (what ``--<key>.init_args.*`` accepts),
+    with the fields of the typed parts as ``part.field``."""
+    names: List[str] = []
+    for klass in getattr(_load(class_path), "__mro__", ()):
+        if "__init__" not in vars(klass):
+            continue
+        try:
+            hints = typing.get_type_hints(klass.__init__)
+        except Exception:  # noqa: BLE001 - an unresolvable annotation: names only
+            hints = {}
+        for p in inspect.signature(klass.__init__).parameters.values():
+            if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            names.append(p.name)
+            part = _dataclass_of(hints.get(p.name))
+            names += [f"{p.name}.{f.name}" for f in dataclasses.fields(part)] if part else []
+    return sorted(set(names))
+
+
+def suggest_option(option: str, choices: Sequence[str]) -> str:
+    """``did you mean 'x'?`` for the closest of ``choices`` (also by the last dotted part: ``lrr`` ->
+    ``optimizer.lr``); ``now 'part.field'`` for a flat argument of the modules before the typed parts; or ``""``."""
+    from litesam_pl.modules.config import _FLAT
+
+    if option in _FLAT:
+        return "now '{}.{}'".format(*_FLAT[option])
+    close = difflib.get_close_matches(option, list(choices), n=1, cutoff=0.5)
+    if not close:
+        leaves: Dict[str, str] = {c.rsplit(".", 1)[-1]: c for c in choices if "." in c}
+        near = difflib.get_close_matches(option.rsplit(".", 1)[-1], list(leaves), n=1, cutoff=0.6)
+        close = [leaves[near[0]]] if near else []
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def unknown_part_field(message: str) -> str:
+    """One line for jsonargparse's dump when ``--model.init_args.<part>.<field>`` names no field of the part
+    (``... class_path 'X': unrecognized arguments: --part.field=v``); ``""`` for any other message."""
+    m = re.search(r'Parser key "([^"]+)".*?class_path \'([^\']+)\':\s*unrecognized arguments: --([\w.]+)', message,
+                  re.S)
+    if not m:
+        return ""
+    key, class_path, option = m.groups()
+    choices = init_options(class_path)
+    guess = suggest_option(option, choices)
+    part = option.split(".", 1)[0]
+    cls = class_path.rsplit(".", 1)[-1]
+    owner = f"{cls}'s {part}" if part in choices else cls
+    return (f"unrecognized option --{key}.init_args.{option}: {owner} has no field {option.rsplit('.', 1)[-1]!r}"
+            + (f" ({guess})" if guess else ""))
+
+
+def ckpt_model_config(ckpt_path: str) -> Optional[Dict[str, Any]]:
+    """The ``model`` config that LightningCLI's ``--ckpt_path`` parsing puts over the recipe's: the checkpoint's
+    hyper-parameters (``upgrade_ckpt_hparams``) under its ``_class_path``; None without hyper-parameters."""
+    import torch
+
+    hparams = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    if not hparams:
+        return None
+    hparams = upgrade_ckpt_hparams(hparams)
+    class_path = hparams.pop("_class_path", None)
+    return {"class_path": class_path, "dict_kwargs": hparams} if class_path else hparams
+
+
+def upgrade_ckpt_hparams(hparams: Mapping[str, Any]) -> Dict[str, Any]:
+    """A checkpoint's ``hyper_parameters`` for LightningCLI's ``--ckpt_path`` parsing: flat ones (written before
+    the typed parts) as the parts' dicts, and the values ``DATA_LINKS`` sets left out (the data's win)."""
+    from litesam_pl.modules.config import upgrade_flat_hparams
+
+    out = upgrade_flat_hparams(hparams)
+    for _, target, _ in DATA_LINKS:
+        part, field = target.split(".")[-2:]
+        if isinstance(out.get(part), Mapping):
+            out[part] = {k: v for k, v in out[part].items() if k != field}
+            if isinstance(out[part].get("kwargs"), Mapping):  # a flat checkpoint's model_kwargs.img_size
+                out[part]["kwargs"] = {k: v for k, v in out[part]["kwargs"].items() if k != field}
+    return out
