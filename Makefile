@@ -159,7 +159,7 @@ bench-ci: install ## fast CPU regression guard: AutoPPN >= 2.5x faster than grid
 app: install ## a local web page to look at a model: SegEvery, prompts, compare (CKPT=, ARGS=; http://127.0.0.1:7860)
 	$(VENV)/bin/litesam app $(if $(CKPT),--ckpt $(CKPT),) $(ARGS)
 
-browser: ## optional, root + Debian: Chromium + chromedriver so tests/test_web_browser.py runs (it skips without them)
+browser: ## optional, root + Debian: Chromium + chromedriver so tests/web/test_browser.py runs (it skips without them)
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; \
 	else (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 	  || echo "make browser: could not install Debian's chromium (the browser test will skip and say so)"; fi

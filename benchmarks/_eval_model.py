@@ -75,8 +75,8 @@ def make_proposer(model: Any, mode: str, *, ppn_top_n: int = 256, ppn_score_thre
     """A function ``image uint8 [H, W, 3] -> SegEvery records`` under SAM's proposal protocol, and its name.
 
     Protocol (SAM App. D.3): no crops, no predicted-IoU / stability filters, box NMS at 0.9, proposals ranked by
-    the mean of predicted IoU and stability score. ``autoppn`` / ``grid`` call ``segment_everything(model, ...)``
-    (``litesam_pl.inference.segevery``); ``amg`` (and the fallback for a model that is not a ``LiteSAM``, e.g. SAM-B) runs ``segment_anything.SamAutomaticMaskGenerator`` on the model.
+    the mean of predicted IoU and stability score. ``autoppn`` / ``grid`` run ``SegEvery(model,
+    SegEveryOptions(...)).run`` (``litesam_pl.inference.segevery``); ``amg`` (and the fallback for a model that is not a ``LiteSAM``, e.g. SAM-B) runs ``segment_anything.SamAutomaticMaskGenerator`` on the model.
     """
     protocol = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.9)
 
@@ -91,7 +91,6 @@ def make_proposer(model: Any, mode: str, *, ppn_top_n: int = 256, ppn_score_thre
         return amg(), f"amg (SamAutomaticMaskGenerator, {points_per_side}x{points_per_side} grid)"
     if mode not in ("autoppn", "grid"):
         raise ValueError(f"segevery mode must be autoppn, grid or amg, got {mode!r}")
-    seg_fn = None
     reason = None
     from litesam_pl.models.litesam import LiteSAM
 
@@ -99,11 +98,7 @@ def make_proposer(model: Any, mode: str, *, ppn_top_n: int = 256, ppn_score_thre
         reason = "the model is not a LiteSAM (ours or SAM-B + AutoPPN)"
     else:
         try:
-            from functools import partial
-
-            from litesam_pl.inference.segevery import segment_everything
-
-            seg_fn = partial(segment_everything, model)
+            from litesam_pl.inference.segevery import SegEvery, SegEveryOptions
         except ImportError as e:
             reason = f"litesam_pl.inference.segevery is not importable ({e})"
     if mode == "autoppn" and getattr(model, "autoppn", None) is None:
@@ -120,8 +115,10 @@ def make_proposer(model: Any, mode: str, *, ppn_top_n: int = 256, ppn_score_thre
         kwargs.update(points_per_side=points_per_side)
         name = f"grid (segment_everything, {points_per_side}x{points_per_side} points)"
 
+    segevery = SegEvery(model, SegEveryOptions(**kwargs))
+
     def run(image: np.ndarray) -> list[dict]:
-        out = seg_fn(image, **kwargs)
+        out = segevery.run(image, collect_timings=False, collect_stats=False).masks
         if out and isinstance(out, list) and isinstance(out[0], list):  # a batched result of one image
             out = out[0]
         return list(out)

@@ -18,6 +18,7 @@ import torch
 
 from litesam_pl.data.datamodule import SA1BDataModule
 from litesam_pl.data.transforms import normalize_batch
+from litesam_pl.mask_resampling import upsample_prompt_logits
 from litesam_pl.metrics.recall import MaskRecall, mask_iou_matrix
 from litesam_pl.modules import LiteSAMModule
 from litesam_pl.modules.config import upgrade_flat_hparams
@@ -36,7 +37,7 @@ def mask_ceiling(module: LiteSAMModule, loader, img_size: int) -> dict:
         for form in FORMS:
             points = (batch["points"], batch["point_labels"]) if "point" in form else None
             logits, _ = module.predict(emb, boxes=batch["gt_boxes"], points=points, multimask_output=False)
-            masks = module._upsample(logits, img_size)[:, :, 0] > 0
+            masks = upsample_prompt_logits(logits, img_size)[:, :, 0] > 0
             for i in range(masks.shape[0]):
                 h, w = (int(x) for x in batch["input_size"][i])
                 v = batch["valid"][i].bool()

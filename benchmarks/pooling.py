@@ -2,7 +2,7 @@
 
     python -m benchmarks.pooling --resolution 192 640 --batch 4 --threads 1 --json results/pooling.json
 
-Both paths give the same values (tests/test_models.py); this measures only the time. Rows interleaved, medians.
+Both paths give the same values (tests/models/test_models.py); this measures only the time. Rows interleaved, medians.
 """
 from __future__ import annotations
 

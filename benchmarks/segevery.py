@@ -24,8 +24,8 @@ ONNX Runtime (CPU only, opt-in: not in the default ``--methods``; needs ``pip in
                          PyTorch pipeline's own functions with ``segment_everything``'s defaults
 ``litesam_onnx_example`` the same sessions driven by ``examples/onnx_segment_everything.py``'s
                          ``segment_everything_onnx`` (numpy + OpenCV pre- and post-processing, no torch: what a
-                         deployment without PyTorch runs; ``tests/test_onnx_example.py`` checks it against
-                         ``segment_everything``)
+                         deployment without PyTorch runs; ``tests/examples/test_onnx_segment_everything.py``
+                         checks it against ``segment_everything``)
 =======================  =====================================================================================
 
 How they run (export, threads, phases, the check against PyTorch): ``benchmarks/segevery_ort.py``.
@@ -136,24 +136,21 @@ class Bench(OrtRows):
         return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
 
     def _segevery(self, kind: str, prompts: str, image: np.ndarray, warm: bool = False) -> Dict[str, Any]:
-        from litesam_pl.inference.segevery import segment_everything
+        from litesam_pl.inference.segevery import SegEvery, SegEveryOptions
 
-        model = self.model(kind)
-        phases: Dict[str, float] = {}
-        stats: Dict[str, Any] = {}
-        kw: Dict[str, Any] = dict(prompts=prompts, top_n=16 if warm else self.args.top_n,
-                                  points_per_side=4 if warm else self.points_per_side, timings=phases,
-                                  stats=stats, output_mode="binary_mask", autocast_dtype=self.dtype,
-                                  pred_iou_thresh=self.args.pred_iou_thresh,
-                                  stability_score_thresh=self.args.stability_score_thresh)
-        if self.random_weights:
-            kw["score_threshold"] = 0.0
+        options = SegEveryOptions(prompts=prompts, top_n=16 if warm else self.args.top_n,
+                                  points_per_side=4 if warm else self.points_per_side, output_mode="binary_mask",
+                                  autocast_dtype=self.dtype, pred_iou_thresh=self.args.pred_iou_thresh,
+                                  stability_score_thresh=self.args.stability_score_thresh,
+                                  score_threshold=0.0 if self.random_weights else None)
+        segevery = SegEvery(self.model(kind), options)
         sync(self.device)
         t0 = time.perf_counter()
-        recs = segment_everything(model, image, **kw)
+        result = segevery.run(image)
         sync(self.device)
         total = time.perf_counter() - t0
-        return {"total": total, "phases": phases, "prompts": stats["prompts"][0], "masks": len(recs)}
+        return {"total": total, "phases": result.timings, "prompts": result.stats["prompts"][0],
+                "masks": len(result.masks)}
 
     def _amg(self, kind: str, image: np.ndarray, warm: bool = False) -> Dict[str, Any]:
         from segment_anything import SamAutomaticMaskGenerator

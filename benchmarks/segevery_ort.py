@@ -84,16 +84,14 @@ class OrtRows:
         return self._ort
 
     def _segevery_options(self) -> Dict[str, Any]:
-        """``segment_everything``'s keyword defaults with the bench's thresholds (what the PyTorch row runs)."""
-        import inspect
+        """``SegEveryOptions``' defaults with the bench's thresholds (what the PyTorch row runs), as a dict."""
+        from litesam_pl.inference.segevery_options import SegEveryOptions
 
-        from litesam_pl.inference.segevery import segment_everything
-
-        opts = {k: p.default for k, p in inspect.signature(segment_everything).parameters.items()
-                if p.default is not inspect.Parameter.empty}
-        opts.update(pred_iou_thresh=self.args.pred_iou_thresh, stability_score_thresh=self.args.stability_score_thresh,
-                    top_n=self.args.top_n, score_threshold=0.0 if self.random_weights else opts["score_threshold"])
-        return opts
+        options = SegEveryOptions(pred_iou_thresh=self.args.pred_iou_thresh,
+                                  stability_score_thresh=self.args.stability_score_thresh, top_n=self.args.top_n)
+        if self.random_weights:
+            options = options.replace(score_threshold=0.0)
+        return options.to_dict()
 
     def _ort_segevery(self, image: np.ndarray, warm: bool = False, output_mode: str = "binary_mask",
                       opts: Optional[Dict[str, Any]] = None, keep: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -222,10 +220,10 @@ class OrtRows:
                      iou_preds: torch.Tensor) -> Dict[str, Any]:
         """Final masks (bool ``[K, H, W]``) against ``segment_everything``'s with the same options: the counts,
         each mask's best-twin IoU (min, median), the most pixels a mask differs by, the sorted predicted IoUs."""
-        from litesam_pl.inference.segevery import segment_everything
+        from litesam_pl.inference.segevery import SegEvery, SegEveryOptions
 
-        kw = {k: v for k, v in opts.items() if k not in ("output_mode", "timings", "stats", "return_logits")}
-        ref = segment_everything(self.model("litesam"), image, output_mode="tensors", **kw)
+        options = SegEveryOptions(**opts).replace(output_mode="tensors", return_logits=False)
+        ref = SegEvery(self.model("litesam"), options).run(image, collect_timings=False, collect_stats=False).masks
         a, b = torch.as_tensor(masks), ref["masks"]
         res: Dict[str, Any] = {"masks_pytorch": int(b.shape[0]), "masks_ort": int(a.shape[0])}
         if a.shape[0] and b.shape[0]:

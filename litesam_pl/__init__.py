@@ -3,7 +3,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["create_model", "load_model", "list_models", "segment_everything", "LiteSamEverything", "__version__"]
+__all__ = ["create_model", "load_model", "list_models", "SegEvery", "SegEveryOptions", "segment_everything",
+           "LiteSamEverything", "__version__"]
 
 
 def create_model(name: str, **overrides):
@@ -28,12 +29,13 @@ def load_model(path: str, **kwargs):
 
 
 def __getattr__(name: str):
-    """Lazy names, imported on first use: ``segment_everything(model, images, ...)`` (SegEvery,
-    ``litesam_pl.inference.segevery``) and ``LiteSamEverything`` (``litesam_pl.inference.everything``)."""
-    if name == "segment_everything":
-        from .inference.segevery import segment_everything
+    """Lazy names, imported on first use: ``SegEvery(model, options).run(images)`` / ``SegEveryOptions`` /
+    ``segment_everything(model, images, ...)`` (SegEvery, ``litesam_pl.inference.segevery``) and
+    ``LiteSamEverything`` (``litesam_pl.inference.everything``)."""
+    if name in ("SegEvery", "SegEveryOptions", "segment_everything"):
+        from .inference import segevery
 
-        return segment_everything
+        return getattr(segevery, name)
     if name == "LiteSamEverything":
         from .inference.everything import LiteSamEverything
 

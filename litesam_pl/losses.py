@@ -6,7 +6,9 @@ each computed separately per size group and averaged over groups; unlabeled pixe
 The ablation baseline of Table 2 replaces the hard-mining MSE with the CenterNet penalty-reduced focal loss on
 Gaussian targets (``gaussian_focal_loss``).
 
-All functions are plain PyTorch (no Lightning); shapes are given in the docstrings.
+All functions are plain PyTorch (no Lightning); shapes are given in the docstrings. What brings logits and targets
+to the loss resolution (targets downsampled to the logits, the point-sampled loss's points, logits upsampled) lives in
+``litesam_pl.mask_resampling``; the helpers that lived here before are re-exported.
 """
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .mask_resampling import (POINT_IMPORTANCE, POINT_OVERSAMPLE, block_downsample_masks, downsample_masks,
+                              point_sample_logits, point_sample_masks, uncertain_point_coords)
+
 __all__ = [
     "sigmoid_focal_loss",
     "dice_loss",
-    "mask_iou",
+    "predicted_mask_iou",
     "iou_mse_loss",
     "hard_mining_mse_loss",
     "gaussian_focal_loss",
@@ -31,6 +36,9 @@ __all__ = [
     "point_sample_logits",
     "point_sample_masks",
     "block_downsample_masks",
+    "downsample_masks",
+    "POINT_OVERSAMPLE",
+    "POINT_IMPORTANCE",
 ]
 
 
@@ -71,10 +79,12 @@ def dice_loss(logits: Tensor, targets: Tensor, smooth: float = 1.0) -> Tensor:
 
 
 @torch.no_grad()
-def mask_iou(logits: Tensor, targets: Tensor, eps: float = 1e-6) -> Tensor:
-    """IoU of the binarised prediction (``logits > 0``) with the target, per mask: ``[..., H, W] -> [...]``.
+def predicted_mask_iou(logits: Tensor, targets: Tensor, eps: float = 1e-6) -> Tensor:
+    """IoU of the binarised prediction (``logits > 0``) with the target (``> 0.5``), per mask: ``[..., H, W] ->
+    [...]``, batched on the device: what the IoU head learns to predict (``iou_mse_loss``).
 
-    A prediction and a target that are both empty count as IoU 1.
+    A prediction and a target that are both empty count as IoU 1. (Not ``litesam_pl.metrics.miou.mask_iou``, the
+    metric's IoU of two boolean masks as a Python float.)
     """
     pred = (logits > 0).flatten(-2)
     tgt = (targets > 0.5).flatten(-2)
@@ -91,7 +101,7 @@ def iou_mse_loss(iou_pred: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
     Returns:
         ``[...]`` squared errors (the actual IoU is a constant: no gradient flows into the masks).
     """
-    return (iou_pred.float() - mask_iou(logits, targets)) ** 2
+    return (iou_pred.float() - predicted_mask_iou(logits, targets)) ** 2
 
 
 @dataclass
@@ -342,74 +352,3 @@ class PPNLoss:
             out[f"point_g{g}"] = point_g[g].detach()
             out[f"box_g{g}"] = box_g[g].detach()
         return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# point-sampled mask loss (Mask2Former / PointRend: importance sampling of uncertain points)
-# ----------------------------------------------------------------------------------------------------------------
-POINT_OVERSAMPLE = 3.0  # Mask2Former's oversample_ratio: candidates per kept point
-POINT_IMPORTANCE = 0.75  # Mask2Former's importance_sample_ratio: share of points taken from the most uncertain
-
-
-@torch.no_grad()
-def uncertain_point_coords(logits: Tensor, num_points: int, oversample: float = POINT_OVERSAMPLE,
-                           importance: float = POINT_IMPORTANCE) -> Tensor:
-    """Mask2Former's training points: ``oversample * P`` uniform candidates per mask, the ``importance * P`` most
-    uncertain of them (smallest ``|logit|``, read bilinearly from the low-res logits) plus uniform random points.
-
-    Args:
-        logits: ``[N, h, w]`` low-resolution logits (one map per mask).
-        num_points: P.
-    Returns:
-        ``[N, P, 2]`` (x, y) in [0, 1] of the whole input frame (the logits' frame).
-    """
-    N = logits.shape[0]
-    n_cand = max(int(num_points * oversample), num_points)
-    n_imp = int(num_points * importance)
-    cand = torch.rand(N, n_cand, 2, device=logits.device)
-    unc = -point_sample_logits(logits.detach(), cand).abs()
-    idx = unc.topk(n_imp, dim=1).indices
-    imp = cand.gather(1, idx.unsqueeze(-1).expand(-1, -1, 2))
-    rand = torch.rand(N, num_points - n_imp, 2, device=logits.device)
-    return torch.cat([imp, rand], dim=1)
-
-
-def point_sample_logits(logits: Tensor, coords: Tensor) -> Tensor:
-    """Bilinear read of ``[N, h, w]`` logits at ``[N, P, 2]`` (x, y) in [0, 1] -> ``[N, P]``.
-
-    ``align_corners=False``: the value at a point equals that of the logits upsampled bilinearly to any size
-    (``Sam.postprocess_masks``) at the same point, so the loss sees what inference thresholds."""
-    grid = (2.0 * coords - 1.0).unsqueeze(1).to(logits.dtype)  # [N, 1, P, 2]
-    out = F.grid_sample(logits.unsqueeze(1), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out[:, 0, 0]
-
-
-def point_sample_masks(masks: Tensor, coords: Tensor) -> Tensor:
-    """Nearest read of boolean full-resolution masks ``[N, S, S]`` at ``[N, P, 2]`` (x, y) in [0, 1] -> ``[N, P]``
-    float (pixel ``j`` covers ``[j, j + 1) / S``); a gather, no float copy of the masks."""
-    S_h, S_w = masks.shape[-2:]
-    x = (coords[..., 0] * S_w).long().clamp_(0, S_w - 1)
-    y = (coords[..., 1] * S_h).long().clamp_(0, S_h - 1)
-    return masks.flatten(1).gather(1, y * S_w + x).float()
-
-
-def block_downsample_masks(masks: Tensor, size: Tuple[int, int]) -> Tensor:
-    """``downsample_masks`` for sizes that divide ``S`` (the S/4 logits): majority of each block, counted in
-    integers, without a float copy of the full-resolution masks. ``[..., S, S]`` bool -> ``[..., h, w]`` float."""
-    h, w = size
-    S_h, S_w = masks.shape[-2:]
-    if S_h % h or S_w % w:
-        return downsample_masks(masks, size)
-    rh, rw = S_h // h, S_w // w
-    counts = masks.reshape(*masks.shape[:-2], h, rh, w, rw).sum(dim=(-3, -1), dtype=torch.int32)
-    return (2 * counts >= rh * rw).float()
-
-
-def downsample_masks(masks: Tensor, size: Tuple[int, int]) -> Tensor:
-    """Area-downsample boolean masks ``[..., S, S]`` to ``size`` and binarise at 0.5 (targets for low-res logits)."""
-    if tuple(masks.shape[-2:]) == tuple(size):
-        return masks.float()
-    lead = masks.shape[:-2]
-    m = masks.float().reshape(-1, 1, *masks.shape[-2:])
-    m = F.interpolate(m, size=size, mode="area")
-    return (m >= 0.5).float().reshape(*lead, *size)

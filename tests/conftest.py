@@ -1,5 +1,8 @@
-"""Shared pytest fixtures: the ../shared data samples (skipped cleanly when absent), a quiet, offline env and a
-tiny random Lite-SAM."""
+"""Shared pytest fixtures: the ../shared data samples (skipped cleanly when absent), a quiet, offline env, a tiny
+random Lite-SAM, synthetic SA-1B shards and a tiny checkpoint for ``litesam predict``.
+
+Plain helper functions and constants (``REPO``, ``fake_batch``, ``stack``, ...) are in ``tests/helpers.py``; the map
+of the tests is ``tests/README.md``."""
 from __future__ import annotations
 
 import os
@@ -8,11 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import SHARED, write_predict_ckpt
+
 # Unit tests use tiny tensors: one intra-op thread is faster than two on a busy 2-core machine, and deterministic.
 torch.set_num_threads(1)
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("LITESAM_SHARED", REPO.parent / "shared"))
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -51,3 +53,11 @@ def synthetic_sa1b(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic_sa1b")
     write_synthetic_sa1b(out, num_images=12, seed=0, images_per_tar=4, size=(192, 256))
     return out
+
+
+@pytest.fixture(scope="module")
+def predict_ckpt(synthetic_sa1b, tmp_path_factory) -> Path:
+    """A tiny ``LiteSAMModule`` checkpoint as ``litesam fit`` writes it (img_size 64), one per test module; run it
+    with ``tests.helpers.predict_args``."""
+    shard = sorted(str(p) for p in synthetic_sa1b.glob("*.tar"))[0]
+    return write_predict_ckpt(shard, tmp_path_factory.mktemp("predict_ckpt"))

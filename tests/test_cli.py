@@ -1,7 +1,7 @@
 """The ``litesam`` command: dispatch, recipe parsing, a tiny fit through LightningCLI and an exact resume.
 
 Recipes are paper bases plus overlays: an overlay (``# base: recipes/<base>.yaml`` header line) is parsed on its base,
-``--config <base> --config <overlay>``, the way a user runs it (``stack`` from tests/test_recipes.py).
+``--config <base> --config <overlay>``, the way a user runs it (``recipe_configs`` from tests/helpers.py).
 """
 from __future__ import annotations
 
@@ -14,18 +14,9 @@ import pytest
 import torch
 
 from litesam_pl import cli
-from test_recipes import stack
+from tests.helpers import LOCAL, REPO, recipe_configs
 
-REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
-# hardware / shard overrides so that every recipe instantiates on this CPU machine
-LOCAL = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "1", "--trainer.strategy", "auto",
-         "--trainer.logger", "false", "--trainer.precision", "32-true"]
-
-
-def _configs(recipe: str) -> list:
-    """``--config <base> --config <overlay>`` for an overlay, ``--config <base>`` for a base."""
-    return [a for r in stack(recipe) for a in ("--config", r)]
 
 
 def test_help_and_dispatch(monkeypatch, capsys):
@@ -60,7 +51,7 @@ def test_recipe_instantiates(recipe, monkeypatch):
     """Each recipe (an overlay on its base) parses and builds its module, data module and trainer (hardware
     overridden for this machine)."""
     monkeypatch.chdir(REPO)
-    c = cli.run_lightning_cli([*_configs(recipe), *LOCAL, "--model.init_args.init_from", "null"], run=False)
+    c = cli.run_lightning_cli([*recipe_configs(recipe), *LOCAL, "--model.init_args.init_from", "null"], run=False)
     hp = c.model.hparams
     assert hp.model["name"].startswith(("litesam", "sam_vit_b"))
     S = c.model.img_size
@@ -76,7 +67,7 @@ def test_recipe_instantiates(recipe, monkeypatch):
 
 def _tiny_args(tmp_path: Path, shards: Path, recipe: str, run: str, extra=()):
     return [
-        "fit", *_configs(recipe),
+        "fit", *recipe_configs(recipe),
         "--trainer.default_root_dir", str(tmp_path / run),
         "--trainer.logger", "false",
         "--trainer.callbacks", json.dumps([

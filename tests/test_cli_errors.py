@@ -19,8 +19,8 @@ import torch
 import litesam_pl
 from litesam_pl import cli
 from litesam_pl.models.registry import ModelError, ModelFileNotFoundError
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 ACCEPTED = "expected a Lightning .ckpt or a `litesam export` .pt"
 
 

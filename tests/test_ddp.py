@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, stack
 
 try:  # the probe runs inside the litesam processes; pytest is not needed there
     import lightning.pytorch as pl
@@ -68,12 +68,10 @@ def test_ddp_two_cpu_processes(tmp_path, synthetic_sa1b):
     out = tmp_path / "probe"
     run = tmp_path / "run"
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), str(REPO), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])  # the probes: tests.test_ddp
     env["WANDB_MODE"] = "offline"
     env["OMP_NUM_THREADS"] = "1"
     # 12 synthetic images; 4 per epoch on 2 ranks x batch 1 -> 2 steps per epoch and rank
-    from test_recipes import stack  # here, not at module level: the litesam processes import this module
-
     configs = [a for r in stack("recipes/smoke/litesam.yaml") for a in ("--config", r)]  # the overlay on its base
     cmd = [
         sys.executable, "-m", "litesam_pl.cli", "fit", *configs,
@@ -81,7 +79,7 @@ def test_ddp_two_cpu_processes(tmp_path, synthetic_sa1b):
         "--trainer.max_epochs", "2", "--trainer.logger", "false", "--trainer.default_root_dir", str(run),
         "--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false",
         "--trainer.callbacks", json.dumps([
-            {"class_path": "test_ddp.DDPProbe", "init_args": {"out": str(out)}},
+            {"class_path": "tests.test_ddp.DDPProbe", "init_args": {"out": str(out)}},
             {"class_path": "litesam_pl.modules.callbacks.MetricsJSON"},
         ]),
         "--trainer.check_val_every_n_epoch", "1",
@@ -217,7 +215,7 @@ def _run_two_ranks(args, tmp_path, timeout: float):
     import time
 
     env = dict(os.environ)
-    env.update(PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO), env.get("PYTHONPATH", "")]),
+    env.update(PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
                WANDB_MODE="offline", OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
                NODE_RANK="0")
     cmd = [sys.executable, "-m", "litesam_pl.cli", "fit", *args, "--trainer.accelerator", "cpu",
@@ -259,7 +257,7 @@ def _common_args(run: Path, probe: dict) -> list:
         "--trainer.logger", "false", "--trainer.default_root_dir", str(run), "--trainer.enable_progress_bar", "false",
         "--trainer.enable_checkpointing", "false", "--trainer.max_epochs", "1",
         "--trainer.callbacks", json.dumps([
-            {"class_path": "test_ddp.Issue16Probe", "init_args": probe},
+            {"class_path": "tests.test_ddp.Issue16Probe", "init_args": probe},
             {"class_path": "litesam_pl.modules.callbacks.NaNGuard"},
         ]),
         "--model.init_args.init_from", "null",
@@ -283,7 +281,6 @@ def test_ddp_one_val_shard_uneven_ranks_and_few_collectives(tmp_path, synthetic_
     - plain DDP (no find_unused_parameters) trains the joint stage without the unused-parameter error (3 steps).
     """
     from data_prep.synthetic import write_synthetic_sa1b
-    from test_recipes import stack
 
     val = tmp_path / "val"
     write_synthetic_sa1b(val, num_images=3, seed=5, images_per_tar=3, size=(96, 128))
@@ -339,7 +336,6 @@ def test_ddp_nan_on_one_rank_stops_every_rank(tmp_path, synthetic_sa1b):
       term and the rank (before: rank 1 raised alone and rank 0 waited in the gradient all-reduce for 30 minutes).
     """
     from data_prep.synthetic import write_synthetic_sa1b
-    from test_recipes import stack
 
     val = tmp_path / "val"
     write_synthetic_sa1b(val, num_images=1, seed=6, images_per_tar=1, size=(96, 128))

@@ -6,7 +6,6 @@ finite and within a factor of 10 of the others, and the box term must not grow w
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,9 @@ from litesam_pl.data.collate import collate_samples
 from litesam_pl.data.sa1b_stream import SampleProcessor
 from litesam_pl.data.transforms import normalize_batch
 from litesam_pl.modules import AutoPPNModule, BackboneBoxModule, LiteSAMModule
+from tests.helpers import REPO
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = REPO / "recipes"
 STAGES = {"backbone_1box.yaml": BackboneBoxModule, "autoppn.yaml": AutoPPNModule, "litesam.yaml": LiteSAMModule}
 
 

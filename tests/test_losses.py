@@ -17,7 +17,7 @@ from litesam_pl.losses import (
     gaussian_focal_loss,
     hard_mining_mse_loss,
     iou_mse_loss,
-    mask_iou,
+    predicted_mask_iou,  # the IoU head's target (not metrics.miou.mask_iou)
     sigmoid_focal_loss,
 )
 
@@ -49,10 +49,10 @@ def test_dice_hand_computed():
     assert dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_mask_iou_and_iou_mse():
+def test_predicted_mask_iou_and_iou_mse():
     logits = torch.tensor([[[1.0, 1.0], [-1.0, -1.0]]])  # predicts the top row
     target = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])  # left column
-    assert mask_iou(logits, target).item() == pytest.approx(1 / 3)
+    assert predicted_mask_iou(logits, target).item() == pytest.approx(1 / 3)
     iou_pred = torch.tensor([0.5], requires_grad=True)
     loss = iou_mse_loss(iou_pred, logits, target)
     assert loss.item() == pytest.approx((0.5 - 1 / 3) ** 2)

@@ -20,8 +20,8 @@ from typing import Dict, List, Tuple
 import pytest
 
 from litesam_pl.cli import SUBCOMMANDS
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 # the files the README's Python blocks may read, made by the `workdir` fixture
 PREPARED = {"litesam.pt", "photo.jpg"}

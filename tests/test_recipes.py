@@ -21,7 +21,7 @@ import re
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 from unittest import mock
 
 import pytest
@@ -30,10 +30,9 @@ import yaml
 from benchmarks import table2
 from litesam_pl import cli
 from litesam_pl.cli_config import linked_value_set_by_user, point_loss_for
+from tests.helpers import BASES, REPO, base_of, stack
 
-REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "recipes").rglob("*.yaml"))
-BASES = ("recipes/backbone_1box.yaml", "recipes/autoppn.yaml", "recipes/litesam.yaml")
 OVERLAYS = [r for r in RECIPES if r not in BASES]
 
 # What an overlay may change, as dotted keys of the resolved config (fnmatch patterns). Lists (loggers, callbacks,
@@ -86,21 +85,6 @@ LOSS_KEYS = (*(f"mask_loss.{k}" for k in ("focal_weight", "dice_weight", "iou_we
              *(f"ppn_loss.{k}" for k in ("heatmap_weight", "box_weight", "point_loss", "neg_ratio", "box_beta",
                                          "box_unit", "box_weighting", "weight")),
              "prompts.point_weight", "prompts.box_weight", "prompt_split")
-
-
-def base_of(recipe: str) -> Optional[str]:
-    """The base recipe named on an overlay's ``# base:`` header line (None for a base)."""
-    if recipe in BASES:
-        return None
-    for line in (REPO / recipe).read_text().splitlines():
-        m = re.match(r"#\s*base:\s*(\S+)", line)
-        if m:
-            return m.group(1)
-    raise AssertionError(f"{recipe}: no '# base: recipes/<base>.yaml' header line")
-
-
-def stack(recipe: str) -> Tuple[str, ...]:
-    return (recipe,) if recipe in BASES else (base_of(recipe), recipe)
 
 
 @lru_cache(maxsize=None)
@@ -340,86 +324,3 @@ def test_table2_smoke_stack_is_the_combination_at_smoke_scale(combo, tmp_path):
         assert quick["trainer"]["max_steps"] == 2 and quick["trainer"]["max_epochs"] == 1
         assert quick["trainer"]["check_val_every_n_epoch"] == 1
         assert quick["data"]["epoch_samples"] == 2 * quick["data"]["batch_size"]
-
-
-def _fake_runs(root: Path, ours: Dict[tuple, Optional[float]], key: str = "val/ar1000") -> None:
-    for combo, value in ours.items():
-        d = root / table2.combo_name(combo)
-        d.mkdir(parents=True)
-        if value is not None:
-            metrics = {key: value, "global_step": 2160, "epoch": 8}
-            if key == "val/ar1000":
-                metrics["val/ar100"] = value / 2  # ar1000 is preferred when present
-            (d / "metrics.json").write_text(json.dumps(metrics))
-
-
-def test_table2_report_from_fake_metrics(tmp_path, capsys):
-    # ours: MSPM helps, new GT & loss hurts, grouping does nothing
-    ours = {c: 0.30 + (0.02 if c[0] == "mspm" else 0) - (0.01 if c[1] == "distance" else 0) for c in table2.COMBOS}
-    _fake_runs(tmp_path / "runs", ours)
-    out_json = tmp_path / "t2.json"
-    rc = table2.main(["--report-only", "--run-root", str(tmp_path / "runs"), "--json", str(out_json)])
-    assert rc == 0
-    text = capsys.readouterr().out
-    assert "stem conv->MSPM" in text and "new GT & loss" in text and "object grouping" in text
-    for ar in (48.8, 49.5, 50.1, 49.7, 51.4, 52.3, 51.1, 53.0):
-        assert f"{ar:.1f}" in text
-    rows = text.splitlines()
-    base_row = next(r for r in rows if table2.combo_name(table2.COMBOS[0]) in r)
-    assert [c.strip() for c in base_row.split("|")[:3]] == ["-", "-", "-"]
-    all_row = next(r for r in rows if table2.combo_name(table2.COMBOS[-1]) in r)
-    assert [c.strip() for c in all_row.split("|")[:3]] == ["x", "x", "x"]
-    data = json.loads(out_json.read_text())
-    assert [r["name"] for r in data["rows"]] == [table2.combo_name(c) for c in table2.COMBOS]
-    assert data["rows"][0]["ours"] == pytest.approx(30.0) and data["rows"][0]["metric"] == "val/ar1000"
-    assert data["rows"][-1]["paper"] == 53.0
-    eff = data["effects"]
-    assert eff["stem"]["ours_mean_delta"] == pytest.approx(2.0) and eff["stem"]["same_direction_as_paper"] is True
-    assert eff["gt"]["ours_mean_delta"] == pytest.approx(-1.0) and eff["gt"]["ours_raised"] is False
-    assert eff["gt"]["same_direction_as_paper"] is False
-    assert eff["groups"]["ours_mean_delta"] == pytest.approx(0.0) and eff["groups"]["ours_raised"] is False
-    assert all(e["pairs"] == 4 and e["paper_mean_delta"] > 0 for e in eff.values())
-    assert "raised, as in the paper" in text and "did not raise, unlike the paper" in text
-
-
-def test_table2_missing_runs_and_ar100_fallback(tmp_path, capsys):
-    combos = table2.COMBOS
-    _fake_runs(tmp_path / "runs", {combos[0]: 0.2, combos[1]: None}, key="val/ar100")
-    rc = table2.main(["--report-only", "--run-root", str(tmp_path / "runs")])
-    assert rc == 0
-    text = capsys.readouterr().out
-    assert "n/a" in text and "not measured" in text
-    rows = table2.collect(tmp_path / "runs")
-    assert rows[0]["metric"] == "val/ar100" and rows[0]["ours"] == pytest.approx(20.0)  # no ar1000: ar100
-    assert rows[1]["ours"] is None and rows[2]["ours"] is None
-    # NaN is no measurement
-    (tmp_path / "runs" / table2.combo_name(combos[1]) / "metrics.json").write_text(
-        json.dumps({"val/ar1000": float("nan"), "val/ar100": 0.4}))
-    assert table2.read_metric(tmp_path / "runs" / table2.combo_name(combos[1]))["value"] == pytest.approx(40.0)
-
-
-def test_table2_arguments(tmp_path, capsys):
-    p = table2.build_parser()
-    a = p.parse_args(["--steps", "2", "--only", "stem-conv_gt-gaussian_groups-1", "--force", "--json", "x.json",
-                      "--", "--trainer.limit_val_batches", "1"])
-    assert a.steps == 2 and a.force and a.only == ["stem-conv_gt-gaussian_groups-1"]
-    assert a.fit_args == ["--trainer.limit_val_batches", "1"]
-    with pytest.raises(ValueError, match="unknown Table 2 combination"):
-        table2.parse_combo("stem-foo")
-    with pytest.raises(SystemExit):
-        table2.main(["--steps", "0"])
-    # --dry-run prints the commands, writes each run's overlay, trains nothing
-    root = tmp_path / "runs"
-    assert table2.main(["--dry-run", "--run-root", str(root), "--only", "stem-mspm_gt-distance_groups-3",
-                        "--steps", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "--config recipes/autoppn.yaml --config recipes/ablations/table2/stem-mspm_gt-distance_groups-3.yaml " \
-           "--config recipes/smoke/autoppn.yaml" in out and "--trainer.max_steps 2" in out
-    run = root / "stem-mspm_gt-distance_groups-3"
-    overlay = yaml.safe_load((run / "run.yaml").read_text())
-    assert "model" not in overlay  # the smoke overlay sets no model.kwargs: the combination's switches stand
-    assert overlay["trainer"]["default_root_dir"] == run.as_posix()
-    # a finished combination is skipped unless --force
-    (run / "metrics.json").write_text(json.dumps({"val/ar1000": 0.5}))
-    assert table2.main(["--dry-run", "--run-root", str(root), "--only", "stem-mspm_gt-distance_groups-3"]) == 0
-    assert "skipped" in capsys.readouterr().out

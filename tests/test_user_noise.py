@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,9 +17,8 @@ from litesam_pl import cli
 from litesam_pl.modules import BackboneBoxModule
 from litesam_pl.modules.config import ModelSpec, OptimizerConfig, ValidationConfig
 from litesam_pl.modules.callbacks import MetricsJSON
-from test_modules import TINY, _loader, _trainer
+from tests.helpers import REPO, TINY, batch_loader, cpu_trainer
 
-REPO = Path(__file__).resolve().parents[1]
 NO_PPN = {**TINY, "autoppn": False}  # the cheapest module: box / point prompts only
 
 
@@ -29,8 +27,8 @@ NO_PPN = {**TINY, "autoppn": False}  # the cheapest module: box / point prompts 
 def test_validate_and_test_write_beside_the_checkpoint(tmp_path, capfd):
     m = BackboneBoxModule(model=ModelSpec(kwargs=NO_PPN), optimizer=OptimizerConfig(lr=1e-3),
                           validation=ValidationConfig(compute_map=False))
-    trainer = _trainer(tmp_path, callbacks=[MetricsJSON()], limit_val_batches=1)
-    trainer.fit(m, train_dataloaders=_loader(), val_dataloaders=_loader(1))
+    trainer = cpu_trainer(tmp_path, callbacks=[MetricsJSON()], limit_val_batches=1)
+    trainer.fit(m, train_dataloaders=batch_loader(), val_dataloaders=batch_loader(1))
     run_metrics = tmp_path / "metrics.json"
     fit = json.loads(run_metrics.read_text())
     assert fit["global_step"] == 2 and "val/miou_1box" in fit and "ckpt_path" not in fit  # fit output as before
@@ -39,7 +37,7 @@ def test_validate_and_test_write_beside_the_checkpoint(tmp_path, capfd):
     trainer.save_checkpoint(ckpt)
 
     fresh = BackboneBoxModule(model=ModelSpec(kwargs=NO_PPN), validation=ValidationConfig(compute_map=False))
-    _trainer(tmp_path, callbacks=[MetricsJSON()]).validate(fresh, dataloaders=_loader(1), ckpt_path=str(ckpt),
+    cpu_trainer(tmp_path, callbacks=[MetricsJSON()]).validate(fresh, dataloaders=batch_loader(1), ckpt_path=str(ckpt),
                                                             verbose=False)
     assert run_metrics.read_bytes() == before, "validate must not touch the training run's metrics.json"
     got = json.loads((ckpt.parent / "step2.validate.json").read_text())
@@ -47,7 +45,7 @@ def test_validate_and_test_write_beside_the_checkpoint(tmp_path, capfd):
     assert got["global_step"] == 2 and got["epoch"] == trainer.current_epoch  # the checkpoint's, not the evaluator's
     assert got["ckpt_path"] == str(ckpt) and got["weights"] == "checkpoint"
 
-    _trainer(tmp_path, callbacks=[MetricsJSON()]).test(fresh, dataloaders=_loader(1), ckpt_path=str(ckpt),
+    cpu_trainer(tmp_path, callbacks=[MetricsJSON()]).test(fresh, dataloaders=batch_loader(1), ckpt_path=str(ckpt),
                                                         verbose=False)
     got = json.loads((ckpt.parent / "step2.test.json").read_text())
     assert "test/miou_1box" in got and got["global_step"] == 2
@@ -58,7 +56,7 @@ def test_validate_and_test_write_beside_the_checkpoint(tmp_path, capfd):
 def test_validate_without_checkpoint_writes_random_weights_file_and_warns(tmp_path, capfd):
     (tmp_path / "metrics.json").write_text('{"global_step": 960}')  # a training run's record
     m = BackboneBoxModule(model=ModelSpec(kwargs=NO_PPN), validation=ValidationConfig(compute_map=False))
-    _trainer(tmp_path, callbacks=[MetricsJSON()]).validate(m, dataloaders=_loader(1), verbose=False)
+    cpu_trainer(tmp_path, callbacks=[MetricsJSON()]).validate(m, dataloaders=batch_loader(1), verbose=False)
     assert (tmp_path / "metrics.json").read_text() == '{"global_step": 960}'
     got = json.loads((tmp_path / "validate_random_weights.json").read_text())
     assert "val/miou_1box" in got and got["weights"] == "random" and got["ckpt_path"] is None
@@ -69,10 +67,10 @@ def test_validate_without_checkpoint_writes_random_weights_file_and_warns(tmp_pa
 def test_validate_after_fit_in_memory_is_not_random(tmp_path, capfd):
     m = BackboneBoxModule(model=ModelSpec(kwargs=NO_PPN), optimizer=OptimizerConfig(lr=1e-3),
                           validation=ValidationConfig(compute_map=False))
-    trainer = _trainer(tmp_path, callbacks=[MetricsJSON()], max_steps=1, limit_val_batches=1)
-    trainer.fit(m, train_dataloaders=_loader(1), val_dataloaders=_loader(1))
+    trainer = cpu_trainer(tmp_path, callbacks=[MetricsJSON()], max_steps=1, limit_val_batches=1)
+    trainer.fit(m, train_dataloaders=batch_loader(1), val_dataloaders=batch_loader(1))
     before = (tmp_path / "metrics.json").read_bytes()
-    trainer.validate(m, dataloaders=_loader(1), verbose=False)  # no ckpt_path: the weights this trainer trained
+    trainer.validate(m, dataloaders=batch_loader(1), verbose=False)  # no ckpt_path: the weights this trainer trained
     got = json.loads((tmp_path / "validate_in_memory.json").read_text())
     assert got["weights"] == "in_memory" and got["global_step"] == 1
     assert (tmp_path / "metrics.json").read_bytes() == before

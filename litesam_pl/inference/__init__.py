@@ -8,6 +8,9 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "SegEvery",
+    "SegEveryOptions",
+    "SegEveryResult",
     "segment_everything",
     "LiteSamEverything",
     "FastMaskDecoder",
@@ -20,6 +23,9 @@ __all__ = [
 ]
 
 _WHERE = {
+    "SegEvery": ".segevery",
+    "SegEveryOptions": ".segevery_options",
+    "SegEveryResult": ".segevery",
     "segment_everything": ".segevery",
     "LiteSamEverything": ".everything",
     "FastMaskDecoder": ".fast_decoder",

@@ -16,32 +16,36 @@ status 1; 2 when nothing is left to do). Output: a start line (model, device, in
 image (mask count, time; a second line saying which filter removed the masks when (almost) none are left, with the
 flag to relax), then a summary line. Without ``--ckpt`` the model has random weights and a loud warning says so
 (once).
+
+SegEvery's flags (``--prompts``, ``--top-n``, ``--pred-iou-thresh``, ...) are generated from the fields of
+``SegEveryOptions`` (``segevery_options.add_option_flags``: names, defaults, types, help); a bad value is one error
+line naming the flag (exit status 2). The filter report (``filter_report``, ``needs_filter_report``) lives in
+``filter_report.py`` and is re-exported here; the file names and JSON writers in ``outputs.py``, the overlay
+drawing in ``overlay.py``.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from litesam_pl.models.prompt_forms import PROMPT_FORMS, SEGEVERY_PROMPT_FORM, multimask_output_for
-
+from .filter_report import filter_report, needs_filter_report
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from .outputs import (IMAGE_SUFFIXES, coco_results, collect_inputs, first_existing, fit_side, image_ids, limit_side,
                       new_run_dir, out_dir_error, output_names, planned_files, write_coco, write_masks_json)
 from .overlay import draw_masks, draw_overlay
+from .segevery_options import OptionError, SegEveryOptions, add_option_flags
 
 __all__ = ["main", "overlay", "write_outputs", "filter_report", "needs_filter_report", "IMAGE_SUFFIXES"]
 
 PROG = "litesam segment-everything"
-# below this share of the candidate masks kept, the per-image line is followed by the filter report
-FEW_KEPT = 0.01
 
 
 def overlay(image: np.ndarray, masks: Sequence[np.ndarray], alpha: float = 0.5, seed: int = 0) -> np.ndarray:
@@ -114,20 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default: cuda when available, else cpu), cpu, cuda, cuda:N or N (= cuda:N)")
     p.add_argument("--half", action="store_true",
                    help="bf16 autocast on CUDA (faster, less memory); ignored on CPU, with a one-line note")
-    p.add_argument("--prompts", default="autoppn", choices=["autoppn", "grid"], help="prompt source (default autoppn)")
-    p.add_argument("--top-n", type=int, default=256, help="AutoPPN prompts per image (default 256)")
-    p.add_argument("--score-threshold", type=float, default=None, help="AutoPPN score threshold (model default)")
-    p.add_argument("--points-per-side", type=int, default=32, help="grid size with --prompts grid (default 32)")
-    p.add_argument("--prompt-type", default=SEGEVERY_PROMPT_FORM, choices=list(PROMPT_FORMS),
-                   help=f"prompt AutoPPN proposals are given as (default {SEGEVERY_PROMPT_FORM}; grid prompts are "
-                   "always points)")
-    p.add_argument("--multimask-output", action=argparse.BooleanOptionalAction, default=None,
-                   help="3 masks per prompt or 1 (default: the output the prompt form trains, "
-                   "prompt_forms.multimask_output_for; 'point' for grid prompts)")
-    p.add_argument("--pred-iou-thresh", type=float, default=0.88)
-    p.add_argument("--stability-score-thresh", type=float, default=0.95)
-    p.add_argument("--box-nms-thresh", type=float, default=0.7)
-    p.add_argument("--max-masks", type=int, default=None, help="keep at most this many masks per image")
+    add_option_flags(p)  # SegEvery's options, one flag per SegEveryOptions field (--prompts, --top-n, ...)
     p.add_argument("--max-side", type=int, default=4096,
                    help="the model sees images with a longer side downscaled to it (memory guard; 0: never; default "
                    "4096); the masks are still returned at the original size")
@@ -147,58 +138,6 @@ def _plural(n: int, noun: str) -> str:
 def _error(message: str) -> None:
     """One ``litesam segment-everything: error: ...`` line on stderr."""
     print(f"{PROG}: error: {message}", file=sys.stderr)
-
-
-def _relax_below(best: float, step: float, strict: bool) -> float:
-    """A threshold under ``best`` on a ``step`` grid (0 when none is above 0): ``best`` passes it (``> t``
-    when ``strict``, else ``>= t``)."""
-    t = math.floor(best / step) * step
-    if strict and t >= best:
-        t -= step
-    return round(max(0.0, t), 6)
-
-
-def _suggestions(f: Dict[str, Any]) -> List[str]:
-    """The flags (with values) that relax the filters that removed masks or prompts in ``f``."""
-    th, removed = f["thresholds"], f["removed"]
-    flags: List[str] = []
-    if f["removed_score_threshold"] and f["best_ppn_score"] is not None:
-        flags.append(f"--score-threshold {_relax_below(f['best_ppn_score'], 0.01, strict=False):g}")
-    if removed["pred_iou"] and f["best_pred_iou"] is not None:
-        flags.append(f"--pred-iou-thresh {_relax_below(f['best_pred_iou'], 0.1, strict=True):g}")
-    if removed["stability"] and f["best_stability"] is not None:
-        flags.append(f"--stability-score-thresh {_relax_below(f['best_stability'], 0.1, strict=False):g}")
-    if not flags and f["prompt_source"] == "autoppn" and f["proposals"] == 0:
-        flags.append("--prompts grid")
-    if not flags and th.get("max_masks") is not None and removed["max_masks"]:
-        flags.append(f"--max-masks {2 * int(th['max_masks']) or 1}")
-    return flags
-
-
-def filter_report(f: Dict[str, Any]) -> str:
-    """One line on where the masks of one image went, from its ``segment_everything`` ``stats["filters"]`` entry:
-    prompts, how many masks each filter removed (in the order they apply), the best scores seen and the flags
-    that relax the filters that removed them."""
-    th, removed = f["thresholds"], f["removed"]
-
-    def best(key: str) -> str:
-        return "n/a" if f[key] is None else f"{f[key]:.3f}"
-
-    source = ""
-    if f["prompt_source"] == "autoppn":
-        source = (f", from {f['proposals']} AutoPPN proposals: {f['removed_score_threshold']} under score threshold "
-                  f"{th['score_threshold']} (best score {best('best_ppn_score')})")
-    line = (f"{f['kept']} of {f['candidates']} masks kept ({f['prompts']} prompts decoded{source}); removed by "
-            f"predicted IoU <= {th['pred_iou_thresh']:g}: {removed['pred_iou']} (best {best('best_pred_iou')}), "
-            f"stability < {th['stability_score_thresh']:g}: {removed['stability']} (best {best('best_stability')}), "
-            f"empty: {removed['empty']}, NMS: {removed['nms']}, max masks: {removed['max_masks']}")
-    flags = _suggestions(f)
-    return line + (f"; to keep more, try {' '.join(flags)}" if flags else "")
-
-
-def needs_filter_report(f: Dict[str, Any]) -> bool:
-    """(Almost) all candidate masks were removed: none kept, or under ``FEW_KEPT`` of them."""
-    return f["kept"] == 0 or f["kept"] < FEW_KEPT * f["candidates"]
 
 
 def _load(args: argparse.Namespace, argv: Sequence[str]) -> Tuple[Optional[torch.nn.Module], str, bool]:
@@ -309,23 +248,15 @@ def _autocast(args: argparse.Namespace, device: torch.device) -> Optional[torch.
     return torch.bfloat16
 
 
-def _segment(model: torch.nn.Module, image: np.ndarray, args: argparse.Namespace, multimask: bool,
-             output_size: Tuple[int, int], amp: Optional[torch.dtype] = None,
+def _segment(job: "_Job", image: np.ndarray, output_size: Tuple[int, int]
              ) -> Tuple[List[Dict[str, Any]], Dict[str, Any], float]:
-    """SegEvery on one image with the CLI's options, masks at ``output_size``: ``(COCO-RLE records, its
+    """SegEvery on one image with the run's options, masks at ``output_size``: ``(COCO-RLE records, its
     stats["filters"] entry, ms)``."""
-    from .segevery import segment_everything
+    from .segevery import SegEvery
 
-    stats: Dict[str, Any] = {}
     t0 = time.perf_counter()
-    records = segment_everything(
-        model, image, prompts=args.prompts, top_n=args.top_n, score_threshold=args.score_threshold,
-        points_per_side=args.points_per_side, prompt_type=args.prompt_type, multimask_output=multimask,
-        pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
-        box_nms_thresh=args.box_nms_thresh, max_masks=args.max_masks, output_mode="coco_rle", stats=stats,
-        output_sizes=[output_size], autocast_dtype=amp,
-    )
-    return records, stats["filters"][0], (time.perf_counter() - t0) * 1e3
+    result = SegEvery(job.model, job.options).run(image, [output_size], collect_timings=False)
+    return result.masks, result.stats["filters"][0], (time.perf_counter() - t0) * 1e3
 
 
 def _sizes(path: Path, full: np.ndarray, args: argparse.Namespace) -> Tuple[np.ndarray, np.ndarray]:
@@ -344,11 +275,86 @@ def _sizes(path: Path, full: np.ndarray, args: argparse.Namespace) -> Tuple[np.n
     return work, view
 
 
+@dataclass
+class _Job:
+    """What every image of one run shares."""
+
+    args: argparse.Namespace
+    model: torch.nn.Module
+    label: str
+    random_weights: bool
+    out_dir: Path
+    options: SegEveryOptions  # the flags' options, output_mode "coco_rle", autocast_dtype bf16 with --half on CUDA
+
+
+def _save_image(job: _Job, path: Path, name: str, image_id: int, full: np.ndarray, view: np.ndarray,
+                records: List[Dict[str, Any]], funnel: Dict[str, Any], ms: float) -> Dict[str, Any]:
+    """Write one image's overlay and masks JSON and print its line (+ the filter report when (almost) no mask is
+    left); returns its ``images.json`` entry."""
+    from tqdm import tqdm
+
+    args = job.args
+    report = filter_report(funnel) if needs_filter_report(funnel) else None
+    caption = [f"{job.label}: {_plural(len(records), 'mask')}, {ms:.0f} ms", _settings_line(args, funnel)]
+    alerts = (["random weights (no --ckpt): the masks are meaningless"] if job.random_weights else []) + (
+        [report] if report else [])
+    files = write_outputs(path, view, records, job.out_dir, alpha=args.alpha, original_size=full.shape[:2],
+                          caption=caption, alerts=alerts, image_id=image_id, stem=name)
+    tqdm.write(f"{path}: {_plural(len(records), 'mask')}, {ms:.0f} ms -> {files['overlay'].name}, "
+               f"{files['masks'].name}")
+    if report:
+        tqdm.write(f"{path}: {report}")
+    return {"id": image_id, "file_name": path.name, "path": str(path), "height": view.shape[0],
+            "width": view.shape[1], "masks": files["masks"].name}
+
+
+def _segment_all(job: _Job, paths: List[Path], input_errors: List[str]) -> int:
+    """SegEvery on every image, its files, then ``results.json`` / ``images.json`` and the summary line; returns
+    the exit status (1 when an input failed, 2 on an option the model cannot do)."""
+    from tqdm import tqdm
+
+    failures = len(input_errors)
+    names, ids = output_names(paths), image_ids(paths)
+    times_ms: List[float] = []
+    total_masks = 0
+    coco: List[Dict[str, Any]] = []
+    images: List[Dict[str, Any]] = []
+    for path, name, image_id in tqdm(list(zip(paths, names, ids)), desc="segment-everything", unit="img",
+                                     disable=None):
+        try:
+            full = load_image(path, max_pixels=job.args.max_pixels)
+        except ImageLoadError as err:
+            tqdm.write(f"{PROG}: error: {err}", file=sys.stderr)
+            failures += 1
+            continue
+        work, view = _sizes(path, full, job.args)
+        try:
+            records, funnel, ms = _segment(job, work, view.shape[:2])
+        except ValueError as err:  # an option the model cannot do (e.g. --prompts autoppn without an AutoPPN head)
+            _error(str(err))
+            return 2
+        times_ms.append(ms)
+        total_masks += len(records)
+        images.append(_save_image(job, path, name, image_id, full, view, records, funnel, ms))
+        coco += coco_results(records, image_id)
+    if times_ms:
+        write_coco(job.out_dir, coco, images)
+        print(f"{_plural(len(times_ms), 'image')}, {_plural(total_masks, 'mask')}, "
+              f"{statistics.median(times_ms):.0f} ms/image median; results saved to {job.out_dir}")
+    if failures:
+        print(f"{PROG}: {failures} of {len(paths) + len(input_errors)} inputs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from tqdm import tqdm
-
+    try:
+        options = SegEveryOptions.from_args(args, output_mode="coco_rle")
+    except OptionError as err:
+        _error(f"--{err.option.replace('_', '-')} must be {err.must}, got {err.value!r}")
+        return 2
     device, why = _resolve_device(args.device)
     if device is None:
         _error(why)
@@ -365,53 +371,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     amp = _autocast(args, device)
     print(_start_line(label, random_weights, model, device, amp, len(paths)), file=sys.stderr)
-
-    multimask = args.multimask_output
-    if multimask is None:  # the output the prompt form trains (grid prompts are points)
-        multimask = multimask_output_for(args.prompt_type if args.prompts == "autoppn" else "point")
-    failures = len(input_errors)
-    names, ids = output_names(paths), image_ids(paths)
-    times_ms: List[float] = []
-    total_masks = 0
-    coco: List[Dict[str, Any]] = []
-    images: List[Dict[str, Any]] = []
-    for path, name, image_id in tqdm(list(zip(paths, names, ids)), desc="segment-everything", unit="img",
-                                     disable=None):
-        try:
-            full = load_image(path, max_pixels=args.max_pixels)
-        except ImageLoadError as err:
-            tqdm.write(f"{PROG}: error: {err}", file=sys.stderr)
-            failures += 1
-            continue
-        work, view = _sizes(path, full, args)
-        try:
-            records, funnel, ms = _segment(model, work, args, multimask, view.shape[:2], amp)
-        except ValueError as err:  # an option the model cannot do (e.g. --prompts autoppn without an AutoPPN head)
-            _error(str(err))
-            return 2
-        times_ms.append(ms)
-        total_masks += len(records)
-        report = filter_report(funnel) if needs_filter_report(funnel) else None
-        caption = [f"{label}: {_plural(len(records), 'mask')}, {ms:.0f} ms", _settings_line(args, funnel)]
-        alerts = (["random weights (no --ckpt): the masks are meaningless"] if random_weights else []) + (
-            [report] if report else [])
-        files = write_outputs(path, view, records, out_dir, alpha=args.alpha, original_size=full.shape[:2],
-                              caption=caption, alerts=alerts, image_id=image_id, stem=name)
-        coco += coco_results(records, image_id)
-        images.append({"id": image_id, "file_name": path.name, "path": str(path), "height": view.shape[0],
-                       "width": view.shape[1], "masks": files["masks"].name})
-        tqdm.write(f"{path}: {_plural(len(records), 'mask')}, {ms:.0f} ms -> {files['overlay'].name}, "
-                   f"{files['masks'].name}")
-        if report:
-            tqdm.write(f"{path}: {report}")
-    if times_ms:
-        write_coco(out_dir, coco, images)
-        print(f"{_plural(len(times_ms), 'image')}, {_plural(total_masks, 'mask')}, "
-              f"{statistics.median(times_ms):.0f} ms/image median; results saved to {out_dir}")
-    if failures:
-        print(f"{PROG}: {failures} of {len(paths) + len(input_errors)} inputs failed", file=sys.stderr)
-        return 1
-    return 0
+    job = _Job(args, model, label, random_weights, out_dir, options.replace(autocast_dtype=amp))
+    return _segment_all(job, paths, input_errors)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,14 @@ Options are set once, then ``generate(image)`` per image::
     records = generator.generate("photo.jpg")          # list of SAM-style record dicts
     generator.last_stats["filters"][0]["removed"]      # what each filter removed
 
-It is orchestration: ``generate`` calls :func:`litesam_pl.inference.segevery.segment_everything` with the options
-and returns its records; the only work of its own is reading the image (path / PIL image) and SAM's
-``min_mask_region_area`` post-processing.
+It is orchestration: its options are a ``SegEveryOptions`` (``segevery_options.py``: defaults and checks declared
+there once) plus SAM's own (``min_mask_region_area``, ``points_per_batch``, thresholds in [0, 1]); ``generate`` runs
+``SegEvery(model, options).run`` and returns its records; the only work of its own is reading the image (path / PIL
+image) and SAM's ``min_mask_region_area`` post-processing.
 """
 from __future__ import annotations
 
-import math
 import os
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -26,7 +25,8 @@ from torch import Tensor, nn
 
 from .postprocess import box_nms, build_records, masks_to_boxes
 from .sam_compat import check_sam_like
-from .segevery import NMS_KINDS, PROMPT_SOURCES, PROMPT_TYPES, RANK_BY, segment_everything
+from .segevery import SegEvery
+from .segevery_options import OptionError, SegEveryOptions, check_choice, check_int, check_real
 
 __all__ = ["LiteSamEverything", "RECORD_OUTPUT_MODES"]
 
@@ -37,33 +37,26 @@ ImageInput = Union[np.ndarray, Tensor, str, "os.PathLike[str]", Any]  # Any: a P
 
 _PIL_CONVERT = ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1")  # modes load_image converts to RGB(A) too
 
-
-def _err(name: str, must: str, value: Any) -> ValueError:
-    return ValueError(f"LiteSamEverything: {name} must be {must}, got {value!r}")
-
-
-def _int(name: str, value: Any, low: int, none_ok: bool = False) -> Optional[int]:
-    if value is None and none_ok:
-        return None
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-        raise _err(name, f"an integer >= {low}" + (" or None" if none_ok else ""), value)
-    return int(value)
+_D = SegEveryOptions()  # the defaults (declared once, in SegEveryOptions)
+#: the SegEveryOptions fields LiteSamEverything takes as keywords (chunk_size is SAM's points_per_batch; records only)
+_KEYWORDS = tuple(n for n in SegEveryOptions.names() if n not in ("chunk_size", "output_mode", "return_logits"))
+_ATTRS = _KEYWORDS + ("output_mode", "points_per_batch")  # the options read and set as generator attributes
 
 
-def _real(name: str, value: Any, low: float, high: float = math.inf, none_ok: bool = False) -> Optional[float]:
-    if value is None and none_ok:
-        return None
-    if isinstance(value, bool) or not isinstance(value, Real) or not (low <= float(value) <= high):
-        rng = f"a number in [{low:g}, {high:g}]" if math.isfinite(high) else f"a finite number >= {low:g}"
-        raise _err(name, rng + (" or None" if none_ok else ""), value)
-    if not math.isfinite(float(value)):
-        raise _err(name, f"a finite number >= {low:g}", value)
-    return float(value)
-
-
-def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise _err(name, f"one of {tuple(allowed)}", value)
+def _sam_checks(name: str, value: Any) -> Any:
+    """The rules SAM's generator adds to ``SegEveryOptions``' for its own option names: thresholds in [0, 1],
+    records only, ``points_per_batch`` >= 1, ``min_mask_region_area`` >= 0."""
+    if name in ("pred_iou_thresh", "stability_score_thresh"):
+        return check_real(name, value, 0.0, 1.0)
+    if name == "points_per_batch":
+        return check_int(name, value, 1, none_ok=True)
+    if name == "min_mask_region_area":
+        return check_int(name, value, 0)
+    if name == "output_mode":
+        if value == "tensors":
+            raise OptionError(name, f"one of {RECORD_OUTPUT_MODES} (for tensors use SegEvery or "
+                              "segment_everything)", value)
+        return check_choice(name, value, RECORD_OUTPUT_MODES)
     return value
 
 
@@ -75,13 +68,14 @@ class LiteSamEverything:
         model: a LiteSAM (or any ``Sam``-like) model, or the path of an export / Lightning checkpoint (read with
             ``litesam_pl.load_model``, on the CPU, in eval mode). Move a model to its device before passing it.
 
-        SAM's options (same names and meaning as ``SamAutomaticMaskGenerator``):
+        SAM's options (same names, order and meaning as ``SamAutomaticMaskGenerator``; defaults from
+        ``SegEveryOptions``):
 
         points_per_side: grid size for ``prompts="grid"`` (ignored by AutoPPN prompts). Default 32.
-        points_per_batch: prompts per decoder call (``segment_everything``'s ``chunk_size``); None: all prompts
-            of an image at once. Default 256 (our batched decoder's chunk; SAM's is 64).
+        points_per_batch: prompts per decoder call (``SegEveryOptions.chunk_size``); None: all prompts of an image
+            at once. Default 256 (our batched decoder's chunk; SAM's is 64).
         pred_iou_thresh, stability_score_thresh, stability_score_offset: the predicted-IoU and stability filters
-            (a threshold of 0 switches that filter off). Defaults 0.88, 0.95, 1.0.
+            (thresholds in [0, 1], as SAM; 0 switches that filter off). Defaults 0.88, 0.95, 1.0.
         box_nms_thresh: IoU threshold of the NMS (mask IoU on the low-resolution masks with ``nms="mask"``, box
             IoU with ``nms="box"`` as SAM). Default 0.7.
         output_mode: ``"binary_mask"`` (HxW bool array), ``"uncompressed_rle"`` or ``"coco_rle"`` (the
@@ -90,124 +84,89 @@ class LiteSamEverything:
             holes smaller than this many pixels (``cv2.connectedComponentsWithStats``, SAM's own
             ``remove_small_regions``), its box and area are recomputed, and a box NMS at ``box_nms_thresh``
             removes the new duplicates, preferring masks that were not changed (as SAM; among equals, the
-            better-ranked mask; skipped with ``nms="none"``). The records keep ``segment_everything``'s order.
+            better-ranked mask; skipped with ``nms="none"``). The records keep SegEvery's order.
             Default 0 (off).
 
-        Ours (see ``segment_everything``):
+        Ours, keyword-only: every other ``SegEveryOptions`` field (its docstring lists them): ``prompts``
+        (``"autoppn"``, needing a model with an AutoPPN head, or ``"grid"``), ``top_n``, ``score_threshold``,
+        ``nms_kernel``, ``prompt_type`` (None: the trained form), ``multimask_output``, ``max_masks``, ``nms``,
+        ``nms_resolution``, ``rank_by``, ``decoder``, ``autocast_dtype``, ``image_batch_size`` (images per
+        encoder call in ``generate_batch``). (SegEvery has no ``device`` option: it runs where the model is.)
 
-        prompts: ``"autoppn"`` (AutoPPN + Point-NMS + top-N; needs a model with an AutoPPN head) or ``"grid"``.
-        top_n, score_threshold, nms_kernel: AutoPPN decoding (``score_threshold=None``: AutoPPN's default).
-        prompt_type: ``"point"``, ``"box"`` or ``"point+box"`` (AutoPPN prompts); None: the trained form.
-        multimask_output: 3 masks per prompt or 1; None: the output the prompt form trains.
-        max_masks: at most this many masks per image after NMS (None: all).
-        nms: ``"mask"``, ``"box"`` or ``"none"``; nms_resolution: the mask NMS's resolution.
-        rank_by: NMS / output order (``"iou"``, ``"iou_stability_mean"``, ``"stability"``, ``"ppn_score"``).
-        decoder: ``"fast"`` (our batched decoder) or ``"stock"`` (SAM's ``MaskDecoder``).
-        autocast_dtype: e.g. ``torch.bfloat16`` to run under autocast (CUDA); None: float32.
-        image_batch_size: images per encoder call in ``generate_batch``.
-        (``segment_everything`` has no ``device`` option: it runs where the model is.)
-
-    Every option is checked here, once: a bad value raises a one-line ``ValueError``. The options are
-    attributes of the generator (``generator.pred_iou_thresh``, ...), and ``options()`` returns what is passed to
-    ``segment_everything``.
+    Every option is checked here, once (``SegEveryOptions`` + SAM's rules above): a bad value raises a one-line
+    ``ValueError``. The options are ``generator.segevery_options`` (a ``SegEveryOptions``) and attributes of the
+    generator (``generator.pred_iou_thresh``, ...; setting one checks it); ``options()`` returns them as a dict.
 
     Records: ``generate`` returns one list of dicts with SAM's keys ``segmentation, area, bbox`` (XYWH),
     ``predicted_iou, point_coords, stability_score, crop_box``, plus ``ppn_score`` (the AutoPPN confidence of the
     mask's prompt; absent with grid prompts), sorted by ``rank_by``; masks at the image's own size.
-    ``last_stats`` holds ``segment_everything``'s ``stats`` of the last call (lists with one item per image:
+    ``last_stats`` holds the ``SegEveryResult.stats`` of the last call (lists with one item per image:
     ``prompts``, ``masks_before_nms`` and ``filters``, whose ``removed`` counts what each filter removed).
     """
 
     def __init__(
         self,
         model: Union[nn.Module, str, "os.PathLike[str]"],
-        points_per_side: int = 32,
-        points_per_batch: Optional[int] = 256,
-        pred_iou_thresh: float = 0.88,
-        stability_score_thresh: float = 0.95,
-        stability_score_offset: float = 1.0,
-        box_nms_thresh: float = 0.7,
+        points_per_side: int = _D.points_per_side,
+        points_per_batch: Optional[int] = _D.chunk_size,
+        pred_iou_thresh: float = _D.pred_iou_thresh,
+        stability_score_thresh: float = _D.stability_score_thresh,
+        stability_score_offset: float = _D.stability_score_offset,
+        box_nms_thresh: float = _D.box_nms_thresh,
         min_mask_region_area: int = 0,
-        output_mode: str = "binary_mask",
-        *,
-        prompts: str = "autoppn",
-        top_n: int = 256,
-        score_threshold: Optional[float] = None,
-        nms_kernel: int = 3,
-        prompt_type: Optional[str] = None,
-        multimask_output: Optional[bool] = None,
-        max_masks: Optional[int] = None,
-        nms: str = "mask",
-        nms_resolution: int = 64,
-        rank_by: str = "iou",
-        decoder: str = "fast",
-        autocast_dtype: Optional[torch.dtype] = None,
-        image_batch_size: int = 8,
+        output_mode: str = _D.output_mode,
+        **options: Any,
     ) -> None:
-        from ..models.prompt_forms import SEGEVERY_PROMPT_FORM
-
-        self.points_per_side = _int("points_per_side", points_per_side, 1)
-        self.points_per_batch = _int("points_per_batch", points_per_batch, 1, none_ok=True)
-        self.pred_iou_thresh = _real("pred_iou_thresh", pred_iou_thresh, 0.0, 1.0)
-        self.stability_score_thresh = _real("stability_score_thresh", stability_score_thresh, 0.0, 1.0)
-        self.stability_score_offset = _real("stability_score_offset", stability_score_offset, 0.0)
-        self.box_nms_thresh = _real("box_nms_thresh", box_nms_thresh, 0.0, 1.0)
-        self.min_mask_region_area = _int("min_mask_region_area", min_mask_region_area, 0)
-        if output_mode == "tensors":
-            raise _err("output_mode", f"one of {RECORD_OUTPUT_MODES} (for tensors call segment_everything)",
-                       output_mode)
-        self.output_mode = _choice("output_mode", output_mode, RECORD_OUTPUT_MODES)
-        self.prompts = _choice("prompts", prompts, PROMPT_SOURCES)
-        self.top_n = _int("top_n", top_n, 1)
-        self.score_threshold = _real("score_threshold", score_threshold, 0.0, 1.0, none_ok=True)
-        self.nms_kernel = _int("nms_kernel", nms_kernel, 1)
-        self.prompt_type = _choice("prompt_type", SEGEVERY_PROMPT_FORM if prompt_type is None else prompt_type,
-                                   PROMPT_TYPES)
-        if multimask_output is not None and not isinstance(multimask_output, bool):
-            raise _err("multimask_output", "True, False or None", multimask_output)
-        self.multimask_output = multimask_output
-        self.max_masks = _int("max_masks", max_masks, 1, none_ok=True)
-        self.nms = _choice("nms", nms, NMS_KINDS)
-        self.nms_resolution = _int("nms_resolution", nms_resolution, 0)
-        self.rank_by = _choice("rank_by", rank_by, RANK_BY)
-        if self.rank_by == "ppn_score" and self.prompts != "autoppn":
-            raise _err("rank_by", "not 'ppn_score' with prompts='grid' (grid prompts have no score)", rank_by)
-        self.decoder = _choice("decoder", decoder, ("fast", "stock"))
-        if autocast_dtype is not None and not isinstance(autocast_dtype, torch.dtype):
-            raise _err("autocast_dtype", "a torch.dtype (e.g. torch.bfloat16) or None", autocast_dtype)
-        self.autocast_dtype = autocast_dtype
-        self.image_batch_size = _int("image_batch_size", image_batch_size, 1)
-
-        if isinstance(model, (str, os.PathLike)):
-            from .. import load_model
-
-            model = load_model(model)
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"LiteSamEverything: model must be a model or the path of a model file, "
-                            f"got {type(model).__name__}")
-        check_sam_like(model)
-        if self.prompts == "autoppn" and getattr(model, "autoppn", None) is None:
-            raise ValueError(f"LiteSamEverything: prompts='autoppn' needs a model with an AutoPPN head; "
-                             f"{type(model).__name__} has none (use prompts='grid')")
-        self.model = model
+        unknown = sorted(set(options) - set(_KEYWORDS))
+        if unknown:
+            raise TypeError(f"LiteSamEverything: unexpected option {unknown[0]!r} (options: {', '.join(_KEYWORDS)})")
+        if options.get("prompt_type", "") is None:  # None: the trained form, SegEvery's default
+            del options["prompt_type"]
+        sam = dict(points_per_side=points_per_side, chunk_size=points_per_batch, pred_iou_thresh=pred_iou_thresh,
+                   stability_score_thresh=stability_score_thresh, stability_score_offset=stability_score_offset,
+                   box_nms_thresh=box_nms_thresh, output_mode=output_mode)
+        try:
+            for name, value in (("points_per_batch", points_per_batch), ("pred_iou_thresh", pred_iou_thresh),
+                                ("stability_score_thresh", stability_score_thresh), ("output_mode", output_mode),
+                                ("min_mask_region_area", min_mask_region_area)):
+                _sam_checks(name, value)
+            self.__dict__["segevery_options"] = SegEveryOptions(**sam, **options)
+        except OptionError as err:
+            raise err.for_owner("LiteSamEverything") from None
+        self.min_mask_region_area = int(min_mask_region_area)
+        self.model = _as_model(model, self.segevery_options.prompts)
         self.last_stats: Optional[Dict[str, Any]] = None
 
     # -------------------------------------------------------------------------------------------------- options
+    def __getattr__(self, name: str) -> Any:
+        opts = self.__dict__.get("segevery_options")
+        if opts is not None and name == "points_per_batch":
+            return opts.chunk_size
+        if opts is not None and name in _ATTRS:
+            return getattr(opts, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _ATTRS:
+            try:
+                _sam_checks(name, value)
+                opts = self.segevery_options.replace(**{"chunk_size" if name == "points_per_batch" else name: value})
+            except OptionError as err:
+                raise err.for_owner("LiteSamEverything") from None
+            name, value = "segevery_options", opts
+        elif name == "min_mask_region_area":
+            try:
+                value = _sam_checks(name, value)
+            except OptionError as err:
+                raise err.for_owner("LiteSamEverything") from None
+        super().__setattr__(name, value)
+
     def options(self) -> Dict[str, Any]:
-        """The keyword arguments ``generate`` passes to ``segment_everything`` (``output_mode`` included)."""
-        return dict(
-            prompts=self.prompts, top_n=self.top_n, score_threshold=self.score_threshold, nms_kernel=self.nms_kernel,
-            points_per_side=self.points_per_side, prompt_type=self.prompt_type,
-            multimask_output=self.multimask_output, pred_iou_thresh=self.pred_iou_thresh,
-            stability_score_thresh=self.stability_score_thresh, stability_score_offset=self.stability_score_offset,
-            box_nms_thresh=self.box_nms_thresh, nms=self.nms, nms_resolution=self.nms_resolution,
-            rank_by=self.rank_by, max_masks=self.max_masks, output_mode=self.output_mode,
-            chunk_size=self.points_per_batch, decoder=self.decoder, autocast_dtype=self.autocast_dtype,
-            image_batch_size=self.image_batch_size,
-        )
+        """The SegEvery options of ``generate`` as keyword arguments (``chunk_size`` = ``points_per_batch``)."""
+        return self.segevery_options.to_dict()
 
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items() if k != "chunk_size")
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items() if k not in ("chunk_size", "return_logits"))
         return (f"LiteSamEverything({type(self.model).__name__}, points_per_batch={self.points_per_batch!r}, "
                 f"min_mask_region_area={self.min_mask_region_area}, {opts})")
 
@@ -222,7 +181,7 @@ class LiteSamEverything:
         return self.generate_batch([image])[0]
 
     def generate_batch(self, images: Sequence[ImageInput]) -> List[List[Dict[str, Any]]]:
-        """``generate`` on several images in one ``segment_everything`` call (the encoder batches
+        """``generate`` on several images in one ``SegEvery.run`` (the encoder batches
         ``image_batch_size`` of them): a list with one list of records per image."""
         if isinstance(images, (str, os.PathLike)) or not isinstance(images, (list, tuple, np.ndarray, Tensor)):
             raise TypeError(f"LiteSamEverything.generate_batch takes a list of images, got {type(images).__name__}")
@@ -230,21 +189,20 @@ class LiteSamEverything:
         if not arrays:
             self.last_stats = {"prompts": [], "masks_before_nms": [], "filters": []}
             return []
-        opts = self.options()
+        opts = self.segevery_options
         if self.min_mask_region_area > 0:
-            opts["output_mode"] = "tensors"
-        stats: Dict[str, Any] = {}
-        results = segment_everything(self.model, arrays, stats=stats, **opts)
-        self.last_stats = stats
+            opts = opts.replace(output_mode="tensors")
+        result = SegEvery(self.model, opts).run(arrays, collect_timings=False)
+        self.last_stats = result.stats
         if self.min_mask_region_area > 0:
-            results = [self._small_regions_records(out) for out in results]
-        return results
+            return [self._small_regions_records(out) for out in result.masks]
+        return result.masks
 
     __call__ = generate
 
     # ---------------------------------------------------------------------------------- min_mask_region_area
     def _small_regions_records(self, out: Dict[str, Tensor]) -> List[Dict[str, Any]]:
-        """SAM's ``postprocess_small_regions`` on one image's ``segment_everything`` tensors, then records."""
+        """SAM's ``postprocess_small_regions`` on one image's SegEvery tensors, then records."""
         masks = out["masks"]
         h, w = int(masks.shape[-2]), int(masks.shape[-1])
         masks, keep = remove_small_regions_and_dedup(
@@ -280,6 +238,22 @@ def remove_small_regions_and_dedup(masks: Tensor, min_area: int, nms_thresh: Opt
     score = (torch.tensor(unchanged, dtype=torch.float64) + rank).to(masks.device)
     keep = box_nms(masks_to_boxes(masks), score, nms_thresh)
     return masks, torch.sort(keep).values
+
+
+def _as_model(model: Union[nn.Module, str, "os.PathLike[str]"], prompts: str) -> nn.Module:
+    """The model (a path: ``litesam_pl.load_model``), checked: ``Sam``-like, with an AutoPPN head for AutoPPN."""
+    if isinstance(model, (str, os.PathLike)):
+        from .. import load_model
+
+        model = load_model(model)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"LiteSamEverything: model must be a model or the path of a model file, "
+                        f"got {type(model).__name__}")
+    check_sam_like(model)
+    if prompts == "autoppn" and getattr(model, "autoppn", None) is None:
+        raise ValueError(f"LiteSamEverything: prompts='autoppn' needs a model with an AutoPPN head; "
+                         f"{type(model).__name__} has none (use prompts='grid')")
+    return model
 
 
 def _as_array(image: ImageInput, i: int) -> Union[np.ndarray, Tensor]:

@@ -114,7 +114,7 @@ class _PrecomputedIoUEval(COCOeval):
 def mask_ap_from_ious(items: Sequence[Mapping[str, Any]], max_dets: Sequence[int] = (1, 10, 100),
                       quiet: bool = True) -> dict[str, float]:
     """COCO AP (one class) from per-image IoU matrices instead of masks: the same numbers as ``mask_ap`` on the
-    masks those IoUs came from (pycocotools' matching, area ranges and accumulation; ``tests/test_metrics_coco.py``),
+    masks those IoUs came from (pycocotools' matching, area ranges and accumulation; ``tests/metrics/test_coco.py``),
     from a few numbers per image, so distributed validation gathers these and not full-resolution masks.
 
     Args:

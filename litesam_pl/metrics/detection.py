@@ -13,7 +13,7 @@ detection cross ranks at ``compute`` time: never a mask, never a Python object.
   ``dist_reduce_fx="cat"`` (rank order: the numbers of one process that saw rank 0's images, then rank 1's, ...);
   only the GT counts per area range are sums.
 
-IoUs must be finite. ``tests/test_metrics_detection.py`` compares both with those functions (random cases with tied
+IoUs must be finite. ``tests/metrics/test_detection.py`` compares both with those functions (random cases with tied
 IoUs and scores), with pycocotools on masks, and on 2 gloo ranks holding uneven shares (or none) of the images.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@
 across DDP ranks as a sum and never gathers masks. Matching follows ``pycocotools.COCOeval`` with
 ``useCats=0``, area "all", no crowd regions: proposals in score order, each takes the unmatched GT of highest IoU
 at or above the threshold, the last such GT on a tie (``detection.greedy_match``, pycocotools' float64 thresholds;
-``tests/test_metrics_recall.py`` checks it against ``metrics.coco.proposal_recall``).
+``tests/metrics/test_recall.py`` checks it against ``metrics.coco.proposal_recall``).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ thousand small operations: training is launch-bound on a GPU (issue 17; ~10,000 
 joint step). :func:`decode_prompts` runs the same computation with the image embedding given per prompt
 (``[N, C, h, w]``, each image's embedding repeated for its prompts), through SAM's own sub-modules (two-way
 transformer, upscaling, hypernetwork MLPs, IoU head): one call for all B x K prompts, the same numbers as B calls
-(``tests/test_batched_decode.py`` checks both against SAM's ``MaskDecoder.forward``, values and gradients).
+(``tests/models/test_batched_decode.py`` checks both against SAM's ``MaskDecoder.forward``, values and gradients).
 """
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ _CPU_POOLING = "box_mean"
 def cpu_pooling(kernel: str) -> Iterator[None]:
     """Within the block, pooling mixers on the CPU use ``kernel``: ``"box_mean"`` (the default, prefix sums) or
     ``"avg_pool2d"`` (PyTorch's kernel, the path every other device takes). For benchmarks and equivalence tests;
-    the two give the same values to float rounding (tests/test_precision.py)."""
+    the two give the same values to float rounding (tests/models/test_precision.py)."""
     global _CPU_POOLING
     if kernel not in ("box_mean", "avg_pool2d"):
         raise ValueError(f"cpu_pooling kernel must be 'box_mean' or 'avg_pool2d', got {kernel!r}")

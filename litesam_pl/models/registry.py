@@ -3,7 +3,7 @@
 Variants are configs, not copies (timm style): each name maps to a builder and its default keyword arguments.
 A model built here carries ``model.model_config = {"name", "kwargs"}`` (all keyword arguments, resolved), enough
 to rebuild it. Model files (exports, Lightning checkpoints: ``load_model``, ``read_checkpoint``, ``EXPORT_FORMAT``)
-are ``litesam_pl.models.checkpoint``'s; the names stay importable from here.
+are ``litesam_pl.models.checkpoint``'s (which imports this module, never the reverse).
 
 A name or a file the user got wrong raises ``ModelError`` (a ``ValueError``; ``ModelFileNotFoundError`` is also a
 ``FileNotFoundError``, ``ModelOptionError`` also a ``TypeError``) with a one-line message that says what to do;
@@ -12,7 +12,6 @@ the ``litesam`` command prints it without a traceback.
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -23,20 +22,10 @@ from .litesam import build_litesam
 from .litevit import LITEVIT_CONFIGS, LiteViT
 
 __all__ = [
-    "MODELS", "list_models", "create_model", "model_config", "build_from_config", "load_model", "read_checkpoint",
-    "check_segmenter", "EXPORT_FORMAT", "ModelError", "ModelFileNotFoundError",
+    "MODELS", "list_models", "create_model", "model_config", "build_from_config",
+    "check_segmenter", "ModelError", "ModelFileNotFoundError",
     "ModelOptionError",
 ]
-
-# model files are checkpoint.py's (which imports this module): these names are looked up there on first use
-_FROM_CHECKPOINT = ("EXPORT_FORMAT", "load_model", "read_checkpoint")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM_CHECKPOINT:
-        return getattr(importlib.import_module(".checkpoint", __package__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 class ModelError(ValueError):
     """A model name, option or model file the user gave cannot be used; the message is one actionable line."""

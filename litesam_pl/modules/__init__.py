@@ -1,4 +1,5 @@
-"""Lightning training stages of Lite-SAM (the only package, with ``litesam_pl.cli``, that imports Lightning)."""
+"""Lightning training stages of Lite-SAM (the only package, with ``litesam_pl.cli`` and ``litesam_pl.cli_lightning``,
+that imports Lightning)."""
 from .autoppn import AutoPPNModule
 from .backbone_box import BackboneBoxModule
 from .base import LiteSAMTaskBase, load_init_weights

@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from litesam_pl.cli import CLIError
+from litesam_pl.cli_errors import CLIError
 from litesam_pl.inference.outputs import write_masks_json
 
 __all__ = ["SegEveryWriter", "PredictOutputError", "attach_writer", "add_writer_arguments", "key_image_id",
@@ -177,7 +177,7 @@ class SegEveryWriter(BasePredictionWriter):
 
     def _caption(self, trainer: Any, pl_module: Any, n_masks: int, f: Optional[Dict[str, Any]]) -> tuple:
         """``(caption lines, alert lines)`` of one overlay."""
-        from litesam_pl.inference.app import needs_filter_report, filter_report
+        from litesam_pl.inference.filter_report import filter_report, needs_filter_report
 
         ckpt = getattr(trainer, "ckpt_path", None)
         label = type(pl_module).__name__ + (f" ({Path(str(ckpt)).name})" if ckpt else "")

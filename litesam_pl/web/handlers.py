@@ -4,7 +4,7 @@ Everything user-facing that can go wrong (no photo, a file that is not an image,
 odd mode or prompt, an option out of range) raises :class:`PageError` (or ``images.ImageLoadError``, both
 ``ValueError``) with one readable line; the page shows it and keeps serving.
 
-The model work is the library's own: SegEvery is ``segment_everything`` with the options checked by
+The model work is the library's own: SegEvery is ``SegEvery(model, options).run`` with the options checked by
 ``LiteSamEverything``, the baseline is ``SamAutomaticMaskGenerator`` on the same model, prompting is
 ``SamPredictor`` (``sam_compat.predictor``), the overlays are ``overlay.draw_masks`` and the downloads are
 ``inference.app.write_outputs`` (the files of ``litesam segment-everything``).
@@ -197,7 +197,7 @@ def run_everything(slot: Slot, photo: Photo, pred_iou_thresh: float = 0.5, stabi
     """SegEvery with AutoPPN prompts (grid prompts for a model without AutoPPN head), masks as COCO RLE at the
     photo's size; ``max_masks`` 0/None: all. Options out of range raise ``PageError``."""
     from ..inference.everything import LiteSamEverything
-    from ..inference.segevery import segment_everything
+    from ..inference.segevery import SegEvery
     from segment_anything.utils.transforms import ResizeLongestSide
 
     prompts = "autoppn" if slot.has_autoppn else "grid"
@@ -209,13 +209,12 @@ def run_everything(slot: Slot, photo: Photo, pred_iou_thresh: float = 0.5, stabi
                                 score_threshold=None if score_threshold is None else float(score_threshold))
     except (TypeError, ValueError) as err:
         raise PageError(str(err).replace("LiteSamEverything: ", "")) from None
-    timings: Dict[str, float] = {}
-    stats: Dict[str, Any] = {}
     decoded: List[Dict[str, Any]] = []
     with slot.lock, _capture_proposals(slot.model, decoded):
         t0 = time.perf_counter()
-        records = segment_everything(slot.model, photo.image, timings=timings, stats=stats, **gen.options())
+        result = SegEvery(slot.model, gen.segevery_options).run(photo.image)
         total = time.perf_counter() - t0
+    records, timings, stats = result.masks, result.timings, result.stats
     proposals = np.zeros((0, 2), np.float32)
     if decoded:
         h, w = photo.image.shape[:2]
@@ -283,7 +282,7 @@ def draw_everything(photo: Photo, seg: Segmentation, show_points: bool = True, a
 
 def summary(seg: Segmentation) -> str:
     """Markdown under the picture: masks kept, the time of each phase, and where the masks went when few are left."""
-    from ..inference.app import filter_report
+    from ..inference.filter_report import filter_report
 
     phases = " · ".join(f"{title} **{seg.phases_ms[k]:.0f} ms**" for k, title in PHASE_NAMES if k in seg.phases_ms)
     if "grid" in seg.method:

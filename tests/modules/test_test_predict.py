@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -16,10 +15,8 @@ from litesam_pl import cli
 from litesam_pl.data.datamodule import SA1BDataModule
 from litesam_pl.modules import BackboneBoxModule, LiteSAMModule
 from litesam_pl.modules.config import ModelSpec, ValidationConfig
-from test_cli import LOCAL, _configs
+from tests.helpers import LOCAL, REPO, S, predict_args, recipe_configs
 
-REPO = Path(__file__).resolve().parents[1]
-S = 64
 TEST_METRICS = ("test/miou_1box", "test/miou_1point", "test/map", "test/map_50", "test/loss_mask_box", "test/loss_ppn",
                 "test/ar100", "test/box_ar100", "test/point_precision",
                 "test/point_hit_rate")
@@ -101,7 +98,7 @@ def test_cli_test_with_ckpt_path_and_predict(synthetic_sa1b, tmp_path, monkeypat
     blob = torch.load(ckpt, map_location="cpu", weights_only=False)
     blob["hyper_parameters"]["_class_path"] = "litesam_pl.modules.LiteSAMModule"
     torch.save(blob, ckpt)
-    common = [*_configs("recipes/smoke/litesam.yaml"), *LOCAL,
+    common = [*recipe_configs("recipes/smoke/litesam.yaml"), *LOCAL,
               "--trainer.default_root_dir", str(tmp_path / "cli"), "--trainer.enable_progress_bar", "false",
               "--trainer.callbacks", json.dumps([]),
               "--model.init_args.init_from", "null",
@@ -160,33 +157,6 @@ def test_trainer_predict_returns_segevery_records(synthetic_sa1b, tmp_path, monk
 
 
 # --- litesam predict's files (SegEveryWriter) -------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def predict_ckpt(synthetic_sa1b, tmp_path_factory) -> Path:
-    """A tiny ``LiteSAMModule`` checkpoint as ``litesam fit`` writes it (img_size S)."""
-    torch.manual_seed(0)
-    tmp = tmp_path_factory.mktemp("predict_ckpt")
-    module = LiteSAMModule(model=ModelSpec(kwargs={"img_size": S}), validation=ValidationConfig(top_n=100))
-    trainer = _trainer(tmp, limit_test_batches=1)
-    trainer.test(module, datamodule=_dm(test_shards=sorted(str(p) for p in synthetic_sa1b.glob("*.tar"))[0]),
-                 verbose=False)
-    ckpt = tmp / "x.ckpt"
-    trainer.save_checkpoint(ckpt)
-    blob = torch.load(ckpt, map_location="cpu", weights_only=False)
-    blob["hyper_parameters"]["_class_path"] = "litesam_pl.modules.LiteSAMModule"
-    torch.save(blob, ckpt)
-    return ckpt
-
-
-def _predict_args(tar: str, ckpt: Path, root: Path) -> list:
-    """``litesam predict`` on the smoke recipe at S px, runnable from any working directory (absolute recipes)."""
-    configs = [str(REPO / a) if a.endswith(".yaml") else a for a in _configs("recipes/smoke/litesam.yaml")]
-    return ["predict", *configs, *LOCAL, "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar",
-            "false", "--trainer.callbacks", json.dumps([]), "--model.init_args.init_from", "null",
-            "--data.img_size", str(S),
-            "--data.batch_size", "2", "--data.val_batch_size", "2", "--data.num_workers", "0",
-            "--data.val_shards", "null", "--data.predict_shards", tar, "--ckpt_path", str(ckpt)]
-
-
 @pytest.fixture
 def loose_filters(monkeypatch):
     """SegEvery with the filters off, so that the tiny model's masks survive (records to write and check)."""
@@ -221,7 +191,7 @@ def test_cli_predict_writes_segment_everything_outputs(synthetic_sa1b, predict_c
     monkeypatch.chdir(tmp_path)
     tar = sorted(str(p) for p in synthetic_sa1b.glob("*.tar"))[0]
     keys = _keys(_dm(predict_shards=tar).predict_dataloader())
-    args = _predict_args(tar, predict_ckpt, tmp_path / "root")
+    args = predict_args(tar, predict_ckpt, tmp_path / "root")
     cli.main(args)
     out = tmp_path / "runs" / "predict" / "predict"
     printed = capsys.readouterr().out

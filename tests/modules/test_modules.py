@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -13,73 +11,7 @@ from litesam_pl.models import model_config
 from litesam_pl.modules import AutoPPNModule, BackboneBoxModule, LiteSAMModule, load_init_weights
 from litesam_pl.modules.config import MaskLossConfig, ModelSpec, OptimizerConfig, ValidationConfig
 from litesam_pl.modules.callbacks import CPUThreads, ImageLogger, MetricsJSON, NaNGuard, NonFiniteLossError, Throughput
-
-S = 64  # tiny images keep these tests fast
-
-
-def fake_batch(B: int = 2, K: int = 3, S: int = S, G: int = 3, stride: int = 8, seed: int = 0) -> dict:
-    """A batch following docs/contracts.md with rectangle masks."""
-    g = torch.Generator().manual_seed(seed)
-    P = S // stride
-    masks = torch.zeros(B, K, S, S, dtype=torch.bool)
-    boxes = torch.zeros(B, K, 4)
-    points = torch.zeros(B, K, 1, 2)
-    for b in range(B):
-        for k in range(K):
-            x0, y0 = torch.randint(0, S // 2, (2,), generator=g).tolist()
-            w, h = torch.randint(8, S // 2, (2,), generator=g).tolist()
-            masks[b, k, y0 : y0 + h, x0 : x0 + w] = True
-            boxes[b, k] = torch.tensor([x0, y0, x0 + w, y0 + h], dtype=torch.float)
-            points[b, k, 0] = torch.tensor([x0 + w / 2, y0 + h / 2])
-    heat = torch.rand(B, G, P, P, generator=g) * (torch.rand(B, G, P, P, generator=g) > 0.7)
-    valid = torch.ones(B, K, dtype=torch.bool)
-    valid[-1, -1] = False  # one padding row
-    return {
-        "image": torch.randn(B, 3, S, S, generator=g),
-        "masks": masks,
-        "boxes": boxes,
-        "gt_boxes": boxes.clone(),
-        "points": points,
-        "point_labels": torch.ones(B, K, 1, dtype=torch.long),
-        "valid": valid,
-        "ppn_heatmap": heat,
-        "ppn_boxes": torch.rand(B, G, 4, P, P, generator=g) * 0.2,
-        "ppn_box_weight": (heat > 0).float(),
-        "ppn_ignore": torch.zeros(B, P, P, dtype=torch.bool),
-        "all_boxes": [boxes[b] for b in range(B)],
-        "original_size": torch.full((B, 2), S),
-        "input_size": torch.full((B, 2), S),
-        "key": [f"k{b}" for b in range(B)],
-        "num_skipped": torch.zeros(B, dtype=torch.long),
-    }
-
-
-class _Batches(torch.utils.data.Dataset):
-    def __init__(self, n: int = 2):
-        self.batches = [fake_batch(seed=i) for i in range(n)]
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.batches[i]
-
-
-def _loader(n: int = 2):
-    return torch.utils.data.DataLoader(_Batches(n), batch_size=None)
-
-
-def _trainer(tmp_path, **kw) -> pl.Trainer:
-    args = dict(
-        accelerator="cpu", devices=1, max_steps=2, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path),
-        enable_checkpointing=False,
-    )
-    args.update(kw)
-    return pl.Trainer(**args)
-
-
-TINY = {"img_size": S}
+from tests.helpers import REPO, TINY, S, batch_loader, cpu_trainer, fake_batch
 
 
 def test_joint_losses_and_gradients():
@@ -147,8 +79,8 @@ def test_fit_validate_checkpoint_contract_and_init_from(tmp_path):
     m = LiteSAMModule(model=ModelSpec(kwargs=TINY), optimizer=OptimizerConfig(lr=1e-3),
                       validation=ValidationConfig(compute_map=True))
     cbs = [MetricsJSON(), NaNGuard(), Throughput(window=1), ImageLogger(every_n_steps=2), CPUThreads(0)]
-    trainer = _trainer(tmp_path, callbacks=cbs, limit_val_batches=2)
-    trainer.fit(m, train_dataloaders=_loader(), val_dataloaders=_loader())
+    trainer = cpu_trainer(tmp_path, callbacks=cbs, limit_val_batches=2)
+    trainer.fit(m, train_dataloaders=batch_loader(), val_dataloaders=batch_loader())
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for k in ("val/miou_1box", "val/miou_1point", "val/map", "val/ar100", "val/ar1000", "val/point_hit_rate",
               "val/point_precision", "val/box_ar100", "val/box_ar1000"):
@@ -173,7 +105,7 @@ def test_fit_validate_checkpoint_contract_and_init_from(tmp_path):
         AutoPPNModule(model=ModelSpec(kwargs=TINY), init_from=str(tmp_path / "nope.ckpt")).apply_init_from()
     # and through fit: the warm start happens in setup("fit")
     m3 = LiteSAMModule(model=ModelSpec(kwargs=TINY), optimizer=OptimizerConfig(lr=0.0), init_from=str(ckpt))
-    _trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(m3, train_dataloaders=_loader(1))
+    cpu_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(m3, train_dataloaders=batch_loader(1))
     assert m3.init_report is not None and not m3.init_report["skipped"]
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
@@ -184,21 +116,21 @@ def test_fit_validate_checkpoint_contract_and_init_from(tmp_path):
 def test_backbone_and_autoppn_validation_keys(tmp_path):
     bb = BackboneBoxModule(model=ModelSpec(kwargs={**TINY, "autoppn": False}),
                            validation=ValidationConfig(compute_map=False))
-    trainer = _trainer(tmp_path, callbacks=[MetricsJSON()])
-    trainer.validate(bb, dataloaders=_loader(1), verbose=False)
+    trainer = cpu_trainer(tmp_path, callbacks=[MetricsJSON()])
+    trainer.validate(bb, dataloaders=batch_loader(1), verbose=False)
     # validation without a checkpoint scores random weights: its own file, never the training run's metrics.json
     assert not (tmp_path / "metrics.json").exists()
     got = json.loads((tmp_path / "validate_random_weights.json").read_text())
     assert {"val/miou_1box", "val/miou_1point"} <= set(got) and "val/ar100" not in got and "val/map" not in got
     ppn = AutoPPNModule(model=ModelSpec(kwargs=TINY))
-    trainer = _trainer(tmp_path, callbacks=[MetricsJSON()])
-    trainer.validate(ppn, dataloaders=_loader(1), verbose=False)
+    trainer = cpu_trainer(tmp_path, callbacks=[MetricsJSON()])
+    trainer.validate(ppn, dataloaders=batch_loader(1), verbose=False)
     got = json.loads((tmp_path / "validate_random_weights.json").read_text())
     assert {"val/ar100", "val/ar1000", "val/point_hit_rate"} <= set(got) and "val/miou_1box" not in got
     # the AR names say how many proposals they count (issue 14): validation.top_n 200 logs ar200, never ar1000
     ppn = AutoPPNModule(model=ModelSpec(kwargs=TINY), validation=ValidationConfig(top_n=200))
-    trainer = _trainer(tmp_path, callbacks=[MetricsJSON()])
-    trainer.validate(ppn, dataloaders=_loader(1), verbose=False)
+    trainer = cpu_trainer(tmp_path, callbacks=[MetricsJSON()])
+    trainer.validate(ppn, dataloaders=batch_loader(1), verbose=False)
     got = json.loads((tmp_path / "validate_random_weights.json").read_text())
     assert {"val/ar100", "val/ar200", "val/box_ar200"} <= set(got) and not {"val/ar1000", "val/box_ar1000"} & set(got)
 
@@ -248,9 +180,9 @@ def test_nan_guard_names_loss_and_step(tmp_path):
             return terms
 
     m = Broken(model=ModelSpec(kwargs=TINY))
-    trainer = _trainer(tmp_path, callbacks=[NaNGuard()], max_steps=3, limit_val_batches=0)
+    trainer = cpu_trainer(tmp_path, callbacks=[NaNGuard()], max_steps=3, limit_val_batches=0)
     with pytest.raises(NonFiniteLossError, match=r"loss 'ppn_box' is nan at global step 1"):
-        trainer.fit(m, train_dataloaders=_loader(3))
+        trainer.fit(m, train_dataloaders=batch_loader(3))
 
 
 def test_check_finite_one_test_for_all_terms_names_every_bad_one():
@@ -290,7 +222,7 @@ def test_only_the_backbone_stage_leaves_parameters_unused():
                 m.compute_losses(fake_batch(K=K))["loss"].backward()
             unused = {n for n, p in m.named_parameters() if p.requires_grad and p.grad is None}
             assert unused == unused_expected, (cls.__name__, kw, K, step, unused)
-        recipe_file = Path(__file__).resolve().parents[1] / "recipes" / f"{recipe}.yaml"
+        recipe_file = REPO / "recipes" / f"{recipe}.yaml"
         strategy = yaml.safe_load(recipe_file.read_text())["trainer"]["strategy"]
         assert strategy == ("ddp_find_unused_parameters_true" if unused_expected else "ddp"), (recipe, strategy)
         frozen = {n for n, p in m.named_parameters() if not p.requires_grad}
@@ -301,8 +233,8 @@ def test_only_the_backbone_stage_leaves_parameters_unused():
 def test_cosine_schedule_and_bad_args(tmp_path):
     m = BackboneBoxModule(model=ModelSpec(kwargs={**TINY, "autoppn": False}),
                           optimizer=OptimizerConfig(lr=1e-2, schedule="cosine", warmup_steps=2))
-    trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=0)
-    trainer.fit(m, train_dataloaders=_loader(4))
+    trainer = cpu_trainer(tmp_path, max_steps=4, limit_val_batches=0)
+    trainer.fit(m, train_dataloaders=batch_loader(4))
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     assert 1e-4 <= lr < 1e-2  # decayed after warm-up
     with pytest.raises(ValueError, match="optimizer.schedule"):

@@ -85,7 +85,7 @@ def test_joint_step_operations_grow_far_less_than_the_batch():
     from benchmarks.train_step import count_ops
     from litesam_pl.modules import LiteSAMModule
     from litesam_pl.modules.config import ModelSpec, PromptConfig
-    from tests.test_modules import fake_batch
+    from tests.helpers import fake_batch
 
     counts = {}
     for B in (2, 8):
@@ -103,7 +103,7 @@ def test_compute_losses_traces_without_graph_breaks():
 
     from litesam_pl.modules import BackboneBoxModule, LiteSAMModule
     from litesam_pl.modules.config import ModelSpec, PromptConfig
-    from tests.test_modules import fake_batch
+    from tests.helpers import fake_batch
 
     for cls in (BackboneBoxModule, LiteSAMModule):
         torch.manual_seed(0)
@@ -120,13 +120,13 @@ def test_torch_compile_callback_trains_the_same_losses(tmp_path):
     from litesam_pl.modules import LiteSAMModule
     from litesam_pl.modules.callbacks import TorchCompile
     from litesam_pl.modules.config import ModelSpec, OptimizerConfig
-    from tests.test_modules import _loader, _trainer, fake_batch
+    from tests.helpers import batch_loader, cpu_trainer, fake_batch
 
     torch.manual_seed(0)
     m = LiteSAMModule(model=ModelSpec(kwargs={"img_size": S}), optimizer=OptimizerConfig(lr=1e-3))
     cb = TorchCompile(backend="aot_eager")
-    trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=0, callbacks=[cb])
-    trainer.fit(m, train_dataloaders=_loader(2))
+    trainer = cpu_trainer(tmp_path, max_steps=2, limit_val_batches=0, callbacks=[cb])
+    trainer.fit(m, train_dataloaders=batch_loader(2))
     assert m._compiled_losses and trainer.global_step == 2
     eager = m.compute_losses._torchdynamo_orig_callable(fake_batch())  # same weights, same step (prompt rotation)
     compiled = m.compute_losses(fake_batch())

@@ -19,7 +19,8 @@ from litesam_pl.models import (
     load_model,
 )
 from litesam_pl.models.mixers import MSPM, MultiScalePoolMixer, box_mean
-from litesam_pl.models.registry import EXPORT_FORMAT, build_from_config, model_config
+from litesam_pl.models.checkpoint import EXPORT_FORMAT
+from litesam_pl.models.registry import build_from_config, model_config
 
 
 

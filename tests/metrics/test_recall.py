@@ -85,22 +85,3 @@ def test_point_precision():
     p.update(torch.tensor([True]), num_gt=3)  # one point for 3 masks: 1 of 3
     p.update(torch.tensor([True]), num_gt=0)  # no GT: not counted
     assert p.compute().item() == pytest.approx((0.5 + 1 / 3) / 2)
-
-
-def test_mask_ceiling_is_one_for_a_decoder_that_returns_the_gt():
-    from benchmarks.mask_ceiling import mask_ceiling
-    from litesam_pl.modules import LiteSAMModule
-    from litesam_pl.modules.config import ModelSpec
-    from test_modules import fake_batch
-
-    m = LiteSAMModule(model=ModelSpec(kwargs={"img_size": 64}))
-    batch = fake_batch(B=2, K=3, S=64)
-
-    def predict(emb, boxes=None, points=None, multimask_output=False):
-        return torch.where(batch["masks"], 10.0, -10.0)[:, :, None], torch.ones(2, 3, 1)
-
-    m.predict = predict
-    res = mask_ceiling(m, [batch], 64)
-    for form in ("box", "point+box"):
-        assert res[form]["gt_prompt_mask_ar100"] == pytest.approx(1.0)
-        assert res[form]["miou"] == pytest.approx(1.0) and res[form]["masks"] == 5

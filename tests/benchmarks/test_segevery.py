@@ -1,4 +1,5 @@
-"""benchmarks.segevery robustness: a failing row is recorded and the run goes on; AMG rows under bf16 autocast."""
+"""benchmarks.segevery (``python -m benchmarks.segevery``): its JSON rows end to end at a toy resolution; robustness:
+a failing row is recorded and the run goes on; AMG rows under bf16 autocast."""
 from __future__ import annotations
 
 import json
@@ -132,3 +133,20 @@ def test_onnxruntime_row_fails_cleanly_without_onnxruntime(tmp_path, monkeypatch
     assert rows["litesam_autoppn_ort"]["failed_at"] == "warm-up"
     assert "error" not in rows["litesam_autoppn"] and rows["litesam_autoppn"]["images"] == 1
     assert out["failed"] == ["cpu/r64/litesam_autoppn_ort"]
+
+
+def test_benchmark_json_schema(tmp_path):
+    """benchmarks.segevery end to end at a toy resolution: the JSON rows the issue specifies."""
+    from benchmarks.segevery import main as bench_main
+
+    out = bench_main(["--resolution", "64", "--images", "1", "--threads", "1", "--json", str(tmp_path / "b.json"), "--top-n", "16",
+                      "--methods", "litesam_autoppn", "litesam_grid32", "decoder_stock", "decoder_ours"])
+    rows = {r["method"]: r for r in out["rows"]}
+    assert set(rows) == {"litesam_autoppn", "litesam_grid32", "decoder_stock", "decoder_ours"}
+    for r in rows.values():
+        assert {"method", "resolution", "device", "median_ms", "p90_ms", "prompts", "masks", "phases"} <= set(r)
+        assert r["resolution"] == 64 and r["device"] == "cpu" and r["median_ms"] > 0
+    assert rows["litesam_autoppn"]["prompts"] == 16 and rows["litesam_grid32"]["prompts"] == 1024
+    assert {"encoder", "prompts", "decoder", "postprocess"} <= set(rows["litesam_autoppn"]["phases"])
+    assert rows["decoder_ours"]["max_abs_diff_vs_stock"] < 1e-4
+    assert "cpu/r64/decoder_stock_over_ours" in out["speedups"]

@@ -8,7 +8,7 @@ sync and QUIC off, a fresh profile in a temp folder, and the page uses no web fo
 
 The screenshot in docs/images/app_everything.png comes from this test (a trained model and a full-size photo):
     LITESAM_APP_CKPT=runs/real-smoke/litesam/last.ckpt LITESAM_APP_SHOT=docs/images/app_everything.png \\
-        .venv/bin/python -m pytest tests/test_web_browser.py
+        .venv/bin/python -m pytest tests/web/test_browser.py
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_web_server import running_page  # first: it keeps Gradio's files in a temp folder (and skips without it)
+from tests.web.page_server import running_page  # first: Gradio's files in a temp folder (skips without it)
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 

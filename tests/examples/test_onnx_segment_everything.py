@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import litesam_pl
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "onnx_segment_everything.py"
 TOP_N = 64
 
@@ -33,7 +32,8 @@ def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """A tiny random-weights LiteSAM (img_size 64) and its ONNX export (no PyTorch check: tests/test_export.py)."""
+    """A tiny random-weights LiteSAM (img_size 64) and its ONNX export (no PyTorch check:
+    tests/inference/test_export.py)."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     pytest.importorskip("cv2")

@@ -12,7 +12,7 @@ import litesam_pl
 from litesam_pl.inference import everything
 from litesam_pl.inference.everything import LiteSamEverything, remove_small_regions_and_dedup
 from litesam_pl.inference.postprocess import decode_rle
-from litesam_pl.inference.segevery import FILTERS, segment_everything
+from litesam_pl.inference.segevery import FILTERS, SegEveryResult, segment_everything
 
 AMG_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
 LOOSE = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
@@ -201,16 +201,17 @@ def test_generate_removes_a_tiny_island(model, image, monkeypatch):
     other[0:3, 40:50] = True
     calls = []
 
-    def fake(model_, images, **kw):
-        calls.append(kw)
+    def fake(segevery, images, output_sizes=None, **kw):
+        calls.append(segevery.options)
         masks = torch.stack([blob, other])
-        return [{"masks": masks, "iou_preds": torch.tensor([0.9, 0.8]), "stability_scores": torch.tensor([0.97, 0.96]),
-                 "boxes": torch.zeros(2, 4), "points": torch.tensor([[10.0, 10.0], [45.0, 1.0]]),
-                 "ppn_scores": torch.tensor([0.5, 0.4])} for _ in images]
+        return SegEveryResult([{"masks": masks, "iou_preds": torch.tensor([0.9, 0.8]),
+                                "stability_scores": torch.tensor([0.97, 0.96]), "boxes": torch.zeros(2, 4),
+                                "points": torch.tensor([[10.0, 10.0], [45.0, 1.0]]),
+                                "ppn_scores": torch.tensor([0.5, 0.4])} for _ in images])
 
-    monkeypatch.setattr(everything, "segment_everything", fake)
+    monkeypatch.setattr(everything.SegEvery, "run", fake)
     recs = LiteSamEverything(model, min_mask_region_area=10).generate(np.zeros((h, w, 3), np.uint8))
-    assert calls[0]["output_mode"] == "tensors"
+    assert calls[0].output_mode == "tensors"
     assert len(recs) == 2 and set(recs[0]) == AMG_KEYS | {"ppn_score"}
     seg = recs[0]["segmentation"]
     assert not seg[35:37, 42:44].any() and seg[15:17, 15:17].all()

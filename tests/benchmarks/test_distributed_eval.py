@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_test_predict import _predict_args, predict_ckpt  # noqa: F401  (predict_ckpt: a fixture)
+from tests.helpers import REPO, predict_args
 
-REPO = Path(__file__).resolve().parents[1]
 # fields that describe the run, not its results
 RUN_FIELDS = {"seconds_total", "seconds_prompting", "seconds_segevery", "world_size", "save_results", "json"}
 
@@ -180,7 +179,7 @@ def test_interleave_restores_single_process_order():
 
 # --- litesam predict (SegEveryWriter) on 2 ranks ---------------------------------------------------------------------
 def _loose_segevery() -> None:
-    """SegEvery with the filters off (as ``test_test_predict.loose_filters``), in this process."""
+    """SegEvery with the filters off (as ``loose_filters`` in tests/modules/test_test_predict.py), in this process."""
     import litesam_pl.modules.base as base
 
     real = base.segment_everything
@@ -196,7 +195,7 @@ def test_litesam_predict_two_cpu_ranks_equal_one(synthetic_sa1b, predict_ckpt, t
     from litesam_pl import cli
 
     ckpt = predict_ckpt
-    args = _predict_args(str(synthetic_sa1b), ckpt, tmp_path / "root") + ["--overlays", "false"]
+    args = predict_args(str(synthetic_sa1b), ckpt, tmp_path / "root") + ["--overlays", "false"]
     out1, out2 = tmp_path / "one", tmp_path / "two"
     monkeypatch.setattr(base, "segment_everything", base.segment_everything)  # restored after the test
     _loose_segevery()

@@ -4,7 +4,6 @@ options; old checkpoints (flat hyper-parameters) still load."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +13,7 @@ from litesam_pl.cli_config import DATA_LINKS, suggest_option, upgrade_ckpt_hpara
 from litesam_pl.modules import AutoPPNModule, LiteSAMModule
 from litesam_pl.modules.config import (ConfigError, MaskLossConfig, ModelSpec, OptimizerConfig, PPNLossConfig,
                                        PromptConfig, ValidationConfig, upgrade_flat_hparams)
-from test_cli import LOCAL, _configs
-from test_modules import _loader, _trainer
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = {"img_size": 64}
+from tests.helpers import LOCAL, REPO, TINY, batch_loader, cpu_trainer, recipe_configs
 
 
 @pytest.mark.parametrize("build, option", [
@@ -110,7 +105,8 @@ def test_links_set_the_model_from_the_data(monkeypatch):
     """One setting per switch: data.img_size, data.num_groups and data.target_mode decide the model's input size,
     its AutoPPN groups and the point loss."""
     monkeypatch.chdir(REPO)
-    c = cli.run_lightning_cli([*_configs("recipes/smoke/autoppn.yaml"), *LOCAL, "--model.init_args.init_from", "null",
+    c = cli.run_lightning_cli([*recipe_configs("recipes/smoke/autoppn.yaml"), *LOCAL,
+                               "--model.init_args.init_from", "null",
                                "--model.init_args.embedding_cache_mb", "0", "--model.init_args.freeze_encoder", "false",
                                "--data.img_size", "128", "--data.num_groups", "1", "--data.target_mode", "gaussian"],
                               run=False)
@@ -152,7 +148,7 @@ def _fails(argv, capsys) -> str:
 ], ids=["kwargs-img_size", "link-target", "link-target-loss", "stride", "bad-value", "unknown-field", "old-name"])
 def test_contradictions_stop_at_start_up_in_one_line(extra, message, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(REPO)
-    err = _fails(["fit", *_configs("recipes/smoke/litesam.yaml"), *LOCAL, "--model.init_args.init_from", "null",
+    err = _fails(["fit", *recipe_configs("recipes/smoke/litesam.yaml"), *LOCAL, "--model.init_args.init_from", "null",
                   "--trainer.default_root_dir", str(tmp_path), *extra], capsys)
     assert err == f"litesam fit: error: {message}"
 
@@ -161,7 +157,7 @@ def test_a_recipe_that_sets_a_linked_value_is_refused(monkeypatch, capsys, tmp_p
     monkeypatch.chdir(REPO)
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  init_args:\n    model: {img_size: 256}\n")
-    err = _fails(["fit", *_configs("recipes/smoke/litesam.yaml"), "--config", str(bad), *LOCAL,
+    err = _fails(["fit", *recipe_configs("recipes/smoke/litesam.yaml"), "--config", str(bad), *LOCAL,
                   "--model.init_args.init_from", "null"], capsys)
     assert err == (f"litesam fit: error: {bad} sets model.init_args.model.img_size, which is linked from data.img_size:"
                    " set data.img_size instead")
@@ -172,8 +168,8 @@ def test_validate_an_old_flat_checkpoint(synthetic_sa1b, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     torch.manual_seed(0)
     m = LiteSAMModule(model=ModelSpec(kwargs=TINY), validation=ValidationConfig(compute_map=False))
-    trainer = _trainer(tmp_path, limit_val_batches=1)
-    trainer.validate(m, dataloaders=_loader(1), verbose=False)
+    trainer = cpu_trainer(tmp_path, limit_val_batches=1)
+    trainer.validate(m, dataloaders=batch_loader(1), verbose=False)
     ckpt = tmp_path / "old.ckpt"
     trainer.save_checkpoint(ckpt)
     blob = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -183,7 +179,7 @@ def test_validate_an_old_flat_checkpoint(synthetic_sa1b, tmp_path, monkeypatch):
         "init_from": None, "prompt_forms": ["box"], "prompt_split": True}
     torch.save(blob, ckpt)
     shards = sorted(str(p) for p in synthetic_sa1b.glob("*.tar"))[0]
-    c = cli.run_lightning_cli(["validate", *_configs("recipes/smoke/litesam.yaml"), *LOCAL,
+    c = cli.run_lightning_cli(["validate", *recipe_configs("recipes/smoke/litesam.yaml"), *LOCAL,
                                "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.callbacks", "[]",
                                "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "1",
                                "--data.img_size", "64", "--data.batch_size", "2", "--data.num_workers", "0",

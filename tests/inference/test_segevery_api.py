@@ -1,0 +1,99 @@
+"""SegEvery's object API (issue 14): ``SegEveryOptions`` (defaults, checks), ``SegEvery(model, options).run`` ->
+``SegEveryResult`` (masks, timings, stats), ``segment_everything`` as its thin functional form, and the
+``litesam segment-everything`` flags generated from the options."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+import litesam_pl
+from litesam_pl.inference.app import build_parser, main
+from litesam_pl.inference.segevery import PHASES, SegEvery, SegEveryOptions, SegEveryResult, segment_everything
+from litesam_pl.inference.segevery_options import OptionError
+
+LOOSE = dict(prompts="grid", points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), rng.integers(0, 255, (64, 40, 3), dtype=np.uint8)]
+
+
+def test_options_are_declared_once_and_frozen():
+    o = SegEveryOptions()
+    sig = inspect.signature(segment_everything).parameters
+    for f in dataclasses.fields(SegEveryOptions):
+        assert sig[f.name].default == f.default and f.metadata["help"], f.name
+        assert f.name in SegEveryOptions.__doc__
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.top_n = 3  # type: ignore[misc]
+    assert o.replace(top_n=3).top_n == 3 and o.top_n == 256
+    assert o.to_dict()["chunk_size"] == 256 and set(o.to_dict()) == set(SegEveryOptions.names())
+    assert litesam_pl.SegEveryOptions is SegEveryOptions and litesam_pl.SegEvery is SegEvery
+
+
+@pytest.mark.parametrize("bad", [
+    {"prompts": "boxes"}, {"top_n": 0}, {"top_n": 2.5}, {"score_threshold": 3.0}, {"nms_kernel": 0},
+    {"prompt_type": "scribble"}, {"multimask_output": 3}, {"pred_iou_thresh": float("nan")},
+    {"stability_score_offset": float("inf")}, {"box_nms_thresh": 2}, {"nms": "soft"}, {"nms_resolution": -1},
+    {"max_masks": 0}, {"output_mode": "rle"}, {"return_logits": 1}, {"chunk_size": -1}, {"decoder": "onnx"},
+    {"autocast_dtype": "bf16"}, {"image_batch_size": 0}, {"prompts": "grid", "rank_by": "ppn_score"},
+])
+def test_bad_options_raise_one_line_errors_naming_them(bad):
+    with pytest.raises(OptionError) as err:
+        SegEveryOptions(**bad)
+    msg = str(err.value)
+    assert isinstance(err.value, ValueError) and "\n" not in msg and list(bad)[-1] in msg
+    assert err.value.for_owner("X").args[0].startswith("X: ")
+
+
+def test_thresholds_accept_any_number_as_segment_everything_did():
+    """``<= 0`` switches a filter off (-inf: edges.py), ``> 1`` removes everything."""
+    assert SegEveryOptions(pred_iou_thresh=float("-inf"), stability_score_thresh=2.0).pred_iou_thresh == -np.inf
+
+
+def test_run_returns_masks_timings_and_stats(tiny_model, images):
+    seg = SegEvery(tiny_model, SegEveryOptions(**LOOSE), chunk_size=5)
+    assert seg.options.chunk_size == 5 and seg.options.prompts == "grid"
+    res = seg.run(images)
+    assert isinstance(res, SegEveryResult) and len(res.masks) == 2
+    assert set(res.timings) <= set(PHASES) and {"encoder", "decoder"} <= set(res.timings)
+    assert len(res.stats["filters"]) == 2 and len(res.stats["prompts"]) == 2
+    # the functional form returns the same masks; its compat dicts get the same stats
+    stats, timings = {}, {"encoder": 1.0}
+    recs = segment_everything(tiny_model, images, chunk_size=5, stats=stats, timings=timings, **LOOSE)
+    assert [len(r) for r in recs] == [len(r) for r in res.masks]
+    for a, b in zip(recs, res.masks):
+        for ra, rb in zip(a, b):
+            np.testing.assert_array_equal(ra["segmentation"], rb["segmentation"])
+    assert stats == res.stats and timings["encoder"] > 1.0
+    # without collection: empty, and one image in gives one result
+    one = seg.run(images[0], collect_timings=False, collect_stats=False)
+    assert one.timings == {} and one.stats == {} and isinstance(one.masks, list)
+    with pytest.raises(TypeError, match="SegEveryOptions"):
+        SegEvery(tiny_model, {"top_n": 3})
+    with pytest.raises(ValueError, match="top_n"):
+        SegEvery(tiny_model, top_n=0)
+
+
+def test_cli_flags_come_from_the_options():
+    args = build_parser().parse_args(["x.jpg"])
+    cli = SegEveryOptions.flag_names()
+    assert {"prompts", "top_n", "score_threshold", "points_per_side", "prompt_type", "multimask_output",
+            "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "max_masks"} <= set(cli)
+    assert not {"output_mode", "return_logits", "autocast_dtype"} & set(cli)
+    assert SegEveryOptions.from_args(args) == SegEveryOptions()
+    args = build_parser().parse_args(["x.jpg", "--top-n", "7", "--no-multimask-output", "--nms", "box"])
+    assert SegEveryOptions.from_args(args) == SegEveryOptions(top_n=7, multimask_output=False, nms="box")
+    assert torch.float32 != SegEveryOptions.from_args(args, autocast_dtype=torch.bfloat16).autocast_dtype
+
+
+def test_cli_bad_option_is_one_line_naming_the_flag(capsys):
+    assert main(["nowhere.jpg", "--top-n", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["litesam segment-everything: error: --top-n must be an integer >= 1, got 0"]
