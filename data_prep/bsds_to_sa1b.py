@@ -33,7 +33,7 @@ from litesam_pl.data.rle import encode_mask, rle_to_bbox
 
 from ._common import TarSeries, dump_json, write_manifest
 from .coco_to_sa1b import interior_point
-from .sa1b_sample import SkipSample, decode_image
+from .sa1b_sample import read_image
 
 __all__ = ["bsds_to_sa1b", "annotator_regions", "region_ious", "merge_regions", "SPLITS"]
 
@@ -158,12 +158,10 @@ def bsds_to_sa1b(
         if not gt_path.is_file():
             skipped["missing_ground_truth"] += 1
             continue
-        data = img_path.read_bytes()
-        try:
-            img = decode_image(data)
-        except SkipSample as e:
-            skipped[e.reason] += 1
+        photo = read_image(img_path, skipped)
+        if photo is None:
             continue
+        data, img = photo
         h, w = img.shape[:2]
         try:
             maps = annotator_regions(gt_path)

@@ -30,7 +30,7 @@ from litesam_pl.data import geometry
 from litesam_pl.data.rle import decode_rle, rle_area, rle_to_bbox
 
 from ._common import TarSeries, dump_json, is_jpeg, write_manifest
-from .sa1b_sample import SkipSample, decode_image
+from .sa1b_sample import read_image
 
 __all__ = ["coco_to_sa1b", "interior_point", "find_image_file"]
 
@@ -104,12 +104,10 @@ def coco_to_sa1b(
         if path is None:
             skipped["missing_image"] += 1
             continue
-        data = path.read_bytes()
-        try:
-            img = decode_image(data)
-        except SkipSample as e:
-            skipped[e.reason] += 1
+        photo = read_image(path, skipped)
+        if photo is None:
             continue
+        data, img = photo
         if img.shape[:2] != (h, w):
             skipped["image_size_mismatch"] += 1
             continue

@@ -8,6 +8,8 @@ import io
 import json
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -19,7 +21,7 @@ from litesam_pl.data.transforms import pil_rgb8
 from ._common import dump_json, is_jpeg
 from .sa1b_inputs import check_hash_range
 
-__all__ = ["PrepConfig", "SkipSample", "decode_image", "resized_hw", "process_sample"]
+__all__ = ["PrepConfig", "SkipSample", "decode_image", "read_image", "resized_hw", "process_sample"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,17 @@ class SkipSample(Exception):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+
+
+def read_image(path: Path, skipped: Counter) -> Optional[Tuple[bytes, np.ndarray]]:
+    """A converter's input photo: its bytes (what the shard stores) and RGB ``uint8 [H, W, 3]``, or None after
+    counting the reason (``corrupt_image``) in ``skipped``."""
+    data = path.read_bytes()
+    try:
+        return data, decode_image(data)
+    except SkipSample as e:
+        skipped[e.reason] += 1
+        return None
 
 
 def decode_image(data: bytes) -> np.ndarray:
