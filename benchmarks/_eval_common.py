@@ -212,6 +212,20 @@ def _report(dataset_kind: str, args: argparse.Namespace, payload: Mapping[str, A
         print(RANDOM_WEIGHTS_BANNER, file=sys.stderr)
 
 
+def _load_model(p: argparse.ArgumentParser, args: argparse.Namespace, local_rank: int, world: int,
+                main_rank: bool) -> tuple[Any, dict[str, Any]]:
+    """``(model, info)`` for ``main_for``: no model with ``--baselines-only``; a bad ``--ckpt`` is a usage error."""
+    model, info = None, {"ckpt": None, "random_weights": False, "model": None}
+    if not args.baselines_only:
+        try:
+            model, info = build_model(args.ckpt, args.img_size, rank_device(args.device, local_rank, world))
+        except (FileNotFoundError, ValueError) as e:
+            p.error(str(e))
+    if info["random_weights"] and main_rank:
+        print(RANDOM_WEIGHTS_BANNER, file=sys.stderr)
+    return model, info
+
+
 def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) -> dict[str, Any]:
     """The whole command line of ``benchmarks.coco`` / ``benchmarks.lvis``; returns the JSON payload.
 
@@ -234,14 +248,7 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
 
     t_start = time.perf_counter()
     data, n_total, desc = _load_data(p, args, dataset_kind, rank, world)
-    model, info = None, {"ckpt": None, "random_weights": False, "model": None}
-    if not args.baselines_only:
-        try:
-            model, info = build_model(args.ckpt, args.img_size, rank_device(args.device, local_rank, world))
-        except (FileNotFoundError, ValueError) as e:
-            p.error(str(e))
-    if info["random_weights"] and main_rank:
-        print(RANDOM_WEIGHTS_BANNER, file=sys.stderr)
+    model, info = _load_model(p, args, local_rank, world, main_rank)
     baselines = bl.make_baselines(args)
     proposer, segevery_name = (None, None)
     if not args.skip_ar and model is not None:

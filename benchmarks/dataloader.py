@@ -149,7 +149,7 @@ def measure(shards: str | list[str], workers: int, batches: int, img_size: int, 
     return n / dt, cpu / n
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Measure SA1BDataModule training throughput (samples/s with targets).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--shards", nargs="+", help="shard specs (paths, directories, globs, brace patterns, URLs)")
@@ -168,7 +168,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--phases", action="store_true",
                    help="with 0 workers, also report CPU ms per sample of each phase of the per-sample processing "
                         "(decode, RLE parse, grid sampling, targets, masks, prompts, image padding, other)")
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    a = _parse_args(argv)
 
     if a.synthetic is not None:
         existing = sorted(a.synthetic.glob("*.tar")) if a.synthetic.is_dir() else []

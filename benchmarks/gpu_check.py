@@ -240,7 +240,7 @@ def _run(cmd: List[str], limit: float, log) -> tuple[str, int]:
     return ("ok" if rc == 0 else "failed"), rc
 
 
-def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="One-shot GPU check (environment, SegEvery latency, training steps, "
                                             "loader), JSON under --out.")
     p.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json and gpu_check.log")
@@ -250,7 +250,38 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     p.add_argument("--budget-s", type=float, default=540.0, help="total time; steps left when it runs out are skipped")
     p.add_argument("--only", nargs="+", default=None, help="run only these steps (data is kept if present)")
     p.add_argument("--skip", nargs="+", default=[], help="leave these steps out")
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def _run_step(step: Dict[str, Any], limit: float, t0: float, log) -> Dict[str, Any]:
+    """Run one ``plan`` step started at ``t0`` within ``limit`` seconds (output to ``log``); its record, less
+    ``seconds``."""
+    rec: Dict[str, Any] = {}
+    if step["cmd"] is None:
+        try:
+            rec = {"status": "ok", "result": env_report()}
+        except Exception as e:  # noqa: BLE001 - recorded, the check goes on
+            rec = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+    else:
+        status, rc = "ok", 0
+        for cmd in step["cmd"]:
+            status, rc = _run(cmd, limit - (time.perf_counter() - t0), log)
+            if status != "ok":
+                break
+        rec = {"status": status, "rc": rc}
+        js = step.get("json")
+        if js is not None and Path(js).exists():
+            try:
+                rec["result"] = json.loads(Path(js).read_text())
+            except ValueError as e:
+                rec["result_error"] = str(e)
+        elif status == "ok" and js is not None:
+            rec["status"], rec["error"] = "failed", f"no result file {js}"
+    return rec
+
+
+def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
+    a = _parse_args(argv)
     mode = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if mode == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_check: --device cuda but torch sees no CUDA device (use --device cpu for the CPU mode)")
@@ -280,27 +311,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
             limit = min(step["limit"], left)
             t0 = time.perf_counter()
             log.write(f"\n===== {name} (limit {limit:.0f} s)\n")
-            rec: Dict[str, Any] = {}
-            if step["cmd"] is None:
-                try:
-                    rec = {"status": "ok", "result": env_report()}
-                except Exception as e:  # noqa: BLE001 - recorded, the check goes on
-                    rec = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-            else:
-                status, rc = "ok", 0
-                for cmd in step["cmd"]:
-                    status, rc = _run(cmd, limit - (time.perf_counter() - t0), log)
-                    if status != "ok":
-                        break
-                rec = {"status": status, "rc": rc}
-                js = step.get("json")
-                if js is not None and Path(js).exists():
-                    try:
-                        rec["result"] = json.loads(Path(js).read_text())
-                    except ValueError as e:
-                        rec["result_error"] = str(e)
-                elif status == "ok" and js is not None:
-                    rec["status"], rec["error"] = "failed", f"no result file {js}"
+            rec = _run_step(step, limit, t0, log)
             rec["seconds"] = round(time.perf_counter() - t0, 1)
             report["steps"][name] = rec
             print(f"[gpu_check] {name}: {rec['status']} in {rec['seconds']} s", flush=True)

@@ -96,8 +96,9 @@ class OrtRows:
     def _ort_segevery(self, image: np.ndarray, warm: bool = False, output_mode: str = "binary_mask",
                       opts: Optional[Dict[str, Any]] = None, keep: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """The ``litesam_autoppn`` pipeline with encoder+AutoPPN and decoder run by onnxruntime; pre- and
-        post-processing are ``segment_everything``'s own functions. ``keep`` (a dict) receives the intermediate
-        arrays (for the check)."""
+        post-processing are ``segment_everything``'s own functions. (Long: one timed pass whose phase stamps
+        ``t0``..``t5`` and intermediates stay in one frame; each phase is a call.) ``keep`` (a dict) receives
+        the intermediate arrays (for the check)."""
         from litesam_pl.inference.sam_compat import as_image_list, preprocess_images
         from litesam_pl.inference.segevery_masks import postprocess_image
         from litesam_pl.inference.segevery_prompts import prompt_tensors, score_threshold_used

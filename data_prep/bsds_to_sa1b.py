@@ -110,6 +110,65 @@ def merge_regions(label_maps: Sequence[np.ndarray], min_area: int = 16, dedup_io
     return list(zip(masks, votes)), dropped
 
 
+def _list_images(root: Path, splits: Sequence[str]) -> list[tuple[str, Path, Path]]:
+    """``(split, image, ground-truth .mat)`` of every image of ``splits`` under ``root``, split by split."""
+    items: list[tuple[str, Path, Path]] = []
+    for s in splits:
+        img_dir, gt_dir = root / "images" / s, root / "groundTruth" / s
+        if not img_dir.is_dir() or not gt_dir.is_dir():
+            raise FileNotFoundError(f"no BSDS500 split {s!r} under {root} (want images/{s} and groundTruth/{s})")
+        items += [(s, p, gt_dir / f"{p.stem}.mat") for p in sorted(img_dir.glob("*.jpg"))]
+    return items
+
+
+def _sa1b_annotations(regions: list[tuple[np.ndarray, int]], n_maps: int, w: int, h: int) -> list[dict]:
+    """SA-1B annotations of the merged ``(mask, votes)`` ``regions`` of an image (``w`` x ``h``) that ``n_maps``
+    annotators segmented; ``predicted_iou`` is the share of them that drew the region."""
+    anns = []
+    for i, (m, votes) in enumerate(regions):
+        rle = encode_mask(m)
+        anns.append({
+            "id": i, "segmentation": rle, "bbox": rle_to_bbox(rle), "area": int(m.sum()),
+            "predicted_iou": round(votes / n_maps, 4), "stability_score": 1.0,
+            "point_coords": [interior_point(m)], "crop_box": [0.0, 0.0, float(w), float(h)],
+            "annotators": votes,
+        })
+    return anns
+
+
+def _bsds_sample(split: str, img_path: Path, gt_path: Path, min_area: int, dedup_iou: float, skipped: Counter,
+                 dropped: Counter) -> tuple[str, bytes, dict] | None:
+    """``(key, jpg, record)`` of the SA-1B sample of one BSDS500 image, or None when it is skipped (counted in
+    ``skipped``; the regions ``merge_regions`` drops in ``dropped``)."""
+    if not gt_path.is_file():
+        skipped["missing_ground_truth"] += 1
+        return None
+    photo = read_image(img_path, skipped)
+    if photo is None:
+        return None
+    data, img = photo
+    h, w = img.shape[:2]
+    try:
+        maps = annotator_regions(gt_path)
+    except Exception:
+        skipped["bad_ground_truth"] += 1
+        return None
+    if any(m.shape != (h, w) for m in maps):
+        skipped["image_size_mismatch"] += 1
+        return None
+    regions, d = merge_regions(maps, min_area, dedup_iou)
+    dropped.update(d)
+    if not regions:
+        skipped["no_masks"] += 1
+        return None
+    anns = _sa1b_annotations(regions, len(maps), w, h)
+    key = f"bsds_{img_path.stem}"
+    record = {"image": {"image_id": int(img_path.stem) if img_path.stem.isdigit() else img_path.stem,
+                        "width": w, "height": h, "file_name": f"{key}.jpg", "split": split},
+              "annotations": anns}
+    return key, data, record
+
+
 def bsds_to_sa1b(
     root: str | Path,
     out: str | Path,
@@ -133,12 +192,7 @@ def bsds_to_sa1b(
         raise ValueError(f"dedup_iou must be in (0, 1], got {dedup_iou}")
     if images_per_tar < 1:
         raise ValueError(f"images_per_tar must be >= 1, got {images_per_tar}")
-    items: list[tuple[str, Path, Path]] = []
-    for s in splits:
-        img_dir, gt_dir = root / "images" / s, root / "groundTruth" / s
-        if not img_dir.is_dir() or not gt_dir.is_dir():
-            raise FileNotFoundError(f"no BSDS500 split {s!r} under {root} (want images/{s} and groundTruth/{s})")
-        items += [(s, p, gt_dir / f"{p.stem}.mat") for p in sorted(img_dir.glob("*.jpg"))]
+    items = _list_images(root, splits)
     if limit is not None:
         items = items[:limit]
     out.mkdir(parents=True, exist_ok=True)
@@ -155,42 +209,11 @@ def bsds_to_sa1b(
 
         it = tqdm(items, unit="img", desc="bsds->sa1b", file=sys.stderr)
     for split, img_path, gt_path in it:
-        if not gt_path.is_file():
-            skipped["missing_ground_truth"] += 1
-            continue
-        photo = read_image(img_path, skipped)
-        if photo is None:
-            continue
-        data, img = photo
-        h, w = img.shape[:2]
-        try:
-            maps = annotator_regions(gt_path)
-        except Exception:
-            skipped["bad_ground_truth"] += 1
-            continue
-        if any(m.shape != (h, w) for m in maps):
-            skipped["image_size_mismatch"] += 1
-            continue
-        regions, d = merge_regions(maps, min_area, dedup_iou)
-        dropped.update(d)
-        if not regions:
-            skipped["no_masks"] += 1
-            continue
-        anns = []
-        for i, (m, votes) in enumerate(regions):
-            rle = encode_mask(m)
-            anns.append({
-                "id": i, "segmentation": rle, "bbox": rle_to_bbox(rle), "area": int(m.sum()),
-                "predicted_iou": round(votes / len(maps), 4), "stability_score": 1.0,
-                "point_coords": [interior_point(m)], "crop_box": [0.0, 0.0, float(w), float(h)],
-                "annotators": votes,
-            })
-        masks_kept += len(anns)
-        key = f"bsds_{img_path.stem}"
-        record = {"image": {"image_id": int(img_path.stem) if img_path.stem.isdigit() else img_path.stem,
-                            "width": w, "height": h, "file_name": f"{key}.jpg", "split": split},
-                  "annotations": anns}
-        tars.add(key, data, dump_json(record))
+        sample = _bsds_sample(split, img_path, gt_path, min_area, dedup_iou, skipped, dropped)
+        if sample is not None:
+            key, data, record = sample
+            masks_kept += len(record["annotations"])
+            tars.add(key, data, dump_json(record))
     shards = tars.close()
     args = {"root": str(root), "splits": list(splits), "images_per_tar": images_per_tar, "min_area": min_area,
             "dedup_iou": dedup_iou, "limit": limit, "masks": masks_kept}

@@ -248,6 +248,45 @@ def _tar_members_ok(path: Path) -> str | None:
     return None
 
 
+def _check_prepared_shards(root: Path, manifest: Path, verify: bool, report: CheckReport) -> None:
+    """Prepared shards: every shard ``manifest`` lists exists with its size (``verify``: and sha256)."""
+    data = _load_json(manifest, report)
+    if data is None:
+        return
+    report.dataset = "sa1b-shards"
+    shards = data.get("shards", [])
+    report.expected = len(shards)
+    for s in shards:
+        p = root / s["url"]
+        if not p.is_file():
+            report.missing.append(s["url"])
+            continue
+        if p.stat().st_size != s["bytes"]:
+            report.problems.append(f"{s['url']}: {p.stat().st_size} bytes, manifest says {s['bytes']}")
+        elif verify and sha256_file(p) != s["sha256"]:
+            report.problems.append(f"{s['url']}: sha256 differs from the manifest")
+        else:
+            report.found += 1
+
+
+def _expected_tars(root: Path, present: set[str], links: str | Path | None, report: CheckReport) -> list[str]:
+    """The raw tar names expected in ``root``: from a links file, else the ``sa_NNNNNN.tar`` range of ``present``."""
+    links_path = Path(links) if links else next(iter(sorted(root.glob("*links*.txt"))), None)
+    if links_path is not None:
+        names = []
+        for ln in Path(links_path).read_text().splitlines():
+            name = ln.split("\t", 1)[0].strip()
+            if name.endswith(".tar"):
+                names.append(name)
+        expected = names
+    else:
+        nums = sorted(int(m.group(1)) for n in present if (m := re.fullmatch(r"sa_(\d+)\.tar", n)))
+        expected = [f"sa_{i:06d}.tar" for i in range(nums[0], nums[-1] + 1)] if nums else sorted(present)
+        if not expected:
+            report.problems.append(f"no .tar files in {root}")
+    return expected
+
+
 def check_sa1b(root: str | Path, verify: bool = False, links: str | Path | None = None) -> CheckReport:
     """A folder of SA-1B tars or of prepared shards (``manifest.json``).
 
@@ -263,40 +302,12 @@ def check_sa1b(root: str | Path, verify: bool = False, links: str | Path | None 
         return report
     manifest = root / "manifest.json"
     if manifest.is_file():
-        data = _load_json(manifest, report)
-        if data is None:
-            return report
-        report.dataset = "sa1b-shards"
-        shards = data.get("shards", [])
-        report.expected = len(shards)
-        for s in shards:
-            p = root / s["url"]
-            if not p.is_file():
-                report.missing.append(s["url"])
-                continue
-            if p.stat().st_size != s["bytes"]:
-                report.problems.append(f"{s['url']}: {p.stat().st_size} bytes, manifest says {s['bytes']}")
-            elif verify and sha256_file(p) != s["sha256"]:
-                report.problems.append(f"{s['url']}: sha256 differs from the manifest")
-            else:
-                report.found += 1
+        _check_prepared_shards(root, manifest, verify, report)
         return report
 
     tars = sorted(root.glob("*.tar"))
     present = {p.name for p in tars}
-    links_path = Path(links) if links else next(iter(sorted(root.glob("*links*.txt"))), None)
-    if links_path is not None:
-        names = []
-        for ln in Path(links_path).read_text().splitlines():
-            name = ln.split("\t", 1)[0].strip()
-            if name.endswith(".tar"):
-                names.append(name)
-        expected = names
-    else:
-        nums = sorted(int(m.group(1)) for n in present if (m := re.fullmatch(r"sa_(\d+)\.tar", n)))
-        expected = [f"sa_{i:06d}.tar" for i in range(nums[0], nums[-1] + 1)] if nums else sorted(present)
-        if not expected:
-            report.problems.append(f"no .tar files in {root}")
+    expected = _expected_tars(root, present, links, report)
     report.expected = len(expected)
     for name in expected:
         p = root / name

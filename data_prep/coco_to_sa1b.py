@@ -21,7 +21,7 @@ import re
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -51,6 +51,74 @@ def find_image_file(images: Path, record: dict) -> Path | None:
         if n and (images / Path(n).name).is_file():
             return images / Path(n).name
     return None
+
+
+def _sa1b_annotations(coco: Any, image_id: int, w: int, h: int, keep_crowd: bool, dropped: Counter) -> list[dict]:
+    """SA-1B annotations of the COCO image ``image_id`` (``w`` x ``h``); counts what it drops in ``dropped``."""
+    anns = []
+    for a in coco.imgToAnns.get(image_id, []):
+        if a.get("iscrowd", 0) and not keep_crowd:
+            dropped["crowd"] += 1
+            continue
+        try:
+            rle = coco.annToRLE(a)
+            rle = {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+            mask = decode_rle(rle)
+        except Exception:
+            dropped["bad_segmentation"] += 1
+            continue
+        area = rle_area(rle)
+        if area == 0:
+            dropped["empty_mask"] += 1
+            continue
+        b = {
+            "id": int(a["id"]),
+            "segmentation": rle,
+            "bbox": rle_to_bbox(rle),
+            "area": area,
+            "predicted_iou": 1.0,
+            "stability_score": 1.0,
+            "point_coords": [interior_point(mask)],
+            "crop_box": [0.0, 0.0, float(w), float(h)],
+            "category_id": int(a.get("category_id", 0)),
+        }
+        if a.get("iscrowd", 0):
+            b["iscrowd"] = 1
+        anns.append(b)
+    return anns
+
+
+def _coco_sample(coco: Any, image_id: int, images: Path, prefix: str, keep_crowd: bool, quality: int,
+                 skipped: Counter, dropped: Counter) -> tuple[str, bytes, bytes] | None:
+    """``(key, jpg, json)`` of the SA-1B sample of the COCO image ``image_id`` (``images``: its folder), or None
+    when it is skipped (counted in ``skipped``; dropped annotations in ``dropped``)."""
+    if image_id not in coco.imgs:
+        skipped["unknown_image_id"] += 1
+        return None
+    rec = coco.imgs[image_id]
+    h, w = int(rec["height"]), int(rec["width"])
+    path = find_image_file(images, rec)
+    if path is None:
+        skipped["missing_image"] += 1
+        return None
+    photo = read_image(path, skipped)
+    if photo is None:
+        return None
+    data, img = photo
+    if img.shape[:2] != (h, w):
+        skipped["image_size_mismatch"] += 1
+        return None
+    anns = _sa1b_annotations(coco, image_id, w, h, keep_crowd, dropped)
+    if not anns:
+        skipped["no_masks"] += 1
+        return None
+    key = f"{prefix}_{image_id}"
+    if not is_jpeg(data):
+        ok, enc = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        data = enc.tobytes()
+    record = {"image": {"image_id": int(image_id), "width": w, "height": h, "file_name": f"{key}.jpg"},
+              "annotations": anns}
+    return key, data, dump_json(record)
 
 
 def coco_to_sa1b(
@@ -95,62 +163,9 @@ def coco_to_sa1b(
 
         it = tqdm(ids, unit="img", desc="coco->sa1b", file=sys.stderr)
     for image_id in it:
-        if image_id not in coco.imgs:
-            skipped["unknown_image_id"] += 1
-            continue
-        rec = coco.imgs[image_id]
-        h, w = int(rec["height"]), int(rec["width"])
-        path = find_image_file(images, rec)
-        if path is None:
-            skipped["missing_image"] += 1
-            continue
-        photo = read_image(path, skipped)
-        if photo is None:
-            continue
-        data, img = photo
-        if img.shape[:2] != (h, w):
-            skipped["image_size_mismatch"] += 1
-            continue
-        anns = []
-        for a in coco.imgToAnns.get(image_id, []):
-            if a.get("iscrowd", 0) and not keep_crowd:
-                dropped["crowd"] += 1
-                continue
-            try:
-                rle = coco.annToRLE(a)
-                rle = {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
-                mask = decode_rle(rle)
-            except Exception:
-                dropped["bad_segmentation"] += 1
-                continue
-            area = rle_area(rle)
-            if area == 0:
-                dropped["empty_mask"] += 1
-                continue
-            b = {
-                "id": int(a["id"]),
-                "segmentation": rle,
-                "bbox": rle_to_bbox(rle),
-                "area": area,
-                "predicted_iou": 1.0,
-                "stability_score": 1.0,
-                "point_coords": [interior_point(mask)],
-                "crop_box": [0.0, 0.0, float(w), float(h)],
-                "category_id": int(a.get("category_id", 0)),
-            }
-            if a.get("iscrowd", 0):
-                b["iscrowd"] = 1
-            anns.append(b)
-        if not anns:
-            skipped["no_masks"] += 1
-            continue
-        key = f"{prefix}_{image_id}"
-        if not is_jpeg(data):
-            ok, enc = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-            data = enc.tobytes()
-        record = {"image": {"image_id": int(image_id), "width": w, "height": h, "file_name": f"{key}.jpg"},
-                  "annotations": anns}
-        tars.add(key, data, dump_json(record))
+        sample = _coco_sample(coco, image_id, images, prefix, keep_crowd, quality, skipped, dropped)
+        if sample is not None:
+            tars.add(*sample)
     shards = tars.close()
     args = {"ann": str(ann), "images": str(images), "images_per_tar": images_per_tar, "prefix": prefix,
             "keep_crowd": keep_crowd, "num_image_ids": len(ids)}

@@ -74,13 +74,8 @@ def _check_part(p: dict, i: int, ref: dict, num_jobs: int, path: Path) -> None:
         raise MergeError(f"the shard list of {name} differs from its inputs' shards")
 
 
-def merge_jobs(out: str | Path, num_jobs: int | None = None, verify: bool = False) -> dict:
-    """Check the partial manifests in ``out/_jobs/`` and write ``out/manifest.json``; returns the manifest.
-
-    ``num_jobs`` picks the partials of one ``--num-jobs`` when several are there. Raises ``MergeError``.
-    """
-    out = Path(out)
-    jobs_dir = out / JOBS_DIR
+def _find_partials(out: Path, jobs_dir: Path, num_jobs: int | None) -> tuple[int, dict[int, Path]]:
+    """``num_jobs`` (the one in ``jobs_dir`` when None) and its partial manifests by job index, all present."""
     found: dict[int, dict[int, Path]] = {}
     for f in sorted(jobs_dir.glob("job-*-of-*.json")) if jobs_dir.is_dir() else []:
         m = _PARTIAL.fullmatch(f.name)
@@ -106,6 +101,30 @@ def merge_jobs(out: str | Path, num_jobs: int | None = None, verify: bool = Fals
                          f"({jobs_dir / f'job-{missing[0]:05d}-of-{num_jobs:05d}.json'}); "
                          f"{len(missing)} of {num_jobs} jobs missing (--job-index {','.join(map(str, missing[:10]))}"
                          f"{',...' if len(missing) > 10 else ''}): run them (again) before merging")
+    return num_jobs, files
+
+
+def _check_shards(out: Path, shards: list[dict], verify: bool) -> None:
+    """Each shard the partial manifests list exists under ``out`` with its recorded size (and sha256 when
+    ``verify``)."""
+    for s in shards:
+        f = out / s["url"]
+        if not f.is_file():
+            raise MergeError(f"shard {f} listed by a partial manifest is missing")
+        if f.stat().st_size != s["bytes"]:
+            raise MergeError(f"shard {f} has {f.stat().st_size} bytes, its partial manifest says {s['bytes']}")
+        if verify and sha256_file(f) != s["sha256"]:
+            raise MergeError(f"shard {f} does not have the sha256 its partial manifest records")
+
+
+def merge_jobs(out: str | Path, num_jobs: int | None = None, verify: bool = False) -> dict:
+    """Check the partial manifests in ``out/_jobs/`` and write ``out/manifest.json``; returns the manifest.
+
+    ``num_jobs`` picks the partials of one ``--num-jobs`` when several are there. Raises ``MergeError``.
+    """
+    out = Path(out)
+    jobs_dir = out / JOBS_DIR
+    num_jobs, files = _find_partials(out, jobs_dir, num_jobs)
 
     parts = [_load(files[i]) for i in range(num_jobs)]
     for i, p in enumerate(parts):
@@ -128,14 +147,7 @@ def merge_jobs(out: str | Path, num_jobs: int | None = None, verify: bool = Fals
     if dup:
         raise MergeError(f"shard name {dup[0][0]} is written {dup[0][1]} times ({len(dup)} duplicate names): "
                          "inputs with the same name in different jobs?")
-    for s in shards:
-        f = out / s["url"]
-        if not f.is_file():
-            raise MergeError(f"shard {f} listed by a partial manifest is missing")
-        if f.stat().st_size != s["bytes"]:
-            raise MergeError(f"shard {f} has {f.stat().st_size} bytes, its partial manifest says {s['bytes']}")
-        if verify and sha256_file(f) != s["sha256"]:
-            raise MergeError(f"shard {f} does not have the sha256 its partial manifest records")
+    _check_shards(out, shards, verify)
     workers = [p["args"].get("workers") for p in parts]
     args = {**ref["args"], "workers": workers[0] if len(set(workers)) == 1 else workers}
     write_manifest(out, shards, skipped, args, hash_range=ref["hash_range"], **extra, jobs=num_jobs)

@@ -130,6 +130,27 @@ def _shape_mask(rng: np.random.Generator, hw: tuple[int, int], center: tuple[flo
     return canvas.astype(bool)
 
 
+def _visible_masks(shapes: list[_Shape], owner: np.ndarray, min_area: int) -> list[np.ndarray]:
+    """The visible mask of each shape (``owner [H, W]``: index of the top-most shape per pixel, -1 = none):
+    pixels whose top-most shape is it or one of its parts; masks under ``min_area`` pixels are dropped."""
+    H, W = owner.shape
+    visible = []
+    lut = np.zeros(len(shapes) + 1, bool)
+    for i, sh in enumerate(shapes):
+        lut[:] = False
+        lut[1 + i] = True
+        for j, other in enumerate(shapes):
+            if other.parent == i:
+                lut[1 + j] = True
+        y0, y1, x0, x1 = sh.box
+        win = lut[owner[y0:y1, x0:x1] + 1]
+        if win.sum() >= min_area:
+            m = np.zeros((H, W), bool)
+            m[y0:y1, x0:x1] = win
+            visible.append(m)
+    return visible
+
+
 def make_scene(rng: np.random.Generator, hw: tuple[int, int], preset: str = "sa1b") -> tuple[np.ndarray, list[np.ndarray]]:
     """Draw one scene (``preset``: a key of ``PRESETS``). Returns the RGB image ``uint8 [H, W, 3]`` and the
     visible masks (bool ``[H, W]`` each)."""
@@ -187,22 +208,7 @@ def make_scene(rng: np.random.Generator, hw: tuple[int, int], preset: str = "sa1
 
     img = np.clip(img + (rng.random(img.shape, dtype=np.float32) - 0.5) * 6.0, 0, 255).astype(np.uint8)
 
-    # visible mask of a shape: pixels whose top-most shape is it or one of its parts
-    visible = []
-    lut = np.zeros(len(shapes) + 1, bool)
-    for i, sh in enumerate(shapes):
-        lut[:] = False
-        lut[1 + i] = True
-        for j, other in enumerate(shapes):
-            if other.parent == i:
-                lut[1 + j] = True
-        y0, y1, x0, x1 = sh.box
-        win = lut[owner[y0:y1, x0:x1] + 1]
-        if win.sum() >= P.min_area:
-            m = np.zeros((H, W), bool)
-            m[y0:y1, x0:x1] = win
-            visible.append(m)
-    return img, visible
+    return img, _visible_masks(shapes, owner, P.min_area)
 
 
 def make_sample(

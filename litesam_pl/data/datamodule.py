@@ -119,6 +119,7 @@ class SA1BDataModule(LightningDataModule):
         test_shards: Optional[Union[str, list[str]]] = None,
         predict_shards: Optional[Union[str, list[str]]] = None,
     ):
+        """(Long: one keyword per option, documented in the class docstring; it only validates and stores them.)"""
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

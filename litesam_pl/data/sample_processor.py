@@ -99,7 +99,8 @@ class SampleProcessor:
 
     def __call__(self, raw: dict[str, Any], rng: np.random.Generator,
                  out: dict[str, torch.Tensor] | None = None, out_zeroed: bool = False) -> dict[str, Any]:
-        """Process one record. ``out`` may hold preallocated ``image`` uint8 ``[3, S, S]`` and ``masks`` bool
+        """Process one record. (Long: the hot per-sample path, kept in one frame for speed; ``tick`` names its
+        phases.) ``out`` may hold preallocated ``image`` uint8 ``[3, S, S]`` and ``masks`` bool
         ``[K, S, S]`` tensors (slots of a batch) to write those two into instead of allocating them;
         ``out_zeroed`` says they are all zeros already (fresh, lazily zeroed memory: then only the pixels that
         need a value are touched)."""

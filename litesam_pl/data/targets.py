@@ -92,7 +92,8 @@ def ppn_targets(
     mode: str = "distance",
     background: str = "negative",
 ) -> dict[str, np.ndarray]:
-    """AutoPPN targets of one image.
+    """AutoPPN targets of one image. (Long: one per-mask painting pass over shared numpy arrays, in the data
+    workers' per-sample path; the per-cell pieces are the helpers above.)
 
     Args:
         grid_masks: bool ``[N, P, P]``, each mask sampled at the cell centres ``((j + .5) s, (i + .5) s)`` (False on

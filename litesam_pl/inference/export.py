@@ -146,6 +146,38 @@ def _run_ort(path: Path, feeds: Dict[str, Tensor]) -> list:
     return sess.run(None, {k: v.detach().cpu().numpy() for k, v in feeds.items()})
 
 
+def _compare_with_torch(model: nn.Module, enc: nn.Module, enc_path: Path, dec_path: Path, image: torch.Tensor,
+                        num_prompts: int, g: torch.Generator) -> Dict[str, float]:
+    """``max_abs_diff`` per output of the exported graphs against PyTorch, on inputs unlike the export examples
+    (``g`` continues the export's random stream)."""
+    size = image.shape[-1]
+    diffs: Dict[str, float] = {}
+    # a non-square image (a different input_size than the export example): the graph must not bake it in
+    part = torch.tensor([max(1, size * 5 // 8), size], dtype=torch.int64)
+    feeds = {"image": image, "input_size": part} if enc.has_ppn else {"image": image}
+    ref = enc(*feeds.values())
+    got = _run_ort(enc_path, feeds)
+    for name, r, o in zip(enc.output_names, ref, got):
+        if name in ("points", "boxes", "scores", "valid"):  # ties in top-k may order differently
+            continue
+        diffs[f"encoder/{name}"] = float((r - torch.as_tensor(o)).abs().max())
+    if enc.has_ppn:  # compare the sorted scores and the count of valid prompts
+        diffs["encoder/scores"] = float((ref[5] - torch.as_tensor(got[5])).abs().max())
+        diffs["encoder/valid_count"] = float(abs(int(ref[6].sum()) - int(got[6].sum())))
+    # a different prompt count and layout than the export example (points + box corners)
+    n2 = num_prompts + 3
+    pts = torch.rand(n2, 1, 2, generator=g) * size
+    box = torch.sort(torch.rand(n2, 2, 2, generator=g) * size, dim=1).values
+    c2 = torch.cat([pts, box], dim=1)
+    l2 = torch.tensor([[1.0, 2.0, 3.0]]).repeat(n2, 1)
+    emb_ort = torch.as_tensor(got[0])
+    ref_m, ref_i = _stock_reference(model, emb_ort, c2, l2)
+    got_m, got_i = _run_ort(dec_path, {"image_embeddings": emb_ort, "point_coords": c2, "point_labels": l2})
+    diffs["decoder/low_res_masks"] = float((ref_m - torch.as_tensor(got_m)).abs().max())
+    diffs["decoder/iou_predictions"] = float((ref_i - torch.as_tensor(got_i)).abs().max())
+    return diffs
+
+
 @torch.no_grad()
 def export_onnx(
     model: nn.Module,
@@ -190,31 +222,7 @@ def export_onnx(
     report: Dict[str, Any] = {"encoder": str(enc_path), "decoder": str(dec_path), "img_size": size, "top_n": top_n,
                               "opset": opset}
     if check:
-        diffs: Dict[str, float] = {}
-        # a non-square image (a different input_size than the export example): the graph must not bake it in
-        part = torch.tensor([max(1, size * 5 // 8), size], dtype=torch.int64)
-        feeds = {"image": image, "input_size": part} if enc.has_ppn else {"image": image}
-        ref = enc(*feeds.values())
-        got = _run_ort(enc_path, feeds)
-        for name, r, o in zip(enc.output_names, ref, got):
-            if name in ("points", "boxes", "scores", "valid"):  # ties in top-k may order differently
-                continue
-            diffs[f"encoder/{name}"] = float((r - torch.as_tensor(o)).abs().max())
-        if enc.has_ppn:  # compare the sorted scores and the count of valid prompts
-            diffs["encoder/scores"] = float((ref[5] - torch.as_tensor(got[5])).abs().max())
-            diffs["encoder/valid_count"] = float(abs(int(ref[6].sum()) - int(got[6].sum())))
-        # a different prompt count and layout than the export example (points + box corners)
-        n2 = num_prompts + 3
-        pts = torch.rand(n2, 1, 2, generator=g) * size
-        box = torch.sort(torch.rand(n2, 2, 2, generator=g) * size, dim=1).values
-        c2 = torch.cat([pts, box], dim=1)
-        l2 = torch.tensor([[1.0, 2.0, 3.0]]).repeat(n2, 1)
-        emb_ort = torch.as_tensor(got[0])
-        ref_m, ref_i = _stock_reference(model, emb_ort, c2, l2)
-        got_m, got_i = _run_ort(dec_path, {"image_embeddings": emb_ort, "point_coords": c2, "point_labels": l2})
-        diffs["decoder/low_res_masks"] = float((ref_m - torch.as_tensor(got_m)).abs().max())
-        diffs["decoder/iou_predictions"] = float((ref_i - torch.as_tensor(got_i)).abs().max())
-        report["max_abs_diff"] = diffs
+        report["max_abs_diff"] = _compare_with_torch(model, enc, enc_path, dec_path, image, num_prompts, g)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report
 

@@ -92,7 +92,8 @@ def decode_proposals(
     clip: bool = True,
     input_sizes: InputSizes = None,
 ) -> Dict[str, torch.Tensor]:
-    """Turn AutoPPN maps into ranked prompts.
+    """Turn AutoPPN maps into ranked prompts. (Long: mostly its documented signature; the body is one batched
+    pass: Point-NMS, top-k, decoding.)
 
     Args:
         heatmap_logits: ``[B, G, P, Q]`` logits.

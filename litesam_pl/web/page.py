@@ -86,7 +86,8 @@ def _grid_default(slot: H.Slot) -> int:
 
 
 def build_page(cfg: PageConfig) -> gr.Blocks:
-    """The page: a photo source, then the Everything, Prompt and Compare tabs."""
+    """The page: a photo source, then the Everything, Prompt and Compare tabs. (Long: a declarative Gradio
+    layout, whose components and event wiring must share one ``gr.Blocks`` context and its closures.)"""
     slot, second = cfg.slot, cfg.second
     examples = list(H.example_photos())
 
