@@ -25,7 +25,7 @@ install: $(STAMP) ## create .venv and install the package editable with dev extr
 $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	@# torch first: plain pip with Python 3.11 finds these on this machine's disk (other set-ups download them);
+	@# torch first, pinned, from pip's configured index (a local wheel cache or PyPI);
 	@# TORCH_VARIANT=cpu|cu126|cu128|cu130 takes PyTorch's own wheel index instead (docs/training.md: which driver each needs)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 $(TORCH_INDEX)
 	$(PIP) install -q -c requirements/constraints.txt -e '.[dev]'

@@ -34,7 +34,7 @@ from litesam_pl.data.rle import encode_mask, rle_to_bbox
 from benchmarks._wandb import publish
 
 
-def _dense_scene(rng: np.random.Generator, hw: tuple[int, int], n_masks: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def dense_scene(rng: np.random.Generator, hw: tuple[int, int], n_masks: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """An SA-1B-like image: ``n_masks`` irregular shapes of log-uniform sizes, wholes with nested parts."""
     H, W = hw
     img = rng.normal(128, 30, (H // 8, W // 8, 3)).clip(0, 255).astype(np.uint8)
@@ -67,7 +67,7 @@ def _dense_scene(rng: np.random.Generator, hw: tuple[int, int], n_masks: int) ->
 
 def write_dense_synthetic(out: Path, num_images: int, images_per_tar: int, hw=(768, 1024), masks=(50, 100),
                           seed: int = 0) -> list[str]:
-    """SA-1B-format tars of dense synthetic images (see ``_dense_scene``); returns the tar paths."""
+    """SA-1B-format tars of dense synthetic images (see ``dense_scene``); returns the tar paths."""
     import io
     import tarfile
 
@@ -81,7 +81,7 @@ def write_dense_synthetic(out: Path, num_images: int, images_per_tar: int, hw=(7
         with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
             for i in range(t, min(num_images, t + images_per_tar)):
                 rng = np.random.default_rng([seed, i])
-                img, ms = _dense_scene(rng, hw, int(rng.integers(masks[0], masks[1] + 1)))
+                img, ms = dense_scene(rng, hw, int(rng.integers(masks[0], masks[1] + 1)))
                 anns = []
                 for j, m in enumerate(ms):
                     rle = encode_mask(m)

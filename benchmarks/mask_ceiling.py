@@ -19,7 +19,7 @@ import torch
 from litesam_pl.data.datamodule import SA1BDataModule
 from litesam_pl.data.transforms import normalize_batch
 from litesam_pl.mask_resampling import upsample_prompt_logits
-from litesam_pl.metrics.recall import MaskRecall, mask_iou_matrix
+from litesam_pl.metrics.recall import MaskRecall, pred_gt_iou_matrix
 from litesam_pl.modules import LiteSAMModule
 from litesam_pl.modules.config import upgrade_flat_hparams
 
@@ -41,7 +41,7 @@ def mask_ceiling(module: LiteSAMModule, loader, img_size: int) -> dict:
             for i in range(masks.shape[0]):
                 h, w = (int(x) for x in batch["input_size"][i])
                 v = batch["valid"][i].bool()
-                m = mask_iou_matrix(masks[i, v, :h, :w], batch["masks"][i, v, :h, :w])
+                m = pred_gt_iou_matrix(masks[i, v, :h, :w], batch["masks"][i, v, :h, :w])
                 recall[form].update(m)
                 ious[form].append(m.diag())
     out = {}

@@ -46,7 +46,7 @@ def recipe_parts(stage: str) -> tuple[type, Dict[str, Any], Dict[str, Any]]:
 def build(stage: str, img_size: int, batch_size: int, shards: Sequence[str], max_masks: int | None,
           n_batches: int, device: torch.device, mask_loss_resolution: str | None = None):
     """The stage's module on ``device`` and ``n_batches`` training batches on ``device``."""
-    from litesam_pl.cli_config import apply_data_links
+    from litesam_pl.cli.config import apply_data_links
     from litesam_pl.data.datamodule import SA1BDataModule
     from litesam_pl.data.transforms import normalize_batch
 

@@ -15,7 +15,7 @@ whole/part/subpart masks. Rules (recorded in the manifest's ``args``):
   while a part and its whole, or a coarser and a finer split, stay well below 0.85, so both granularities survive.
 - A region that covers the whole image (a lazy "everything" label) is dropped (``whole_image``).
 - ``predicted_iou`` = the fraction of annotators who drew the region (>= 1/K), ``stability_score`` 1.0,
-  ``point_coords`` = the most interior pixel (``coco_to_sa1b.interior_point``), ``crop_box`` the whole image.
+  ``point_coords`` = the most interior pixel (``coco_to_sa1b.interior_point_coords``), ``crop_box`` the whole image.
 
 The jpg bytes are copied unchanged. The result goes through ``data_prep.sa1b`` like raw SA-1B tars.
 """
@@ -32,8 +32,8 @@ import numpy as np
 from litesam_pl.data.rle import encode_mask, rle_to_bbox
 
 from ._common import TarSeries, dump_json, write_manifest
-from .coco_to_sa1b import interior_point
-from .sa1b_sample import read_image
+from .coco_to_sa1b import interior_point_coords
+from .sa1b_sample import read_image_bytes_or_skip
 
 __all__ = ["bsds_to_sa1b", "annotator_regions", "region_ious", "merge_regions", "SPLITS"]
 
@@ -130,7 +130,7 @@ def _sa1b_annotations(regions: list[tuple[np.ndarray, int]], n_maps: int, w: int
         anns.append({
             "id": i, "segmentation": rle, "bbox": rle_to_bbox(rle), "area": int(m.sum()),
             "predicted_iou": round(votes / n_maps, 4), "stability_score": 1.0,
-            "point_coords": [interior_point(m)], "crop_box": [0.0, 0.0, float(w), float(h)],
+            "point_coords": [interior_point_coords(m)], "crop_box": [0.0, 0.0, float(w), float(h)],
             "annotators": votes,
         })
     return anns
@@ -143,7 +143,7 @@ def _bsds_sample(split: str, img_path: Path, gt_path: Path, min_area: int, dedup
     if not gt_path.is_file():
         skipped["missing_ground_truth"] += 1
         return None
-    photo = read_image(img_path, skipped)
+    photo = read_image_bytes_or_skip(img_path, skipped)
     if photo is None:
         return None
     data, img = photo

@@ -30,14 +30,15 @@ from litesam_pl.data import geometry
 from litesam_pl.data.rle import decode_rle, rle_area, rle_to_bbox
 
 from ._common import TarSeries, dump_json, is_jpeg, write_manifest
-from .sa1b_sample import read_image
+from .sa1b_sample import read_image_bytes_or_skip
 
-__all__ = ["coco_to_sa1b", "interior_point", "find_image_file"]
+__all__ = ["coco_to_sa1b", "interior_point_coords", "find_image_file"]
 
 
-def interior_point(mask: np.ndarray) -> list[float]:
-    """The pixel farthest from the mask's boundary (:func:`litesam_pl.data.geometry.interior_point`: exact
-    Euclidean distance, the image border counting as boundary, first in raster order on ties), as ``[x, y]``."""
+def interior_point_coords(mask: np.ndarray) -> list[float]:
+    """The SA-1B ``point_coords`` entry of a mask: :func:`litesam_pl.data.geometry.interior_point` (the pixel
+    farthest from the mask's boundary: exact Euclidean distance, the image border counting as boundary, first in
+    raster order on ties) as a float ``[x, y]`` list."""
     x, y = geometry.interior_point(mask)
     return [float(x), float(y)]
 
@@ -78,7 +79,7 @@ def _sa1b_annotations(coco: Any, image_id: int, w: int, h: int, keep_crowd: bool
             "area": area,
             "predicted_iou": 1.0,
             "stability_score": 1.0,
-            "point_coords": [interior_point(mask)],
+            "point_coords": [interior_point_coords(mask)],
             "crop_box": [0.0, 0.0, float(w), float(h)],
             "category_id": int(a.get("category_id", 0)),
         }
@@ -101,7 +102,7 @@ def _coco_sample(coco: Any, image_id: int, images: Path, prefix: str, keep_crowd
     if path is None:
         skipped["missing_image"] += 1
         return None
-    photo = read_image(path, skipped)
+    photo = read_image_bytes_or_skip(path, skipped)
     if photo is None:
         return None
     data, img = photo

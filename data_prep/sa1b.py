@@ -72,12 +72,12 @@ from .sa1b_manifest import (
     summary,
     write_partial,
 )
-from .sa1b_sample import PrepConfig, SkipSample, decode_image, process_sample, resized_hw
+from .sa1b_sample import PrepConfig, SkipSample, decode_image_or_skip, process_sample, resized_hw
 
 # the names other tools, tests and users import from data_prep.sa1b; their homes are the sa1b_* modules above
 __all__ = ["PrepConfig", "find_inputs", "iter_input", "hash_fraction", "in_hash_range", "is_selected", "process_sample",
            "prepare_input", "prepare_sa1b", "check_disjoint", "SkipSample", "assign_inputs", "partial_path",
-           "check_hash_range", "check_job", "decode_image", "resized_hw", "manifest_fields", "summary", "main",
+           "check_hash_range", "check_job", "decode_image_or_skip", "resized_hw", "manifest_fields", "summary", "main",
            "JOBS_DIR", "STATE_DIR"]
 
 

@@ -21,7 +21,9 @@ from litesam_pl.data.transforms import pil_rgb8
 from ._common import dump_json, is_jpeg
 from .sa1b_inputs import check_hash_range
 
-__all__ = ["PrepConfig", "SkipSample", "decode_image", "read_image", "resized_hw", "process_sample"]
+__all__ = [
+    "PrepConfig", "SkipSample", "decode_image_or_skip", "read_image_bytes_or_skip", "resized_hw", "process_sample",
+]
 
 
 @dataclass(frozen=True)
@@ -53,18 +55,18 @@ class SkipSample(Exception):
         self.reason = reason
 
 
-def read_image(path: Path, skipped: Counter) -> Optional[Tuple[bytes, np.ndarray]]:
+def read_image_bytes_or_skip(path: Path, skipped: Counter) -> Optional[Tuple[bytes, np.ndarray]]:
     """A converter's input photo: its bytes (what the shard stores) and RGB ``uint8 [H, W, 3]``, or None after
     counting the reason (``corrupt_image``) in ``skipped``."""
     data = path.read_bytes()
     try:
-        return data, decode_image(data)
+        return data, decode_image_or_skip(data)
     except SkipSample as e:
         skipped[e.reason] += 1
         return None
 
 
-def decode_image(data: bytes) -> np.ndarray:
+def decode_image_or_skip(data: bytes) -> np.ndarray:
     """Decode an image to RGB ``uint8 [H, W, 3]``; raises ``SkipSample('corrupt_image')`` (also on truncation)."""
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -166,7 +168,7 @@ def process_sample(jpg: bytes | None, js: bytes | None, cfg: PrepConfig, stats: 
     if jpg is None:
         raise SkipSample("missing_image")
     rec, anns, h0, w0 = _read_record(js)
-    img = decode_image(jpg)
+    img = decode_image_or_skip(jpg)
     if img.shape[:2] != (h0, w0):
         raise SkipSample("image_size_mismatch", f"jpg {img.shape[:2]} vs json {(h0, w0)}")
     _check_rles(anns, h0, w0)

@@ -24,6 +24,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from litesam_pl.data.geometry import size_groups
 from litesam_pl.data.rle import encode_mask, rle_to_bbox
 
 from ._common import atomic_write, dump_json, sample_members, tar_bytes
@@ -61,9 +62,9 @@ PRESETS = {
 
 
 def size_group(box_hw: Sequence[float], image_hw: Sequence[int]) -> int:
-    """Paper's size group of a box of size (h, w) in an image (H, W): 0 large, 1 medium, 2 small."""
-    e = max(box_hw[0] / image_hw[0], box_hw[1] / image_hw[1])
-    return 0 if e >= 0.25 else (2 if e <= 0.05 else 1)
+    """Paper's size group of a box of size (h, w) in an image (H, W): 0 large, 1 medium, 2 small
+    (:func:`litesam_pl.data.geometry.size_groups` of the one box)."""
+    return int(size_groups(np.asarray([box_hw], np.float64), image_hw)[0])
 
 
 @dataclass

@@ -164,23 +164,18 @@ class CocoInstances:
     def _make_api(self, dataset: dict) -> Any:
         """The official API object (``pycocotools.coco.COCO`` or ``lvis.LVIS``) over the same records."""
         if self.format == "lvis":
-            from lvis import LVIS
+            from ..compat import lvis_from_dict
 
-            api = LVIS.__new__(LVIS)
-            api.logger = logging.getLogger("lvis.lvis")
-        else:
-            from pycocotools.coco import COCO
+            return lvis_from_dict(dataset)
+        import contextlib
+        import io
 
-            api = COCO()
+        from pycocotools.coco import COCO
+
+        api = COCO()
         api.dataset = dataset
-        if self.format == "lvis":
-            api._create_index()
-        else:
-            import contextlib
-            import io
-
-            with contextlib.redirect_stdout(io.StringIO()):
-                api.createIndex()
+        with contextlib.redirect_stdout(io.StringIO()):
+            api.createIndex()
         return api
 
     def _resolve(self, img: Mapping[str, Any]) -> Path | None:

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from ..compat import shared_memory_zeros
+
 __all__ = ["collate_samples", "zeros_batch_tensor", "batch_shm_bytes", "BATCH_KEYS", "STACKED_KEYS", "LIST_KEYS"]
 
 # stacked into [B, ...] tensors
@@ -44,12 +46,7 @@ def zeros_batch_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor
             return torch.from_numpy(np.zeros(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
         except TypeError:  # a dtype numpy lacks (bfloat16)
             return torch.zeros(shape, dtype=dtype)
-    elem = torch.empty(0, dtype=dtype)
-    numel = 1
-    for d in shape:
-        numel *= d
-    storage = elem._typed_storage()._new_shared(numel, device=elem.device)  # a fresh, zero-filled shm file
-    return elem.new(storage).resize_(*shape)
+    return shared_memory_zeros(shape, dtype)  # a fresh, zero-filled shm file
 
 
 _PAGE = 4096
@@ -91,8 +88,8 @@ def collate_samples(samples: Sequence[dict[str, Any]], out: dict[str, torch.Tens
         first = samples[0][k]
         dst = zeros_batch_tensor((n, *first.shape), first.dtype)
         # numpy's stack (one thread) rather than torch.stack: with more than one torch thread (a loader without
-        # workers) the parallel copy's thread pool spins after each call, ~6 ms of CPU per sample for these
-        # kilobyte-sized tensors
+        # workers) the parallel copy's thread pool spins after each call, costing more CPU than these
+        # kilobyte-sized copies themselves (docs/benchmarks.md, "Data loader: shards prepared at 640")
         try:
             np.stack([s[k].numpy() for s in samples], out=dst.numpy())
         except (TypeError, RuntimeError, ValueError):  # dtypes numpy lacks (bfloat16), tensors needing grad, ...

@@ -216,7 +216,7 @@ class SA1BStream(IterableDataset):
                 self.counter.add("shard", f"cannot open {shard['url']!r}: {e}")
 
     def __iter__(self) -> Iterator[dict]:
-        from webdataset.filters import _shuffle
+        from webdataset.filters import shuffle
         from webdataset.tariterators import group_by_keys, tar_file_expander
 
         # (no cv2.setNumThreads here: in a forked worker it deadlocks when the parent already used OpenCV's pool)
@@ -234,8 +234,8 @@ class SA1BStream(IterableDataset):
             mine, readers, reader = self.eval_split(rank, world, worker, nworkers)
             raw = self._keep(raw, readers, reader)
         if self.train and self.shuffle_buffer > 1:
-            raw = _shuffle(raw, self.shuffle_buffer, min(self.shuffle_buffer, 100),
-                           rng=random.Random(int(rng.integers(2**62))))
+            raw = shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100),
+                          rng=random.Random(int(rng.integers(2**62))))(raw)
         n_batches = None
         if self.train and self.batches_per_epoch is not None:
             nb = int(self.batches_per_epoch)

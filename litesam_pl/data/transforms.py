@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..constants import PIXEL_MEAN, PIXEL_STD  # re-exported: the model input's normalisation, defined there
+
 __all__ = [
     "PIXEL_MEAN",
     "PIXEL_STD",
@@ -30,8 +32,6 @@ __all__ = [
     "reduce_factor",
 ]
 
-PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32)  # segment_anything.modeling.Sam defaults
-PIXEL_STD = np.array([58.395, 57.12, 57.375], np.float32)
 
 
 def preprocess_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
@@ -269,8 +269,8 @@ def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     copy, hence no stream synchronisation, per batch)."""
     key = str(device)
     if key not in _MEAN_STD:
-        _MEAN_STD[key] = (torch.from_numpy(PIXEL_MEAN).view(1, 3, 1, 1).to(device),
-                          torch.from_numpy(PIXEL_STD).view(1, 3, 1, 1).to(device))
+        _MEAN_STD[key] = (torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1).to(device),
+                          torch.tensor(PIXEL_STD, dtype=torch.float32).view(1, 3, 1, 1).to(device))
     return _MEAN_STD[key]
 
 

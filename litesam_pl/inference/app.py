@@ -39,11 +39,12 @@ import torch
 from .filter_report import filter_report, needs_filter_report
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from .outputs import (IMAGE_SUFFIXES, coco_results, collect_inputs, first_existing, fit_side, image_ids, limit_side,
-                      new_run_dir, out_dir_error, output_names, planned_files, write_coco, write_masks_json)
+                      new_run_dir, out_dir_error, output_names, planned_files, plural, write_coco, write_masks_json)
 from .overlay import draw_masks, draw_overlay
 from .segevery_options import OptionError, SegEveryOptions, add_option_flags
 
-__all__ = ["main", "overlay", "write_outputs", "filter_report", "needs_filter_report", "IMAGE_SUFFIXES"]
+__all__ = ["main", "overlay", "write_outputs", "resolve_device", "filter_report", "needs_filter_report",
+           "IMAGE_SUFFIXES"]
 
 PROG = "litesam segment-everything"
 
@@ -76,7 +77,7 @@ def write_outputs(path: Path, image: np.ndarray, records: List[Dict[str, Any]], 
     return {"overlay": png, "masks": js}
 
 
-def _resolve_device(spec: str) -> Tuple[Optional[torch.device], str]:
+def resolve_device(spec: str) -> Tuple[Optional[torch.device], str]:
     """``(device, "")`` for ``--device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``
     or ``N`` (= ``cuda:N``); ``(None, one-line reason)`` when it is no device or not on this machine."""
     s = spec.strip().lower()
@@ -92,7 +93,7 @@ def _resolve_device(spec: str) -> Tuple[Optional[torch.device], str]:
         if not torch.cuda.is_available():
             return None, f"--device {spec}: CUDA is not available on this machine; use --device cpu"
         if device.index is not None and device.index >= torch.cuda.device_count():
-            return None, f"--device {spec}: this machine has {_plural(torch.cuda.device_count(), 'CUDA device')}"
+            return None, f"--device {spec}: this machine has {plural(torch.cuda.device_count(), 'CUDA device')}"
     return device, ""
 
 
@@ -129,10 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights")
     return p
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _error(message: str) -> None:
@@ -234,7 +231,7 @@ def _start_line(label: str, random_weights: bool, model: torch.nn.Module, device
     weights = " (random weights)" if random_weights else ""
     precision = "bf16 autocast" if amp is not None else "float32"
     return (f"{PROG}: model {label}{weights}, device {where}, input {size}x{size} (longest side resized), "
-            f"{precision}, {_plural(n_images, 'image')}")
+            f"{precision}, {plural(n_images, 'image')}")
 
 
 def _autocast(args: argparse.Namespace, device: torch.device) -> Optional[torch.dtype]:
@@ -295,12 +292,12 @@ def _save_image(job: _Job, path: Path, name: str, image_id: int, full: np.ndarra
 
     args = job.args
     report = filter_report(funnel) if needs_filter_report(funnel) else None
-    caption = [f"{job.label}: {_plural(len(records), 'mask')}, {ms:.0f} ms", _settings_line(args, funnel)]
+    caption = [f"{job.label}: {plural(len(records), 'mask')}, {ms:.0f} ms", _settings_line(args, funnel)]
     alerts = (["random weights (no --ckpt): the masks are meaningless"] if job.random_weights else []) + (
         [report] if report else [])
     files = write_outputs(path, view, records, job.out_dir, alpha=args.alpha, original_size=full.shape[:2],
                           caption=caption, alerts=alerts, image_id=image_id, stem=name)
-    tqdm.write(f"{path}: {_plural(len(records), 'mask')}, {ms:.0f} ms -> {files['overlay'].name}, "
+    tqdm.write(f"{path}: {plural(len(records), 'mask')}, {ms:.0f} ms -> {files['overlay'].name}, "
                f"{files['masks'].name}")
     if report:
         tqdm.write(f"{path}: {report}")
@@ -339,7 +336,7 @@ def _segment_all(job: _Job, paths: List[Path], input_errors: List[str]) -> int:
         coco += coco_results(records, image_id)
     if times_ms:
         write_coco(job.out_dir, coco, images)
-        print(f"{_plural(len(times_ms), 'image')}, {_plural(total_masks, 'mask')}, "
+        print(f"{plural(len(times_ms), 'image')}, {plural(total_masks, 'mask')}, "
               f"{statistics.median(times_ms):.0f} ms/image median; results saved to {job.out_dir}")
     if failures:
         print(f"{PROG}: {failures} of {len(paths) + len(input_errors)} inputs failed", file=sys.stderr)
@@ -355,7 +352,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OptionError as err:
         _error(f"--{err.option.replace('_', '-')} must be {err.must}, got {err.value!r}")
         return 2
-    device, why = _resolve_device(args.device)
+    device, why = resolve_device(args.device)
     if device is None:
         _error(why)
         return 2

@@ -6,7 +6,8 @@
   output names (a stem seen twice gets ``_1``, ``_2``, ...) and the files a run would overwrite;
 - sizes: the longest-side guard applied before the model and the size masks are returned at;
 - COCO results: ``image_id`` per image, ``results.json`` entries and the ``images.json`` skeleton that lets
-  ``pycocotools.coco.COCO("images.json").loadRes("results.json")`` load them.
+  ``pycocotools.coco.COCO("images.json").loadRes("results.json")`` load them;
+- messages: :func:`plural` (``"1 mask"``, ``"3 masks"``), shared with ``litesam predict``'s writer.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ..data.rle import rle_to_bbox
 __all__ = [
     "IMAGE_SUFFIXES", "DEFAULT_PROJECT", "DEFAULT_NAME", "RESULTS_FILE", "IMAGES_FILE", "collect_inputs",
     "new_run_dir", "out_dir_error", "output_names", "planned_files", "first_existing", "limit_side", "fit_side",
-    "image_ids", "coco_results", "coco_images", "write_coco", "write_masks_json",
+    "image_ids", "coco_results", "coco_images", "write_coco", "write_masks_json", "plural",
 ]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm"}
@@ -34,6 +35,11 @@ IMAGES_FILE = "images.json"
 CATEGORY_ID = 1
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _GLOB = re.compile(r"[*?\[]")
+
+
+def plural(n: int, noun: str) -> str:
+    """``"1 mask"``, ``"0 masks"``, ``"3 masks"``: ``n`` and ``noun``, with an ``s`` unless ``n == 1``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _is_image(p: Path) -> bool:

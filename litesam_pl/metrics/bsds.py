@@ -148,7 +148,7 @@ def _count_maps(bmaps: Dict[int, np.ndarray], gts_f: List[np.ndarray], max_dist:
 
 def _match(bmap: np.ndarray, gts_f: List[np.ndarray], max_dist: float) -> Tuple[int, int, int, int]:
     """``match_boundaries`` on ground truth already prepared by ``_check_gts`` (float64, Fortran order)."""
-    from pyEdgeEval._lib import correspond_pixels
+    from pyEdgeEval import correspond_pixels
 
     sum_p = int(bmap.sum())
     sum_r = int(sum(int(g.sum()) for g in gts_f))

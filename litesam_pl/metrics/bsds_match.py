@@ -43,9 +43,10 @@ _NB_BIT = np.array([8, 4, 2, 16, 1, 32, 64, 128], dtype=np.uint8)
 
 
 def _thin_luts() -> Tuple[np.ndarray, np.ndarray]:
-    from skimage.morphology._skeletonize import G123_LUT, G123P_LUT
+    from litesam_pl.compat import skimage_thin_luts
 
-    return np.asarray(G123_LUT, dtype=bool), np.asarray(G123P_LUT, dtype=bool)
+    g123, g123p = skimage_thin_luts()
+    return np.asarray(g123, dtype=bool), np.asarray(g123p, dtype=bool)
 
 
 def thin(bmap: np.ndarray) -> np.ndarray:

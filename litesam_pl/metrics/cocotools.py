@@ -24,7 +24,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from litesam_pl.data.rle import encode_mask
-from litesam_pl.metrics.miou import _as_numpy
+from litesam_pl.metrics.miou import as_numpy
 
 __all__ = [
     "AP_KEYS",
@@ -117,8 +117,8 @@ def coco_from_arrays(images: Sequence[Mapping[str, Any]], category_names: Mappin
     for idx, item in enumerate(images):
         if not isinstance(item, Mapping):
             raise TypeError(f"image {idx}: expected a mapping with 'masks' and/or 'boxes', got {type(item).__name__}")
-        masks = _as_numpy(item["masks"]).astype(bool) if item.get("masks") is not None else None
-        boxes = _as_numpy(item["boxes"]) if item.get("boxes") is not None else None
+        masks = as_numpy(item["masks"]).astype(bool) if item.get("masks") is not None else None
+        boxes = as_numpy(item["boxes"]) if item.get("boxes") is not None else None
         if masks is None and boxes is None:
             raise ValueError(f"image {idx}: needs 'masks' or 'boxes'")
         if masks is not None and masks.ndim != 3:
@@ -131,8 +131,8 @@ def coco_from_arrays(images: Sequence[Mapping[str, Any]], category_names: Mappin
         else:
             h = w = 0
         image_id = int(item.get("image_id", idx))
-        labels = _as_numpy(item.get("labels", np.ones(n))).astype(np.int64).reshape(-1)
-        crowd = _as_numpy(item.get("iscrowd", np.zeros(n))).astype(np.int64).reshape(-1)
+        labels = as_numpy(item.get("labels", np.ones(n))).astype(np.int64).reshape(-1)
+        crowd = as_numpy(item.get("iscrowd", np.zeros(n))).astype(np.int64).reshape(-1)
         if len(labels) != n or len(crowd) != n:
             raise ValueError(f"image {idx}: labels/iscrowd length differ from the {n} instances")
         out_images.append({"id": image_id, "height": int(h), "width": int(w)})
@@ -173,11 +173,11 @@ def results_from_masks(image_id: int, masks: Any, scores: Any, category_ids: Any
             ``bbox`` when one is present, so segm AP_S/M/L would then bin detections by box area; without it
             the area is the mask's, as in detectron2's evaluator, and plain pycocotools gives our numbers.
     """
-    m = _as_numpy(masks).astype(bool)
+    m = as_numpy(masks).astype(bool)
     if m.ndim != 3:
         raise ValueError(f"masks must be [K, H, W], got {m.shape}")
-    s = _as_numpy(scores).astype(np.float64).reshape(-1)
-    c = np.broadcast_to(_as_numpy(category_ids).astype(np.int64).reshape(-1), (len(m),)) if len(m) else []
+    s = as_numpy(scores).astype(np.float64).reshape(-1)
+    c = np.broadcast_to(as_numpy(category_ids).astype(np.int64).reshape(-1), (len(m),)) if len(m) else []
     if len(s) != len(m):
         raise ValueError(f"{len(m)} masks but {len(s)} scores")
     out = []
@@ -192,11 +192,11 @@ def results_from_masks(image_id: int, masks: Any, scores: Any, category_ids: Any
 
 def results_from_boxes(image_id: int, boxes: Any, scores: Any, category_ids: Any = 1) -> list[dict]:
     """COCO bbox results records from xyxy boxes ``[K, 4]`` and scores ``[K]``."""
-    b = _xyxy_to_xywh(_as_numpy(boxes))
-    s = _as_numpy(scores).astype(np.float64).reshape(-1)
+    b = _xyxy_to_xywh(as_numpy(boxes))
+    s = as_numpy(scores).astype(np.float64).reshape(-1)
     if len(s) != len(b):
         raise ValueError(f"{len(b)} boxes but {len(s)} scores")
-    c = np.broadcast_to(_as_numpy(category_ids).astype(np.int64).reshape(-1), (len(b),)) if len(b) else []
+    c = np.broadcast_to(as_numpy(category_ids).astype(np.int64).reshape(-1), (len(b),)) if len(b) else []
     return [{"image_id": int(image_id), "category_id": int(c[k]), "bbox": [float(v) for v in b[k]],
              "score": float(s[k])} for k in range(len(b))]
 
@@ -213,7 +213,7 @@ def results_from_arrays(gt: COCO, predictions: Sequence[Mapping[str, Any]], iou_
         key = "masks" if iou_type == "segm" else "boxes"
         if p.get(key) is None:
             raise ValueError(f"prediction {idx}: iou_type {iou_type!r} needs {key!r}")
-        n = len(_as_numpy(p[key]))
+        n = len(as_numpy(p[key]))
         if scores is None:  # rank order: first is best
             scores = np.linspace(1.0, 0.0, n, endpoint=False) if n else np.zeros(0)
         labels = p.get("labels", 1)

@@ -78,21 +78,16 @@ def _limit_per_image(results: list[dict], max_dets: int) -> list[dict]:
 
 
 def _lvis_official(data: dict, results: list[dict], iou_type: str, img_ids: list[int], max_dets: int) -> dict:
-    from lvis import LVIS, LVISEval, LVISResults
+    from lvis import LVISEval, LVISResults
 
-    lvis_gt = LVIS.__new__(LVIS)
-    lvis_gt.dataset = data
-    lvis_gt.logger = logging.getLogger("lvis.lvis")
-    lvis_gt._create_index()
+    from litesam_pl.compat import empty_lvis_results, lvis_from_dict
+
+    lvis_gt = lvis_from_dict(data)
     if results:
         with silence_prints():
             lvis_dt = LVISResults(lvis_gt, results, max_dets=max_dets)
     else:  # LVISResults indexes results[0]; an empty result set is simply no detection
-        lvis_dt = LVISResults.__new__(LVISResults)
-        lvis_dt.dataset = copy.deepcopy(data)
-        lvis_dt.dataset["annotations"] = []
-        lvis_dt.logger = lvis_gt.logger
-        lvis_dt._create_index()
+        lvis_dt = empty_lvis_results(lvis_gt)
     e = LVISEval(lvis_gt, lvis_dt, iou_type)
     e.params.img_ids = img_ids
     with numpy_float_alias():

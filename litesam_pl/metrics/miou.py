@@ -12,6 +12,7 @@ import numpy as np
 
 __all__ = [
     "COCO_AREA_RANGES",
+    "as_numpy",
     "mask_iou",
     "mask_ious",
     "area_group",
@@ -28,7 +29,8 @@ COCO_AREA_RANGES: Mapping[str, tuple[float, float]] = {
 }
 
 
-def _as_numpy(x: Any) -> np.ndarray:
+def as_numpy(x: Any) -> np.ndarray:
+    """``x`` as a numpy array; a torch tensor is detached and copied to the CPU first (torch is not imported)."""
     if hasattr(x, "detach"):  # torch tensor, without importing torch
         x = x.detach().cpu().numpy()
     return np.asarray(x)
@@ -45,8 +47,8 @@ def mask_ious(pred: Any, gt: Any, empty: float = 1.0) -> np.ndarray:
     Returns:
         float64 ``[K]`` (a 0-d array for 2-D inputs), values in [0, 1].
     """
-    p = _as_numpy(pred).astype(bool, copy=False)
-    g = _as_numpy(gt).astype(bool, copy=False)
+    p = as_numpy(pred).astype(bool, copy=False)
+    g = as_numpy(gt).astype(bool, copy=False)
     if p.shape != g.shape:
         raise ValueError(f"mask shapes differ: pred {p.shape} vs gt {g.shape}")
     if p.ndim < 2:
@@ -66,7 +68,7 @@ def mask_iou(pred: Any, gt: Any, empty: float = 1.0) -> float:
 
 def area_group(areas: Any, ranges: Mapping[str, tuple[float, float]] = COCO_AREA_RANGES) -> dict[str, np.ndarray]:
     """Bool membership ``[N]`` per range name (``lo <= area <= hi``, as ``COCOeval``)."""
-    a = _as_numpy(areas).astype(np.float64).reshape(-1)
+    a = as_numpy(areas).astype(np.float64).reshape(-1)
     return {name: (a >= lo) & (a <= hi) for name, (lo, hi) in ranges.items()}
 
 
@@ -85,8 +87,8 @@ def summarize_miou(
         ``{"miou", "miou_small", "miou_medium", "miou_large", "n", "n_small", "n_medium", "n_large"}``; a mean
         over no instance is ``nan``.
     """
-    i = _as_numpy(ious).astype(np.float64).reshape(-1)
-    a = _as_numpy(areas).astype(np.float64).reshape(-1)
+    i = as_numpy(ious).astype(np.float64).reshape(-1)
+    a = as_numpy(areas).astype(np.float64).reshape(-1)
     if i.shape != a.shape:
         raise ValueError(f"ious {i.shape} and areas {a.shape} differ in length")
     out: dict[str, float | int] = {"miou": float(i.mean()) if i.size else float("nan"), "n": int(i.size)}
@@ -115,14 +117,14 @@ class MIoUAccumulator:
         """Add K instances; ``areas`` defaults to the GT masks' pixel counts. Returns their IoUs ``[K]``."""
         ious = np.atleast_1d(mask_ious(pred, gt))
         if areas is None:
-            areas = _as_numpy(gt).astype(bool).reshape(len(ious), -1).sum(axis=1)
+            areas = as_numpy(gt).astype(bool).reshape(len(ious), -1).sum(axis=1)
         self.update_ious(ious, areas)
         return ious
 
     def update_ious(self, ious: Any, areas: Any) -> None:
         """Add precomputed IoUs ``[K]`` with their areas ``[K]``."""
-        i = _as_numpy(ious).astype(np.float64).reshape(-1)
-        a = _as_numpy(areas).astype(np.float64).reshape(-1)
+        i = as_numpy(ious).astype(np.float64).reshape(-1)
+        a = as_numpy(areas).astype(np.float64).reshape(-1)
         if i.shape != a.shape:
             raise ValueError(f"ious {i.shape} and areas {a.shape} differ in length")
         self.ious.extend(i.tolist())

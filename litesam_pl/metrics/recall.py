@@ -17,12 +17,12 @@ from torchmetrics import Metric
 
 from litesam_pl.metrics.detection import IOU_THRESHOLDS, greedy_match
 
-__all__ = ["IOU_THRESHOLDS", "mask_iou_matrix", "matched_counts", "MaskRecall", "PointPrecision"]
+__all__ = ["IOU_THRESHOLDS", "pred_gt_iou_matrix", "matched_counts", "MaskRecall", "PointPrecision"]
 
 
 
 
-def mask_iou_matrix(pred: Tensor, gt: Tensor) -> Tensor:
+def pred_gt_iou_matrix(pred: Tensor, gt: Tensor) -> Tensor:
     """IoU of every predicted mask with every GT mask: bool ``[D, H, W]``, ``[G, H, W]`` -> float64 ``[D, G]``.
 
     Pixel counts are exact in float32 (masks under 2^24 pixels); the ratio is taken in float64, as pycocotools does,

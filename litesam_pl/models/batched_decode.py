@@ -2,8 +2,8 @@
 
 SAM's ``MaskDecoder.predict_masks`` takes the embedding of ONE image and repeats it for every prompt
 (``torch.repeat_interleave(image_embeddings, n_prompts)``), so a batch of B images costs B decoder calls, each a few
-thousand small operations: training is launch-bound on a GPU (issue 17; ~10,000 ATen ops per extra image in a
-joint step). :func:`decode_prompts` runs the same computation with the image embedding given per prompt
+thousand small operations, so a training step grows with B in kernel launches and is launch-bound on a GPU
+(docs/benchmarks.md, "One-shot GPU check"). :func:`decode_prompts` runs the same computation with the image embedding given per prompt
 (``[N, C, h, w]``, each image's embedding repeated for its prompts), through SAM's own sub-modules (two-way
 transformer, upscaling, hypernetwork MLPs, IoU head): one call for all B x K prompts, the same numbers as B calls
 (``tests/models/test_batched_decode.py`` checks both against SAM's ``MaskDecoder.forward``, values and gradients).

@@ -24,7 +24,7 @@ from .litevit import LITEVIT_CONFIGS, LiteViT
 __all__ = [
     "MODELS", "list_models", "create_model", "model_config", "build_from_config",
     "check_segmenter", "ModelError", "ModelFileNotFoundError",
-    "ModelOptionError",
+    "ModelOptionError", "plain_values",
 ]
 
 class ModelError(ValueError):
@@ -111,12 +111,12 @@ def check_segmenter(name: str) -> None:
     raise ModelError(f"unknown model {name!r}{_did_you_mean(name, segmenters)}; Lite-SAM models: {choices}")
 
 
-def _plain(value: Any) -> Any:
+def plain_values(value: Any) -> Any:
     """Tuples -> lists, recursively; reject values that would not survive an export."""
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_values(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_values(v) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"model kwargs must be plain Python values, got {type(value).__name__}: {value!r}")
@@ -135,7 +135,7 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     if name.startswith(("timm:", "torchvision:")):
         builder, defaults = build_timm_backbone, {}
         model = builder(name, **overrides)
-        kwargs = _plain(dict(overrides))
+        kwargs = plain_values(dict(overrides))
     else:
         if name not in MODELS:
             raise ModelError(
@@ -149,7 +149,7 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
             raise ModelOptionError(f"{name}: unknown option(s) {unknown}; accepted: {sorted(sig.parameters)}")
         bound = sig.bind(**{**defaults, **overrides})
         bound.apply_defaults()
-        kwargs = _plain(dict(bound.arguments))
+        kwargs = plain_values(dict(bound.arguments))
         model = builder(**bound.arguments)
     model.model_config = {"name": name, "kwargs": kwargs}
     return model

@@ -1,4 +1,4 @@
-"""Lightning training stages of Lite-SAM (the only package, with ``litesam_pl.cli`` and ``litesam_pl.cli_lightning``,
+"""Lightning training stages of Lite-SAM (the only package, with ``litesam_pl.cli`` and ``litesam_pl.cli.lightning``,
 that imports Lightning)."""
 from .autoppn import AutoPPNModule
 from .backbone_box import BackboneBoxModule

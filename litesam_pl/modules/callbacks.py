@@ -75,7 +75,7 @@ def check_finite(terms: Mapping[str, Tensor], step: int, sync: bool = True) -> N
     int table when a process group is up (``sync``), one host sync (``.any()``). The message names the step, the
     first non-finite term and the rank(s) it is non-finite on, then the other non-finite terms. Every rank must
     pass the same term names (the same stage code does). Raising on one rank only would leave the others in the
-    gradient all-reduce until the collective timeout (issue 16).
+    gradient all-reduce until the collective timeout.
     """
     names = _term_names(terms)
     if not names:
@@ -113,7 +113,8 @@ class TorchCompile(pl.Callback):
 
     Opt-in from a recipe or the command line (with cuDNN's autotuner, a Trainer flag):
     ``--trainer.callbacks+=litesam_pl.modules.callbacks.TorchCompile --trainer.benchmark true``.
-    The weights, checkpoints and validation are unchanged (only the bound method is replaced, in this process).
+    The weights, checkpoints and validation are unchanged (only the bound method is replaced, in this process);
+    the module is marked ``losses_compiled = True`` so that it is compiled once.
 
     Args:
         backend: ``torch.compile`` backend (``inductor``; ``aot_eager`` traces without generating kernels).
@@ -125,19 +126,19 @@ class TorchCompile(pl.Callback):
         self.backend, self.mode, self.dynamic = backend, mode, dynamic
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit" or getattr(pl_module, "_compiled_losses", False):
+        if stage != "fit" or getattr(pl_module, "losses_compiled", False):
             return
         pl_module.compute_losses = torch.compile(pl_module.compute_losses, backend=self.backend, mode=self.mode,
                                                  dynamic=self.dynamic)
-        pl_module._compiled_losses = True
+        pl_module.losses_compiled = True
         rank_zero_info(f"TorchCompile: compute_losses compiled (backend={self.backend}, mode={self.mode})")
 
 
 class CPUThreads(pl.Callback):
     """Set the intra-op thread count of this process (``torch.set_num_threads``, and OpenCV's) at start-up.
 
-    On a small shared CPU machine one thread per process avoids OpenMP spin contention, which can make a step
-    several times slower than with all cores; on an idle machine all cores are faster (1.4-1.6x on 2 cores).
+    On a small shared CPU machine one thread per process avoids OpenMP spin contention (threads spinning on cores
+    other jobs hold); on an idle machine every core helps (figures: docs/benchmarks.md, "CPU threads per process").
     ``num_threads``: a count; ``"auto"``: one thread per core left idle by other processes (the cores this process
     may use minus the cores busy during a 0.5 s sample of /proc/stat, at least 1; time of niced processes counts as
     idle: they yield to this one); ``0`` or less: leave the defaults.

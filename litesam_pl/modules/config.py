@@ -14,7 +14,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type, TypeVar
 from litesam_pl.losses import BOX_UNITS
 
 __all__ = ["ConfigError", "ModelSpec", "MaskLossConfig", "PPNLossConfig", "OptimizerConfig", "PromptConfig",
-           "ValidationConfig", "PARTS", "POINT_LOSS_FOR_TARGETS", "coerce", "plain", "upgrade_flat_hparams"]
+           "ValidationConfig", "PARTS", "POINT_LOSS_FOR_TARGETS", "FLAT_HPARAMS", "coerce", "plain",
+           "upgrade_flat_hparams"]
 
 # the AutoPPN point loss each target form is trained with (Table 2 switch (2) "GT & loss": one setting)
 POINT_LOSS_FOR_TARGETS = {"distance": "hard_mse", "gaussian": "focal"}
@@ -261,8 +262,9 @@ def plain(value: Any) -> Any:
     return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
 
 
-# flat argument of the modules before the typed parts -> (part, field)
-_FLAT = {
+# flat argument of the modules before the typed parts -> (part, field): what ``upgrade_flat_hparams`` moves and
+# what ``litesam_pl.cli.config.suggest_option`` names for an old flag
+FLAT_HPARAMS = {
     "model_name": ("model", "name"), "model_kwargs": ("model", "kwargs"),
     "lr": ("optimizer", "lr"), "weight_decay": ("optimizer", "weight_decay"), "betas": ("optimizer", "betas"),
     "lr_schedule": ("optimizer", "schedule"), "warmup_steps": ("optimizer", "warmup_steps"),
@@ -286,8 +288,8 @@ def upgrade_flat_hparams(hparams: Mapping[str, Any]) -> Dict[str, Any]:
     nested dicts; other keys (``init_from``, stage arguments, ``_class_path``) are kept. Nested ones pass unchanged."""
     out: Dict[str, Any] = {}
     for key, value in hparams.items():
-        if key in _FLAT and not isinstance(hparams.get(_FLAT[key][0]), Mapping):
-            part, name = _FLAT[key]
+        if key in FLAT_HPARAMS and not isinstance(hparams.get(FLAT_HPARAMS[key][0]), Mapping):
+            part, name = FLAT_HPARAMS[key]
             out.setdefault(part, {})[name] = dict(value or {}) if key == "model_kwargs" else value
         else:
             out[key] = value

@@ -24,7 +24,7 @@ class MetricsJSON(pl.Callback):
     """Write the latest validation (and test) metrics as a flat JSON object: every logged ``val/*`` (``test/*``)
     metric as a float, plus ``global_step`` and ``epoch``. Rank 0 only; the sanity-check pass is skipped.
 
-    Where (issue 13, point 8: ``litesam validate`` must never overwrite a training run's ``metrics.json``):
+    Where (so that ``litesam validate`` never overwrites a training run's ``metrics.json``):
 
     - ``fit``: ``<dirpath>/metrics.json`` after each validation (the training run's record).
     - ``validate`` / ``test`` of a checkpoint (``trainer.ckpt_path``): beside it,

@@ -42,8 +42,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from litesam_pl.cli_errors import CLIError
-from litesam_pl.inference.outputs import write_masks_json
+from litesam_pl.cli.errors import CLIError
+from litesam_pl.inference.outputs import plural, write_masks_json
 
 __all__ = ["SegEveryWriter", "PredictOutputError", "attach_writer", "add_writer_arguments", "key_image_id",
            "DEFAULT_PREDICT_PROJECT"]
@@ -65,10 +65,6 @@ def key_image_id(key: str) -> int:
     if m:
         return int(m.group(1))
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=6).digest(), "big")
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _settings(f: Optional[Dict[str, Any]]) -> str:
@@ -181,7 +177,7 @@ class SegEveryWriter(BasePredictionWriter):
 
         ckpt = getattr(trainer, "ckpt_path", None)
         label = type(pl_module).__name__ + (f" ({Path(str(ckpt)).name})" if ckpt else "")
-        lines = [f"{label}: {_plural(n_masks, 'mask')}"] + ([_settings(f)] if f else [])
+        lines = [f"{label}: {plural(n_masks, 'mask')}"] + ([_settings(f)] if f else [])
         alerts = ["random weights (no --ckpt_path): the masks are meaningless"] if self.random_weights else []
         if f and needs_filter_report(f):  # why there are (almost) no masks; segment-everything's relaxing flags dropped
             alerts.append(filter_report(f).split("; to keep more", 1)[0])
@@ -273,8 +269,8 @@ class SegEveryWriter(BasePredictionWriter):
         if len(set(ids)) != len(ids):
             print(f"{PROG}: warning: {len(ids) - len(set(ids))} duplicate image_id(s) in {IMAGES_FILE} (keys "
                   "ending in the same number, or a key seen twice)", file=sys.stderr)
-        print(f"{PROG}: results saved to {self.out_dir} ({_plural(len(images), 'image')}, "
-              f"{_plural(n_masks, 'mask')})")
+        print(f"{PROG}: results saved to {self.out_dir} ({plural(len(images), 'image')}, "
+              f"{plural(n_masks, 'mask')})")
         return {"images": len(images), "masks": n_masks}
 
 

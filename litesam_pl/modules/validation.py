@@ -16,11 +16,12 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from litesam_pl.compat import ddp_sync_buffers
 from litesam_pl.inference.segevery import segment_everything
 from litesam_pl.mask_resampling import upsample_prompt_logits
 from litesam_pl.metrics.detection import BoxRecall, MaskAP
 from litesam_pl.metrics.miou import mask_ious
-from litesam_pl.metrics.recall import MaskRecall, PointPrecision, mask_iou_matrix
+from litesam_pl.metrics.recall import MaskRecall, PointPrecision, pred_gt_iou_matrix
 from litesam_pl.models.prompt_forms import multimask_output_for
 
 __all__ = ["EvaluationMixin"]
@@ -67,7 +68,7 @@ class EvaluationMixin:
             self.val_miou_1box.update(torch.as_tensor(mask_ious(bm, g), dtype=torch.float32, device=self.device))
             self.val_miou_1point.update(torch.as_tensor(mask_ious(pm, g), dtype=torch.float32, device=self.device))
             if self.cfg.validation.compute_map:  # IoUs, scores and areas: a few numbers per mask, never the masks
-                self.val_map.update(mask_iou_matrix(bm, g), box_iou[i, v, 0].float(), g.flatten(1).sum(1),
+                self.val_map.update(pred_gt_iou_matrix(bm, g), box_iou[i, v, 0].float(), g.flatten(1).sum(1),
                                     bm.flatten(1).sum(1))
 
     @torch.no_grad()
@@ -122,7 +123,7 @@ class EvaluationMixin:
         )
         self.model.train(was_training)
         for res, gt in zip(results, gts):
-            self.val_mask_recall.update(mask_iou_matrix(res["masks"], gt.to(res["masks"].device)))
+            self.val_mask_recall.update(pred_gt_iou_matrix(res["masks"], gt.to(res["masks"].device)))
 
     def _eval_step(self, batch: Dict[str, Any], prefix: str) -> None:
         # No collective op in here (no self.log(sync_dist=True), no DDP buffer broadcast: see
@@ -152,10 +153,10 @@ class EvaluationMixin:
 
         DDP re-broadcasts the buffers in the first no-grad forward after a training forward (and in the very first
         forward), i.e. inside the first ``validation_step``. A rank that has fewer validation batches, or none,
-        then leaves the others in that broadcast for good (issue 16: a 2-rank run with one val shard hung). This
+        then leaves the others waiting in that broadcast for good (a hang, not an error). This
         hook runs on every rank at the start of each validation/test epoch whatever its batches, does the same
-        broadcast (``DistributedDataParallel._sync_buffers``, rank 0 authoritative) and clears the flag that would
-        make the next forward repeat it. Stock DDP clears that flag after its no-grad forward too, so training
+        broadcast (``DistributedDataParallel._sync_buffers``, through ``litesam_pl.compat.ddp_sync_buffers``; rank 0
+        authoritative) and clears the flag that would make the next forward repeat it. Stock DDP clears that flag after its no-grad forward too, so training
         afterwards behaves exactly as before.
         """
         ddp = self._ddp_wrapper()
@@ -164,7 +165,7 @@ class EvaluationMixin:
         # exactly the decision (flag, broadcast_buffers / forward_sync_buffers, any buffers) and the broadcast
         # (rank 0 authoritative, coalesced) of DDP's own pre-forward
         if ddp.will_sync_module_buffers():
-            ddp._sync_buffers()
+            ddp_sync_buffers(ddp)
         ddp.require_forward_param_sync = False
 
     def on_validation_epoch_start(self) -> None:

@@ -75,6 +75,23 @@ class Slot:
     _predictor: Any = field(default=None, repr=False)
     _embedded: Optional[str] = field(default=None, repr=False)
 
+    def prompt_predictor(self) -> Any:
+        """The slot's ``SamPredictor`` (``inference.sam_compat.predictor``), made on first use."""
+        if self._predictor is None:
+            from ..inference.sam_compat import predictor
+
+            self._predictor = predictor(self.model)
+        return self._predictor
+
+    def embed(self, key: str, image: np.ndarray) -> bool:
+        """Give ``image`` (the photo ``key``, RGB) to the slot's predictor unless it is the photo embedded last;
+        True when it was (its embedding is reused). Call it holding ``lock``."""
+        if self._embedded == key:
+            return True
+        self.prompt_predictor().set_image(image, image_format="RGB")
+        self._embedded = key
+        return False
+
     @property
     def has_autoppn(self) -> bool:
         return getattr(self.model, "autoppn", None) is not None

@@ -89,8 +89,6 @@ class PromptResult:
 def run_prompt(slot: Slot, photo: Photo, coords: np.ndarray, labels: np.ndarray,
                box: Optional[np.ndarray]) -> PromptResult:
     """Points and/or a box through ``SamPredictor`` (``sam_compat.predictor``), as a user calls it from Python."""
-    from ..inference.sam_compat import predictor
-
     h, w = photo.image.shape[:2]
     if len(coords) == 0 and box is None:
         raise PageError("no prompt: click the photo to add a point, or two box corners")
@@ -99,15 +97,11 @@ def run_prompt(slot: Slot, photo: Photo, coords: np.ndarray, labels: np.ndarray,
     if box is not None and (box[0] < 0 or box[1] < 0 or box[2] > w or box[3] > h):
         raise PageError(f"the box lies outside the {w}x{h} photo; clear the prompts after changing photos")
     with slot.lock:
-        if slot._predictor is None:
-            slot._predictor = predictor(slot.model)
+        sam = slot.prompt_predictor()
         t0 = time.perf_counter()
-        cached = slot._embedded == photo.key
-        if not cached:
-            slot._predictor.set_image(photo.image, image_format="RGB")
-            slot._embedded = photo.key
+        cached = slot.embed(photo.key, photo.image)
         t1 = time.perf_counter()
-        masks, ious, low = slot._predictor.predict(
+        masks, ious, low = sam.predict(
             point_coords=coords if len(coords) else None, point_labels=labels if len(coords) else None,
             box=box, multimask_output=True)
         t2 = time.perf_counter()

@@ -95,11 +95,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if missing:
         print(f"{PROG}: error: {missing}", file=sys.stderr)
         return 2
-    from ..inference.app import _resolve_device
+    from ..inference.app import resolve_device
     from ..models.registry import ModelError
     from . import handlers as H
 
-    device, why = _resolve_device(args.device)
+    device, why = resolve_device(args.device)
     if device is None:
         print(f"{PROG}: error: {why}", file=sys.stderr)
         return 2

@@ -21,6 +21,8 @@ from litesam_pl.data.rle_sample import RunLengths
 from litesam_pl.data.sa1b_stream import SampleProcessor, count_samples, expand_urls
 from litesam_pl.data.transforms import PIXEL_MEAN, PIXEL_STD, decode_image, normalize_images, pad_image
 
+MEAN32, STD32 = np.asarray(PIXEL_MEAN, np.float32), np.asarray(PIXEL_STD, np.float32)  # as the loader computes
+
 S = 128
 
 
@@ -224,7 +226,7 @@ def test_loader_batches_are_uint8_and_the_module_normalises_them_as_the_old_load
     out = hook(None, batch, 0)
     assert batch["image"].dtype == torch.uint8  # the loader's batch is not modified
     assert out["image"].dtype == torch.float32 and out["masks"] is batch["masks"]
-    lut = ((np.arange(256, dtype=np.float32)[None, :] - PIXEL_MEAN[:, None]) / PIXEL_STD[:, None]).astype(np.float32)
+    lut = ((np.arange(256, dtype=np.float32)[None, :] - MEAN32[:, None]) / STD32[:, None]).astype(np.float32)
     for b in range(3):
         h, w = batch["input_size"][b].tolist()
         old = np.zeros((3, S, S), np.float32)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.dataloader import _dense_scene
+from benchmarks.dataloader import dense_scene
 from litesam_pl.data.collate import collate_samples, zeros_batch_tensor
 from litesam_pl.data.prompts import choose_masks, interior_points, noisy_boxes, random_points
 from litesam_pl.data.rle import decode_rle, encode_mask, rle_to_bbox
@@ -32,11 +32,13 @@ from litesam_pl.data.targets import grid_valid, ppn_targets, size_groups
 from litesam_pl.data.transforms import (PIXEL_MEAN, PIXEL_STD, Geometry, decode_image, normalize_batch,
                                         normalize_images, pad_image, reduce_factor)
 
+MEAN32, STD32 = np.asarray(PIXEL_MEAN, np.float32), np.asarray(PIXEL_STD, np.float32)  # as the loader computes
+
 
 # ------------------------------------------------------------------------------------------------ fixed samples
 def _raw(key: str, hw: tuple[int, int], n_masks: int, seed: int) -> dict:
     rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
-    img, masks = _dense_scene(rng, hw, n_masks)
+    img, masks = dense_scene(rng, hw, n_masks)
     anns = []
     for j, m in enumerate(masks):
         rle = encode_mask(m)
@@ -199,7 +201,7 @@ def test_grid_sampling_inside_boxes_matches_full_decode():
 
 # the loader's former normalisation (issue 17): a per-channel float32 lookup table, cv2.LUT into the zeroed
 # float32 batch slot; the on-device normalisation must give the model exactly these values
-_OLD_LUT = ((np.arange(256, dtype=np.float32)[None, :] - PIXEL_MEAN[:, None]) / PIXEL_STD[:, None]).astype(np.float32)
+_OLD_LUT = ((np.arange(256, dtype=np.float32)[None, :] - MEAN32[:, None]) / STD32[:, None]).astype(np.float32)
 
 
 def _old_normalize_pad(img: np.ndarray, S: int) -> torch.Tensor:
@@ -225,7 +227,7 @@ def test_pad_then_normalize_equals_the_old_lookup_and_the_arithmetic(hw):
     assert got.dtype == torch.float32
     assert torch.equal(got, ref) and torch.equal(got, _old_normalize_pad(img, S))
     assert (got.view(torch.int32) == ref.view(torch.int32)).all()  # bit for bit (+0.0 padding, not -0.0)
-    assert got[0, 0, 0] == (0 - PIXEL_MEAN[0]) / PIXEL_STD[0]
+    assert got[0, 0, 0] == (0 - MEAN32[0]) / STD32[0]
     dirty = torch.full((3, S, S), 5, dtype=torch.uint8)
     assert pad_image(img, S, out=dirty).data_ptr() == dirty.data_ptr() and torch.equal(dirty, padded)
     flipped = normalize_images(pad_image(np.ascontiguousarray(img[:, ::-1]), S), size)

@@ -326,7 +326,7 @@ def test_mask_ap_from_ious_equals_mask_ap_on_the_masks():
     import torch
 
     from litesam_pl.metrics.coco import mask_ap, mask_ap_from_ious
-    from litesam_pl.metrics.recall import mask_iou_matrix
+    from litesam_pl.metrics.recall import pred_gt_iou_matrix
 
     rng = np.random.default_rng(0)
     gts, preds, items = [], [], []
@@ -346,7 +346,7 @@ def test_mask_ap_from_ious_equals_mask_ap_on_the_masks():
         scores = rng.random(K).astype(np.float32)
         gts.append({"masks": g, "image_id": img})
         preds.append({"masks": p, "scores": scores, "image_id": img})
-        items.append({"ious": mask_iou_matrix(torch.from_numpy(p), torch.from_numpy(g)).numpy(), "scores": scores,
+        items.append({"ious": pred_gt_iou_matrix(torch.from_numpy(p), torch.from_numpy(g)).numpy(), "scores": scores,
                       "gt_areas": g.sum((1, 2)), "dt_areas": p.sum((1, 2))})
     want = mask_ap(gts, preds, iou_type="segm")
     got = mask_ap_from_ious(items)

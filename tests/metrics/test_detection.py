@@ -16,7 +16,7 @@ import torch
 
 from litesam_pl.metrics.coco import mask_ap, mask_ap_from_ious, proposal_recall
 from litesam_pl.metrics.detection import BoxRecall, MaskAP, coco_box_iou
-from litesam_pl.metrics.recall import mask_iou_matrix
+from litesam_pl.metrics.recall import pred_gt_iou_matrix
 
 AREAS = (10, 500, 1024, 5000, 9216, 20000)  # small, medium and large, with COCO's two bounds themselves
 
@@ -125,7 +125,8 @@ def test_mask_ap_equals_pycocotools_on_masks():
         gts.append({"masks": g, "image_id": img})
         preds.append({"masks": p, "scores": scores, "image_id": img})
         pt, gtt = torch.from_numpy(p), torch.from_numpy(g)
-        metric.update(mask_iou_matrix(pt, gtt), torch.from_numpy(scores), gtt.flatten(1).sum(1), pt.flatten(1).sum(1))
+        metric.update(pred_gt_iou_matrix(pt, gtt), torch.from_numpy(scores), gtt.flatten(1).sum(1),
+                      pt.flatten(1).sum(1))
     want = mask_ap(gts, preds, iou_type="segm")
     got = metric.compute()
     assert set(got) == set(want)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from litesam_pl.metrics.coco import proposal_recall
-from litesam_pl.metrics.recall import MaskRecall, PointPrecision, mask_iou_matrix, matched_counts
+from litesam_pl.metrics.recall import MaskRecall, PointPrecision, matched_counts, pred_gt_iou_matrix
 
 
 def _rect(hw, y0, x0, y1, x1):
@@ -42,7 +42,7 @@ def test_mask_recall_matches_pycocotools(max_dets):
         order = np.argsort(-s, kind="stable")
         gts.append(g)
         props.append({"masks": p, "scores": s})
-        metric.update(mask_iou_matrix(torch.from_numpy(p[order]), torch.from_numpy(g)))
+        metric.update(pred_gt_iou_matrix(torch.from_numpy(p[order]), torch.from_numpy(g)))
     ref = proposal_recall(gts, props, max_dets=max_dets, iou_type="segm")
     got = metric.compute().tolist()
     assert got[0] == pytest.approx(ref[f"ar@{max_dets[0]}"], abs=1e-6)
@@ -58,7 +58,7 @@ def test_mask_recall_tie_rule_is_pycocotools():
     # proposal 0 covers both GTs' left halves equally; proposal 1 is GT 1 itself
     p0 = _rect(hw, 0, 0, 10, 5) | _rect(hw, 0, 20, 10, 25)
     props = np.stack([p0, gts[1]])
-    ious = mask_iou_matrix(torch.from_numpy(props), torch.from_numpy(gts))
+    ious = pred_gt_iou_matrix(torch.from_numpy(props), torch.from_numpy(gts))
     assert float(ious[0, 0]) == float(ious[0, 1])  # a real tie
     metric = MaskRecall(max_dets=(1, 100))
     metric.update(ious)
@@ -69,12 +69,12 @@ def test_mask_recall_tie_rule_is_pycocotools():
 def test_mask_recall_edge_cases():
     gt = torch.from_numpy(np.stack([_rect((10, 10), 0, 0, 5, 5), _rect((10, 10), 5, 5, 10, 10)]))
     # fewer proposals than k: unmatched GTs stay unmatched
-    counts = matched_counts(mask_iou_matrix(gt[:1], gt), (100, 1000))
+    counts = matched_counts(pred_gt_iou_matrix(gt[:1], gt), (100, 1000))
     assert counts.tolist() == [[1] * 10, [1] * 10]
     m = MaskRecall(max_dets=(100, 1000))
-    m.update(mask_iou_matrix(gt[:1], gt))
+    m.update(pred_gt_iou_matrix(gt[:1], gt))
     assert m.compute().tolist() == [0.5, 0.5]
-    m.update(mask_iou_matrix(torch.zeros(0, 10, 10, dtype=torch.bool), gt))  # no proposals
+    m.update(pred_gt_iou_matrix(torch.zeros(0, 10, 10, dtype=torch.bool), gt))  # no proposals
     assert m.compute().tolist() == [0.25, 0.25]
     assert torch.isnan(MaskRecall().compute()).all()
 

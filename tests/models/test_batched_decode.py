@@ -127,7 +127,7 @@ def test_torch_compile_callback_trains_the_same_losses(tmp_path):
     cb = TorchCompile(backend="aot_eager")
     trainer = cpu_trainer(tmp_path, max_steps=2, limit_val_batches=0, callbacks=[cb])
     trainer.fit(m, train_dataloaders=batch_loader(2))
-    assert m._compiled_losses and trainer.global_step == 2
+    assert m.losses_compiled and trainer.global_step == 2
     eager = m.compute_losses._torchdynamo_orig_callable(fake_batch())  # same weights, same step (prompt rotation)
     compiled = m.compute_losses(fake_batch())
     for k in ("loss", "ppn", "mask"):

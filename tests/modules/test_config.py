@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from litesam_pl import cli
-from litesam_pl.cli_config import DATA_LINKS, suggest_option, upgrade_ckpt_hparams
+from litesam_pl.cli.config import DATA_LINKS, suggest_option, upgrade_ckpt_hparams
 from litesam_pl.modules import AutoPPNModule, LiteSAMModule
 from litesam_pl.modules.config import (ConfigError, MaskLossConfig, ModelSpec, OptimizerConfig, PPNLossConfig,
                                        PromptConfig, ValidationConfig, upgrade_flat_hparams)

@@ -332,7 +332,7 @@ def test_joint_prompt_split_rotates_forms_so_every_form_trains(monkeypatch):
 def test_eval_segevery_scores_segment_everything_on_the_raw_image():
     """val/ar100 is SegEvery run on the un-normalised, un-padded image, scored against the valid GT masks."""
     from litesam_pl.inference.segevery import segment_everything
-    from litesam_pl.metrics.recall import MaskRecall, mask_iou_matrix
+    from litesam_pl.metrics.recall import MaskRecall, pred_gt_iou_matrix
 
     torch.manual_seed(0)
     m = LiteSAMModule(model=ModelSpec(kwargs=TINY))
@@ -350,7 +350,7 @@ def test_eval_segevery_scores_segment_everything_on_the_raw_image():
                              top_n=m.cfg.validation.top_n, score_threshold=m.cfg.validation.ppn_score_threshold,
                              pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="tensors")
     want = MaskRecall(max_dets=(100, 1000))
-    want.update(mask_iou_matrix(ref["masks"], batch["masks"][0, batch["valid"][0], :h, :w]))
+    want.update(pred_gt_iou_matrix(ref["masks"], batch["masks"][0, batch["valid"][0], :h, :w]))
     assert ref["masks"].shape[-2:] == (h, w)
     assert m.val_mask_recall.num_gt.item() == int(batch["valid"][0].sum())
     assert m.val_mask_recall.matched.tolist() == want.matched.tolist()

@@ -145,10 +145,10 @@ def init_options(class_path: str) -> List[str]:
 def suggest_option(option: str, choices: Sequence[str]) -> str:
     """``did you mean 'x'?`` for the closest of ``choices`` (also by the last dotted part: ``lrr`` ->
     ``optimizer.lr``); ``now 'part.field'`` for a flat argument of the modules before the typed parts; or ``""``."""
-    from litesam_pl.modules.config import _FLAT
+    from litesam_pl.modules.config import FLAT_HPARAMS
 
-    if option in _FLAT:
-        return "now '{}.{}'".format(*_FLAT[option])
+    if option in FLAT_HPARAMS:
+        return "now '{}.{}'".format(*FLAT_HPARAMS[option])
     close = difflib.get_close_matches(option, list(choices), n=1, cutoff=0.5)
     if not close:
         leaves: Dict[str, str] = {c.rsplit(".", 1)[-1]: c for c in choices if "." in c}

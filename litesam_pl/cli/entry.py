@@ -12,18 +12,18 @@
 (``model.class_path`` in the recipe: ``litesam_pl.modules.BackboneBoxModule``, ``AutoPPNModule``, ``LiteSAMModule``),
 the data is ``litesam_pl.data.datamodule.SA1BDataModule``. W&B runs offline unless ``WANDB_MODE`` is set. What data and
 model share (image size, AutoPPN size groups, target form -> point loss) is set once, in ``data``, and linked into
-the model (``litesam_pl.cli_config``).
+the model (``litesam_pl.cli.config``).
 
 Errors a user can act on (an unknown subcommand or option, a GPU recipe on a machine without CUDA, a model name or
 file that cannot be used, a bad or contradictory config value: ``CLIError``, ``litesam_pl.models.registry.ModelError``,
 ``litesam_pl.modules.config.ConfigError``) end in one line on stderr and exit
 status 2, without a traceback; anything else is a bug and keeps its traceback.
 
-This file is the entry point (``main``: help, version, the tools, the Lightning subcommands). The rest lives beside
-it: ``cli_errors.py`` (the one-line errors, ``CLIError``, ``check_accelerator``), ``cli_run.py`` (console noise, the
-run folder, warnings about the run), ``cli_lightning.py`` (the LightningCLI subclass and its parser: imports
-Lightning, so only when a Lightning subcommand runs) and ``cli_config.py`` (data -> model links, config errors).
-The names tests and docs use stay importable from here.
+This file is the entry point (``main``: help, version, the tools, the Lightning subcommands). The rest of the
+``litesam_pl.cli`` package lives beside it: ``errors.py`` (the one-line errors, ``CLIError``, ``check_accelerator``),
+``run.py`` (console noise, the run folder, warnings about the run), ``lightning.py`` (the LightningCLI subclass and
+its parser: imports Lightning, so only when a Lightning subcommand runs) and ``config.py`` (data -> model links,
+config errors). The names tests and docs use are importable from ``litesam_pl.cli`` (its ``__init__`` re-exports them).
 """
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from litesam_pl import cli_run
-from litesam_pl.cli_errors import (SUBCOMMANDS, TOOL_SUBCOMMANDS, CLIError, check_accelerator, fail, unknown_subcommand,
+from litesam_pl.cli import run as cli_run
+from litesam_pl.cli.errors import (SUBCOMMANDS, TOOL_SUBCOMMANDS, CLIError, check_accelerator, fail, unknown_subcommand,
                                    user_errors)
-from litesam_pl.cli_run import follow_run_dir, quiet_library_noise, warn_global_batch
+from litesam_pl.cli.run import follow_run_dir, quiet_library_noise, warn_global_batch
 
 __all__ = ["main", "run_lightning_cli", "check_accelerator", "quiet_library_noise", "CLIError", "SUBCOMMANDS",
            "follow_run_dir", "warn_global_batch"]
@@ -45,7 +45,7 @@ _TOOLS = {
     "app": ("litesam_pl.web.server", "main"),
 }
 assert tuple(_TOOLS) == TOOL_SUBCOMMANDS
-_quiet_run = cli_run.quiet_run  # its name here before cli_run.py (tests/test_user_noise.py calls cli._quiet_run)
+_quiet_run = cli_run.quiet_run  # its name here before cli/run.py (tests/test_user_noise.py calls cli._quiet_run)
 _HELP = """usage: litesam {fit,validate,test,predict,segment-everything,export,app} ...
 
 Lite-SAM training and tools.
@@ -72,7 +72,7 @@ def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
     """Build (and by default run) the LightningCLI on ``args``; returns the CLI object. A GPU recipe without CUDA
     raises ``CLIError`` before the Trainer is built; a bad option exits with one error line (status 2)."""
     quiet_library_noise()  # before Lightning is imported
-    from litesam_pl.cli_lightning import LiteSAMCLI, ShortErrorParser
+    from litesam_pl.cli.lightning import LiteSAMCLI, ShortErrorParser
     from litesam_pl.data.datamodule import SA1BDataModule
     from litesam_pl.modules.base import LiteSAMTaskBase
 

@@ -2,7 +2,7 @@
 
 ``CLIError`` (a command line the user can fix), ``user_errors`` (every exception type printed that way), the
 ``did you mean`` guesses, the one-line forms of jsonargparse's messages (``parse_error_line``, used by
-``litesam_pl.cli_lightning.ShortErrorParser``) and ``check_accelerator`` (a GPU recipe on a machine without CUDA).
+``litesam_pl.cli.lightning.ShortErrorParser``) and ``check_accelerator`` (a GPU recipe on a machine without CUDA).
 Standard library only: ``litesam --help`` and the tools import no Lightning.
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _unrecognized_options(message: str) -> List[str]:
 def _rejected_init_arg(message: str) -> str:
     """One line for jsonargparse's multi-line ``Parser key "model": ... class_path 'X': Option 'y' is not
     accepted`` (an unknown ``--model.init_args.y``), with a did-you-mean; ``""`` for any other message."""
-    from litesam_pl.cli_config import init_options, suggest_option
+    from litesam_pl.cli.config import init_options, suggest_option
 
     m = re.search(r'Parser key "([^"]+)".*?class_path \'([^\']+)\'.*?Option \'([^\']+)\' is not accepted', message,
                   re.S)
@@ -94,7 +94,7 @@ def parse_error_line(message: str, ex: Optional[Exception], known_options: Seque
     """The line that matters in a jsonargparse error: a bad config value (``ConfigError``), an unknown
     ``--model.init_args.X`` or config-part field, else the message itself (short ones on one line); an unknown
     option gets the closest of ``known_options``."""
-    from litesam_pl.cli_config import config_error_in, unknown_part_field
+    from litesam_pl.cli.config import config_error_in, unknown_part_field
 
     guesses = [g for g in (did_you_mean(o, known_options) for o in _unrecognized_options(message)) if g]
     config_error = config_error_in(ex) if ex is not None else None

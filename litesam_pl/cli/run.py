@@ -16,7 +16,7 @@ __all__ = ["quiet_library_noise", "quiet_wandb", "quiet_run", "warn_random_weigh
            "warn_global_batch", "PAPER_GLOBAL_BATCH"]
 
 
-# --- console noise (issue 13, point 12) ------------------------------------------------------------------------------
+# --- console noise ---------------------------------------------------------------------------------------------------
 # Messages about the libraries, not about the run, that every Lightning command printed. Each filter names one message
 # precisely; every other warning (and these same messages where they can matter, see ``quiet_run``) still shows.
 _NOISY_WARNINGS = (

@@ -14,16 +14,11 @@ from typing import Any, Optional
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from litesam_pl.cli_config import ckpt_model_config, config_error_in, link_data_into_model, linked_value_set_by_user
-from litesam_pl.cli_errors import CLIError, check_accelerator, fail, parse_error_line, recipe_files, unknown_subcommand
-from litesam_pl.cli_run import follow_run_dir, quiet_run, quiet_wandb, warn_global_batch, warn_random_weights
+from litesam_pl.cli.config import ckpt_model_config, config_error_in, link_data_into_model, linked_value_set_by_user
+from litesam_pl.cli.errors import CLIError, check_accelerator, fail, parse_error_line, recipe_files, unknown_subcommand
+from litesam_pl.cli.run import follow_run_dir, quiet_run, quiet_wandb, warn_global_batch, warn_random_weights
+from litesam_pl.compat import jsonargparse_debug_mode_active
 from litesam_pl.modules.prediction_writer import add_writer_arguments, attach_writer
-
-try:  # the same guard as jsonargparse's ArgumentParser.error (a private helper: tolerate its absence)
-    from jsonargparse._common import debug_mode_active
-except ImportError:  # pragma: no cover - another jsonargparse layout
-    def debug_mode_active() -> bool:
-        return bool(os.environ.get("JSONARGPARSE_DEBUG"))
 
 __all__ = ["LiteSAMCLI", "ShortErrorParser"]
 
@@ -33,7 +28,7 @@ class ShortErrorParser(LightningArgumentParser):
     and a one-line ``--help`` hint, instead of ~70 lines of usage before the line that matters."""
 
     def error(self, message: str, ex: Optional[Exception] = None):  # noqa: D102 (jsonargparse's signature)
-        if not self.exit_on_error or debug_mode_active():
+        if not self.exit_on_error or jsonargparse_debug_mode_active():  # as jsonargparse's own error()
             return super().error(message, ex)
         choice = re.search(r"argument subcommand: invalid choice: '([^']*)'", message)
         if choice:
