@@ -86,7 +86,8 @@ def add_common_args(p: argparse.ArgumentParser, dataset: str) -> None:
                         "Without it a RANDOM-weight litesam is evaluated (pipeline check only)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (sorted by id)")
     p.add_argument("--img-size", type=int, default=None,
-                   help="input side of the random model when no --ckpt (default: the registry's, 640)")
+                   help="input side: of the random model when no --ckpt (default: the registry's, 640), or the "
+                        "checkpoint's weights run at this side (default: the side it was trained at)")
     p.add_argument("--device", default=None,
                    help="torch device (default: cuda if available, else cpu); under torchrun, cuda means "
                         "cuda:<LOCAL_RANK>")

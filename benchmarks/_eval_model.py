@@ -32,12 +32,14 @@ def build_model(ckpt: str | None, img_size: int | None, device: str | None) -> t
     if ckpt and not os.path.isfile(ckpt):
         raise FileNotFoundError(f"--ckpt not found: {ckpt}")
     kwargs = {} if img_size is None else {"img_size": int(img_size)}
-    model, got = load_or_random(ckpt, "litesam", seed=0, **kwargs)
+    if ckpt and img_size is not None:  # the checkpoint's weights at another input side
+        from litesam_pl.models.checkpoint import load_model
+
+        model, got = load_model(ckpt, img_size=int(img_size)), {"ckpt": os.path.abspath(ckpt)}
+    else:
+        model, got = load_or_random(ckpt, "litesam", seed=0, **kwargs)
     if ckpt:
         info.update(ckpt=got["ckpt"], random_weights=False)
-        if img_size is not None and int(getattr(model.image_encoder, "img_size", img_size)) != img_size:
-            warnings.warn(f"--img-size {img_size} ignored: the checkpoint's model takes "
-                          f"{model.image_encoder.img_size}")
     else:
         info.update(ckpt=None, random_weights=True, model="litesam", model_kwargs=kwargs)
     info["img_size"] = int(model.image_encoder.img_size)

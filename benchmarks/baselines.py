@@ -10,13 +10,16 @@ its crowd / empty rules), and are scored with the same ``summarize_miou`` size g
   polygon, the way COCO GT masks are rasterised. A box thinner than a pixel that holds no pixel centre takes the
   nearest column (row): the one holding the box's centre, ``floor(x + w / 2)``; so a box with ``w, h > 0``
   inside the image never gives an empty mask. ``box_fill_mask``.
+- ``box_ellipse``: the ellipse inscribed in the box (centre and semi-axes of the COCO box; a pixel is in when its
+  centre lies in the ellipse), within ``integer_box``'s pixels; one that holds no pixel centre takes the pixel
+  holding the box's centre. No image is read: it is the shape prior alone ("objects are roundish and fill their
+  box"), what a model that has learnt where a box ends but not yet what is in it would score. ``box_ellipse_mask``.
 - ``grabcut``: OpenCV GrabCut (``cv2.grabCut``, ``GC_INIT_WITH_RECT`` on that same pixel box, 5 iterations,
   whole image, RNG seeded per instance so a result does not depend on the order), foreground = ``GC_FGD`` or
   ``GC_PR_FGD``. ``grabcut_mask(crop=True)`` runs it on a crop around the box instead (``grabcut_crop``: the
   box plus ``max(16, ceil(0.5 * side))`` px on each side, clipped to the image, pasted back into a full-size
-  mask): ~3x faster, but its local background model empties many more small / medium masks (first 30 shared
-  COCO val images, 272 instances: 28.0 vs 36.8 mIoU, small 11.6 vs 22.5, medium 22.7 vs 35.8, large 65.2 vs
-  64.4; margins max(32, 1 x side) 29.2, max(64, 2 x side) 30.0), so the rows use the whole image.
+  mask): faster, but a background model learnt from a thin margin around the box empties many more small and
+  medium masks, so the rows use the whole image (the figures: docs/benchmarks.md, "Classical 1-box references").
   A box GrabCut cannot take (a side under 2 px, or a box covering the whole image: no background samples) or a
   ``cv2.error`` falls back to ``box_fill`` and is counted (``fallbacks``); an empty GrabCut result is kept
   (IoU 0) and counted (``empty_masks``).
@@ -36,6 +39,7 @@ __all__ = [
     "integer_box",
     "grabcut_crop",
     "box_fill_mask",
+    "box_ellipse_mask",
     "grabcut_mask",
     "Baselines",
     "add_baseline_args",
@@ -52,10 +56,12 @@ GRABCUT_MARGIN_FRAC = 0.5  # ... or this fraction of the box's side, whichever i
 BASELINES: dict[str, str] = {
     "box_fill": "the GT box as the mask (pixel-centre rule: columns ceil(x-0.5)..ceil(x+w-0.5)-1, rows likewise, "
                 "clipped; a box holding no pixel centre takes the column / row of its centre)",
+    "box_ellipse": "the ellipse inscribed in the GT box (pixel centres inside it, within the box_fill pixels; an "
+                   "ellipse holding no pixel centre takes the pixel of the box's centre)",
     "grabcut": f"cv2.grabCut, GC_INIT_WITH_RECT on the same pixel box, {GRABCUT_ITERATIONS} iterations, whole "
                "image, cv2.setRNGSeed(0) per instance; fallback to box_fill on a degenerate box or a cv2.error",
 }
-LABELS = {"box_fill": "box fill (GT box as mask)", "grabcut": f"GrabCut (GT box, {GRABCUT_ITERATIONS} iter)"}
+LABELS = {"box_fill": "box fill (GT box as mask)", "box_ellipse": "ellipse in the GT box", "grabcut": f"GrabCut (GT box, {GRABCUT_ITERATIONS} iter)"}
 
 
 # ------------------------------------------------------------------------------------------------ masks
@@ -103,6 +109,23 @@ def box_fill_mask(box_xywh: Sequence[float], height: int, width: int) -> np.ndar
     x0, y0, x1, y1 = integer_box(box_xywh, height, width)
     m = np.zeros((height, width), dtype=bool)
     m[y0:y1, x0:x1] = True
+    return m
+
+
+def box_ellipse_mask(box_xywh: Sequence[float], height: int, width: int) -> np.ndarray:
+    """bool ``[H, W]``: pixel centres inside the ellipse inscribed in the COCO box, within ``integer_box``."""
+    x, y, w, h = (float(v) for v in box_xywh)
+    x0, y0, x1, y1 = integer_box(box_xywh, height, width)
+    m = np.zeros((height, width), dtype=bool)
+    if x1 <= x0 or y1 <= y0:
+        return m
+    cx, cy = x + w / 2, y + h / 2
+    xs = (np.arange(x0, x1) + 0.5 - cx) / max(w / 2, 1e-9)
+    ys = (np.arange(y0, y1) + 0.5 - cy) / max(h / 2, 1e-9)
+    inside = ys[:, None] ** 2 + xs[None, :] ** 2 <= 1.0
+    if not inside.any():
+        inside[min(max(int(math.floor(cy)) - y0, 0), y1 - y0 - 1), min(max(int(math.floor(cx)) - x0, 0), x1 - x0 - 1)] = True
+    m[y0:y1, x0:x1] = inside
     return m
 
 
@@ -160,6 +183,8 @@ class Baselines:
     def _masks(self, name: str, image: np.ndarray, anns: Sequence[Mapping[str, Any]], h: int, w: int) -> np.ndarray:
         if name == "box_fill":
             return np.stack([box_fill_mask(a["bbox"], h, w) for a in anns])
+        if name == "box_ellipse":
+            return np.stack([box_ellipse_mask(a["bbox"], h, w) for a in anns])
         out = []
         for a in anns:
             m, reason = grabcut_mask(image, a["bbox"], self.iterations)

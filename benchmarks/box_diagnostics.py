@@ -33,15 +33,10 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def build(ckpt: str | None, img_size: int | None) -> torch.nn.Module:
     """The checkpoint's model (at ``img_size`` when given) or a seeded random ``litesam``."""
-    from litesam_pl.models.checkpoint import load_or_random, read_checkpoint
-    from litesam_pl.models.registry import build_from_config
+    from litesam_pl.models.checkpoint import load_model, load_or_random
 
     if ckpt and img_size:
-        cfg, state = read_checkpoint(ckpt)
-        cfg["kwargs"] = {**cfg.get("kwargs", {}), "img_size": int(img_size)}
-        model = build_from_config(cfg)
-        model.load_state_dict(state)
-        return model.eval()
+        return load_model(ckpt, img_size=int(img_size))
     kw = {"img_size": int(img_size)} if img_size else {}
     return load_or_random(ckpt, **kw)[0].eval()
 

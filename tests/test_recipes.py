@@ -29,7 +29,7 @@ import yaml
 
 from benchmarks import table2
 from litesam_pl import cli
-from litesam_pl.cli_config import linked_value_set_by_user, point_loss_for
+from litesam_pl.cli.config import linked_value_set_by_user, point_loss_for
 from tests.helpers import BASES, REPO, base_of, stack
 
 RECIPES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "recipes").rglob("*.yaml"))
@@ -76,6 +76,8 @@ SWITCHES = {
     "recipes/litesam_2x.yaml": {"model.init_args.model.name"},  # LiteViT width
     "recipes/litesam_3x.yaml": {"model.init_args.model.name"},
     "recipes/litesam_r1024.yaml": set(),  # 1024 px: scale only
+    # real photos at CPU scale: boxes also as dense mask prompts (models/prompt_encoder.py)
+    "recipes/real/*.yaml": {"model.init_args.model.kwargs.box_mask_prompt"},
 }
 
 # loss settings (dotted keys under model.init_args): a key set in more than one base must have one value (the joint
@@ -195,6 +197,8 @@ def test_overlay_changes_only_allowed_keys(overlay):
         assert (kw["ppn_stem"], on_top["data"]["num_groups"]) == (stem, int(groups))  # model.ppn_groups: linked
         assert on_top["data"]["target_mode"] == gt
         assert point_loss_for(on_top["data"]["target_mode"]) == ("hard_mse" if gt == "distance" else "focal")
+    if "/real/" in overlay:
+        assert on_top["model"]["init_args"]["model"]["kwargs"]["box_mask_prompt"] is True
     if "/table1/" in overlay:
         assert on_top["model"]["init_args"]["model"]["kwargs"]["mixer"] in overlay
     # the overlay's run directory is its own: no checkpoint or log of the base run is overwritten

@@ -35,11 +35,12 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .fast_decoder import FastMaskDecoder, embed_prompts
+from .fast_decoder import LABEL_BOX_BR, LABEL_BOX_TL, FastMaskDecoder, embed_prompts
 
 __all__ = ["EXPORT_FORMAT", "export_weights", "export_onnx", "require_onnx", "EncoderOnnx", "DecoderOnnx", "main"]
 
 from litesam_pl.models.checkpoint import EXPORT_FORMAT, export_payload  # noqa: E402  "litesam-pl/weights-v1"
+from litesam_pl.models.prompt_encoder import dense_embeddings, uses_box_mask  # noqa: E402
 
 
 def export_weights(model: nn.Module, out: str | os.PathLike) -> Path:
@@ -98,16 +99,18 @@ class DecoderOnnx(nn.Module):
         self.fast = FastMaskDecoder(model.mask_decoder, model.prompt_encoder)
 
     def forward(self, image_embeddings: Tensor, point_coords: Tensor, point_labels: Tensor):
-        sparse = embed_prompts(self.model.prompt_encoder, point_coords, point_labels)
-        if self.fast.supported:
+        pe = self.model.prompt_encoder
+        sparse = embed_prompts(pe, point_coords, point_labels)
+        if self.fast.supported and not uses_box_mask(pe):
             cache = self.fast.prepare_image(image_embeddings)
             return self.fast(cache, sparse, None)
-        dense = self.model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-            sparse.shape[0], -1, image_embeddings.shape[-2], image_embeddings.shape[-1]
-        )
-        return self.model.mask_decoder.predict_masks(
-            image_embeddings, self.model.prompt_encoder.get_dense_pe(), sparse, dense
-        )
+        hw = (image_embeddings.shape[-2], image_embeddings.shape[-1])
+        dense = dense_embeddings(pe, None, sparse.shape[0], hw)
+        if uses_box_mask(pe):  # the box (corner labels 2 and 3) also as a dense mask prompt; prompts without one: none
+            tl, br = (point_labels == LABEL_BOX_TL), (point_labels == LABEL_BOX_BR)
+            boxes = torch.cat([(point_coords * tl[..., None]).sum(1), (point_coords * br[..., None]).sum(1)], 1)
+            dense = torch.where(tl.any(1)[:, None, None, None], dense_embeddings(pe, boxes, sparse.shape[0], hw), dense)
+        return self.model.mask_decoder.predict_masks(image_embeddings, pe.get_dense_pe(), sparse, dense)
 
 
 def _missing_onnx_packages(check: bool = True) -> list:

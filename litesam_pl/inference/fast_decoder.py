@@ -52,6 +52,7 @@ __all__ = [
 # the (coords, labels) prompt layout and its embedding live with the model's batched decoder (one home)
 from litesam_pl.models.batched_decode import (  # noqa: E402
     LABEL_BOX_BR, LABEL_BOX_TL, LABEL_NEG, LABEL_PAD, LABEL_POS, dense_pe, embed_prompts)
+from litesam_pl.models.prompt_encoder import dense_embeddings  # noqa: E402
 
 
 def stock_decode(
@@ -60,13 +61,12 @@ def stock_decode(
     image_embedding: Tensor,
     sparse: Tensor,
     multimask_output: bool,
+    boxes: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """SAM's own decoder call for ``N`` prompts of one image: ``[1, C, h, w]`` + ``[N, T, C]``
-    -> low-res masks ``[N, M, 4h, 4w]``, IoU ``[N, M]``."""
-    n = sparse.shape[0]
-    dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-        n, -1, image_embedding.shape[-2], image_embedding.shape[-1]
-    )
+    -> low-res masks ``[N, M, 4h, 4w]``, IoU ``[N, M]``. ``boxes [N, 4]``: the prompts' boxes, for a prompt
+    encoder that also feeds them as dense mask prompts (``models.prompt_encoder.dense_embeddings``)."""
+    dense = dense_embeddings(prompt_encoder, boxes, sparse.shape[0], tuple(image_embedding.shape[-2:]))
     return mask_decoder(
         image_embeddings=image_embedding,
         image_pe=prompt_encoder.get_dense_pe(),

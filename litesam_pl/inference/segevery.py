@@ -33,6 +33,7 @@ from typing import Any, ContextManager, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..models.prompt_encoder import uses_box_mask
 from ..models.prompt_forms import multimask_output_for
 from .fast_decoder import FastMaskDecoder, embed_prompts, stock_decode
 from .sam_compat import ImagesLike, as_image_list, check_sam_like, model_device, preprocess_images
@@ -65,13 +66,16 @@ def _fast_decoder(model: nn.Module) -> FastMaskDecoder:
 
 
 def _stock_decode_chunked(
-    model: nn.Module, emb: Tensor, sparse: Tensor, multimask_output: bool, chunk_size: Optional[int]
+    model: nn.Module, emb: Tensor, sparse: Tensor, multimask_output: bool, chunk_size: Optional[int],
+    boxes: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
-    """SAM's ``MaskDecoder`` on ``N`` prompts in chunks (the reference path)."""
+    """SAM's ``MaskDecoder`` on ``N`` prompts in chunks (the reference path; ``boxes [N, 4]`` for a prompt encoder
+    that feeds boxes as dense mask prompts too)."""
     n = sparse.shape[0]
     chunk = max(1, n if not chunk_size or chunk_size <= 0 else chunk_size)
     outs = [
-        stock_decode(model.mask_decoder, model.prompt_encoder, emb, sparse[i : i + chunk], multimask_output)
+        stock_decode(model.mask_decoder, model.prompt_encoder, emb, sparse[i : i + chunk], multimask_output,
+                     boxes=None if boxes is None else boxes[i : i + chunk])
         for i in range(0, n, chunk)
     ]
     if not outs:
@@ -271,12 +275,16 @@ class SegEvery:
             ctx.stats["prompts"].append(int(sparse.shape[0]))
             funnel = prompt_stage_stats(pr, o.prompts, int(sparse.shape[0]), dict(ctx.thresholds))
         iou_seen: Optional[List[Tensor]] = [] if funnel is not None else None
+        # a box that is also a dense mask prompt makes the image tokens differ per prompt from the first layer on,
+        # which the fast decoder's shared first block assumes they do not: such prompts take SAM's decoder
+        dense_boxes = (pr["boxes"] if ctx.prompt_form != "point" and pr["boxes"] is not None
+                       and uses_box_mask(model.prompt_encoder) else None)
         with phase(ctx.timings, "decoder", ctx.device), ctx.amp:
-            if ctx.fast is not None and ctx.fast.supported:
+            if ctx.fast is not None and ctx.fast.supported and dense_boxes is None:
                 low, iou, rows = _fast_decode_survivors(ctx.fast, emb, sparse, ctx.multimask, o.chunk_size,
                                                         o.pred_iou_thresh, iou_seen)
             else:
-                low, iou = _stock_decode_chunked(model, emb, sparse, ctx.multimask, o.chunk_size)
+                low, iou = _stock_decode_chunked(model, emb, sparse, ctx.multimask, o.chunk_size, dense_boxes)
                 rows = torch.arange(low.shape[0], device=low.device)
                 iou_seen = [iou] if iou_seen is not None else None
         if funnel is not None:

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, MutableMapping, Tuple
+from typing import Any, Dict, List, MutableMapping, Optional, Tuple
 
 import torch
 from torch import nn
 
-from .registry import ModelError, ModelFileNotFoundError, _plain, build_from_config, model_config
+from .registry import ModelError, ModelFileNotFoundError, build_from_config, model_config, plain_values
 
 __all__ = [
     "load_init_weights",
@@ -45,13 +45,13 @@ _SAM_KEY_PREFIXES = ("image_encoder.patch_embed.", "image_encoder.blocks.0.", "i
 def export_payload(model: nn.Module) -> Dict[str, Any]:
     """The export file's content for ``model`` (built by ``litesam_pl.create_model``): weights detached to CPU."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return {"format": EXPORT_FORMAT, "model": _plain(model_config(model)), "state_dict": state}
+    return {"format": EXPORT_FORMAT, "model": plain_values(model_config(model)), "state_dict": state}
 
 
 def write_model_entry(checkpoint: MutableMapping[str, Any], model: nn.Module) -> None:
     """Record ``model``'s ``{"name", "kwargs"}`` under ``checkpoint[MODEL_KEY]`` (a Lightning checkpoint dict in
     ``on_save_checkpoint``), so that ``load_model`` rebuilds it without knowing the LightningModule."""
-    checkpoint[MODEL_KEY] = _plain(model_config(model))
+    checkpoint[MODEL_KEY] = plain_values(model_config(model))
 
 
 def _looks_like_torch_file(path: str) -> bool:
@@ -176,12 +176,19 @@ def _check_state(path: str, name: str, model: nn.Module, state: Dict[str, Any], 
         raise ModelError(f"{path}: its weights do not fit the model it names ({name}): {'; '.join(problems)}")
 
 
-def load_model(path: str | os.PathLike, map_location: Any = "cpu", strict: bool = True) -> nn.Module:
+def load_model(path: str | os.PathLike, map_location: Any = "cpu", strict: bool = True,
+               img_size: Optional[int] = None) -> nn.Module:
     """Load an export or a Lightning checkpoint (see the module docstring for both formats). Returns the model in
     eval mode. Always ``torch.load(..., weights_only=True)``. A file that is not ours, or whose weights do not fit,
-    raises ``ModelError`` (``ModelFileNotFoundError`` when there is no file)."""
+    raises ``ModelError`` (``ModelFileNotFoundError`` when there is no file).
+
+    ``img_size``: build the network for another input side than it was trained at (LiteViT and the timm backbones
+    are convolutional and SAM's prompt encoder is rebuilt for the side, so the same weights load; a ViT's absolute
+    position embedding does not, which is a ``ModelError``)."""
     path = os.fspath(path)
     cfg, state = read_checkpoint(path, map_location=map_location)
+    if img_size is not None:
+        cfg = {**cfg, "kwargs": {**(cfg.get("kwargs") or {}), "img_size": int(img_size)}}
     try:
         model = build_from_config(cfg)
     except ModelError as err:

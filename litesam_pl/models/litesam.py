@@ -13,15 +13,13 @@ import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import nn
 
+from ..constants import PIXEL_MEAN, PIXEL_STD
 from .autoppn import AutoPPN
 from .batched_decode import decode_prompts, dense_pe, embed_prompts, prompt_layout, supports_batched_decode
 from .image_encoder import BackboneImageEncoder, build_backbone, build_sam_vit_encoder
+from .prompt_encoder import BoxMaskPromptEncoder, dense_embeddings
 
 __all__ = ["LiteSAM", "build_prompt_encoder", "build_mask_decoder", "build_litesam"]
-
-PIXEL_MEAN = [123.675, 116.28, 103.53]
-PIXEL_STD = [58.395, 57.12, 57.375]
-
 
 class LiteSAM(Sam):
     """Lite-SAM (Fig. 2(a)).
@@ -101,11 +99,10 @@ class LiteSAM(Sam):
         return masks.reshape(b, k, *masks.shape[1:]), iou.reshape(b, k, -1)
 
     def _embed_prompts(self, pts, bxs, h: int, w: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``N`` prompts -> ``(sparse [N, T, C], dense [N, C, h, w])`` as SAM's ``PromptEncoder`` (no mask prompt),
-        without its boolean indexing (``batched_decode.embed_prompts``)."""
+        """``N`` prompts -> ``(sparse [N, T, C], dense [N, C, h, w])`` as SAM's ``PromptEncoder`` (the dense part:
+        ``prompt_encoder.dense_embeddings``), without its boolean indexing (``batched_decode.embed_prompts``)."""
         sparse = embed_prompts(self.prompt_encoder, *prompt_layout(pts, bxs))
-        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(sparse.shape[0], -1, h, w)
-        return sparse, dense
+        return sparse, dense_embeddings(self.prompt_encoder, bxs, sparse.shape[0], (h, w))
 
     def _predict_masks_per_image(self, image_embeddings, image_pe, points, boxes, multimask_output):
         """One SAM ``MaskDecoder`` call per image (decoders without SAM's layout; the reference in the tests)."""
@@ -113,10 +110,8 @@ class LiteSAM(Sam):
         for i in range(image_embeddings.shape[0]):
             pts = (points[0][i], points[1][i]) if points is not None else None
             bxs = boxes[i] if boxes is not None else None
-            sparse, dense = self.prompt_encoder(points=pts, boxes=bxs, masks=None)
-            if dense.shape[-2:] != image_embeddings.shape[-2:]:
-                dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-                    sparse.shape[0], -1, *image_embeddings.shape[-2:])
+            sparse, _ = self.prompt_encoder(points=pts, boxes=bxs, masks=None)
+            dense = dense_embeddings(self.prompt_encoder, bxs, sparse.shape[0], tuple(image_embeddings.shape[-2:]))
             masks, iou = self.mask_decoder(
                 image_embeddings=image_embeddings[i : i + 1],
                 image_pe=image_pe,
@@ -129,10 +124,12 @@ class LiteSAM(Sam):
         return torch.stack(all_masks), torch.stack(all_iou)
 
 
-def build_prompt_encoder(img_size: int, embed_dim: int = 256, patch_size: int = 16) -> PromptEncoder:
-    """SAM's PromptEncoder for an ``img_size`` square input and stride-``patch_size`` embedding."""
+def build_prompt_encoder(img_size: int, embed_dim: int = 256, patch_size: int = 16,
+                         box_mask_prompt: bool = False) -> PromptEncoder:
+    """SAM's PromptEncoder for an ``img_size`` square input and stride-``patch_size`` embedding
+    (``box_mask_prompt``: boxes also as dense mask prompts, ``prompt_encoder.BoxMaskPromptEncoder``)."""
     side = img_size // patch_size
-    return PromptEncoder(
+    return (BoxMaskPromptEncoder if box_mask_prompt else PromptEncoder)(
         embed_dim=embed_dim,
         image_embedding_size=(side, side),
         input_image_size=(img_size, img_size),
@@ -170,6 +167,7 @@ def build_litesam(
     decoder_depth: int = 2,
     iou_head_hidden_dim: int = 256,
     embed_dim: int = 256,
+    box_mask_prompt: bool = False,
 ) -> LiteSAM:
     """Compose a LiteSAM.
 
@@ -183,6 +181,8 @@ def build_litesam(
         ppn_stem, ppn_groups, ppn_kwargs: AutoPPN options (``stem``, ``num_groups``, others).
         decoder_mlp_dim, decoder_depth, iou_head_hidden_dim: SAM mask-decoder width/depth.
         embed_dim: image-embedding / transformer channels (256).
+        box_mask_prompt: give every box prompt to the decoder as a dense mask prompt too (the real-photo recipes;
+            ``prompt_encoder.BoxMaskPromptEncoder``); False is SAM's and the paper's prompt encoder.
     """
     if img_size % 32:
         raise ValueError(f"img_size must be a multiple of 32, got {img_size}")
@@ -200,7 +200,7 @@ def build_litesam(
         ppn = AutoPPN(in_chans=embed_dim, num_groups=ppn_groups, stem=ppn_stem, **(ppn_kwargs or {}))
     return LiteSAM(
         image_encoder=image_encoder,
-        prompt_encoder=build_prompt_encoder(img_size, embed_dim),
+        prompt_encoder=build_prompt_encoder(img_size, embed_dim, box_mask_prompt=box_mask_prompt),
         mask_decoder=build_mask_decoder(
             embed_dim, depth=decoder_depth, mlp_dim=decoder_mlp_dim, iou_head_hidden_dim=iou_head_hidden_dim
         ),

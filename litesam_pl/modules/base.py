@@ -31,6 +31,7 @@ from litesam_pl.mask_resampling import (block_downsample_masks, downsample_masks
                                         point_sample_masks, uncertain_point_coords, upsample_prompt_logits)
 from litesam_pl.models.checkpoint import load_init_weights
 from litesam_pl.models.prompt_forms import multimask_output_for
+from litesam_pl.models.prompt_encoder import uses_box_mask
 
 from .config import (PARTS, POINT_LOSS_FOR_TARGETS, ConfigError, MaskLossConfig, ModelSpec, OptimizerConfig,
                      PPNLossConfig, PromptConfig, ValidationConfig, coerce, plain)
@@ -126,8 +127,9 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
         if not self.train_masks:
             self.model.prompt_encoder.requires_grad_(False)
             self.model.mask_decoder.requires_grad_(False)
-        # SAM's mask-prompt branch is never fed a mask prompt here: keep it out of the optimizer
-        if hasattr(self.model.prompt_encoder, "mask_downscaling"):
+        # SAM's mask-prompt branch is fed only the box masks of a BoxMaskPromptEncoder: otherwise keep it out of the
+        # optimizer
+        if hasattr(self.model.prompt_encoder, "mask_downscaling") and not uses_box_mask(self.model.prompt_encoder):
             self.model.prompt_encoder.mask_downscaling.requires_grad_(False)
 
     def apply_init_from(self) -> Optional[Dict[str, List[str]]]:

@@ -64,6 +64,21 @@ def _rect_image(h=48, w=64, box=(16, 12, 28, 20)):
     return img, gt
 
 
+def test_box_ellipse_is_the_inscribed_ellipse_within_the_box_pixels():
+    from benchmarks.baselines import box_ellipse_mask
+
+    m = box_ellipse_mask([10, 20, 40, 20], 60, 80)  # centre (30, 30), semi-axes 20 x 10
+    ys, xs = np.nonzero(m)
+    assert m[30, 30] and m[30, 10] and m[30, 49] and m[20, 30] and m[39, 30]  # the four ends (pixel centres in)
+    assert not m[20, 10] and not m[39, 49] and not m[21, 12]  # corners of the box are out
+    assert xs.min() >= 10 and xs.max() <= 49 and ys.min() >= 20 and ys.max() <= 39
+    # area ~ pi * a * b against the box's 800 pixels
+    assert abs(m.sum() - np.pi * 20 * 10) < 20
+    tiny = box_ellipse_mask([5.2, 5.2, 0.4, 0.4], 10, 10)  # no pixel centre inside: the centre pixel
+    assert tiny.sum() == 1 and tiny[5, 5]
+    assert not box_ellipse_mask([12, 12, 5, 5], 10, 10).any()  # outside the image: empty
+
+
 def test_grabcut_segments_a_bright_rectangle_from_a_loose_box():
     img, gt = _rect_image()
     m, reason = grabcut_mask(img, [10, 6, 40, 32])  # box 6 px loose on each side
@@ -119,7 +134,7 @@ def test_grabcut_falls_back_to_box_fill_on_degenerate_boxes_and_errors_and_count
     bl = Baselines()
     assert bl(sample, anns, gts) == {"gc_fallback": 2}
     s = bl.summary([a["area"] for a in anns])
-    assert set(s) == {"box_fill", "grabcut"} and BASELINE_KEYS <= set(s["grabcut"])
+    assert set(s) == {"box_fill", "box_ellipse", "grabcut"} and BASELINE_KEYS <= set(s["grabcut"])
     assert s["grabcut"]["fallbacks"] == 2 and s["grabcut"]["fallback_reasons"] == {"degenerate_box": 2, "error": 0}
     assert s["box_fill"]["miou_1box"] == pytest.approx(100.0)  # GT = the boxes themselves
     assert bl.ious["grabcut"][1:] == [1.0, 1.0]  # the fallbacks are the box fill
@@ -173,13 +188,14 @@ def test_coco_cli_prints_and_writes_the_baselines_on_the_model_instances(tmp_pat
     saved = json.loads((tmp_path / "o.json").read_text())
     assert saved["baselines"] == r["baselines"] and saved["baselines_only"] is False
     b = saved["baselines"]
-    assert set(b) == {"box_fill", "grabcut"} and all(BASELINE_KEYS <= set(v) for v in b.values())
+    assert set(b) == {"box_fill", "box_ellipse", "grabcut"} and all(BASELINE_KEYS <= set(v) for v in b.values())
     assert saved["skipped_crowd"] == 1 and b["box_fill"]["instances"] == b["grabcut"]["instances"] == \
         saved["instances"] >= 2
     assert b["grabcut"]["fallbacks"] >= 1 and "fallback_reasons" in b["grabcut"] and "empty_masks" in b["grabcut"]
     assert saved["miou_1box"] is not None and 0 <= b["box_fill"]["miou_1box"] <= 100
     out = capsys.readouterr().out
     assert "box fill (GT box as mask)" in out and "GrabCut (GT box, 5 iter)" in out and "fell back" in out
+    assert "ellipse in the GT box" in out and b["box_ellipse"]["instances"] == b["box_fill"]["instances"]
 
     # --no-baselines: no rows, a null block; --baselines-only: no model, only the block
     r = main(["--ann", str(ann), "--images", str(images), "--img-size", "64", "--device", "cpu", "--skip-ar",

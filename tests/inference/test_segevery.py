@@ -330,9 +330,9 @@ def test_default_prompt_form_and_output_come_from_prompt_forms(tiny_model, image
     seen = []
     real = segevery.stock_decode
 
-    def spy(*args):
-        seen.append(args[-1])  # multimask_output
-        return real(*args)
+    def spy(*args, **kwargs):
+        seen.append(args[4])  # stock_decode(mask_decoder, prompt_encoder, emb, sparse, multimask_output, boxes)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(segevery, "stock_decode", spy)
     for prompts, form in (("autoppn", SEGEVERY_PROMPT_FORM), ("grid", "point")):
