@@ -110,8 +110,9 @@ class LiteSAM(Sam):
         for i in range(image_embeddings.shape[0]):
             pts = (points[0][i], points[1][i]) if points is not None else None
             bxs = boxes[i] if boxes is not None else None
-            sparse, _ = self.prompt_encoder(points=pts, boxes=bxs, masks=None)
-            dense = dense_embeddings(self.prompt_encoder, bxs, sparse.shape[0], tuple(image_embeddings.shape[-2:]))
+            sparse, dense = self.prompt_encoder(points=pts, boxes=bxs, masks=None)
+            if dense.shape[-2:] != image_embeddings.shape[-2:]:  # run at another side than the encoder was built for
+                dense = dense_embeddings(self.prompt_encoder, bxs, sparse.shape[0], tuple(image_embeddings.shape[-2:]))
             masks, iou = self.mask_decoder(
                 image_embeddings=image_embeddings[i : i + 1],
                 image_pe=image_pe,

@@ -67,7 +67,8 @@ def dense_embeddings(prompt_encoder: PromptEncoder, boxes: Optional[Tensor], n: 
     """The dense prompt embeddings ``[n, C, h, w]`` of ``n`` prompts: the box masks' (``boxes [n, 4]`` given and a
     ``BoxMaskPromptEncoder``), else SAM's learnt no-mask embedding (a broadcast view)."""
     if boxes is not None and uses_box_mask(prompt_encoder):
-        if boxes.reshape(-1, 4).shape[0] != n:
-            raise ValueError(f"dense_embeddings: {boxes.reshape(-1, 4).shape[0]} boxes for {n} prompts")
+        got = boxes.reshape(-1, 4).shape[0]
+        if got != n:
+            raise ValueError(f"dense_embeddings: {got} boxes for {n} prompts")
         return prompt_encoder.box_dense(boxes, hw)
     return prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n, -1, *hw)
