@@ -37,7 +37,7 @@ __all__ = [
 PER_IMAGE_LISTS = ("box_ious", "point_ious", "areas", "results", "proposals")
 
 # --mask-select: which decoder output the 1-box / 1-point prompts are read from (the JSON records the rule); the
-# keys are PromptPredictor's mask_select rules (litesam_pl.inference.prompting.MASK_SELECT_RULES), which apply them
+# keys are PromptPredictor's mask_select rules (litesam_pl.evaluation.prompting.MASK_SELECT_RULES), which apply them
 MASK_SELECT: dict[str, str] = {
     "prompt_form": "per prompt form (litesam_pl.models.prompt_forms.multimask_output_for): box prompts the "
                    "single-mask output (multimask_output=False, what training supervises), point prompts the "
@@ -85,7 +85,7 @@ def prompt_gt(predictor: Any, image_id: int, image: np.ndarray, anns: list[dict]
     """1-box and 1-point prompts of one image's instances (``predictor``: a ``PromptPredictor``, or None to prompt
     nothing): the IoUs with the GT masks go to ``run["box_ious"]`` / ``run["point_ious"]``, the box-prompt masks as
     COCO detections (GT category, predicted IoU as score) to ``run["results"]``."""
-    from litesam_pl.inference.prompting import boxes_from_annotations, farthest_interior_points
+    from litesam_pl.evaluation.prompting import boxes_from_annotations, farthest_interior_points
     from litesam_pl.metrics.coco import results_from_masks
     from litesam_pl.metrics.miou import mask_ious
 
@@ -139,7 +139,7 @@ def evaluate_instances(
     import torch
     from tqdm import tqdm
 
-    from litesam_pl.inference.prompting import PromptPredictor
+    from litesam_pl.evaluation.prompting import PromptPredictor
 
     mask_select_for(mask_select, "box")  # a clear error for an unknown rule
     predictor = None if model is None else PromptPredictor(model, mask_select=mask_select,

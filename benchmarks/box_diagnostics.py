@@ -44,7 +44,7 @@ def build(ckpt: str | None, img_size: int | None) -> torch.nn.Module:
 def instance_rows(model: torch.nn.Module, data: Any) -> List[Dict[str, float]]:
     from segment_anything import SamPredictor
 
-    from litesam_pl.inference.prompting import boxes_from_annotations
+    from litesam_pl.evaluation.prompting import boxes_from_annotations
 
     predictor = SamPredictor(model)
     rows: List[Dict[str, float]] = []

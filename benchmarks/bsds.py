@@ -146,12 +146,12 @@ def make_edge_fn(args: argparse.Namespace) -> Optional[Callable[[BSDS500, str], 
     if args.pred:
         return None
     if args.detector:
-        from litesam_pl.inference.edges import DETECTORS
+        from litesam_pl.evaluation.edges import DETECTORS
 
         det = DETECTORS[args.detector]
         kw = {} if args.sigma is None else {"sigma": args.sigma}
         return lambda ds, i: det(ds.image(i), **kw)
-    from litesam_pl.inference.edges import edge_map_from_model
+    from litesam_pl.evaluation.edges import edge_map_from_model
 
     model = load_edge_model(args)
     seg_kw = dict(prompts=args.prompts, points_per_side=args.points_per_side, box_nms_thresh=args.box_nms_thresh,

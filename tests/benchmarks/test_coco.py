@@ -1,5 +1,5 @@
 """benchmarks.coco / benchmarks.lvis end to end (random tiny model); the prompting they use
-(litesam_pl.inference.prompting) is tested in tests/inference/test_prompting.py."""
+(litesam_pl.evaluation.prompting) is tested in tests/inference/test_prompting.py."""
 from __future__ import annotations
 
 import json
@@ -181,6 +181,6 @@ def test_benchmark_reads_each_prompt_form_from_the_output_training_supervises():
 
 def test_benchmark_rules_are_prompt_predictor_rules():
     from benchmarks._eval_common import MASK_SELECT
-    from litesam_pl.inference.prompting import MASK_SELECT_RULES
+    from litesam_pl.evaluation.prompting import MASK_SELECT_RULES
 
     assert set(MASK_SELECT) == set(MASK_SELECT_RULES)

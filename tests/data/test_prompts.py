@@ -113,7 +113,7 @@ def test_interior_point_is_one_rule_for_inference_data_and_data_prep():
     from data_prep.bsds_to_sa1b import interior_point_coords as bsds_point
     from data_prep.coco_to_sa1b import interior_point_coords as coco_point
     from litesam_pl.data import geometry
-    from litesam_pl.inference.prompting import farthest_interior_point
+    from litesam_pl.evaluation.prompting import farthest_interior_point
 
     assert bsds_point is coco_point
     masks = _hand_made_masks()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from litesam_pl.data.bsds import BSDS500, load_boundaries, load_ground_truth, load_prediction, seg_to_boundaries
-from litesam_pl.inference.edges import (
+from litesam_pl.evaluation.edges import (
     canny_edges,
     edge_map_from_model,
     mask_edge_map,

@@ -9,7 +9,7 @@ import torch
 from segment_anything.modeling import PromptEncoder
 
 import litesam_pl
-from litesam_pl.inference.prompting import PromptPredictor
+from litesam_pl.evaluation.prompting import PromptPredictor
 from litesam_pl.inference.sam_compat import predictor as sam_predictor
 from litesam_pl.models.prompt_encoder import (BoxMaskPromptEncoder, box_mask_logits, dense_embeddings,
                                               uses_box_mask)

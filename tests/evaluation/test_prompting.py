@@ -1,4 +1,4 @@
-"""litesam_pl.inference.prompting: the farthest interior point (first argmax, image border as boundary, against brute
+"""litesam_pl.evaluation.prompting: the farthest interior point (first argmax, image border as boundary, against brute
 force), COCO boxes, and ``PromptPredictor`` against SAM's own ``SamPredictor`` (per mask selection rule, chunked)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from litesam_pl.inference.prompting import (
+from litesam_pl.evaluation.prompting import (
     PromptPredictor,
     boxes_from_annotations,
     farthest_interior_point,

@@ -241,7 +241,7 @@ def segevery_probability_maps(
     if prompts == "auto":
         prompts = "autoppn" if getattr(model, "autoppn", None) is not None else "grid"
     h, w = image.shape[:2]
-    from . import segevery  # torch: imported on first use, so the classical detectors need none
+    from litesam_pl.inference import segevery  # torch: imported on first use, so the classical detectors need none
 
     out = segevery.segment_everything(
         model,
