@@ -26,11 +26,9 @@ what a user runs on images), ``_eval_prompting`` (GT prompting, steps 1-2, and t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -38,15 +36,15 @@ from typing import Any, Mapping, Sequence
 from benchmarks._eval_dist import dist_env, gather_run, init_distributed, interleave, rank_device, shard_ids
 from benchmarks._eval_model import build_model, make_proposer
 from benchmarks._eval_prompting import MASK_SELECT, PER_IMAGE_LISTS, evaluate_instances, mask_select_for
-from benchmarks._eval_score import PAPER_ROWS, PAPER_ROWS_R1024, format_table, miou_row, score
-from benchmarks._results import write_json
+from benchmarks._eval_score import format_table, miou_row, score
 from benchmarks._wandb import publish
+from benchmarks.toolkit.flags import add_segevery_flags
+from benchmarks.toolkit.results import write_json
+from benchmarks.toolkit.timing import Laps
 
 log = logging.getLogger("benchmarks")
 
 __all__ = [
-    "PAPER_ROWS",
-    "PAPER_ROWS_R1024",
     "MASK_SELECT",
     "mask_select_for",
     "add_common_args",
@@ -105,11 +103,10 @@ def add_common_args(p: argparse.ArgumentParser, dataset: str) -> None:
     p.add_argument("--segevery", default="autoppn", choices=["autoppn", "grid", "amg"],
                    help="proposal source for AR@1000: AutoPPN (256 prompts), our grid search, or SAM's "
                         "SamAutomaticMaskGenerator driving our model (default autoppn)")
-    p.add_argument("--ppn-top-n", type=int, default=256, help="AutoPPN prompts per image (paper: 256)")
-    p.add_argument("--ppn-score-threshold", type=float, default=0.0,
-                   help="AutoPPN point-confidence floor (default 0: the --ppn-top-n best local maxima inside "
-                        "the image)")
-    p.add_argument("--points-per-side", type=int, default=32, help="grid / amg: points per side (SAM: 32)")
+    # --ppn-top-n (256, the paper's), --ppn-score-threshold (default 0: the --ppn-top-n best local maxima inside the
+    # image), --points-per-side (grid / amg; SAM: 32): SegEvery's own options
+    add_segevery_flags(p, ("top_n", "score_threshold", "points_per_side"), defaults={"score_threshold": 0.0},
+                       flags={"top_n": "--ppn-top-n", "score_threshold": "--ppn-score-threshold"})
     p.add_argument("--max-proposals", type=int, default=1000, help="AR@k's largest k (default 1000)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -156,8 +153,9 @@ def _load_data(p: argparse.ArgumentParser, args: argparse.Namespace, dataset_kin
 
 def _payload(dataset_kind: str, args: argparse.Namespace, data: Any, n_total: int, run: Mapping[str, Any],
              numbers: Mapping[str, Any], base: Any, info: Mapping[str, Any], segevery_name: str | None,
-             proposer: Any, world: int, t_start: float) -> dict[str, Any]:
-    """The results JSON of a run (the numbers, what was evaluated and how, the model, timing)."""
+             proposer: Any, world: int, clock: Laps) -> dict[str, Any]:
+    """The results JSON of a run (the numbers, what was evaluated and how, the model, timing: ``clock`` started with
+    the run)."""
     payload: dict[str, Any] = {
         **numbers,
         "baselines": base,
@@ -185,7 +183,7 @@ def _payload(dataset_kind: str, args: argparse.Namespace, data: Any, n_total: in
         "proposals": len(run["proposals"]) if proposer is not None else None,
         **info,
         "world_size": world,
-        "seconds_total": time.perf_counter() - t_start,
+        "seconds_total": clock.lap(),
         "seconds_prompting": run["seconds_prompting"],
         "seconds_segevery": run["seconds_segevery"],
         "save_results": os.path.abspath(args.save_results) if args.save_results else None,
@@ -247,7 +245,7 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
     if not main_rank:  # rank 0 speaks for all (every rank sees the same data and model)
         warnings.filterwarnings("ignore")
 
-    t_start = time.perf_counter()
+    clock = Laps()
     data, n_total, desc = _load_data(p, args, dataset_kind, rank, world)
     model, info = _load_model(p, args, local_rank, world, main_rank)
     baselines = bl.make_baselines(args)
@@ -273,12 +271,10 @@ def main_for(dataset_kind: str, argv: Sequence[str] | None, description: str) ->
                                              lvis_backend=getattr(args, "lvis_backend", "lvis"))
     base = baselines.summary(run["areas"]) if baselines is not None else None
 
-    if args.save_results:
-        Path(args.save_results).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.save_results, "w") as f:
-            json.dump(run["results"], f)
+    if args.save_results:  # one line, as pycocotools' loadRes reads it
+        write_json(args.save_results, run["results"], indent=None)
     payload = _payload(dataset_kind, args, data, n_total, run, numbers, base, info, segevery_name, proposer, world,
-                       t_start)
+                       clock)
     write_json(args.json, payload)
     _report(dataset_kind, args, payload, info, model, base, data, run, segevery_name)
     publish(dataset_kind, payload)

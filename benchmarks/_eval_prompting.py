@@ -16,12 +16,12 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from benchmarks._eval_model import proposal_score, record_rle
+from benchmarks.toolkit.timing import Laps
 
 __all__ = [
     "MASK_SELECT",
@@ -144,38 +144,45 @@ def evaluate_instances(
     mask_select_for(mask_select, "box")  # a clear error for an unknown rule
     predictor = None if model is None else PromptPredictor(model, mask_select=mask_select,
                                                            max_prompts_per_call=max_prompts)
-    run: dict[str, Any] = {k: [] for k in PER_IMAGE_LISTS}
-    image_ids: list[int] = []
-    # per image, how many entries it added to each list (``gather_run`` restores the single-process order)
-    per_image: dict[str, list[int]] = {k: [] for k in PER_IMAGE_LISTS}
-    skipped_crowd = skipped_empty = 0
-    t_prompt = t_segevery = 0.0
+    run = _new_run()
     bar = tqdm(data.image_ids, desc=f"{data.format} images{desc_suffix}", unit="img", disable=not progress,
                file=sys.stderr)
     with torch.inference_mode():
         for image_id in bar:
-            sample = data.load(image_id)
-            anns, gt, crowd, empty = gt_instances(sample)
-            skipped_crowd += crowd
-            skipped_empty += empty
-            image_ids.append(int(image_id))
-            before = {k: len(run[k]) for k in PER_IMAGE_LISTS}
-
-            t0 = time.perf_counter()
-            prompt_gt(predictor, image_id, sample.image, anns, gt, run)
-            run["areas"] += [float(a["area"]) for a in anns]
-            t_prompt += time.perf_counter() - t0
-            postfix = dict(instance_hook(sample, anns, gt) or {}) if instance_hook is not None else {}
-
-            if proposer is not None:
-                t0 = time.perf_counter()
-                recs = proposer(sample.image)
-                t_segevery += time.perf_counter() - t0
-                run["proposals"] += proposal_records(recs, image_id, max_proposals)
-            for k in PER_IMAGE_LISTS:
-                per_image[k].append(len(run[k]) - before[k])
+            postfix = _evaluate_image(run, data.load(image_id), int(image_id), predictor, proposer, max_proposals,
+                                      instance_hook)
             bar.set_postfix(inst=len(run["areas"]), **postfix)
-    return {
-        **run, "image_ids": image_ids, "skipped_crowd": skipped_crowd, "skipped_empty": skipped_empty,
-        "seconds_prompting": t_prompt, "seconds_segevery": t_segevery, "per_image": per_image,
-    }
+    return run
+
+
+def _new_run() -> dict[str, Any]:
+    """An empty ``evaluate_instances`` run: its lists, counters, seconds and per-image entry counts."""
+    return {**{k: [] for k in PER_IMAGE_LISTS}, "image_ids": [], "skipped_crowd": 0, "skipped_empty": 0,
+            "seconds_prompting": 0.0, "seconds_segevery": 0.0, "per_image": {k: [] for k in PER_IMAGE_LISTS}}
+
+
+def _evaluate_image(run: dict[str, Any], sample: Any, image_id: int, predictor: Any,
+                    proposer: Callable[[np.ndarray], list[dict]] | None, max_proposals: int,
+                    instance_hook: Callable[[Any, list[dict], np.ndarray], Mapping[str, Any] | None] | None,
+                    ) -> dict[str, Any]:
+    """One image of ``evaluate_instances`` into ``run``: GT prompting (timed as ``seconds_prompting``), the
+    ``instance_hook``, the proposals (``seconds_segevery``) and how many entries each list gained; returns the
+    hook's progress-bar postfix."""
+    anns, gt, crowd, empty = gt_instances(sample)
+    run["skipped_crowd"] += crowd
+    run["skipped_empty"] += empty
+    run["image_ids"].append(image_id)
+    before = {k: len(run[k]) for k in PER_IMAGE_LISTS}
+    laps = Laps()
+    prompt_gt(predictor, image_id, sample.image, anns, gt, run)
+    run["areas"] += [float(a["area"]) for a in anns]
+    run["seconds_prompting"] += laps.lap()
+    postfix = dict(instance_hook(sample, anns, gt) or {}) if instance_hook is not None else {}
+    if proposer is not None:
+        laps.lap()  # not the hook's time
+        recs = proposer(sample.image)
+        run["seconds_segevery"] += laps.lap()
+        run["proposals"] += proposal_records(recs, image_id, max_proposals)
+    for k in PER_IMAGE_LISTS:
+        run["per_image"][k].append(len(run[k]) - before[k])
+    return postfix

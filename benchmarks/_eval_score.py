@@ -1,6 +1,7 @@
 """Scoring and printing of a COCO / LVIS benchmark run: mIoU (overall, small / medium / large by annotation area),
 AP (pycocotools, or the official LVIS evaluator), class-agnostic AR@100/1000 (COCOeval, useCats=0), in percent;
-``format_table`` prints them beside the paper's Table 5/6 rows (``PAPER_ROWS``, ``PAPER_ROWS_R1024``).
+``format_table`` prints them beside the paper's Table 5/6 rows (``benchmarks.toolkit.paper``: ``TABLE5_6``,
+``TABLE5_6_R1024``).
 """
 from __future__ import annotations
 
@@ -9,21 +10,9 @@ import math
 import os
 from typing import Any, Mapping, Sequence
 
-__all__ = ["PAPER_ROWS", "PAPER_ROWS_R1024", "miou_row", "score", "format_table"]
+from benchmarks.toolkit.paper import TABLE5_6, TABLE5_6_R1024
 
-# Lite-SAM (ours, r640) in the paper: Table 5 (mIoU, AP) and Table 6 (Mask AR@1000, COCO only).
-PAPER_ROWS: dict[str, dict[str, float | None]] = {
-    "coco": {"miou_1box": 74.8, "miou_1point": 55.8, "ap": 55.8, "ap_s": 46.7, "ap_m": 59.6, "ap_l": 69.6,
-             "ar1000": 52.8},
-    "lvis": {"miou_1box": 73.2, "miou_1point": 54.4, "ap": 58.4, "ap_s": 45.9, "ap_m": 66.9, "ap_l": 77.5,
-             "ar1000": None},
-}
-PAPER_ROWS_R1024: dict[str, dict[str, float | None]] = {
-    "coco": {"miou_1box": 76.3, "miou_1point": 56.9, "ap": 56.5, "ap_s": 47.4, "ap_m": 61.0, "ap_l": 70.7,
-             "ar1000": 54.1},
-    "lvis": {"miou_1box": 75.7, "miou_1point": 57.3, "ap": 60.7, "ap_s": 49.3, "ap_m": 71.9, "ap_l": 79.8,
-             "ar1000": None},
-}
+__all__ = ["miou_row", "score", "format_table"]
 
 
 def _pct(x: float | None) -> float | None:
@@ -98,8 +87,8 @@ def format_table(dataset_kind: str, ours: Mapping[str, Any] | None, label: str,
             ("AP_M", "ap_m"), ("AP_L", "ap_l"), ("AR@1000", "ar1000")]
     if dataset_kind == "lvis":
         cols += [("AP_r", "ap_r"), ("AP_c", "ap_c"), ("AP_f", "ap_f")]
-    rows = [("Lite-SAM (paper, r640)", PAPER_ROWS[dataset_kind]),
-            ("Lite-SAM (paper, r1024)", PAPER_ROWS_R1024[dataset_kind])]
+    rows = [("Lite-SAM (paper, r640)", TABLE5_6[dataset_kind]),
+            ("Lite-SAM (paper, r1024)", TABLE5_6_R1024[dataset_kind])]
     rows += ([(label, ours)] if ours is not None else []) + list(extra_rows)
     w0 = max(len(r[0]) for r in rows) + 2
     title = {"coco": "MSCOCO 2017 val", "lvis": "LVIS val"}[dataset_kind]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -196,15 +195,16 @@ class Baselines:
         return np.stack(out)
 
     def __call__(self, sample: Any, anns: Sequence[Mapping[str, Any]], gt: np.ndarray) -> dict[str, Any]:
+        from benchmarks.toolkit.timing import Laps
         from litesam_pl.metrics.miou import mask_ious
 
         if anns:
             h, w = gt.shape[-2:]
             for name in self.names:
-                t0 = time.perf_counter()
+                laps = Laps()
                 masks = self._masks(name, sample.image, anns, h, w)
                 self.ious[name] += np.atleast_1d(mask_ious(masks, gt)).tolist()
-                self.seconds[name] += time.perf_counter() - t0
+                self.seconds[name] += laps.lap()
             self.areas += [float(a["area"]) for a in anns]
         return {"gc_fallback": sum(self.fallbacks.values())} if "grabcut" in self.names else {}
 

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 import torch
 
-from benchmarks._results import write_json
+from benchmarks.toolkit.results import write_json
 from litesam_pl.data.coco import ann_masks
 
 THRESHOLDS = (-3.0, -2.0, -1.0, 0.0, 1.0)

@@ -20,12 +20,10 @@ Examples:
 """
 from __future__ import annotations
 
-from benchmarks._results import write_json
 import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -34,7 +32,10 @@ import numpy as np
 from litesam_pl.data.bsds import BSDS500, PRED_FORMATS, load_prediction
 from litesam_pl.metrics.bsds import DEFAULT_MAX_DIST, BoundaryCounts, bsds_thresholds, evaluate_images, summarize
 from benchmarks._wandb import publish
-from benchmarks.paper import TABLE7, TABLE7_COLUMNS
+from benchmarks.toolkit.flags import add_segevery_flags
+from benchmarks.toolkit.paper import TABLE7, TABLE7_COLUMNS
+from benchmarks.toolkit.results import write_json
+from benchmarks.toolkit.timing import Laps
 
 PAPER_TABLE7 = [(f"{m} (paper)", *(v[c] for c in TABLE7_COLUMNS)) for m, v in TABLE7.items()]  # Table 7
 
@@ -74,13 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     mdl = p.add_argument_group("model (--ckpt / --model)")
     mdl.add_argument("--device", default="cpu", help="torch device (default cpu)")
     mdl.add_argument("--img-size", type=int, default=None, help="--model only: input side of the random model")
-    mdl.add_argument("--points-per-side", type=int, default=16, help="grid path: points per side (SAM: 16)")
-    mdl.add_argument("--box-nms-thresh", type=float, default=0.7, help="box NMS IoU of duplicate masks (SAM: 0.7)")
     mdl.add_argument("--prompts", default="auto", choices=["auto", "autoppn", "grid"],
                      help="SegEvery prompts: AutoPPN (Lite-SAM), the point grid (SAM App. D.2), or auto "
                           "(AutoPPN when the model has it)")
-    mdl.add_argument("--nms", default="box", choices=["box", "mask"],
-                     help="duplicate-mask NMS (SAM's AMG: box)")
+    # SegEvery's own options at SAM App. D.2's settings: a 16 x 16 grid (the grid path), box NMS (SAM's AMG) at 0.7
+    add_segevery_flags(mdl, ("points_per_side", "box_nms_thresh", "nms"),
+                       defaults={"points_per_side": 16, "nms": "box"})
     mdl.add_argument("--no-edge-nms", action="store_true", help="skip the edge NMS of the SAM protocol")
     out = p.add_argument_group("outputs")
     out.add_argument("--json", help="write results JSON here")
@@ -272,7 +272,7 @@ def plot_pr_curves(curves: Dict[str, Dict[str, object]], path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> Dict[str, object]:
-    t0 = time.time()
+    laps = Laps()
     ds = BSDS500(args.data, args.split, limit=args.limit)
     cached = load_cached_counts(args.eval_dir, ds.ids, args) if args.eval_dir else {}
     todo = [i for i in ds.ids if i not in cached]
@@ -297,7 +297,7 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     ) if todo else {}
     per_image = {i: (per_image[i] if i in per_image else cached[i]) for i in ds.ids}
     res = summarize(per_image)
-    wall = time.time() - t0
+    wall = laps.lap()
     out = {
         "ods": res["ods"], "ois": res["ois"], "ap": res["ap"], "r50": res["r50"], "images": res["images"],
         "per_image": res["per_image"],

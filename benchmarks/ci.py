@@ -13,16 +13,18 @@ Writes ``--json`` (``results/bench-ci.json``) and ``--md`` (``results/bench-ci.m
 """
 from __future__ import annotations
 
-from benchmarks._results import write_json
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import torch
+
 from benchmarks._wandb import publish
+from benchmarks.toolkit.flags import add_segevery_flags
+from benchmarks.toolkit.results import write_json
+from benchmarks.toolkit.timing import Laps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the images (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable on shared CPUs)")
     p.add_argument("--min-speedup", type=float, default=2.5, help="fail below this grid/AutoPPN ratio (2.5)")
-    p.add_argument("--top-n", type=int, default=256)
-    p.add_argument("--points-per-side", type=int, default=32)
+    add_segevery_flags(p, ("top_n", "points_per_side"))  # the AutoPPN row's prompts, the grid row's side
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="results/bench-ci.json")
     p.add_argument("--md", default="results/bench-ci.md")
@@ -68,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from benchmarks import segevery
     from benchmarks.segevery_measure import load_photos
 
-    t_start = time.perf_counter()
+    laps = Laps()
     shared = Path(os.environ.get("LITESAM_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data"
     photos = load_photos(args.images, args.img_size, shared if shared.is_dir() else None)
     # segevery's two Lite-SAM rows on the same seeded model (random weights: the top-N AutoPPN prompts)
@@ -100,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for m in ("litesam_autoppn", "litesam_grid32")
         ],
         "images": [n for n, _ in photos],
-        "wall_s": time.perf_counter() - t_start,
+        "wall_s": laps.lap(),
         "torch": torch.__version__,
     }
     md = markdown(out, args, len(photos))

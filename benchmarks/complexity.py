@@ -14,7 +14,6 @@ Usage: ``python -m benchmarks.complexity --json complexity.json [--timm] [--size
 """
 from __future__ import annotations
 
-from benchmarks._results import write_json
 import argparse
 import sys
 from typing import Dict, Iterable, List, Optional
@@ -25,7 +24,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from litesam_pl import create_model
 from benchmarks._wandb import publish
-from benchmarks.paper import COMPLEXITY as PAPER, COMPLEXITY_RATIOS as PAPER_RATIOS  # Tables 1, 4, 6
+from benchmarks.toolkit.paper import COMPLEXITY as PAPER, COMPLEXITY_RATIO_PAIRS  # Tables 1, 4, 6
+from benchmarks.toolkit.paper import COMPLEXITY_RATIOS as PAPER_RATIOS
+from benchmarks.toolkit.results import write_json
 
 COUNTER = (
     "torch.utils.flop_counter.FlopCounterMode, MACs = FLOPs / 2, batch 1; counts conv / matmul / attention only "
@@ -126,20 +127,16 @@ def measure(names: Iterable[str], sizes: Iterable[int] = (640, 1024), device: st
 
 
 def ratios(models: Dict[str, Dict]) -> Dict[str, Dict[str, Optional[float]]]:
-    """Our MAC ratios beside the paper's."""
+    """Our MAC ratios beside the paper's (``COMPLEXITY_RATIO_PAIRS``; None where a model or size was not counted)."""
 
-    def macs(name: str, size: str) -> Optional[int]:
+    def macs(model_side: tuple) -> Optional[int]:
+        name, size = model_side
         return models.get(name, {}).get("macs", {}).get(size)
 
     def div(a: Optional[int], b: Optional[int]) -> Optional[float]:
         return None if not a or not b else a / b
 
-    ours = {
-        "litesam MACs 1024/640": div(macs("litesam", "1024"), macs("litesam", "640")),
-        "litevit / poolformer_s12 MACs @640": div(macs("litevit", "640"), macs("poolformer_s12", "640")),
-        "litevit_2x / litevit MACs @640": div(macs("litevit_2x", "640"), macs("litevit", "640")),
-        "litevit_3x / litevit MACs @640": div(macs("litevit_3x", "640"), macs("litevit", "640")),
-    }
+    ours = {k: div(macs(num), macs(den)) for k, (num, den) in COMPLEXITY_RATIO_PAIRS.items()}
     return {k: {"ours": ours[k], "paper": PAPER_RATIOS[k]} for k in PAPER_RATIOS}
 
 

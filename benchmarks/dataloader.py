@@ -32,6 +32,8 @@ import numpy as np
 from litesam_pl.data.datamodule import SA1BDataModule
 from litesam_pl.data.rle import encode_mask, rle_to_bbox
 from benchmarks._wandb import publish
+from benchmarks.toolkit.results import write_json
+from benchmarks.toolkit.timing import Laps
 
 
 def dense_scene(rng: np.random.Generator, hw: tuple[int, int], n_masks: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -136,11 +138,11 @@ def measure(shards: str | list[str], workers: int, batches: int, img_size: int, 
         dm.train_processor.phase_times.clear()
     pids = [w.pid for w in getattr(it, "_workers", [])]
     cpu0 = time.process_time() + sum(_cpu_seconds(p) for p in pids)
-    t0 = time.perf_counter()
+    laps = Laps()
     n = 0
     for _ in range(batches):
         n += len(next(it)["key"])
-    dt = time.perf_counter() - t0
+    dt = laps.lap()
     cpu = time.process_time() + sum(_cpu_seconds(p) for p in pids) - cpu0
     del it
     if phases is not None:
@@ -212,8 +214,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"| {r['workers']} | {r['samples_per_s']:.1f} | {r['cpu_ms_per_sample']:.1f} |")
     print(f"(1-min load average at the end: {load:.1f} on {os.cpu_count()} cores; other processes share the CPU)")
     if a.json is not None:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(result, indent=2))
+        write_json(a.json, result, indent=2)
     publish("dataloader", result)
     return result
 

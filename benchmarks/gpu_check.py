@@ -24,7 +24,6 @@ step's command and output). Work files (data, runs) go to ``--work`` (default ``
 """
 from __future__ import annotations
 
-from benchmarks._results import write_json
 import argparse
 import json
 import os
@@ -39,6 +38,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
+
+from benchmarks.toolkit.results import error_text, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -261,7 +262,7 @@ def _run_step(step: Dict[str, Any], limit: float, t0: float, log) -> Dict[str, A
         try:
             rec = {"status": "ok", "result": env_report()}
         except Exception as e:  # noqa: BLE001 - recorded, the check goes on
-            rec = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+            rec = {"status": "failed", "error": error_text(e)}
     else:
         status, rc = "ok", 0
         for cmd in step["cmd"]:

@@ -9,7 +9,6 @@ it and ``val/ar100`` is what better proposals could still win. Prints and saves 
 """
 from __future__ import annotations
 
-from benchmarks._results import write_json
 import argparse
 from pathlib import Path
 from typing import Optional, Sequence
@@ -22,6 +21,7 @@ from litesam_pl.mask_resampling import upsample_prompt_logits
 from litesam_pl.metrics.recall import MaskRecall, pred_gt_iou_matrix
 from litesam_pl.modules import LiteSAMModule
 from litesam_pl.modules.config import upgrade_flat_hparams
+from benchmarks.toolkit.results import write_json
 
 FORMS = ("box", "point+box")
 
@@ -78,7 +78,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{form:10s} GT-prompt mask AR@100 {r['gt_prompt_mask_ar100']:.3f}  mIoU {r['miou']:.3f}  "
               f"IoU>0.75 {r['share_iou_above_0.75']:.2f}  IoU>0.9 {r['share_iou_above_0.9']:.2f}  ({r['masks']} masks)")
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(a.json, res)
         print(f"wrote {a.json}")
     return 0

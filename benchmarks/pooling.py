@@ -2,18 +2,20 @@
 
     python -m benchmarks.pooling --resolution 192 640 --batch 4 --threads 1 --json results/pooling.json
 
-Both paths give the same values (tests/models/test_models.py); this measures only the time. Rows interleaved, medians.
+Both paths give the same values (tests/models/test_models.py); this measures only the time. The two kernels run in
+turn, round by round (``benchmarks.toolkit.timing.interleaved``: the order alternates), after one warm-up forward;
+medians over the rounds.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 import litesam_pl
-from benchmarks._results import write_json
+from benchmarks.toolkit.results import write_json
+from benchmarks.toolkit.timing import Laps, interleaved
 from litesam_pl.models.mixers import cpu_pooling
 
 
@@ -33,12 +35,11 @@ def main(argv=None) -> dict:
         times = {"box_mean": [], "avg_pool2d": []}
         with torch.no_grad():
             enc(x)  # warm-up
-            for _ in range(args.rounds):
-                for name in times:
-                    with cpu_pooling(name):
-                        t = time.perf_counter()
-                        enc(x)
-                        times[name].append(1e3 * (time.perf_counter() - t))
+            for _, name in interleaved(range(args.rounds), list(times)):
+                with cpu_pooling(name):
+                    laps = Laps()
+                    enc(x)
+                    times[name].append(1e3 * laps.lap())
         med = {k: statistics.median(v) for k, v in times.items()}
         rows.append({"resolution": res, "batch": args.batch, "threads": args.threads, "box_mean_ms": med["box_mean"],
                      "avg_pool2d_ms": med["avg_pool2d"], "speedup": med["avg_pool2d"] / med["box_mean"]})

@@ -10,7 +10,6 @@ against the GT: a ceiling from resolution alone, per COCO size group, for each `
 """
 from __future__ import annotations
 
-from benchmarks._results import write_json
 import argparse
 import contextlib
 import io
@@ -19,6 +18,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from benchmarks.toolkit.results import write_json
+
 
 def ceiling_ious(mask: np.ndarray, size: int) -> float:
     """IoU of ``mask`` [H, W] with itself after the round trip through the low-res grid of input side ``size``."""
@@ -77,7 +79,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f = [r["miou_1box"], r["miou_1box_small"], r["miou_1box_medium"], r["miou_1box_large"]]
         print(f"{s:>6} " + " ".join("     -" if v is None else f"{v:6.1f}" for v in f))
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(a.json, res)
     return res
 

@@ -67,14 +67,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
 from benchmarks._wandb import publish
-from benchmarks._results import write_json
-from benchmarks.segevery_measure import error_text, load_photos
-from litesam_pl.inference.timing import ModuleTimer, sync
+from benchmarks.segevery_measure import WARM_UP, load_photos
 from benchmarks.segevery_ort import ORT_METHODS, OrtRows
 from benchmarks.segevery_report import (  # autocast_note: this module's interface too (a row's ``autocast``)
     TABLE3_LABELS, autocast_dtype, autocast_note, failed_row, measured_row, speedups, table3,  # noqa: F401
 )
+from benchmarks.toolkit.flags import add_segevery_flags
+from benchmarks.toolkit.results import error_text, write_json
+from benchmarks.toolkit.timing import Laps, ModuleTimer, interleaved
 
 METHODS = tuple(TABLE3_LABELS)  # every row, in print order (labels: benchmarks/segevery_report.py)
 DEFAULT_METHODS = tuple(m for m in METHODS if m not in ORT_METHODS)  # ORT rows: opt-in (optional extra, CPU only)
@@ -136,28 +138,24 @@ class Bench(OrtRows):
         return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
 
     def _segevery(self, kind: str, prompts: str, image: np.ndarray, warm: bool = False) -> Dict[str, Any]:
+        """One ``SegEvery.run``: the option flags (``SegEveryOptions.from_args``) with the row's prompts."""
         from litesam_pl.inference.segevery import SegEvery, SegEveryOptions
 
-        options = SegEveryOptions(prompts=prompts, top_n=16 if warm else self.args.top_n,
-                                  points_per_side=4 if warm else self.points_per_side, output_mode="binary_mask",
-                                  autocast_dtype=self.dtype, pred_iou_thresh=self.args.pred_iou_thresh,
-                                  stability_score_thresh=self.args.stability_score_thresh,
-                                  score_threshold=0.0 if self.random_weights else None)
+        row = dict(prompts=prompts, points_per_side=self.points_per_side, output_mode="binary_mask",
+                   autocast_dtype=self.dtype, score_threshold=0.0 if self.random_weights else None)
+        options = SegEveryOptions.from_args(self.args).replace(**{**row, **(WARM_UP if warm else {})})
         segevery = SegEvery(self.model(kind), options)
-        sync(self.device)
-        t0 = time.perf_counter()
+        laps = Laps(self.device)
         result = segevery.run(image)
-        sync(self.device)
-        total = time.perf_counter() - t0
-        return {"total": total, "phases": result.timings, "prompts": result.stats["prompts"][0],
+        return {"total": laps.lap(), "phases": result.timings, "prompts": result.stats["prompts"][0],
                 "masks": len(result.masks)}
 
     def _amg(self, kind: str, image: np.ndarray, warm: bool = False) -> Dict[str, Any]:
         from segment_anything import SamAutomaticMaskGenerator
 
         model = self.model(kind)
-        amg = SamAutomaticMaskGenerator(model, points_per_side=4 if warm else self.points_per_side,
-                                        pred_iou_thresh=self.args.pred_iou_thresh,
+        side = WARM_UP["points_per_side"] if warm else self.points_per_side
+        amg = SamAutomaticMaskGenerator(model, points_per_side=side, pred_iou_thresh=self.args.pred_iou_thresh,
                                         stability_score_thresh=self.args.stability_score_thresh)
         # SAM's AMG utilities call .numpy() on the decoder's outputs (bf16 has no numpy dtype): under autocast, cast
         # them to fp32 as our pipeline does, so only the networks run in bf16 (registered first: timed as decoder).
@@ -165,12 +163,10 @@ class Bench(OrtRows):
         timer = ModuleTimer({"encoder": model.image_encoder, "prompts": model.prompt_encoder,
                              "decoder": model.mask_decoder}, self.device)
         try:
-            sync(self.device)
-            t0 = time.perf_counter()
+            laps = Laps(self.device)
             with torch.no_grad(), self._amp():
                 recs = amg.generate(image)
-            sync(self.device)
-            total = time.perf_counter() - t0
+            total = laps.lap()
         finally:
             timer.close()
             cast.remove()
@@ -189,7 +185,8 @@ class Bench(OrtRows):
             imgs, _ = as_image_list(image)
             prep = preprocess_images(model, imgs, self.device)
             emb = model.image_encoder(prep.pixels)
-            pr = autoppn_prompts(model, emb, prep.input_sizes, 16 if warm else self.args.top_n, 0.0, 3)[0]
+            top_n = WARM_UP["top_n"] if warm else self.args.top_n
+            pr = autoppn_prompts(model, emb, prep.input_sizes, top_n, 0.0, 3)[0]
             coords, labels = prompt_tensors(pr["points"], pr["boxes"], "point+box")
             sparse = embed_prompts(model.prompt_encoder, coords, labels)
             n = sparse.shape[0]
@@ -205,11 +202,9 @@ class Bench(OrtRows):
                 return fast.decode(emb, sparse, True, chunk_size=chunk)
 
             fn = run_stock if which == "stock" else run_ours
-            sync(self.device)
-            t0 = time.perf_counter()
+            laps = Laps(self.device)
             masks, iou = fn()
-            sync(self.device)
-            total = time.perf_counter() - t0
+            total = laps.lap()
             if which == "ours" and self.args.check_decoder and not warm and not self.decoder_diffs:  # first image
                 ref_m, ref_i = run_stock()  # (one more stock call: checked on the first timed image only)
                 self.decoder_diffs.append(float(max((masks.float() - ref_m.float()).abs().max(),
@@ -248,6 +243,15 @@ def run_config(args: argparse.Namespace, device: torch.device, res: int, *,
         bench.close()
 
 
+def _image_limits(args: argparse.Namespace, device: torch.device) -> Dict[str, int]:
+    """Images per method: ``--images``; the SAM-B rows ``--sam-images`` (2 on CPU), the AMG and stock-decoder rows
+    ``--heavy-images``."""
+    sam_images = args.sam_images if args.sam_images is not None else (2 if device.type == "cpu" else args.images)
+    return {m: (min(sam_images, args.images) if m.startswith("sam_b") else
+                min(args.heavy_images or args.images, args.images) if m in ("litesam_amg32", "decoder_stock")
+                else args.images) for m in args.methods}
+
+
 def _run_config(args: argparse.Namespace, device: torch.device, res: int, bench: Bench,
                 photos: Optional[List[Tuple[str, np.ndarray]]], rounds: int, full_warmup: bool) -> List[Dict[str, Any]]:
     from tqdm import tqdm
@@ -257,10 +261,7 @@ def _run_config(args: argparse.Namespace, device: torch.device, res: int, bench:
             photos = load_photos(args.images, res, Path(args.shared) / "data" if args.shared else None)
         except Exception as exc:  # no images: every row of this configuration fails alike
             return [failed_row(args, device, res, m, error_text(exc), stage="images") for m in args.methods]
-    sam_images = args.sam_images if args.sam_images is not None else (2 if device.type == "cpu" else args.images)
-    limits = {m: (min(sam_images, args.images) if m.startswith("sam_b") else
-                  min(args.heavy_images or args.images, args.images) if m in ("litesam_amg32", "decoder_stock")
-                  else args.images) for m in args.methods}
+    limits = _image_limits(args, device)
     results: Dict[str, List[Dict[str, Any]]] = {m: [] for m in args.methods}
     runners = {m: bench.runner(m) for m in args.methods}
     errors: Dict[str, Tuple[str, str]] = {}  # method -> (error, stage); a failed method is not run again
@@ -278,23 +279,25 @@ def _run_config(args: argparse.Namespace, device: torch.device, res: int, bench:
 
     for m in args.methods:  # warm-up: model build, allocator, kernels (same code path, few prompts unless full)
         attempt(m, photos[0][0], photos[0][1], warm=not full_warmup)
-    total_runs = sum(limits.values()) * rounds
-    k = 0  # images run so far: the order of the methods alternates from one to the next
-    with tqdm(total=total_runs, desc=f"segevery {device.type} r{res}", unit="run", disable=None) as bar:
-        for _ in range(rounds):
-            for i, (name, img) in enumerate(photos):
-                order = args.methods if k % 2 == 0 else list(reversed(args.methods))
-                k += 1
-                for m in order:
-                    if i >= limits[m] or m in errors:
-                        continue
-                    r = attempt(m, name, img)
-                    if r is None:
-                        continue
-                    r["image"] = name
-                    results[m].append(r)
-                    bar.update(1)
-                    bar.set_postfix_str(f"{m} {r['total'] * 1e3:.0f} ms")
+    turns = [(i, name, img) for _ in range(rounds) for i, (name, img) in enumerate(photos)]
+    with tqdm(total=sum(limits.values()) * rounds, desc=f"segevery {device.type} r{res}", unit="run",
+              disable=None) as bar:
+        for (i, name, img), m in interleaved(turns, args.methods):  # image by image, every method in turn
+            if i >= limits[m] or m in errors:
+                continue
+            r = attempt(m, name, img)
+            if r is None:
+                continue
+            r["image"] = name
+            results[m].append(r)
+            bar.update(1)
+            bar.set_postfix_str(f"{m} {r['total'] * 1e3:.0f} ms")
+    return _rows(args, device, res, bench, results, errors)
+
+
+def _rows(args: argparse.Namespace, device: torch.device, res: int, bench: Bench,
+          results: Dict[str, List[Dict[str, Any]]], errors: Dict[str, Tuple[str, str]]) -> List[Dict[str, Any]]:
+    """The configuration's JSON rows in ``--methods`` order: measured, or failed with the runs made before."""
     rows = []
     for m in args.methods:
         rs = results[m]
@@ -326,9 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch (and onnxruntime) intra-op threads on CPU (default: torch's)")
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="CUDA autocast dtype (default bf16)")
-    p.add_argument("--top-n", type=int, default=256, help="AutoPPN prompts (default 256)")
-    p.add_argument("--pred-iou-thresh", type=float, default=0.88, help="as SAM's AMG (default 0.88)")
-    p.add_argument("--stability-score-thresh", type=float, default=0.95, help="as SAM's AMG (default 0.95)")
+    # SegEvery's own options (the AMG rows take the two filters too): SegEveryOptions' defaults, SAM AMG's filters
+    add_segevery_flags(p, ("top_n", "pred_iou_thresh", "stability_score_thresh"))
     p.add_argument("--decoder-chunk", type=int, default=0,
                    help="prompts per call in the decoder rows (default 0: all 256 in one call)")
     p.add_argument("--no-check-decoder", dest="check_decoder", action="store_false",

@@ -1,11 +1,14 @@
-"""What ``benchmarks.segevery`` and ``benchmarks.ci`` measure with: the photographs, quantiles and the one-line error
-text of a failed row (device-synchronised timing: ``litesam_pl.inference.timing``; JSON: ``benchmarks._results``)."""
+"""What ``benchmarks.segevery`` and ``benchmarks.ci`` measure with: the photographs and the warm-up run's settings
+(timing, quantiles, JSON and error text: ``benchmarks.toolkit``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+
+# the warm-up run of a row (same code path as the timed runs, few prompts): AutoPPN rows' top-N, grid rows' side
+WARM_UP: Dict[str, Any] = {"top_n": 16, "points_per_side": 4}
 
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
                   "immunohistochemistry", "retina", "moon", "cell", "colorwheel", "brick", "grass", "gravel")
@@ -51,18 +54,3 @@ def load_photos(n: int, side: int, shared: Optional[Path] = None) -> List[Tuple[
     while len(out) < n:  # fewer photos than requested: cycle
         out.append(out[len(out) % max(1, len(out))])
     return out[:n]
-
-
-# ---------------------------------------------------------------------------------------------- timing, errors
-
-
-def error_text(exc: BaseException, limit: int = 400) -> str:
-    """``"Type: message"`` on one line (whitespace collapsed, cut at ``limit`` characters)."""
-    msg = " ".join(str(exc).split())
-    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def quantile(xs: Sequence[float], q: float) -> float:
-    """``np.quantile`` of ``xs`` as a float (NaN when empty)."""
-    return float(np.quantile(np.asarray(xs, dtype=np.float64), q)) if xs else float("nan")

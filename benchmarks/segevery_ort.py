@@ -14,14 +14,29 @@ Without onnx / onnxruntime, or on ``--device cuda``, the row fails cleanly (``er
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
+from benchmarks.segevery_measure import WARM_UP
+from benchmarks.toolkit.timing import Laps
+
 ORT_METHODS = ("litesam_autoppn_ort", "litesam_onnx_example")
+
+
+def _ort_prompts(enc: Dict[str, np.ndarray], thr: Optional[float], form: str, warm: bool) -> Dict[str, Any]:
+    """``encoder.onnx``'s AutoPPN proposals (``enc``) with a score of at least ``thr`` (the warm-up: the first few),
+    and their decoder prompts in ``form`` (``segevery_prompts.prompt_tensors``: ``coords``, ``labels``)."""
+    from litesam_pl.inference.segevery_prompts import prompt_tensors
+
+    ok = enc["valid"][0] & (enc["scores"][0] >= (thr or 0.0))
+    if warm:
+        ok &= np.cumsum(ok) <= WARM_UP["top_n"]
+    pr = {k: torch.from_numpy(np.ascontiguousarray(enc[k][0][ok])) for k in ("points", "boxes", "scores")}
+    pr["coords"], pr["labels"] = prompt_tensors(pr["points"], pr["boxes"], form)
+    return pr
 
 
 class OrtRows:
@@ -58,9 +73,9 @@ class OrtRows:
             model = self.model("litesam")
             tmp = tempfile.TemporaryDirectory(prefix="segevery-onnx-")
             try:
-                t0 = time.perf_counter()
+                laps = Laps()
                 export_onnx(copy.deepcopy(model).cpu().float(), tmp.name, top_n=self.args.top_n, check=False)
-                export_s = time.perf_counter() - t0
+                export_s = laps.lap()
                 threads = int(self.args.threads or torch.get_num_threads())
                 so = ort.SessionOptions()
                 so.intra_op_num_threads = threads
@@ -84,11 +99,10 @@ class OrtRows:
         return self._ort
 
     def _segevery_options(self) -> Dict[str, Any]:
-        """``SegEveryOptions``' defaults with the bench's thresholds (what the PyTorch row runs), as a dict."""
+        """The options of the bench's flags (``SegEveryOptions.from_args``: what the PyTorch row runs), as a dict."""
         from litesam_pl.inference.segevery_options import SegEveryOptions
 
-        options = SegEveryOptions(pred_iou_thresh=self.args.pred_iou_thresh,
-                                  stability_score_thresh=self.args.stability_score_thresh, top_n=self.args.top_n)
+        options = SegEveryOptions.from_args(self.args)
         if self.random_weights:
             options = options.replace(score_threshold=0.0)
         return options.to_dict()
@@ -96,67 +110,62 @@ class OrtRows:
     def _ort_segevery(self, image: np.ndarray, warm: bool = False, output_mode: str = "binary_mask",
                       opts: Optional[Dict[str, Any]] = None, keep: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """The ``litesam_autoppn`` pipeline with encoder+AutoPPN and decoder run by onnxruntime; pre- and
-        post-processing are ``segment_everything``'s own functions. (Long: one timed pass whose phase stamps
-        ``t0``..``t5`` and intermediates stay in one frame; each phase is a call.) ``keep`` (a dict) receives
-        the intermediate arrays (for the check)."""
+        post-processing are ``segment_everything``'s own functions, one timed phase each. ``keep`` (a dict)
+        receives the intermediate arrays (for the check)."""
         from litesam_pl.inference.sam_compat import as_image_list, preprocess_images
-        from litesam_pl.inference.segevery_masks import postprocess_image
-        from litesam_pl.inference.segevery_prompts import prompt_tensors, score_threshold_used
+        from litesam_pl.inference.segevery_prompts import score_threshold_used
         from litesam_pl.models.prompt_forms import multimask_output_for
 
-        sess = self.ort_sessions()
-        model = self.model("litesam")
+        sess, model = self.ort_sessions(), self.model("litesam")
         o = opts or self._segevery_options()
-        form = o["prompt_type"]
-        multimask = o["multimask_output"] if o["multimask_output"] is not None else multimask_output_for(form)
+        multimask = o["multimask_output"] if o["multimask_output"] is not None else multimask_output_for(
+            o["prompt_type"])
         k = int(model.mask_decoder.num_mask_tokens)
         tokens = list(range(1, k)) if multimask else [0]
-        size = int(model.image_encoder.img_size)
         thr = score_threshold_used(model, o["score_threshold"])
-        phases: Dict[str, float] = {}
-        t0 = time.perf_counter()
+        laps = Laps()
         with torch.no_grad():
-            imgs, _ = as_image_list(image)
-            prep = preprocess_images(model, imgs, torch.device("cpu"))
-            pixels = prep.pixels.numpy()
-            in_hw = prep.input_sizes[0]
-            t1 = time.perf_counter()
+            prep = preprocess_images(model, as_image_list(image)[0], torch.device("cpu"))
+            laps.lap("preprocess")
             enc = dict(zip(sess["enc_names"], sess["encoder"].run(
-                None, {"image": pixels, "input_size": np.asarray(in_hw, dtype=np.int64)})))
-            t2 = time.perf_counter()
-            ok = enc["valid"][0] & (enc["scores"][0] >= (thr or 0.0))
-            if warm:
-                ok &= np.cumsum(ok) <= 16
-            points = torch.from_numpy(np.ascontiguousarray(enc["points"][0][ok]))
-            boxes = torch.from_numpy(np.ascontiguousarray(enc["boxes"][0][ok]))
-            scores = torch.from_numpy(np.ascontiguousarray(enc["scores"][0][ok]))
-            coords, labels = prompt_tensors(points, boxes, form)
-            coords_np = coords.float().contiguous().numpy()
-            labels_np = labels.float().contiguous().numpy()
-            n = int(points.shape[0])
-            t3 = time.perf_counter()
-            if n:
-                low_all, iou_all = sess["decoder"].run(None, {"image_embeddings": enc["image_embeddings"],
-                                                               "point_coords": coords_np, "point_labels": labels_np})
-            else:
-                low_all = np.zeros((0, k, size // 4, size // 4), np.float32)
-                iou_all = np.zeros((0, k), np.float32)
-            low = torch.from_numpy(np.ascontiguousarray(low_all[:, tokens]))
-            iou = torch.from_numpy(np.ascontiguousarray(iou_all[:, tokens]))
-            t4 = time.perf_counter()
-            out = postprocess_image(
-                low, iou, torch.arange(n), points, scores, in_hw, prep.original_sizes[0], size,
-                float(getattr(model, "mask_threshold", 0.0)), o["pred_iou_thresh"], o["stability_score_thresh"],
-                o["stability_score_offset"], o["box_nms_thresh"], o["nms"], o["nms_resolution"], o["rank_by"],
-                o["max_masks"], output_mode, False, None,
-            )
-            t5 = time.perf_counter()
-        phases.update(preprocess=t1 - t0, encoder=t2 - t1, prompts=t3 - t2, decoder=t4 - t3, postprocess=t5 - t4)
+                None, {"image": prep.pixels.numpy(), "input_size": np.asarray(prep.input_sizes[0], dtype=np.int64)})))
+            laps.lap("encoder")
+            pr = _ort_prompts(enc, thr, o["prompt_type"], warm)
+            laps.lap("prompts")
+            low_all, iou_all = self._ort_decode(enc, pr, k)
+            low, iou = (torch.from_numpy(np.ascontiguousarray(a[:, tokens])) for a in (low_all, iou_all))
+            laps.lap("decoder")
+            out = self._ort_postprocess(low, iou, pr, prep, o, output_mode)
+            laps.lap("postprocess")
         if keep is not None:
-            keep.update(prep=prep, enc=enc, points=points, scores=scores, coords=coords, labels=labels,
-                        low_all=low_all, iou_all=iou_all, out=out)
+            keep.update(prep=prep, enc=enc, points=pr["points"], scores=pr["scores"], coords=pr["coords"],
+                        labels=pr["labels"], low_all=low_all, iou_all=iou_all, out=out)
         masks = len(out["masks"]) if output_mode == "tensors" else len(out)
-        return {"total": t5 - t0, "phases": phases, "prompts": n, "masks": masks}
+        return {"total": laps.total, "phases": laps.phases, "prompts": int(pr["points"].shape[0]), "masks": masks}
+
+    def _ort_decode(self, enc: Dict[str, np.ndarray], pr: Dict[str, Any], k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``decoder.onnx`` once over all prompts: low-res logits ``[N, k, S/4, S/4]`` and IoU ``[N, k]`` of all
+        ``k`` mask tokens (empty arrays of those shapes without prompts)."""
+        if not int(pr["points"].shape[0]):
+            side = int(self.model("litesam").image_encoder.img_size) // 4
+            return np.zeros((0, k, side, side), np.float32), np.zeros((0, k), np.float32)
+        low_all, iou_all = self.ort_sessions()["decoder"].run(None, {
+            "image_embeddings": enc["image_embeddings"], "point_coords": pr["coords"].float().contiguous().numpy(),
+            "point_labels": pr["labels"].float().contiguous().numpy()})
+        return low_all, iou_all
+
+    def _ort_postprocess(self, low: torch.Tensor, iou: torch.Tensor, pr: Dict[str, Any], prep: Any,
+                         o: Dict[str, Any], output_mode: str) -> Any:
+        """``segevery_masks.postprocess_image`` (filters, mask NMS, upsampling) with the options ``o``: its masks."""
+        from litesam_pl.inference.segevery_masks import postprocess_image
+
+        model = self.model("litesam")
+        return postprocess_image(
+            low, iou, torch.arange(int(pr["points"].shape[0])), pr["points"], pr["scores"], prep.input_sizes[0],
+            prep.original_sizes[0], int(model.image_encoder.img_size), float(getattr(model, "mask_threshold", 0.0)),
+            o["pred_iou_thresh"], o["stability_score_thresh"], o["stability_score_offset"], o["box_nms_thresh"],
+            o["nms"], o["nms_resolution"], o["rank_by"], o["max_masks"], output_mode, False,
+        ).masks
 
     def _ort_row(self, image: np.ndarray, warm: bool = False) -> Dict[str, Any]:
         r = self._ort_segevery(image, warm)
@@ -270,10 +279,10 @@ class OrtRows:
         ex = self.example_module()
         o = self._segevery_options()
         phases: Dict[str, float] = {}
-        t0 = time.perf_counter()
+        laps = Laps()
         res = ex.segment_everything_onnx(image, sess["encoder"], sess["decoder"], timings=phases,
                                          **self._example_options(o))
-        total = time.perf_counter() - t0
+        total = laps.lap()
         if not warm and self.example_check is None:  # first timed image: agreement with PyTorch (not timed)
             off = dict(o, pred_iou_thresh=0.0, stability_score_thresh=0.0)
             res_off = ex.segment_everything_onnx(image, sess["encoder"], sess["decoder"], **self._example_options(off))

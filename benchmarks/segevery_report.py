@@ -7,8 +7,9 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
-from benchmarks.segevery_measure import quantile
+
 from benchmarks.segevery_ort import ORT_METHODS
+from benchmarks.toolkit.timing import quantile
 
 # every row of the benchmark in print order (``benchmarks.segevery.METHODS``): method -> (Table 3's "Model",
 # "Sampling Strategy")

@@ -17,11 +17,10 @@ point loss follows) and ``data.num_groups`` (the model's groups follow); were th
 ``tests/test_recipes.py`` checks that the result is the combination with only scale settings changed.
 
 A combination whose ``metrics.json`` exists is not trained again (``--force`` retrains). The metric is the
-``MetricsJSON`` callback's ``val/ar1000`` (mask AR of SegEvery), or ``val/ar100`` where the former is absent.
+``MetricsJSON`` callback's ``val/ar_top1000`` (mask AR of SegEvery), or ``val/ar100`` where the former is absent.
 """
 from __future__ import annotations
 
-from benchmarks._results import write_json
 import argparse
 import copy
 import json
@@ -35,15 +34,16 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from benchmarks.paper import TABLE2_MASK_AR1000 as PAPER_AR  # in the paper's row order
+from benchmarks.toolkit.paper import TABLE2_MASK_AR1000 as PAPER_AR  # in the paper's row order
+from benchmarks.toolkit.results import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = "recipes/autoppn.yaml"
 SCALE = "recipes/smoke/autoppn.yaml"
 COMBO_DIR = "recipes/ablations/table2"
 SMOKE_RUN = "runs/smoke/autoppn"  # the run directory the smoke overlay writes to (moved per combination)
-METRICS = ("val/ar1000", "val/ar100")  # first present wins
-BOX_METRIC = "val/box_ar1000"  # AutoPPN's boxes alone, printed beside the mask AR
+METRICS = ("val/ar_top1000", "val/ar100")  # first present wins
+BOX_METRIC = "val/box_ar_top1000"  # AutoPPN's boxes alone, printed beside the mask AR
 
 # the three improvements of Table 2 and the value of each switch without / with it
 FACTORS = (

@@ -17,19 +17,20 @@ number of ATen operations the step issues (all levels) and, on CUDA, the kernels
 """
 from __future__ import annotations
 
-from benchmarks._results import write_json
 import argparse
 import importlib
 import os
 import platform
 import statistics
-import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 import torch
 import yaml
+
+from benchmarks.toolkit.results import error_text, write_json
+from benchmarks.toolkit.timing import Laps, sync
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"backbone": "recipes/backbone_1box.yaml", "autoppn": "recipes/autoppn.yaml", "litesam": "recipes/litesam.yaml"}
@@ -72,11 +73,6 @@ def build(stage: str, img_size: int, batch_size: int, shards: Sequence[str], max
     return module, batches
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_steps(module, batches: List[dict], steps: int, warmup: int, device: torch.device, amp_dtype) -> Dict[str, Any]:
     """Median ms per step and per phase over ``steps`` optimizer steps after ``warmup`` ones."""
     opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-5)
@@ -85,23 +81,19 @@ def time_steps(module, batches: List[dict], steps: int, warmup: int, device: tor
     phases: Dict[str, List[float]] = {"forward_ms": [], "backward_ms": [], "optimizer_ms": [], "step_ms": []}
     for i in range(warmup + steps):
         batch = batches[i % len(batches)]
-        _sync(device)
-        t0 = time.perf_counter()
+        laps = Laps(device)
         with amp():
             loss = module.compute_losses(batch)["loss"]
-        _sync(device)
-        t1 = time.perf_counter()
+        laps.lap("forward_ms")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        _sync(device)
-        t2 = time.perf_counter()
+        laps.lap("backward_ms")
         opt.step()
-        _sync(device)
-        t3 = time.perf_counter()
+        laps.lap("optimizer_ms")
         if not torch.isfinite(loss.detach()):
             raise FloatingPointError(f"non-finite loss at step {i}")
         if i >= warmup:
-            for k, v in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+            for k, v in {**laps.phases, "step_ms": laps.total}.items():
                 phases[k].append(1000 * v)
     out = {k: round(statistics.median(v), 2) for k, v in phases.items()}
     out["loss_last"] = round(float(loss.detach()), 4)
@@ -118,7 +110,7 @@ def count_ops(module, batch: dict, device: torch.device, amp_dtype) -> Dict[str,
         with amp:
             loss = module.compute_losses(batch)["loss"]
         loss.backward()
-        _sync(device)
+        sync(device)
     module.zero_grad(set_to_none=True)
     events = prof.events()
     aten = sum(1 for e in events if e.name.startswith("aten::"))
@@ -171,7 +163,7 @@ def run_row(stage: str, batch_size: int, a, device: torch.device) -> Dict[str, A
         try:
             row.update(count_ops(module, batches[0], device, amp_dtype))
         except Exception as e:  # noqa: BLE001 - a profiler that cannot start (no CUPTI) must not cost the timings
-            row["ops_error"] = f"{type(e).__name__}: {e}"
+            row["ops_error"] = error_text(e)
     return row
 
 
@@ -227,7 +219,6 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     if ratios:
         print("operations per step, largest over smallest batch:", ratios)
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
         write_json(a.json, result)
         print(f"saved {a.json}")
     return result

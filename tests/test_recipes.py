@@ -80,8 +80,8 @@ SWITCHES = {
     "recipes/real/*.yaml": {"model.init_args.model.kwargs.box_mask_prompt"},
 }
 
-# loss settings (dotted keys under model.init_args): a key set in more than one base must have one value (the joint
-# recipe repeats the other two's)
+# loss settings (dotted keys under model.init_args): they live once, as the defaults of the loss parts
+# (litesam_pl/modules/config.py); a recipe writes one only to change it
 LOSS_KEYS = (*(f"mask_loss.{k}" for k in ("focal_weight", "dice_weight", "iou_weight", "focal_alpha", "focal_gamma",
                                           "min_train_mask_area", "resolution", "points", "weight")),
              *(f"ppn_loss.{k}" for k in ("heatmap_weight", "box_weight", "point_loss", "neg_ratio", "box_beta",
@@ -219,8 +219,13 @@ def test_smoke_overlays_are_scale_only():
 
 
 def test_paper_facts_and_one_loss_setting_per_key():
-    """The bases carry the paper's numbers, and a loss setting written in several bases has one value."""
+    """The bases carry the paper's numbers; the loss settings live once, as the loss parts' defaults: every base
+    resolves to them and none restates one."""
+    from litesam_pl.modules.config import MaskLossConfig, PPNLossConfig, PromptConfig
+
     raw = {b: yaml.safe_load((REPO / b).read_text()) for b in BASES}
+    defaults = flatten({"mask_loss": vars(MaskLossConfig()), "ppn_loss": vars(PPNLossConfig()),
+                        "prompts": vars(PromptConfig())})
     for b in BASES:
         cfg = resolve_configs(b)
         init, tr, data = cfg["model"]["init_args"], cfg["trainer"], cfg["data"]
@@ -231,18 +236,22 @@ def test_paper_facts_and_one_loss_setting_per_key():
         assert pl_["heatmap_weight"] / pl_["box_weight"] == pytest.approx(2.0)  # paper: H-MSE:S-L1 2:1
         assert point_loss_for(data["target_mode"]) == "hard_mse"  # the point loss follows the targets
         assert data["num_groups"] == 3
-    # every base writes the same loss settings (not left to code defaults), with the same values
-    written = {b: {k: v for k, v in flatten(raw[b]["model"]["init_args"]).items()
-                   if k in LOSS_KEYS and k != "prompt_split"} for b in BASES}
-    for b in BASES:
-        assert written[b] == written[BASES[-1]], f"loss settings of {b} differ from {BASES[-1]}"
+        # every stage trains with the loss parts' defaults (point_loss: linked from data.target_mode, checked above)
+        keys = set(LOSS_KEYS) - {"prompt_split", "ppn_loss.point_loss"}
+        resolved = {k: v for k, v in flatten(init).items() if k in keys}
+        assert resolved == {k: v for k, v in defaults.items() if k in keys}, b
+        # ... which no base writes again (a recipe writes a loss field only to change it)
+        written = [k for k in flatten(raw[b]["model"]["init_args"]) if k in LOSS_KEYS and k != "prompt_split"]
+        assert not written, f"{b} restates the loss parts' defaults {written}: they live in modules/config.py"
         # the paper's targets (and so the point loss) are written in each base, not left to code defaults
         assert {k: raw[b]["data"].get(k) for k in ("target_mode", "num_groups")} == {"target_mode": "distance",
                                                                                      "num_groups": 3}, b
-    for key in ("focal_weight", "dice_weight", "iou_weight", "focal_alpha", "min_train_mask_area"):
-        assert f"mask_loss.{key}" in written[BASES[-1]], key
-    for key in ("heatmap_weight", "box_weight", "box_unit", "box_weighting"):
-        assert f"ppn_loss.{key}" in written[BASES[-1]], key
+    # the paper's ratios and our choices (litesam_pl/modules/config.py marks which is which)
+    assert (defaults["mask_loss.focal_weight"], defaults["mask_loss.dice_weight"]) == (10.0, 1.0)
+    assert (defaults["ppn_loss.heatmap_weight"], defaults["ppn_loss.box_weight"]) == (2.0, 1.0)
+    assert defaults["mask_loss.focal_alpha"] < 0 and defaults["mask_loss.min_train_mask_area"] == 0
+    assert (defaults["ppn_loss.box_unit"], defaults["ppn_loss.box_weighting"]) == ("box", "centerness")
+    assert defaults["ppn_loss.box_beta"] == pytest.approx(1 / 9)
     assert "prompt_split" in raw["recipes/litesam.yaml"]["model"]["init_args"]  # joint stage only
 
 

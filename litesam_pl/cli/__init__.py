@@ -6,7 +6,7 @@
 - ``run.py``: console noise, the run folder, warnings about the run;
 - ``lightning.py``: the LightningCLI subclass and its parser (imports Lightning, so only when a Lightning
   subcommand runs: ``litesam --help`` and the tools stay light);
-- ``config.py``: data -> model links, one-line config errors, old checkpoints' hyper-parameters.
+- ``config.py``: the data <-> model links, one-line config errors, old checkpoints' hyper-parameters.
 
 The names tests and docs use are importable from here; ``python -m litesam_pl.cli`` runs ``main`` (``__main__.py``).
 """

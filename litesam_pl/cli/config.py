@@ -2,7 +2,9 @@
 
 - ``DATA_LINKS``: what data and model must agree on is set once, on the data side (``data.img_size``,
   ``data.num_groups``, ``data.target_mode``), and linked into the model (``model.img_size``, ``model.ppn_groups``,
-  ``ppn_loss.point_loss``); ``linked_value_set_by_user`` refuses a recipe or option that sets a linked value itself.
+  ``ppn_loss.point_loss``); ``MODEL_LINKS``: the one the network decides, the AutoPPN grid stride
+  (``model.kwargs.ppn_kwargs.stride``), linked into ``data.ppn_stride``; ``linked_value_set_by_user`` refuses a
+  recipe or option that sets a linked value itself.
 - One-line errors: a part's bad value (``ConfigError``, raised inside jsonargparse), an unknown field of a part, an
   unknown argument with a did-you-mean that knows the parts' fields and where the old flat arguments went.
 - ``upgrade_ckpt_hparams``: a checkpoint's flat hyper-parameters (written before the parts) for ``--ckpt_path``.
@@ -19,9 +21,9 @@ import re
 import typing
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["DATA_LINKS", "link_data_into_model", "apply_data_links", "linked_value_set_by_user", "config_error_in",
+__all__ = ["DATA_LINKS", "MODEL_LINKS", "add_links", "apply_data_links", "linked_value_set_by_user", "config_error_in",
            "init_options", "suggest_option", "unknown_part_field", "ckpt_model_config", "upgrade_ckpt_hparams",
-           "point_loss_for"]
+           "point_loss_for", "ppn_stride_of"]
 
 
 def point_loss_for(target_mode: str) -> str:
@@ -31,17 +33,40 @@ def point_loss_for(target_mode: str) -> str:
     return POINT_LOSS_FOR_TARGETS.get(target_mode, target_mode)
 
 
-# (source, target, conversion): parse-time links of the LightningCLI parser
+def ppn_stride_of(kwargs: Optional[Mapping[str, Any]]) -> int:
+    """The AutoPPN grid stride of a model's ``create_model`` kwargs: ``ppn_kwargs.stride``, else ``AutoPPN``'s
+    default (8)."""
+    import inspect
+
+    from litesam_pl.models.autoppn import AutoPPN
+
+    stride = ((kwargs or {}).get("ppn_kwargs") or {}).get("stride")
+    return int(inspect.signature(AutoPPN).parameters["stride"].default if stride is None else stride)
+
+
+# (source, target, conversion): parse-time links of the LightningCLI parser, data -> model
 DATA_LINKS = (
     ("data.img_size", "model.init_args.model.img_size", None),
     ("data.num_groups", "model.init_args.model.ppn_groups", None),
     ("data.target_mode", "model.init_args.ppn_loss.point_loss", point_loss_for),
 )
+# (source, target, conversion, the setting): model -> data, for what the network decides; the setting is the key
+# inside the source that a user sets (the grid stride is the AutoPPN head's upsampling, a model kwarg)
+MODEL_LINKS = (
+    ("model.init_args.model.kwargs", "data.ppn_stride", ppn_stride_of,
+     "model.init_args.model.kwargs.ppn_kwargs.stride"),
+)
 
 
-def link_data_into_model(parser: Any) -> None:
-    """Add ``DATA_LINKS`` to a LightningCLI parser (``LightningCLI.add_arguments_to_parser``)."""
-    for source, target, fn in DATA_LINKS:
+def _linked() -> List[tuple]:
+    """``(setting, target)`` of every link: what a user sets, and the value the link sets from it."""
+    return [(source, target) for source, target, _ in DATA_LINKS] + [(setting, target)
+                                                                    for _, target, _, setting in MODEL_LINKS]
+
+
+def add_links(parser: Any) -> None:
+    """Add ``DATA_LINKS`` and ``MODEL_LINKS`` to a LightningCLI parser (``LightningCLI.add_arguments_to_parser``)."""
+    for source, target, fn, *_ in (*DATA_LINKS, *MODEL_LINKS):
         parser.link_arguments(source, target, compute_fn=fn)
 
 
@@ -74,24 +99,42 @@ def _lookup(tree: Any, dotted: str) -> Any:
 _MISSING = object()
 
 
-def linked_value_set_by_user(config_files: Sequence[str], argv: Sequence[str]) -> Optional[str]:
+def linked_value_set_by_user(config_files: Sequence[str], argv: Sequence[str],
+                             config: Optional[Any] = None) -> Optional[str]:
     """The error line when a ``--config`` file or a ``--model.init_args...`` option sets a link target (the link
-    would silently replace it), else None."""
+    would silently replace it), else None. (jsonargparse itself refuses a target outside a subclass's ``init_args``
+    given on the command line: ``linked_target_line``.) With the parsed ``config``, a file's ``MODEL_LINKS`` target
+    equal to the linked value passes: the ``config.yaml`` a run saved before that link holds it."""
     import yaml
 
-    for source, target, _ in DATA_LINKS:
+    model_targets = {target for _, target, *_ in MODEL_LINKS}
+    for source, target in _linked():
         for path in config_files:
             try:
                 with open(path) as f:
                     tree = yaml.safe_load(f)
             except (OSError, yaml.YAMLError):
                 continue
-            if _lookup(tree, target) is not _MISSING:
-                return f"{path} sets {target}, which is linked from {source}: set {source} instead"
+            value = _lookup(tree, target)
+            if value is _MISSING or (config is not None and target in model_targets
+                                     and config.get(target) == value):
+                continue
+            return f"{path} sets {target}, which is linked from {source}: set {source} instead"
         for tok in argv:
             if tok.split("=", 1)[0] == f"--{target}":
                 return f"--{target} is linked from {source}: set --{source} instead"
     return None
+
+
+def linked_target_line(message: str) -> str:
+    """One line for jsonargparse's ``Linked "data.ppn_stride" must be given via "model.init_args.model.kwargs"``
+    (a link target given on the command line), naming the setting; ``""`` for any other message."""
+    m = re.search(r'Linked "([^"]+)" must be given via "([^"]+)"', message)
+    if not m:
+        return ""
+    target, source = m.groups()
+    setting = dict((t, s) for s, t in _linked()).get(target, source)
+    return f"--{target} is linked from {setting}: set {setting} instead"
 
 
 def config_error_in(err: BaseException) -> Optional[BaseException]:

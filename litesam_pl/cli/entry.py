@@ -12,17 +12,19 @@
 (``model.class_path`` in the recipe: ``litesam_pl.modules.BackboneBoxModule``, ``AutoPPNModule``, ``LiteSAMModule``),
 the data is ``litesam_pl.data.datamodule.SA1BDataModule``. W&B runs offline unless ``WANDB_MODE`` is set. What data and
 model share (image size, AutoPPN size groups, target form -> point loss) is set once, in ``data``, and linked into
-the model (``litesam_pl.cli.config``).
+the model; the AutoPPN grid stride, a property of the network, is set in the model and linked into ``data``
+(``litesam_pl.cli.config``).
 
 Errors a user can act on (an unknown subcommand or option, a GPU recipe on a machine without CUDA, a model name or
-file that cannot be used, a bad or contradictory config value: ``CLIError``, ``litesam_pl.models.registry.ModelError``,
+file that cannot be used, a bad or contradictory config value, an output file of ``litesam predict`` that exists:
+``errors.user_errors()``, e.g. ``CLIError``, ``litesam_pl.models.registry.ModelError``,
 ``litesam_pl.modules.config.ConfigError``) end in one line on stderr and exit
 status 2, without a traceback; anything else is a bug and keeps its traceback.
 
 This file is the entry point (``main``: help, version, the tools, the Lightning subcommands). The rest of the
 ``litesam_pl.cli`` package lives beside it: ``errors.py`` (the one-line errors, ``CLIError``, ``check_accelerator``),
 ``run.py`` (console noise, the run folder, warnings about the run), ``lightning.py`` (the LightningCLI subclass and
-its parser: imports Lightning, so only when a Lightning subcommand runs) and ``config.py`` (data -> model links,
+its parser: imports Lightning, so only when a Lightning subcommand runs) and ``config.py`` (data <-> model links,
 config errors). The names tests and docs use are importable from ``litesam_pl.cli`` (its ``__init__`` re-exports them).
 """
 from __future__ import annotations

@@ -56,8 +56,9 @@ def user_errors() -> tuple:
     from litesam_pl.data.sa1b_stream import ShardsError
     from litesam_pl.models.registry import ModelError
     from litesam_pl.modules.config import ConfigError
+    from litesam_pl.modules.prediction_writer import PredictOutputError
 
-    return (CLIError, ModelError, ShardsError, ConfigError)
+    return (CLIError, ModelError, ShardsError, ConfigError, PredictOutputError)
 
 
 # --- jsonargparse's messages as one line -----------------------------------------------------------------------------
@@ -94,12 +95,12 @@ def parse_error_line(message: str, ex: Optional[Exception], known_options: Seque
     """The line that matters in a jsonargparse error: a bad config value (``ConfigError``), an unknown
     ``--model.init_args.X`` or config-part field, else the message itself (short ones on one line); an unknown
     option gets the closest of ``known_options``."""
-    from litesam_pl.cli.config import config_error_in, unknown_part_field
+    from litesam_pl.cli.config import config_error_in, linked_target_line, unknown_part_field
 
     guesses = [g for g in (did_you_mean(o, known_options) for o in _unrecognized_options(message)) if g]
     config_error = config_error_in(ex) if ex is not None else None
     line = (str(config_error) if config_error else "") or _rejected_init_arg(message) \
-        or unknown_part_field(message) or _short(message)
+        or unknown_part_field(message) or linked_target_line(message) or _short(message)
     if guesses and not line.startswith("unrecognized option"):
         line += f" ({'; '.join(guesses)})"
     return line

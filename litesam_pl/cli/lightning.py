@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from litesam_pl.cli.config import ckpt_model_config, config_error_in, link_data_into_model, linked_value_set_by_user
+from litesam_pl.cli.config import add_links, ckpt_model_config, config_error_in, linked_value_set_by_user
 from litesam_pl.cli.errors import CLIError, check_accelerator, fail, parse_error_line, recipe_files, unknown_subcommand
 from litesam_pl.cli.run import follow_run_dir, quiet_run, quiet_wandb, warn_global_batch, warn_random_weights
 from litesam_pl.compat import jsonargparse_debug_mode_active
@@ -54,7 +54,7 @@ class LiteSAMCLI(LightningCLI):
         cfg = self.config[sub] if sub else self.config
         check_accelerator(cfg)
         follow_run_dir(cfg)
-        refused = linked_value_set_by_user(recipe_files(cfg), self._argv)
+        refused = linked_value_set_by_user(recipe_files(cfg), self._argv, cfg)
         if refused:
             raise CLIError(refused)
 
@@ -107,7 +107,7 @@ class LiteSAMCLI(LightningCLI):
     before_fit = before_validate = before_test = _before_run
 
     def add_arguments_to_parser(self, parser: Any) -> None:
-        link_data_into_model(parser)
+        add_links(parser)
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)

@@ -54,6 +54,29 @@ class _EpochLoader(DataLoader):
         return super().__iter__()
 
 
+def _check_options(batch_size: int, num_workers: int, target_mode: str, epoch_samples: Optional[int]) -> None:
+    """Raise ``ValueError`` on the ``SA1BDataModule`` options ``SampleProcessor`` does not check itself."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    if target_mode not in TARGET_MODES:
+        raise ValueError(f"target_mode must be one of {TARGET_MODES}, got {target_mode!r}")
+    if epoch_samples is not None and epoch_samples < 1:
+        raise ValueError(f"epoch_samples must be >= 1, got {epoch_samples}")
+
+
+def _processors(max_masks: int, val_max_masks: Optional[int], hflip_prob: float, scale_jitter: tuple[float, float],
+                **common: Any) -> tuple[SampleProcessor, SampleProcessor]:
+    """The training processor (augmented, random prompts) and the evaluation one (validation, test, predict: no
+    augmentation, deterministic prompts, ``val_max_masks`` masks, default ``max_masks``); ``common``: the options
+    both share."""
+    train = SampleProcessor(train=True, max_masks=max_masks, hflip_prob=hflip_prob, scale_jitter=tuple(scale_jitter),
+                            **common)
+    val = SampleProcessor(train=False, max_masks=int(val_max_masks or max_masks), hflip_prob=0.0, **common)
+    return train, val
+
+
 class SA1BDataModule(LightningDataModule):
     """SA-1B (or any SA-1B-format shards) for Lite-SAM training.
 
@@ -119,17 +142,10 @@ class SA1BDataModule(LightningDataModule):
         test_shards: Optional[Union[str, list[str]]] = None,
         predict_shards: Optional[Union[str, list[str]]] = None,
     ):
-        """(Long: one keyword per option, documented in the class docstring; it only validates and stores them.)"""
+        """Check and store the options. (Long: its signature, one keyword per option, is what LightningCLI reads.)"""
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if target_mode not in TARGET_MODES:
-            raise ValueError(f"target_mode must be one of {TARGET_MODES}, got {target_mode!r}")
-        if epoch_samples is not None and epoch_samples < 1:
-            raise ValueError(f"epoch_samples must be >= 1, got {epoch_samples}")
-        self.save_hyperparameters()
+        _check_options(batch_size, num_workers, target_mode, epoch_samples)
+        self.save_hyperparameters()  # reads this frame's arguments: called here, not in a helper
         self.train_shards = train_shards
         self.val_shards = val_shards
         self.test_shards = test_shards
@@ -147,13 +163,11 @@ class SA1BDataModule(LightningDataModule):
         self.seed = int(seed)
         self.pin_memory = bool(pin_memory)
         self.prefetch_factor = int(prefetch_factor)
-        common = dict(img_size=img_size, ppn_stride=ppn_stride, box_noise=box_noise, box_noise_max=box_noise_max,
-                      target_mode=target_mode, ppn_background=ppn_background, num_groups=num_groups, seed=seed)
         # constructing them validates the arguments now (clear errors at start-up)
-        self.train_processor = SampleProcessor(train=True, max_masks=max_masks, hflip_prob=hflip_prob,
-                                               scale_jitter=tuple(scale_jitter), **common)
-        self.val_processor = SampleProcessor(train=False, max_masks=int(val_max_masks or max_masks), hflip_prob=0.0,
-                                             **common)
+        self.train_processor, self.val_processor = _processors(
+            max_masks, val_max_masks, hflip_prob, scale_jitter, img_size=img_size, ppn_stride=ppn_stride,
+            box_noise=box_noise, box_noise_max=box_noise_max, target_mode=target_mode, ppn_background=ppn_background,
+            num_groups=num_groups, seed=seed)
         self.train_urls: list[str] = []
         self.val_urls: list[str] = []
         self.test_urls: list[str] = []

@@ -92,8 +92,7 @@ def ppn_targets(
     mode: str = "distance",
     background: str = "negative",
 ) -> dict[str, np.ndarray]:
-    """AutoPPN targets of one image. (Long: one per-mask painting pass over shared numpy arrays, in the data
-    workers' per-sample path; the per-cell pieces are the helpers above.)
+    """AutoPPN targets of one image: paint the point maps mask by mask, then the box targets and the ignore map.
 
     Args:
         grid_masks: bool ``[N, P, P]``, each mask sampled at the cell centres ``((j + .5) s, (i + .5) s)`` (False on
@@ -111,6 +110,24 @@ def ppn_targets(
         ``heatmap`` float32 ``[G, P, P]``, ``boxes`` float32 ``[G, 4, P, P]``, ``box_weight`` float32 ``[G, P, P]``,
         ``ignore`` bool ``[P, P]``.
     """
+    _check_modes(mode, background, num_groups)
+    p = img_size // stride
+    n = len(boxes)
+    grid_masks = np.asarray(grid_masks, bool).reshape(n, p, p)
+    boxes = np.asarray(boxes, np.float64).reshape(n, 4)
+    groups = np.asarray(groups, np.int64).reshape(n)
+    if n and (groups.min() < 0 or groups.max() >= num_groups):
+        raise ValueError(f"groups must lie in [0, {num_groups})")
+    valid_rc = grid_valid(input_hw, img_size, stride)
+    order = np.argsort(-np.asarray(areas, np.float64).reshape(n), kind="stable")  # paint large first
+    heat, owner = _paint_point_maps(grid_masks, boxes, groups, order, valid_rc, stride, num_groups, mode)
+    box_t, weight = _box_targets(owner, boxes, stride, img_size)
+    ignore = _ignore_map(owner, valid_rc, mode == "distance" and background == "ignore")
+    return {"heatmap": heat, "boxes": box_t, "box_weight": weight, "ignore": ignore}
+
+
+def _check_modes(mode: str, background: str, num_groups: int) -> None:
+    """Raise ``ValueError`` on a target mode, background mode or group count ``ppn_targets`` does not know."""
     if mode not in TARGET_MODES:
         raise ValueError(f"unknown target mode {mode!r}; use one of {TARGET_MODES}")
     if background not in BACKGROUND_MODES:
@@ -120,18 +137,18 @@ def ppn_targets(
                          "background as CenterNet does)")
     if num_groups not in (1, 3):
         raise ValueError(f"num_groups must be 1 or 3, got {num_groups}")
-    p = img_size // stride
-    n = len(boxes)
-    grid_masks = np.asarray(grid_masks, bool).reshape(n, p, p)
-    boxes = np.asarray(boxes, np.float64).reshape(n, 4)
-    groups = np.asarray(groups, np.int64).reshape(n)
-    if n and (groups.min() < 0 or groups.max() >= num_groups):
-        raise ValueError(f"groups must lie in [0, {num_groups})")
-    rows_valid, cols_valid = grid_valid(input_hw, img_size, stride)
+
+
+def _paint_point_maps(grid_masks: np.ndarray, boxes: np.ndarray, groups: np.ndarray, order: np.ndarray,
+                      valid_rc: tuple[int, int], stride: int, num_groups: int,
+                      mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """The point maps ``heat`` float32 ``[G, P, P]`` and ``owner`` int64 ``[G, P, P]`` (the mask index owning each
+    cell, -1 for none), painted mask by mask in ``order``: a later mask takes the cells it covers (a Gaussian keeps
+    the larger heat)."""
+    p = grid_masks.shape[1]
+    rows_valid, cols_valid = valid_rc
     heat = np.zeros((num_groups, p, p), np.float32)
     owner = np.full((num_groups, p, p), -1, np.int64)
-    order = np.argsort(-np.asarray(areas, np.float64).reshape(n), kind="stable")  # paint large first
-
     for i in order:
         g = groups[i]
         x0, y0, x1, y1 = boxes[i]
@@ -155,8 +172,13 @@ def ppn_targets(
             radius = max(0, int(gaussian_radius(((y1 - y0) / stride, (x1 - x0) / stride))))
             _draw_gaussian(heat[g], (cx, cy), radius)
         owner[g, cy, cx] = i
+    return heat, owner
 
-    # box regression targets at owned cells
+
+def _box_targets(owner: np.ndarray, boxes: np.ndarray, stride: int, img_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Box regression targets at the owned cells: (left, top, right, bottom) from the cell centre to the owner's box
+    sides over ``img_size``, float32 ``[G, 4, P, P]``, and their weight float32 ``[G, P, P]`` (1 where owned)."""
+    num_groups, p = owner.shape[0], owner.shape[1]
     box_t = np.zeros((num_groups, 4, p, p), np.float32)
     weight = (owner >= 0).astype(np.float32)
     gi, ri, ci = np.nonzero(owner >= 0)
@@ -165,11 +187,16 @@ def ppn_targets(
         cx, cy = (ci + 0.5) * stride, (ri + 0.5) * stride
         ltrb = np.stack([cx - b[:, 0], cy - b[:, 1], b[:, 2] - cx, b[:, 3] - cy], axis=0)
         box_t[gi, :, ri, ci] = (np.maximum(ltrb, 0.0) / img_size).T.astype(np.float32)
+    return box_t, weight
 
+
+def _ignore_map(owner: np.ndarray, valid_rc: tuple[int, int], unlabeled: bool) -> np.ndarray:
+    """bool ``[P, P]``: the padding cells, and with ``unlabeled`` also the cells no mask of any group owns."""
+    p = owner.shape[1]
+    rows_valid, cols_valid = valid_rc
     pad = np.ones((p, p), bool)
     pad[:rows_valid, :cols_valid] = False
-    ignore = pad | ~(owner >= 0).any(0) if (mode == "distance" and background == "ignore") else pad
-    return {"heatmap": heat, "boxes": box_t, "box_weight": weight, "ignore": ignore}
+    return pad | ~(owner >= 0).any(0) if unlabeled else pad
 
 
 def _draw_gaussian(heat: np.ndarray, center: tuple[int, int], radius: int) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -25,10 +25,10 @@ from torch import Tensor, nn
 
 from .postprocess import box_nms, build_records, masks_to_boxes
 from .sam_compat import check_sam_like
-from .segevery import SegEvery
+from .segevery import SegEvery, gather_stats
 from .segevery_options import OptionError, SegEveryOptions, check_choice, check_int, check_real
 
-__all__ = ["LiteSamEverything", "RECORD_OUTPUT_MODES"]
+__all__ = ["LiteSamEverything", "RECORD_OUTPUT_MODES", "remove_small_regions_and_dedup"]
 
 #: ``output_mode`` values, as ``SamAutomaticMaskGenerator``'s
 RECORD_OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -187,7 +187,7 @@ class LiteSamEverything:
             raise TypeError(f"LiteSamEverything.generate_batch takes a list of images, got {type(images).__name__}")
         arrays = [_as_array(im, i) for i, im in enumerate(images)]
         if not arrays:
-            self.last_stats = {"prompts": [], "masks_before_nms": [], "filters": []}
+            self.last_stats = gather_stats([], [])  # no image: the stats' lists, empty
             return []
         opts = self.segevery_options
         if self.min_mask_region_area > 0:
@@ -213,7 +213,8 @@ class LiteSamEverything:
                              ppn_scores=None if ppn is None else ppn[keep])
 
 
-def remove_small_regions_and_dedup(masks: Tensor, min_area: int, nms_thresh: Optional[float]) -> tuple:
+def remove_small_regions_and_dedup(masks: Tensor, min_area: int, nms_thresh: Optional[float]
+                                   ) -> Tuple[Tensor, Tensor]:
     """SAM's ``SamAutomaticMaskGenerator.postprocess_small_regions`` on bool ``masks [K, H, W]`` (ranked, best
     first): holes then islands below ``min_area`` pixels removed from each mask (SAM's ``remove_small_regions``,
     ``cv2.connectedComponentsWithStats``), then box NMS at ``nms_thresh`` on the new boxes preferring unchanged

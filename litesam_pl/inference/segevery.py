@@ -21,14 +21,15 @@ result can say why.
 
 Modules: ``segevery_prompts`` (AutoPPN / grid prompts), ``segevery_masks`` (filters, NMS and upsampling of one
 image's masks; the image part of the low-res frame by the data layer's padding-cell rule, ``data.geometry``); this
-one runs the batched encoder and decoder calls.
+one runs the batched encoder and decoder calls and gathers what each step returns (masks, per-image counts) into
+the ``SegEveryResult``.
 """
 from __future__ import annotations
 
 import inspect
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
-from typing import Any, ContextManager, Dict, List, Optional, Tuple, Union
+from typing import Any, ContextManager, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +38,7 @@ from ..models.prompt_encoder import uses_box_mask
 from ..models.prompt_forms import multimask_output_for
 from .fast_decoder import FastMaskDecoder, embed_prompts, stock_decode
 from .sam_compat import ImagesLike, as_image_list, check_sam_like, model_device, preprocess_images
-from .segevery_masks import postprocess_image
+from .segevery_masks import ImageMasks, postprocess_image
 from .segevery_options import NMS_KINDS, PROMPT_SOURCES, PROMPT_TYPES, RANK_BY, SegEveryOptions
 from .segevery_prompts import (
     autoppn_prompts,
@@ -48,8 +49,8 @@ from .segevery_prompts import (
 )
 from .timing import phase
 
-__all__ = ["SegEvery", "SegEveryResult", "SegEveryOptions", "segment_everything", "PROMPT_SOURCES", "PROMPT_TYPES",
-           "RANK_BY", "NMS_KINDS", "PHASES", "FILTERS"]
+__all__ = ["SegEvery", "SegEveryResult", "SegEveryOptions", "segment_everything", "Decoded", "gather_stats",
+           "PROMPT_SOURCES", "PROMPT_TYPES", "RANK_BY", "NMS_KINDS", "PHASES", "FILTERS"]
 
 PHASES = ("preprocess", "encoder", "prompts", "decoder", "postprocess")
 # the mask filters in the order they apply (the keys of ``stats["filters"][i]["removed"]``)
@@ -84,6 +85,17 @@ def _stock_decode_chunked(
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
 
+class Decoded(NamedTuple):
+    """One image's decoder outputs: low-res logits ``low [R, M, 4h, 4w]`` and predicted IoU ``iou [R, M]`` of the
+    prompts ``rows [R]`` that were decoded, and the predicted IoU ``iou_all [N, M]`` of all ``N`` prompts' masks
+    (for the filter counts; None when not counted)."""
+
+    low: Tensor
+    iou: Tensor
+    rows: Tensor
+    iou_all: Optional[Tensor]
+
+
 def _fast_decode_survivors(
     fast: FastMaskDecoder,
     emb: Tensor,
@@ -91,23 +103,22 @@ def _fast_decode_survivors(
     multimask_output: bool,
     chunk_size: Optional[int],
     pred_iou_thresh: float,
-    iou_seen: Optional[List[Tensor]] = None,
-) -> Tuple[Tensor, Tensor, Tensor]:
+    all_iou: bool = False,
+) -> Decoded:
     """``FastMaskDecoder`` in chunks, with the mask upscaling run only for prompts that have at least one
     mask whose predicted IoU passes ``pred_iou_thresh`` (the IoU head needs only the output tokens).
 
-    Returns low-res logits ``[R, M, 4h, 4w]``, IoU ``[R, M]`` and the prompt indices ``rows [R]``; the IoU of
-    every prompt's masks (``[chunk, M]`` per chunk, the dropped prompts too) is appended to ``iou_seen``."""
+    Returns low-res logits ``[R, M, 4h, 4w]``, IoU ``[R, M]``, the prompt indices ``rows [R]`` and, with
+    ``all_iou``, the IoU ``[N, M]`` of every prompt's masks (the dropped prompts too; else None)."""
     cache = fast.prepare_image(emb)
     sel = fast.mask_tokens_for(multimask_output)
     n = sparse.shape[0]
     chunk = max(1, n if not chunk_size or chunk_size <= 0 else chunk_size)
-    lows, ious, rows = [], [], []
+    lows, ious, rows, seen = [], [], [], []
     for start in range(0, n, chunk):
         queries, keys = fast.run_transformer(cache, sparse[start : start + chunk])
         iou = fast.predict_iou(queries)[:, sel[0] : sel[-1] + 1]
-        if iou_seen is not None:
-            iou_seen.append(iou)
+        seen.append(iou)
         # as SamAutomaticMaskGenerator: a threshold of 0 (or below) switches the filter off
         passed = (iou > pred_iou_thresh).any(1) if pred_iou_thresh > 0 else torch.ones_like(iou[:, 0], dtype=torch.bool)
         keep = passed.nonzero()[:, 0]
@@ -118,9 +129,10 @@ def _fast_decode_survivors(
         rows.append(keep + start)
     h, w = cache.hw
     if not lows:
-        return sparse.new_zeros(0, len(sel), 4 * h, 4 * w), sparse.new_zeros(0, len(sel)), torch.zeros(
-            0, dtype=torch.long, device=sparse.device)
-    return torch.cat(lows), torch.cat(ious), torch.cat(rows)
+        empty = sparse.new_zeros(0, len(sel))
+        return Decoded(sparse.new_zeros(0, len(sel), 4 * h, 4 * w), empty,
+                       torch.zeros(0, dtype=torch.long, device=sparse.device), empty if all_iou else None)
+    return Decoded(torch.cat(lows), torch.cat(ious), torch.cat(rows), torch.cat(seen) if all_iou else None)
 
 
 @dataclass
@@ -162,7 +174,7 @@ class _Run:
     amp: ContextManager
     fast: Optional[FastMaskDecoder]
     timings: Optional[Dict[str, float]]
-    stats: Optional[Dict[str, Any]]
+    counts: bool
     thresholds: Dict[str, Any]
 
 
@@ -177,7 +189,8 @@ class SegEvery:
 
     The steps are methods: ``encode`` (preprocess + image encoder, ``image_batch_size`` images per call),
     ``propose`` (AutoPPN or grid prompts), ``decode`` (prompt encoder + mask decoder per image) and
-    ``postprocess`` (filters, NMS, upsampling, records; ``segevery_masks``).
+    ``postprocess`` (filters, NMS, upsampling, records; ``segevery_masks``); with stats, ``prompt_stats`` (the
+    prompt part of an image's counts). Each returns its values; ``run`` alone assembles the result.
     """
 
     def __init__(self, model: nn.Module, options: Optional[SegEveryOptions] = None, **overrides: Any) -> None:
@@ -206,17 +219,22 @@ class SegEvery:
         if output_sizes is not None and len(output_sizes) != len(image_list):
             raise ValueError(f"output_sizes: {len(output_sizes)} sizes for {len(image_list)} images")
         ctx = self._start(collect_timings, collect_stats)
-        results: List[Any] = []
+        outs: List[ImageMasks] = []
+        prompt_parts: List[Dict[str, Any]] = []
         step = self.options.image_batch_size
         for g0 in range(0, len(image_list), step):
             group = image_list[g0 : g0 + step]
             prep, embeddings = self.encode(group, ctx)
             per_image = self.propose(embeddings, prep.input_sizes, ctx)
             for b, pr in enumerate(per_image):
-                low, iou, rows, funnel = self.decode(embeddings[b : b + 1], pr, ctx)
+                if ctx.counts:
+                    prompt_parts.append(self.prompt_stats(pr, ctx))
+                dec = self.decode(embeddings[b : b + 1], pr, ctx)
                 out_size = prep.original_sizes[b] if output_sizes is None else tuple(output_sizes[g0 + b])
-                results.append(self.postprocess(low, iou, rows, pr, prep.input_sizes[b], out_size, ctx, funnel))
-        return SegEveryResult(results[0] if single else results, ctx.timings or {}, ctx.stats or {})
+                outs.append(self.postprocess(dec, pr, prep.input_sizes[b], out_size, ctx))
+        masks = [out.masks for out in outs]
+        stats = gather_stats(prompt_parts, outs) if ctx.counts else {}
+        return SegEveryResult(masks[0] if single else masks, ctx.timings or {}, stats)
 
     # ------------------------------------------------------------------------------------------------------ steps
     def _start(self, collect_timings: bool, collect_stats: bool) -> _Run:
@@ -226,12 +244,11 @@ class SegEvery:
         prompt_form = o.prompt_type if o.prompts == "autoppn" else "point"
         amp = (torch.autocast(device_type=device.type, dtype=o.autocast_dtype)
                if o.autocast_dtype is not None and o.autocast_dtype != torch.float32 else nullcontext())
-        stats = {"prompts": [], "masks_before_nms": [], "filters": []} if collect_stats else None
         thresholds = self._thresholds() if collect_stats else {}
         return _Run(device, int(model.image_encoder.img_size), float(getattr(model, "mask_threshold", 0.0)),
                     prompt_form, multimask_output_for(prompt_form) if o.multimask_output is None
                     else o.multimask_output, amp, _fast_decoder(model) if o.decoder == "fast" else None,
-                    {} if collect_timings else None, stats, thresholds)
+                    {} if collect_timings else None, bool(collect_stats), thresholds)
 
     def _thresholds(self) -> Dict[str, Any]:
         """The filter settings in effect (the same for every image; ``stats["filters"][i]["thresholds"]``)."""
@@ -261,47 +278,52 @@ class SegEvery:
                 return autoppn_prompts(self.model, embeddings, input_sizes, o.top_n, o.score_threshold, o.nms_kernel)
             return grid_prompts(o.points_per_side, input_sizes, ctx.device)
 
-    def decode(self, emb: Tensor, pr: Dict[str, Any], ctx: _Run
-               ) -> Tuple[Tensor, Tensor, Tensor, Optional[Dict[str, Any]]]:
+    def prompt_stats(self, pr: Dict[str, Any], ctx: _Run) -> Dict[str, Any]:
+        """The prompt part of one image's ``stats["filters"]`` entry (``prompt_stage_stats``)."""
+        return prompt_stage_stats(pr, self.options.prompts, int(pr["points"].shape[0]), dict(ctx.thresholds))
+
+    def decode(self, emb: Tensor, pr: Dict[str, Any], ctx: _Run) -> Decoded:
         """One image's prompts ``pr`` through the prompt encoder and the mask decoder: low-res logits, predicted
-        IoU and the prompts they belong to (``rows``), and the prompt part of its filter counts (None without
-        stats)."""
+        IoU and the prompts they belong to (``rows``), and the IoU of every prompt's masks when counting."""
         o, model = self.options, self.model
         with phase(ctx.timings, "prompts", ctx.device), ctx.amp:
             coords, labels = prompt_tensors(pr["points"], pr["boxes"], ctx.prompt_form)
             sparse = embed_prompts(model.prompt_encoder, coords, labels)
-        funnel: Optional[Dict[str, Any]] = None
-        if ctx.stats is not None:
-            ctx.stats["prompts"].append(int(sparse.shape[0]))
-            funnel = prompt_stage_stats(pr, o.prompts, int(sparse.shape[0]), dict(ctx.thresholds))
-        iou_seen: Optional[List[Tensor]] = [] if funnel is not None else None
         # a box that is also a dense mask prompt makes the image tokens differ per prompt from the first layer on,
         # which the fast decoder's shared first block assumes they do not: such prompts take SAM's decoder
         dense_boxes = (pr["boxes"] if ctx.prompt_form != "point" and pr["boxes"] is not None
                        and uses_box_mask(model.prompt_encoder) else None)
         with phase(ctx.timings, "decoder", ctx.device), ctx.amp:
             if ctx.fast is not None and ctx.fast.supported and dense_boxes is None:
-                low, iou, rows = _fast_decode_survivors(ctx.fast, emb, sparse, ctx.multimask, o.chunk_size,
-                                                        o.pred_iou_thresh, iou_seen)
+                dec = _fast_decode_survivors(ctx.fast, emb, sparse, ctx.multimask, o.chunk_size,
+                                             o.pred_iou_thresh, ctx.counts)
             else:
                 low, iou = _stock_decode_chunked(model, emb, sparse, ctx.multimask, o.chunk_size, dense_boxes)
-                rows = torch.arange(low.shape[0], device=low.device)
-                iou_seen = [iou] if iou_seen is not None else None
-        if funnel is not None:
-            funnel["iou_all"] = torch.cat(iou_seen).float() if iou_seen else iou.float()
-        return low, iou, rows, funnel
+                dec = Decoded(low, iou, torch.arange(low.shape[0], device=low.device), iou if ctx.counts else None)
+        return dec._replace(iou_all=None if dec.iou_all is None else dec.iou_all.float())
 
-    def postprocess(self, low: Tensor, iou: Tensor, rows: Tensor, pr: Dict[str, Any], input_size: Tuple[int, int],
-                    output_size: Tuple[int, int], ctx: _Run, funnel: Optional[Dict[str, Any]]) -> Any:
-        """Filters, NMS, upsampling of the survivors to ``output_size`` and the records (``postprocess_image``)."""
+    def postprocess(self, dec: Decoded, pr: Dict[str, Any], input_size: Tuple[int, int],
+                    output_size: Tuple[int, int], ctx: _Run) -> ImageMasks:
+        """Filters, NMS, upsampling of the survivors to ``output_size`` and the records (``postprocess_image``),
+        with the image's mask counts when counting."""
         o = self.options
         with phase(ctx.timings, "postprocess", ctx.device):
             return postprocess_image(
-                low.float(), iou.float(), rows, pr["points"], pr["scores"], input_size, output_size, ctx.size,
-                ctx.mask_threshold, o.pred_iou_thresh, o.stability_score_thresh, o.stability_score_offset,
+                dec.low.float(), dec.iou.float(), dec.rows, pr["points"], pr["scores"], input_size, output_size,
+                ctx.size, ctx.mask_threshold, o.pred_iou_thresh, o.stability_score_thresh, o.stability_score_offset,
                 o.box_nms_thresh, o.nms, o.nms_resolution, o.rank_by, o.max_masks, o.output_mode, o.return_logits,
-                ctx.stats, funnel,
+                iou_all=dec.iou_all,
             )
+
+
+def gather_stats(prompt_parts: List[Dict[str, Any]], outs: List[ImageMasks]) -> Dict[str, Any]:
+    """``SegEveryResult.stats`` from each image's prompt part (``prompt_stage_stats``) and mask stage
+    (``ImageMasks``): the lists ``prompts``, ``masks_before_nms`` and ``filters`` (the two parts in one dict)."""
+    return {
+        "prompts": [p["prompts"] for p in prompt_parts],
+        "masks_before_nms": [out.masks_before_nms for out in outs],
+        "filters": [{**p, **out.filters} for p, out in zip(prompt_parts, outs)],
+    }
 
 
 def segment_everything(model: nn.Module, images: ImagesLike, *, output_sizes: Optional[List[Tuple[int, int]]] = None,

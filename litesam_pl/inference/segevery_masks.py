@@ -1,6 +1,7 @@
 """SegEvery's mask stage for one image (``segment_everything``'s "postprocess" phase): the filters on the
 low-resolution logits of the image part of the frame, NMS, the upsampling of the survivors to the image resolution
-(``Sam.postprocess_masks`` math), and the mask part of the per-image filter counts (``stats["filters"]``).
+(``Sam.postprocess_masks`` math), and the mask part of the per-image filter counts (``stats["filters"]``),
+returned with the masks (``ImageMasks``) for the caller to gather.
 
 The image part of the low-res frame is decided by the data layer's one padding-cell rule,
 ``litesam_pl.data.geometry.inside_cells``: a low-res cell belongs to the image when its centre does.
@@ -17,7 +18,7 @@ from torch import Tensor
 from ..data.geometry import inside_cells
 from .postprocess import box_nms, build_records, mask_nms, masks_to_boxes, stability_score
 
-__all__ = ["postprocess_image", "filter_stats", "rank_score", "upsample_logits", "valid_frame"]
+__all__ = ["postprocess_image", "ImageMasks", "filter_stats", "rank_score", "upsample_logits", "valid_frame"]
 
 
 def upsample_logits(low: Tensor, size: int, input_size: Tuple[int, int], original_size: Tuple[int, int]) -> Tensor:
@@ -48,7 +49,7 @@ def rank_score(rank_by: str, iou: Tensor, stab: Tensor, ppn: Optional[Tensor]) -
 
 
 def filter_stats(
-    funnel: Dict[str, Any],
+    iou_all: Tensor,
     masks_per_prompt: int,
     iou_keep: Tensor,
     stab_keep: Tensor,
@@ -58,17 +59,17 @@ def filter_stats(
     n_nms_out: int,
     n_kept: int,
 ) -> Dict[str, Any]:
-    """Complete one image's ``stats["filters"]`` entry with the mask stage: ``candidates`` (prompts x
-    ``masks_per_prompt``) = ``kept`` + the ``removed`` counts of ``FILTERS`` (in the order they apply), the best
-    predicted IoU of any mask (``best_pred_iou``) and the best stability of the masks that passed the predicted-IoU
-    filter (``best_stability``; None when none did). The boolean masks and ``stab`` are over the decoded masks."""
-    iou_all = funnel.pop("iou_all")
+    """The mask part of one image's ``stats["filters"]`` entry: ``candidates`` (prompts x ``masks_per_prompt``) =
+    ``kept`` + the ``removed`` counts of ``FILTERS`` (in the order they apply), the best predicted IoU of any mask
+    (``best_pred_iou``) and the best stability of the masks that passed the predicted-IoU filter
+    (``best_stability``; None when none did). ``iou_all [N, M]`` is the predicted IoU of every prompt's masks (its
+    rows are the prompts); the boolean masks and ``stab`` are over the decoded masks."""
     decoded = iou_keep.numel()
     counts = torch.stack([iou_keep.sum(), stab_keep.sum(), nonempty_keep.sum()]).tolist() if decoded else [0, 0, 0]
     n_iou, n_stab, n_nonempty = (int(c) for c in counts)
-    candidates = funnel["prompts"] * masks_per_prompt
+    candidates = int(iou_all.shape[0]) * masks_per_prompt
     best_stab = float(stab[iou_keep].max()) if n_iou else None
-    funnel.update(
+    return dict(
         masks_per_prompt=masks_per_prompt,
         candidates=candidates,
         removed={"pred_iou": candidates - n_iou, "stability": n_iou - n_stab, "empty": n_stab - n_nonempty,
@@ -77,7 +78,28 @@ def filter_stats(
         best_pred_iou=float(iou_all.max()) if iou_all.numel() else None,
         best_stability=best_stab,
     )
-    return funnel
+
+
+class ImageMasks(NamedTuple):
+    """One image's mask stage (``postprocess_image``): its ``masks`` (records, or the tensors dict), the number of
+    masks that passed the filters (``masks_before_nms``, the NMS's input) and the mask part of its
+    ``stats["filters"]`` entry (``filter_stats``; None when not counted)."""
+
+    masks: Any
+    masks_before_nms: int
+    filters: Optional[Dict[str, Any]]
+
+
+class _Survivors(NamedTuple):
+    """The masks kept by NMS and ``max_masks``, best first: indices ``idx`` into the decoded masks, their predicted
+    IoU, stability, ranking score, prompt and AutoPPN score (None for grid prompts)."""
+
+    idx: Tensor
+    iou: Tensor
+    stab: Tensor
+    score: Tensor
+    src: Tensor
+    ppn: Optional[Tensor]
 
 
 class _Filtered(NamedTuple):
@@ -96,6 +118,11 @@ class _Filtered(NamedTuple):
     stab_keep: Tensor
     keep: Tensor
     stab_all: Tensor
+
+    def survivors(self, order: Tensor) -> _Survivors:
+        """The filtered masks at the positions ``order`` (the NMS survivors, best first)."""
+        ppn = self.ppn[order] if self.ppn is not None else None
+        return _Survivors(self.idx[order], self.iou[order], self.stab[order], self.score[order], self.src[order], ppn)
 
 
 def _filter_masks(crop: Tensor, iou: Tensor, src: Tensor, prompt_scores: Optional[Tensor], mask_threshold: float,
@@ -170,53 +197,68 @@ def postprocess_image(
     max_masks: Optional[int],
     output_mode: str,
     return_logits: bool,
-    stats: Optional[Dict[str, Any]],
-    funnel: Optional[Dict[str, Any]] = None,
-) -> Any:
+    *,
+    iou_all: Optional[Tensor] = None,
+) -> ImageMasks:
     """Filter, NMS and upsample the decoder outputs of one image: ``low [R, M, h4, w4]`` logits and
     ``iou [R, M]`` of the prompts ``rows [R]`` (the others had no mask above ``pred_iou_thresh``) whose points
-    and AutoPPN scores (None for grid prompts) are ``points [N, 2]`` and ``prompt_scores [N]``. ``funnel``
-    (``prompt_stage_stats`` + ``iou_all``, the IoU of all ``N`` prompts' masks) is completed by
-    ``filter_stats`` and appended to ``stats["filters"]``. Long for its signature: ``segment_everything``'s
-    per-image options, positional (``benchmarks.segevery_ort`` calls it so); the steps are the helpers above."""
+    and AutoPPN scores (None for grid prompts) are ``points [N, 2]`` and ``prompt_scores [N]``. With ``iou_all``
+    (the predicted IoU ``[N, M]`` of all ``N`` prompts' masks) the filter counts are returned too (``filter_stats``).
+    Long for its signature: ``segment_everything``'s per-image options, positional (``benchmarks.segevery_ort``
+    calls it so); the steps are the helpers above."""
     n, m, lh, lw = low.shape
     low = low.reshape(n * m, lh, lw)
     vh, vw = valid_frame(input_size, size, (lh, lw))
     f = _filter_masks(low[:, :vh, :vw], iou.reshape(n * m), rows.repeat_interleave(m), prompt_scores,
                       mask_threshold, pred_iou_thresh, stability_score_thresh, stability_score_offset, rank_by,
-                      counts=funnel is not None)
-    if stats is not None:
-        stats["masks_before_nms"].append(int(f.idx.numel()))
+                      counts=iou_all is not None)
     order = _nms_order(f.binary, f.score, nms, box_nms_thresh, nms_resolution)
     n_nms_out = int(order.numel())
     if max_masks is not None:
         order = order[: int(max_masks)]
-    if funnel is not None and stats is not None:
-        stats["filters"].append(filter_stats(funnel, m, f.iou_keep, f.stab_keep, f.keep, f.stab_all,
-                                             int(f.idx.numel()), n_nms_out, int(order.numel())))
-    idx, iou, stab, score, src = f.idx[order], f.iou[order], f.stab[order], f.score[order], f.src[order]
-    ppn = f.ppn[order] if f.ppn is not None else None
+    counts = None
+    if iou_all is not None:
+        counts = filter_stats(iou_all, m, f.iou_keep, f.stab_keep, f.keep, f.stab_all, int(f.idx.numel()),
+                              n_nms_out, int(order.numel()))
+    masks = _image_outputs(low, f.survivors(order), points, input_size, original_size, size, (vh, vw),
+                           mask_threshold, output_mode, return_logits)
+    return ImageMasks(masks, int(f.idx.numel()), counts)
 
-    # only the survivors go to the image resolution
-    masks, logits = _upsample_survivors(low, idx, size, input_size, original_size, mask_threshold, return_logits)
-    boxes = masks_to_boxes(masks)
+
+def _prompt_points(points: Tensor, src: Tensor, input_size: Tuple[int, int], original_size: Tuple[int, int]
+                   ) -> Tensor:
+    """The points ``[K, 2]`` of the prompts ``src`` (input pixels) at ``original_size``."""
     h, w = original_size
     scale_y, scale_x = h / input_size[0], w / input_size[1]
-    pts = points[src] * torch.tensor([scale_x, scale_y], device=points.device) if src.numel() else points.new_zeros(0, 2)
+    if not src.numel():
+        return points.new_zeros(0, 2)
+    return points[src] * torch.tensor([scale_x, scale_y], device=points.device)
+
+
+def _image_outputs(low: Tensor, s: _Survivors, points: Tensor, input_size: Tuple[int, int],
+                   original_size: Tuple[int, int], size: int, valid_hw: Tuple[int, int], mask_threshold: float,
+                   output_mode: str, return_logits: bool) -> Any:
+    """The survivors ``s`` of the low-res logits ``low [K, h4, w4]`` at the image resolution: records
+    (``build_records``) or, with ``output_mode="tensors"``, the tensors dict of ``SegEveryResult.masks``."""
+    # only the survivors go to the image resolution
+    masks, logits = _upsample_survivors(low, s.idx, size, input_size, original_size, mask_threshold, return_logits)
+    boxes = masks_to_boxes(masks)
+    pts = _prompt_points(points, s.src, input_size, original_size)
     if output_mode != "tensors":
-        return build_records(masks, iou, stab, boxes, pts, original_size, output_mode, ppn_scores=ppn)
+        return build_records(masks, s.iou, s.stab, boxes, pts, original_size, output_mode, ppn_scores=s.ppn)
+    vh, vw = valid_hw
     out: Dict[str, Tensor] = {
         "masks": masks,
-        "low_res_logits": low[idx][:, :vh, :vw],
-        "iou_preds": iou,
-        "stability_scores": stab,
-        "scores": score,
+        "low_res_logits": low[s.idx][:, :vh, :vw],
+        "iou_preds": s.iou,
+        "stability_scores": s.stab,
+        "scores": s.score,
         "boxes": boxes,
         "areas": masks.flatten(1).sum(1),
         "points": pts,
     }
-    if ppn is not None:
-        out["ppn_scores"] = ppn
+    if s.ppn is not None:
+        out["ppn_scores"] = s.ppn
     if logits is not None:
         out["mask_logits"] = logits
         out["mask_probs"] = out["probs"] = torch.sigmoid(logits)

@@ -217,7 +217,7 @@ class MaskAP(Metric):
     ``update(ious, scores, gt_areas, dt_areas)`` per image; ``compute()`` returns float64 0-d tensors ``{"ap",
     "ap50", "ap75", "ap_s", "ap_m", "ap_l", "ar@<k>" for k in max_dets, "ar_s@<K>", "ar_m@<K>", "ar_l@<K>"}``
     (K the largest k, at which AP is read), fractions, NaN where undefined (e.g. no GT). Validation: the 1-box masks
-    scored by the IoU head, ``val/map``, ``val/map_50``.
+    scored by the IoU head, ``val/ap_1box``, ``val/ap50_1box``.
 
     States, over the N detections kept (each image's top K by score), concatenated over ranks: ``scores`` float64
     ``[N]``; ``ranks`` int64 ``[N]`` (0 = its image's best); ``outcome`` uint8 ``[N, A, T]`` per area range and IoU

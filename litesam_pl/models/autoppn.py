@@ -92,8 +92,8 @@ def decode_proposals(
     clip: bool = True,
     input_sizes: InputSizes = None,
 ) -> Dict[str, torch.Tensor]:
-    """Turn AutoPPN maps into ranked prompts. (Long: mostly its documented signature; the body is one batched
-    pass: Point-NMS, top-k, decoding.)
+    """Turn AutoPPN maps into ranked prompts, in one batched pass: Point-NMS and top-k (``_top_maxima``), cell
+    centres, boxes, clipping, padding (the helpers below).
 
     Args:
         heatmap_logits: ``[B, G, P, Q]`` logits.
@@ -115,46 +115,80 @@ def decode_proposals(
         threshold, so every valid point lies in ``[0, w) x [0, h)``. Rows that are no local maximum (fewer
         maxima than N) are padding: zero points, boxes, scores and ``valid=False``.
     """
+    _check_maps(heatmap_logits, boxes)
+    b, _, p, q = heatmap_logits.shape
+    frame = _frame_hw(img_size)
+    logits = heatmap_logits.detach().float()
+    hw = _input_hw(input_sizes, b, frame, logits.device)  # [B, 2] (h, w)
+    top, idx = _top_maxima(logits, cells_inside(hw, (p, q), frame), nms_kernel, int(top_n))
+    real = torch.isfinite(top)  # [B, k]: an in-image local maximum (its logit is finite), else a padding row
+    scores = torch.where(real, top.sigmoid(), torch.zeros_like(top))
+    groups = torch.where(real, idx // (p * q), torch.zeros_like(idx))
+    points = _cell_centres(idx % (p * q), (p, q), frame)  # [B, k, 2]
+    xyxy = _boxes_at(boxes, idx, points, max(frame))
+    if clip:
+        xyxy = _clip_boxes(xyxy, hw)
+    points = torch.where(real[..., None], points, torch.zeros_like(points))
+    xyxy = torch.where(real[..., None], xyxy, torch.zeros_like(xyxy))
+    valid = real if score_threshold is None else real & (scores >= float(score_threshold))
+    return _pad_rows({"points": points, "boxes": xyxy, "scores": scores, "groups": groups, "valid": valid},
+                     int(top_n))
+
+
+def _check_maps(heatmap_logits: torch.Tensor, boxes: torch.Tensor) -> None:
+    """Raise a ``ValueError`` unless the maps are ``[B, G, P, Q]`` logits and ``[B, G, 4, P, Q]`` distances."""
     if heatmap_logits.ndim != 4 or boxes.ndim != 5 or boxes.shape[2] != 4:
         raise ValueError(
             f"expected heatmap_logits [B, G, P, Q] and boxes [B, G, 4, P, Q], got "
             f"{tuple(heatmap_logits.shape)} and {tuple(boxes.shape)}"
         )
-    b, g, p, q = heatmap_logits.shape
-    in_h, in_w = _frame_hw(img_size)
-    side = max(in_h, in_w)
-    logits = heatmap_logits.detach().float()
-    hw = _input_hw(input_sizes, b, (in_h, in_w), logits.device)  # [B, 2] (h, w)
-    is_max = local_maxima(logits, cells_inside(hw, (p, q), (in_h, in_w)), nms_kernel).flatten(1)  # [B, G*P*Q]
+
+
+def _top_maxima(logits: torch.Tensor, inside: torch.Tensor, nms_kernel: int, n: int
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ``min(n, G*P*Q)`` best in-image local maxima of ``logits [B, G, P, Q]`` per image: their logits and
+    flat (group, cell) indices ``[B, k]``, sorted descending, the non-maxima (logit -inf) last."""
+    is_max = local_maxima(logits, inside, nms_kernel).flatten(1)  # [B, G*P*Q]
     ranked = logits.flatten(1).masked_fill(~is_max, float("-inf"))  # rank on logits: no sigmoid saturation ties
-    n = int(top_n)
-    k = min(n, ranked.shape[1])
-    top, idx = ranked.topk(k, dim=1)  # sorted, descending; the non-maxima (-inf) last
-    real = torch.isfinite(top)  # [B, k]: an in-image local maximum (its logit is finite), else a padding row
-    scores = torch.where(real, top.sigmoid(), torch.zeros_like(top))
-    groups = torch.where(real, idx // (p * q), torch.zeros_like(idx))
-    cell = idx % (p * q)
+    return ranked.topk(min(n, ranked.shape[1]), dim=1)
+
+
+def _cell_centres(cell: torch.Tensor, grid: Tuple[int, int], frame: Tuple[float, float]) -> torch.Tensor:
+    """xy input pixels ``[B, k, 2]`` of the centres of the flat cell indices ``cell [B, k]`` of the ``P x Q`` map
+    over the ``frame`` (H, W)."""
+    p, q = grid
     ys = (cell // q).float()
     xs = (cell % q).float()
-    points = torch.stack([(xs + 0.5) * (in_w / q), (ys + 0.5) * (in_h / p)], dim=-1)  # [B, k, 2]
-    # gather (l, t, r, b) at the selected (group, cell)
+    return torch.stack([(xs + 0.5) * (frame[1] / q), (ys + 0.5) * (frame[0] / p)], dim=-1)
+
+
+def _boxes_at(boxes: torch.Tensor, idx: torch.Tensor, points: torch.Tensor, side: float) -> torch.Tensor:
+    """xyxy boxes ``[B, k, 4]`` (input pixels) around ``points``: the (l, t, r, b) distances of ``boxes
+    [B, G, 4, P, Q]`` at the flat (group, cell) indices ``idx [B, k]``, times the input side."""
+    b, g, _, p, q = boxes.shape
     dist = boxes.detach().float().permute(0, 1, 3, 4, 2).reshape(b, g * p * q, 4)
     dist = dist.gather(1, idx.unsqueeze(-1).expand(-1, -1, 4)).clamp_min(0) * side
-    xyxy = torch.cat([points - dist[..., :2], points + dist[..., 2:]], dim=-1)
-    if clip:
-        limit = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], dim=-1)[:, None]  # [B, 1, 4] (w, h, w, h)
-        xyxy = torch.minimum(xyxy.clamp_min(0), limit)
-    points = torch.where(real[..., None], points, torch.zeros_like(points))
-    xyxy = torch.where(real[..., None], xyxy, torch.zeros_like(xyxy))
-    valid = real if score_threshold is None else real & (scores >= float(score_threshold))
-    if k < n:  # pad to N rows
-        pad = n - k
-        points = F.pad(points, (0, 0, 0, pad))
-        xyxy = F.pad(xyxy, (0, 0, 0, pad))
-        scores = F.pad(scores, (0, pad))
-        groups = F.pad(groups, (0, pad))
-        valid = F.pad(valid, (0, pad), value=False)
-    return {"points": points, "boxes": xyxy, "scores": scores, "groups": groups, "valid": valid}
+    return torch.cat([points - dist[..., :2], points + dist[..., 2:]], dim=-1)
+
+
+def _clip_boxes(xyxy: torch.Tensor, hw: torch.Tensor) -> torch.Tensor:
+    """Boxes ``[B, k, 4]`` clipped to each image ``[0, w] x [0, h]`` (``hw [B, 2]``)."""
+    limit = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], dim=-1)[:, None]  # [B, 1, 4] (w, h, w, h)
+    return torch.minimum(xyxy.clamp_min(0), limit)
+
+
+def _pad_rows(out: Dict[str, torch.Tensor], n: int) -> Dict[str, torch.Tensor]:
+    """``decode_proposals``' outputs with ``k`` rows padded to ``n`` rows (zeros, ``valid=False``)."""
+    pad = n - out["scores"].shape[1]
+    if pad <= 0:
+        return out
+    return {
+        "points": F.pad(out["points"], (0, 0, 0, pad)),
+        "boxes": F.pad(out["boxes"], (0, 0, 0, pad)),
+        "scores": F.pad(out["scores"], (0, pad)),
+        "groups": F.pad(out["groups"], (0, pad)),
+        "valid": F.pad(out["valid"], (0, pad), value=False),
+    }
 
 
 class AutoPPN(nn.Module):

@@ -15,8 +15,10 @@ __all__ = ["AutoPPNModule"]
 class AutoPPNModule(LiteSAMTaskBase):
     """AutoPPN training: ``L_ppn = 2 * hard-mining MSE (point confidence) + 1 * Smooth-L1 (boxes)`` per size group.
 
-    Validation reports ``val/ar100``, ``val/ar1000`` (box AR over IoU 0.5:0.95 of the decoded proposals against
-    every GT box) and ``val/point_hit_rate`` (fraction of the top-100 points inside some GT mask).
+    Validation reports ``val/ar100``, ``val/ar_top1000`` (mask AR of SegEvery with box prompts from AutoPPN's
+    proposals), ``val/box_ar100``, ``val/box_ar_top1000`` (box AR over IoU 0.5:0.95 of the decoded proposals against
+    every GT box), ``val/point_precision`` and ``val/point_hit_rate`` (fraction of the top-100 points inside some GT
+    mask); ``ValidationConfig`` says what each counts.
 
     Args:
         freeze_encoder: keep the image encoder fixed (eval mode, no gradients): e.g. on a backbone trained by

@@ -11,7 +11,8 @@ __all__ = ["BackboneBoxModule"]
 class BackboneBoxModule(LiteSAMTaskBase):
     """Backbone-only 1-box-prompt training: ``L = focal + dice + IoU-MSE`` on box-prompted masks.
 
-    Validation reports ``val/miou_1box``, ``val/miou_1point`` and ``val/map`` (mask mAP of the 1-box masks).
+    Validation reports ``val/miou_1box``, ``val/miou_1point`` and ``val/ap_1box`` (one-class mask AP of the 1-box
+    masks).
     AutoPPN, when the model has one, is frozen and not evaluated (build with ``model.kwargs.autoppn: false``).
 
     Args:

@@ -3,9 +3,9 @@
 ``LiteSAMTaskBase`` owns the network (``self.model``, built from the ``model`` part: ``litesam_pl.create_model``),
 the optimizer (Adam, as the paper), the optional ``init_from`` warm start, and the pieces every stage reuses:
 prompted mask prediction + SAM's mask loss, AutoPPN forward + loss, and the validation metrics
-(``val/miou_1box``, ``val/miou_1point``, ``val/map``; for models with AutoPPN ``val/ar100``, ``val/ar1000`` (mask AR
-of SegEvery), ``val/box_ar100``, ``val/box_ar1000`` (AutoPPN's boxes), ``val/point_precision`` and
-``val/point_hit_rate``; see ``_eval_epoch_end``).
+(``val/miou_1box``, ``val/miou_1point``, ``val/ap_1box``; for models with AutoPPN ``val/ar100``, ``val/ar_top1000``
+(mask AR of SegEvery), ``val/box_ar100``, ``val/box_ar_top1000`` (AutoPPN's boxes), ``val/point_precision`` and
+``val/point_hit_rate``; see ``_eval_epoch_end`` and ``ValidationConfig``).
 The stages (``backbone_box.py``, ``autoppn.py``, ``joint.py``) only choose which parts train and validate.
 
 This file holds set-up, optimizer, prompts, losses, the training step and ``predict_step``; the validation / test
@@ -64,7 +64,8 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
         optimizer: Adam and the learning-rate schedule (``OptimizerConfig``: lr, weight decay, betas, constant or
             cosine, warm-up).
         prompts: training prompts (``PromptConfig``: point / box loss weights, prompts per image).
-        validation: validation metrics (``ValidationConfig``: ``val/map`` on or off, AutoPPN top-N, score threshold).
+        validation: validation metrics (``ValidationConfig``: ``val/ap_1box`` on or off, AutoPPN top-N, score
+            threshold).
         init_from: checkpoint (Lightning ``.ckpt`` or export) to warm-start ``self.model`` from (shape-matching keys),
             loaded at the start of ``fit`` (not when resuming with ``--ckpt_path``); ``apply_init_from()`` by hand.
 
@@ -157,7 +158,8 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
         """``ConfigError`` (one line naming both options) where the data contradicts the model or the loss: the
         input size, and for a stage that runs AutoPPN its size groups, grid stride and target form (``data.
         target_mode`` <-> ``ppn_loss.point_loss``). ``litesam`` links the data's size, groups and target form into
-        the model (set once, in ``data``) and calls this before it runs; ``setup`` calls it for any Trainer."""
+        the model (set once, in ``data``) and the model's grid stride into the data (``cli.config.MODEL_LINKS``),
+        and calls this before it runs; ``setup`` calls it for any Trainer."""
         linked = "set it once, in {0} (litesam links it into {1})"
         checks = [("data.img_size", getattr(datamodule, "img_size", None), "model.img_size", self.img_size, linked)]
         if self.has_ppn and (self.train_ppn or self.val_ppn):
@@ -166,7 +168,7 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
             checks += [
                 ("data.num_groups", groups, "model.ppn_groups", ppn.num_groups, linked),
                 ("data.ppn_stride", getattr(datamodule, "ppn_stride", None), "model.kwargs.ppn_kwargs.stride",
-                 ppn.stride, "set both alike"),
+                 ppn.stride, "set it once, in {1} (litesam links it into {0})"),
                 ("data.target_mode", POINT_LOSS_FOR_TARGETS.get(mode, mode), "ppn_loss.point_loss",
                  self.cfg.ppn_loss.point_loss, linked),
             ]

@@ -1,7 +1,9 @@
 """The typed parts of a training module's configuration: ``LiteSAMTaskBase(model, mask_loss, ppn_loss, optimizer,
 prompts, validation, init_from)``. Each part is a frozen dataclass whose fields LightningCLI turns into options
 (``--model.init_args.mask_loss.focal_weight 20``, or a ``mask_loss:`` block in a recipe); each checks its values when
-built (``ConfigError``: one line naming the option). The constructor also takes a part as a plain dict (what a
+built (``ConfigError``: one line naming the option). The loss parts' defaults are the training recipes' loss settings
+(the paper's and ours, each field says which): they live here only, and a recipe writes a loss field only to
+change it. The constructor also takes a part as a plain dict (what a
 checkpoint's hyper-parameters hold). ``upgrade_flat_hparams`` maps the flat arguments of checkpoints written before
 these parts (``lr``, ``focal_weight``, ``model_kwargs``, ...) onto them.
 """
@@ -42,6 +44,8 @@ class ModelSpec:
     Attributes:
         name: registry name (``litesam``, ``litesam_2x``, ``litesam_3x``, ``sam_vit_b``, ...).
         kwargs: the other ``create_model`` overrides (``backbone``, ``mixer``, ``ppn_stem``, ``autoppn``, ...).
+            ``ppn_kwargs.stride`` (default 8) is the AutoPPN grid stride: ``litesam`` links it into
+            ``data.ppn_stride`` (the targets' grid), so it is set here only.
         img_size: input side ``S``. ``litesam fit`` links it from ``data.img_size`` (set the size there, once);
             ``None``: the registry's default (640; 1024 for ``sam_vit_b``).
         ppn_groups: AutoPPN size groups (3, or 1 = object grouping off). ``litesam fit`` links it from
@@ -79,13 +83,14 @@ class ModelSpec:
 @dataclass(frozen=True)
 class MaskLossConfig:
     """SAM's mask loss ``L_mask`` (Eq. 2) on the prompted masks (``L_total = ppn_loss.weight * L_ppn + weight *
-    L_mask``).
+    L_mask``). The defaults are every recipe's settings.
 
     Attributes:
         focal_weight: weight of the sigmoid focal loss (paper: focal:dice = 10:1; SAM used 20:1).
         dice_weight: weight of the dice loss.
-        iou_weight: weight of the IoU head's MSE.
-        focal_alpha: focal loss class balance (RetinaNet's 0.25; ``< 0`` turns the class balancing off).
+        iou_weight: weight of the IoU head's MSE (our choice: 1, SAM's; the paper names the term, not its weight).
+        focal_alpha: focal loss class balance; ``< 0`` turns it off (our choice, -1: RetinaNet's 0.25 weights
+            foreground pixels 1:3 and a young decoder under-segments; the paper states no alpha).
         focal_gamma: focal loss focusing parameter (RetinaNet's 2).
         resolution: ``full``: the low-res logits are upsampled (bilinear) to the input size ``S`` and compared with
             the full-resolution masks (small masks keep their pixels); ``low``: the masks are area-downsampled to the
@@ -96,14 +101,14 @@ class MaskLossConfig:
             output: ``points`` values instead of ``S x S``.
         points: points per mask output for ``resolution: points`` (Mask2Former: 112 x 112).
         min_train_mask_area: in training, prompts whose target mask has fewer pixels (at ``S``) are left out of the
-            mask loss (0 keeps all); validation always scores every mask.
+            mask loss (our choice, 0: every mask, however small); validation always scores every mask.
         weight: the weight of ``L_mask`` in ``L_total`` (paper: 1).
     """
 
     focal_weight: float = 10.0
     dice_weight: float = 1.0
     iou_weight: float = 1.0
-    focal_alpha: float = 0.25
+    focal_alpha: float = -1.0
     focal_gamma: float = 2.0
     resolution: str = "full"
     points: int = 12544
@@ -119,7 +124,7 @@ class MaskLossConfig:
 @dataclass(frozen=True)
 class PPNLossConfig:
     """The AutoPPN loss ``L_ppn`` (Eq. 1): ``heatmap_weight * L_point + box_weight * L_box`` per size group
-    (``litesam_pl.losses.PPNLoss``).
+    (``litesam_pl.losses.PPNLoss``). The defaults are every recipe's settings.
 
     Attributes:
         heatmap_weight: weight of the point (heatmap) loss (paper: hard-mining MSE : Smooth-L1 = 2:1).
@@ -128,11 +133,11 @@ class PPNLossConfig:
             baseline). ``litesam fit`` links it from ``data.target_mode`` (``distance`` -> ``hard_mse``,
             ``gaussian`` -> ``focal``: ``POINT_LOSS_FOR_TARGETS``).
         neg_ratio: hard negatives per positive in the hard-mining MSE.
-        box_beta: Smooth-L1 beta, in ``box_unit`` units.
-        box_unit: ``box`` (box distances relative to the target box's width/height: the same scale at any input
-            size; the paper recipes), ``cell`` (grid cells, i.e. stride units) or ``image`` (fractions of S).
-        box_weighting: ``uniform`` (every cell a mask owns) or ``centerness`` (cells weighted by their point target,
-            so the box is learnt best where Point-NMS reads it).
+        box_beta: Smooth-L1 beta, in ``box_unit`` units (our choice: 1/9, of the box side with ``box_unit: box``).
+        box_unit: ``box`` (our choice: box distances relative to the target box's width/height, the same scale at
+            any input size), ``cell`` (grid cells, i.e. stride units) or ``image`` (fractions of S).
+        box_weighting: ``centerness`` (our choice: cells weighted by their point target, FCOS-style, so the box is
+            learnt best where Point-NMS reads it) or ``uniform`` (every cell a mask owns alike).
         weight: the weight of ``L_ppn`` in ``L_total`` (paper: 1).
     """
 
@@ -142,7 +147,7 @@ class PPNLossConfig:
     neg_ratio: float = 3.0
     box_beta: float = 1.0 / 9.0
     box_unit: str = "box"
-    box_weighting: str = "uniform"
+    box_weighting: str = "centerness"
     weight: float = 1.0
 
     def __post_init__(self) -> None:
@@ -217,12 +222,17 @@ class PromptConfig:
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    """What validation (and ``litesam test``) computes.
+    """What validation (and ``litesam test``, as ``test/*``) computes. These are training-time proxies on the
+    validation shards, at the input size ``S``, named apart from the benchmarks' official figures
+    (``benchmarks/coco.py``: per-category COCO AP, and AR@1000 of 256 AutoPPN prompts with SAM's proposal ranking).
 
     Attributes:
-        compute_map: also compute the COCO-style mask mAP of the 1-box predictions (``val/map``).
-        top_n: AutoPPN proposals per image for the AR metrics (``val/ar<N>``, ``val/box_ar<N>`` with N =
-            ``max(top_n, 100)``: ``val/ar1000`` at the default 1000; ``*ar100`` use the top 100).
+        compute_map: also compute ``val/ap_1box`` and ``val/ap50_1box``: COCO AP (IoU 0.5:0.95, and at 0.5) of the
+            1-box masks (prompted by the exact GT boxes) scored by the IoU head, all masks one class.
+        top_n: AutoPPN prompts per image for SegEvery's mask AR and AutoPPN's box AR (class-agnostic, IoU
+            0.5:0.95): ``val/ar100`` / ``val/box_ar100`` over the 100 best-ranked proposals, and, for ``top_n`` >
+            100, ``val/ar_top<N>`` / ``val/box_ar_top<N>`` (N = ``top_n``; ``val/ar_top1000`` at the default) over
+            all of them.
         ppn_score_threshold: score threshold of ``AutoPPN.decode`` in validation (0: every Point-NMS maximum).
     """
 

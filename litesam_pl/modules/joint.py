@@ -19,8 +19,8 @@ class LiteSAMModule(LiteSAMTaskBase):
     ``prompt_forms`` (``litesam_pl.models.prompt_forms``): a box (1 mask), a point (3 masks, only the min-loss one
     back-propagated) and a point with a box, the form AutoPPN's proposals take in SegEvery (1 mask), for
     ``L_mask = 10 focal + 1 dice + 1 IoU-MSE``.
-    Validation reports all metrics: ``val/miou_1box``, ``val/miou_1point``, ``val/map``, ``val/ar100``,
-    ``val/ar1000`` (SegEvery mask AR), ``val/box_ar100``, ``val/point_precision``, ``val/point_hit_rate``.
+    Validation reports all metrics: ``val/miou_1box``, ``val/miou_1point``, ``val/ap_1box``, ``val/ar100``,
+    ``val/ar_top1000`` (SegEvery mask AR), ``val/box_ar100``, ``val/point_precision``, ``val/point_hit_rate``.
 
     Args:
         prompt_forms: the prompt forms that feed ``L_mask`` (default: every form SegEvery and the benchmarks

@@ -42,7 +42,6 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from litesam_pl.cli.errors import CLIError
 from litesam_pl.inference.outputs import plural, write_masks_json
 
 __all__ = ["SegEveryWriter", "PredictOutputError", "attach_writer", "add_writer_arguments", "key_image_id",
@@ -55,8 +54,10 @@ _TRAILING_INT = re.compile(r"(\d{1,15})$")
 _FRESH = "leave --out out for a new runs/predict/predict<N>"
 
 
-class PredictOutputError(CLIError):
-    """An output file of ``litesam predict`` exists already (or the output folder is a file): one line, exit 2."""
+class PredictOutputError(ValueError):
+    """An output setting of ``litesam predict`` that cannot be used (an output file exists already, the output
+    folder is a file, ``--out`` beside a configured prediction writer). The user's to fix: ``litesam`` prints it as
+    one line and exits with status 2 (it is one of ``litesam_pl.cli.errors.user_errors``)."""
 
 
 def key_image_id(key: str) -> int:
@@ -291,8 +292,8 @@ def attach_writer(trainer: Any, out: Optional[str] = None, overlays: bool = True
     writers = [cb for cb in trainer.callbacks if isinstance(cb, BasePredictionWriter)]
     if writers:
         if out is not None:
-            raise CLIError(f"--out {out}: the trainer's callbacks already have a prediction writer "
-                           f"({type(writers[0]).__name__}); set its output folder in its init_args instead")
+            raise PredictOutputError(f"--out {out}: the trainer's callbacks already have a prediction writer "
+                                     f"({type(writers[0]).__name__}); set its output folder in its init_args instead")
         for w in writers:
             if isinstance(w, SegEveryWriter):
                 w.random_weights = w.random_weights or random_weights

@@ -185,19 +185,21 @@ class EvaluationMixin:
             self.log(f"{prefix}/miou_1box", self.val_miou_1box.compute(), sync_dist=True)
             self.log(f"{prefix}/miou_1point", self.val_miou_1point.compute(), sync_dist=True)
             if self.cfg.validation.compute_map:
+                # one-class AP of the 1-box masks at the input size S on these shards (not the benchmarks' official
+                # per-category COCO AP at image size): the name says "1-box", as miou_1box
                 res = self.val_map.compute()  # float64, synced: the same on every rank
-                self.log(f"{prefix}/map", res["ap"].float(), sync_dist=True)
-                self.log(f"{prefix}/map_50", res["ap50"].float(), sync_dist=True)
+                self.log(f"{prefix}/ap_1box", res["ap"].float(), sync_dist=True)
+                self.log(f"{prefix}/ap50_1box", res["ap50"].float(), sync_dist=True)
         if self.val_ppn and self.has_ppn:
             top = max(int(self.cfg.validation.top_n), 100)
             res = self.val_box_recall.compute()  # NaN without any GT box, as before
             box_ar100, box_ar_top = float(res["ar@100"]), float(res[f"ar@{top}"])
             ar100, ar_top = self.val_mask_recall.compute().tolist()
-            # each name says how many proposals it counts: val/ar1000 only when validation.top_n is 1000 (the paper's
-            # AR@1000)
+            # ar100: the 100 best-ranked proposals; ar_top<N>: all of them, from AutoPPN's top N = validation.top_n
+            # prompts (not the paper's AR@1000 protocol of benchmarks/coco.py: 256 prompts, SAM's ranking and box NMS)
             pairs = [("ar100", ar100), ("box_ar100", box_ar100)]
             if top != 100:
-                pairs += [(f"ar{top}", ar_top), (f"box_ar{top}", box_ar_top)]
+                pairs += [(f"ar_top{top}", ar_top), (f"box_ar_top{top}", box_ar_top)]
             for name, value in pairs:
                 self.log(f"{prefix}/{name}", torch.tensor(value, device=self.device), sync_dist=True)
             self.log(f"{prefix}/point_precision", self.val_point_precision.compute(), sync_dist=True)

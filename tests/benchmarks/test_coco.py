@@ -1,5 +1,6 @@
-"""benchmarks.coco / benchmarks.lvis end to end (random tiny model); the prompting they use
-(litesam_pl.evaluation.prompting) is tested in tests/inference/test_prompting.py."""
+"""benchmarks.coco / benchmarks.lvis end to end (random tiny model): on a synthetic set, and on the shared samples
+(skip without ../shared); the prompting they use (litesam_pl.evaluation.prompting) is tested in
+tests/inference/test_prompting.py."""
 from __future__ import annotations
 
 import json
@@ -55,6 +56,35 @@ def test_benchmark_coco_end_to_end(shared_data, tmp_path, capsys):
     e.evaluate(), e.accumulate(), e.summarize()
     assert r["ap"] == pytest.approx(100 * max(e.stats[0], 0.0), abs=1e-9)
     assert r["ap50"] == pytest.approx(100 * max(e.stats[1], 0.0), abs=1e-9)
+
+
+def test_coco_and_lvis_commands_on_a_tiny_set(tiny_coco, tiny_lvis, tmp_path, capsys):
+    """``python -m benchmarks.coco`` / ``lvis`` in process on a synthetic set (no ../shared), random 64 px model:
+    COCO with AutoPPN proposals (AR), box fill and the saved results; LVIS with its AP_r/c/f."""
+    from benchmarks.coco import main as coco
+    from benchmarks.lvis import main as lvis
+    from benchmarks.toolkit.paper import TABLE5_6
+
+    (ann, images), out, saved = tiny_coco, tmp_path / "c" / "coco.json", tmp_path / "c" / "res.json"
+    r = coco(["--ann", str(ann), "--images", str(images), "--img-size", "64", "--device", "cpu", "--json", str(out),
+              "--ppn-top-n", "8", "--baselines", "box_fill", "--save-results", str(saved), "--no-progress"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(r))
+    assert (r["images"], r["instances"], r["skipped_crowd"], r["missing_images"]) == (5, 13, 1, 0)
+    for k in PERCENT_KEYS:
+        assert r[k] is None or 0.0 <= r[k] <= 100.0, k
+    assert r["ar1000"] is not None and 0 < r["proposals"] <= 5 * 8 and r["segevery"].startswith("autoppn")
+    assert r["baselines"]["box_fill"]["miou_1box"] == 100.0  # rectangles: the box is the mask
+    assert len(json.loads(saved.read_text())) == 13
+    printed = capsys.readouterr().out
+    assert "Lite-SAM (paper, r640)" in printed and f"{TABLE5_6['coco']['miou_1box']:.1f}" in printed
+
+    (ann, images), out = tiny_lvis, tmp_path / "l" / "lvis.json"
+    r = lvis(["--ann", str(ann), "--images", str(images), "--img-size", "64", "--device", "cpu", "--json", str(out),
+              "--skip-ar", "--no-baselines", "--no-progress"])
+    assert (r["images"], r["instances"], r["skipped_crowd"], r["dataset"]) == (5, 13, 0, "lvis")
+    for k in ("ap", "ap_r", "ap_c", "ap_f", "miou_1box", "miou_1point"):
+        assert k in r and (r[k] is None or 0.0 <= r[k] <= 100.0), k
+    assert r["ar1000"] is None and r["baselines"] is None and json.loads(out.read_text())["dataset"] == "lvis"
 
 
 def test_benchmark_lvis_with_checkpoint_counts_missing_images(shared_data, tmp_path, capsys):

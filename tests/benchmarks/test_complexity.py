@@ -1,4 +1,5 @@
-"""Complexity targets from the paper (Tables 1 and 6): parameter counts and MAC ratios."""
+"""Complexity targets from the paper (Tables 1 and 6, ``benchmarks.toolkit.paper``): parameter counts and MAC
+ratios; ``python -m benchmarks.complexity`` end to end on the meta device."""
 from __future__ import annotations
 
 import json
@@ -6,11 +7,10 @@ import json
 import pytest
 
 from benchmarks.complexity import build, count_macs, count_params, main
+from benchmarks.toolkit.paper import COMPLEXITY, COMPLEXITY_RATIOS
 from litesam_pl import create_model
 
-
-
-PAPER_PARAMS_M = {"litevit": 1.16, "litevit_2x": 2.19, "litevit_3x": 3.63, "litesam": 4.2}
+PAPER_PARAMS_M = {name: COMPLEXITY[name]["params_m"] for name in ("litevit", "litevit_2x", "litevit_3x", "litesam")}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS_M))
@@ -23,14 +23,15 @@ def test_litevit_macs_over_poolformer_s12_at_640():
     ours = count_macs(build("litevit", 640), 640)
     poolformer = count_macs(build("poolformer_s12", 640), 640)
     assert count_params(build("poolformer_s12", 640)) == pytest.approx(11.92e6, rel=0.01)
-    assert 0.15 <= ours / poolformer <= 0.35, (ours, poolformer)  # paper: 10.9 / 45.2 = 0.24
+    assert 0.15 <= ours / poolformer <= 0.35, (ours, poolformer)  # paper: 0.24
+    assert COMPLEXITY_RATIOS["litevit / poolformer_s12 MACs @640"] == pytest.approx(0.241, abs=1e-3)
 
 
 def test_litesam_macs_1024_over_640_matches_paper():
     r640 = count_macs(build("litesam", 640), 640)
     r1024 = count_macs(build("litesam", 1024), 1024)
     assert r640 > count_macs(build("litevit", 640), 640)  # the single-prompt forward includes the decoder etc.
-    assert abs((r1024 / r640) / (32.5 / 12.7) - 1) < 0.10, (r640, r1024)
+    assert abs((r1024 / r640) / COMPLEXITY_RATIOS["litesam MACs 1024/640"] - 1) < 0.10, (r640, r1024)
 
 
 def test_complexity_cli_writes_json(tmp_path, capsys):
@@ -41,4 +42,7 @@ def test_complexity_cli_writes_json(tmp_path, capsys):
     assert isinstance(entry["params"], int) and isinstance(entry["macs"]["640"], int)
     assert "FlopCounterMode" in result["counter"]
     printed = capsys.readouterr().out
-    assert "litevit" in printed and "10.9" in printed  # the paper's figure beside ours
+    assert "litevit" in printed and f"{COMPLEXITY['litevit']['macs_g']['640']:.1f}" in printed  # the paper's, beside
+    assert set(result["ratios"]) == set(COMPLEXITY_RATIOS)
+    assert result["ratios"]["litevit_2x / litevit MACs @640"]["ours"] is None  # litevit_2x not counted
+    assert result["ratios"]["litesam MACs 1024/640"]["paper"] == COMPLEXITY_RATIOS["litesam MACs 1024/640"]

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from benchmarks import gpu_check
 
@@ -60,3 +61,27 @@ def test_cpu_mode_runs_every_step(tmp_path):
         assert probe["steps_timed"] >= 1 and probe["samples_per_s"] > 0
     assert steps["loader_sa1b"]["result"]["rows"][0]["samples_per_s"] > 0
     assert "===== train_step" in (tmp_path / "out" / "gpu_check.log").read_text()
+
+
+def test_main_runs_the_env_step_and_records_it(tmp_path, capsys):
+    """``python -m benchmarks.gpu_check`` itself, fast: only the in-process ``env`` step, then its JSON and log."""
+    rep = gpu_check.main(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--device", "cpu",
+                          "--only", "env", "--skip", "data"])
+    saved = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert saved == json.loads(json.dumps(rep)) and saved["mode"] == "cpu" and saved["failed_steps"] == []
+    assert list(saved["steps"]) == ["env"] and saved["steps"]["env"]["status"] == "ok"
+    env = saved["steps"]["env"]["result"]
+    assert env["cuda_available"] is torch.cuda.is_available() and env["opencv_threads_in_worker"] == [1]
+    assert saved["sizes"] == json.loads(json.dumps(gpu_check.SIZES["cpu"]))
+    assert saved["total_s"] >= saved["steps"]["env"]["seconds"]
+    assert "1/1 steps ok" in capsys.readouterr().out
+    assert (tmp_path / "out" / "gpu_check.log").exists()
+
+
+def test_main_skips_every_step_once_the_budget_is_spent(tmp_path):
+    rep = gpu_check.main(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--device", "cpu",
+                          "--budget-s", "0"])
+    names = [s["name"] for s in gpu_check.plan("cpu", tmp_path / "plan")]
+    assert list(rep["steps"]) == names and rep["failed_steps"] == names
+    assert all(s == {"status": "skipped", "reason": "budget spent"} for s in rep["steps"].values())
+    assert json.loads((tmp_path / "out" / "gpu_check.json").read_text())["failed_steps"] == names

@@ -1,5 +1,8 @@
-"""benchmarks.resolution_ceiling: the low-res round trip is exact for big blocks and loses thin structures."""
+"""benchmarks.resolution_ceiling: the low-res round trip is exact for big blocks and loses thin structures; the
+command on a synthetic set and on the shared COCO sample (skips without ../shared)."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -23,3 +26,17 @@ def test_cli_on_shared(shared_data, tmp_path, capsys):
     assert a["instances"] == b["instances"] > 0
     assert a["miou_1box"] < b["miou_1box"] <= 100
     assert "ceiling" in capsys.readouterr().out
+
+
+def test_cli_on_a_tiny_set(tiny_coco, tmp_path, capsys):
+    ann, _ = tiny_coco
+    out = tmp_path / "r" / "r.json"
+    res = main(["--ann", str(ann), "--sizes", "32", "640", "--json", str(out)])
+    assert json.loads(out.read_text()) == res and res["images"] == 5
+    low, high = res["sizes"]["32"], res["sizes"]["640"]
+    assert low["instances"] == high["instances"] == 13  # every non-crowd instance of the 5 images
+    assert low["miou_1box"] < high["miou_1box"] <= 100 and high["miou_1box"] > 95
+    assert low["miou_1box_medium"] is None  # no instance in COCO's medium range: no figure, not 0
+    assert low["miou_1box_small"] < low["miou_1box_large"]  # a coarse grid loses small objects first
+    printed = capsys.readouterr().out
+    assert "ceiling" in printed and "     -" in printed

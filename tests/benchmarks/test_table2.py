@@ -13,13 +13,13 @@ import yaml
 from benchmarks import table2
 
 
-def _fake_runs(root: Path, ours: Dict[tuple, Optional[float]], key: str = "val/ar1000") -> None:
+def _fake_runs(root: Path, ours: Dict[tuple, Optional[float]], key: str = "val/ar_top1000") -> None:
     for combo, value in ours.items():
         d = root / table2.combo_name(combo)
         d.mkdir(parents=True)
         if value is not None:
             metrics = {key: value, "global_step": 2160, "epoch": 8}
-            if key == "val/ar1000":
+            if key == "val/ar_top1000":
                 metrics["val/ar100"] = value / 2  # ar1000 is preferred when present
             (d / "metrics.json").write_text(json.dumps(metrics))
 
@@ -33,7 +33,7 @@ def test_table2_report_from_fake_metrics(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "stem conv->MSPM" in text and "new GT & loss" in text and "object grouping" in text
-    for ar in (48.8, 49.5, 50.1, 49.7, 51.4, 52.3, 51.1, 53.0):
+    for ar in table2.PAPER_AR.values():  # the paper's Table 2 (benchmarks.toolkit.paper)
         assert f"{ar:.1f}" in text
     rows = text.splitlines()
     base_row = next(r for r in rows if table2.combo_name(table2.COMBOS[0]) in r)
@@ -42,7 +42,7 @@ def test_table2_report_from_fake_metrics(tmp_path, capsys):
     assert [c.strip() for c in all_row.split("|")[:3]] == ["x", "x", "x"]
     data = json.loads(out_json.read_text())
     assert [r["name"] for r in data["rows"]] == [table2.combo_name(c) for c in table2.COMBOS]
-    assert data["rows"][0]["ours"] == pytest.approx(30.0) and data["rows"][0]["metric"] == "val/ar1000"
+    assert data["rows"][0]["ours"] == pytest.approx(30.0) and data["rows"][0]["metric"] == "val/ar_top1000"
     assert data["rows"][-1]["paper"] == 53.0
     eff = data["effects"]
     assert eff["stem"]["ours_mean_delta"] == pytest.approx(2.0) and eff["stem"]["same_direction_as_paper"] is True
@@ -65,7 +65,7 @@ def test_table2_missing_runs_and_ar100_fallback(tmp_path, capsys):
     assert rows[1]["ours"] is None and rows[2]["ours"] is None
     # NaN is no measurement
     (tmp_path / "runs" / table2.combo_name(combos[1]) / "metrics.json").write_text(
-        json.dumps({"val/ar1000": float("nan"), "val/ar100": 0.4}))
+        json.dumps({"val/ar_top1000": float("nan"), "val/ar100": 0.4}))
     assert table2.read_metric(tmp_path / "runs" / table2.combo_name(combos[1]))["value"] == pytest.approx(40.0)
 
 
@@ -91,6 +91,6 @@ def test_table2_arguments(tmp_path, capsys):
     assert "model" not in overlay  # the smoke overlay sets no model.kwargs: the combination's switches stand
     assert overlay["trainer"]["default_root_dir"] == run.as_posix()
     # a finished combination is skipped unless --force
-    (run / "metrics.json").write_text(json.dumps({"val/ar1000": 0.5}))
+    (run / "metrics.json").write_text(json.dumps({"val/ar_top1000": 0.5}))
     assert table2.main(["--dry-run", "--run-root", str(root), "--only", "stem-mspm_gt-distance_groups-3"]) == 0
     assert "skipped" in capsys.readouterr().out

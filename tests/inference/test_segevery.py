@@ -400,3 +400,30 @@ def test_stats_equal_on_fast_and_stock_decoders(tiny_model, images):
     a, b = fast["filters"][0], stock["filters"][0]
     assert a["removed"] == b["removed"] and a["kept"] == b["kept"]
     assert a["best_pred_iou"] == pytest.approx(b["best_pred_iou"], abs=1e-4)
+
+
+def test_mask_stage_returns_its_counts_with_the_masks():
+    """``postprocess_image`` returns one image's masks with its counts (``ImageMasks``); counting changes no mask,
+    and ``gather_stats`` puts the prompt and mask parts of each image into ``SegEveryResult.stats``' layout."""
+    from litesam_pl.inference.segevery import gather_stats
+    from litesam_pl.inference.segevery_masks import ImageMasks, postprocess_image
+
+    g = torch.Generator().manual_seed(0)
+    low, iou = torch.randn(4, 3, 16, 16, generator=g) * 4, torch.rand(4, 3, generator=g)
+    low[0, 0] = -1.0  # an empty mask
+    args = (low, iou, torch.arange(4), torch.rand(4, 2, generator=g) * 64, None, (64, 64), (64, 64), 64, 0.0,
+            0.0, 0.0, 1.0, 0.7, "mask", 256, "iou", 3, "binary_mask", False)
+    plain, counted = postprocess_image(*args), postprocess_image(*args, iou_all=iou)
+    assert isinstance(counted, ImageMasks) and plain.filters is None
+    assert len(plain.masks) == len(counted.masks) == counted.filters["kept"] <= 3
+    for a, b in zip(plain.masks, counted.masks):
+        np.testing.assert_array_equal(a["segmentation"], b["segmentation"])
+    f = counted.filters
+    assert list(f) == ["masks_per_prompt", "candidates", "removed", "kept", "best_pred_iou", "best_stability"]
+    assert f["candidates"] == 12 == f["kept"] + sum(f["removed"].values()) and f["removed"]["empty"] == 1
+    assert counted.masks_before_nms == plain.masks_before_nms == 11
+    assert f["best_pred_iou"] == pytest.approx(float(iou.max()))
+    prompt_part = {"prompt_source": "grid", "prompts": 4}
+    assert gather_stats([prompt_part], [counted]) == {"prompts": [4], "masks_before_nms": [11],
+                                                     "filters": [{**prompt_part, **f}]}
+    assert gather_stats([], []) == {"prompts": [], "masks_before_nms": [], "filters": []}

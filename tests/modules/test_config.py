@@ -1,6 +1,6 @@
 """The modules' typed configuration (issue 14): the parts check their values, the CLI links what data and model
-share (set once, on the data side) and a contradictory configuration stops at start-up with one line naming both
-options; old checkpoints (flat hyper-parameters) still load."""
+share (set once: on the data side, the AutoPPN grid stride on the model side) and a contradictory configuration
+stops at start-up with one line naming both options; old checkpoints (flat hyper-parameters) still load."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from litesam_pl import cli
-from litesam_pl.cli.config import DATA_LINKS, suggest_option, upgrade_ckpt_hparams
+from litesam_pl.cli.config import DATA_LINKS, MODEL_LINKS, ppn_stride_of, suggest_option, upgrade_ckpt_hparams
 from litesam_pl.modules import AutoPPNModule, LiteSAMModule
 from litesam_pl.modules.config import (ConfigError, MaskLossConfig, ModelSpec, OptimizerConfig, PPNLossConfig,
                                        PromptConfig, ValidationConfig, upgrade_flat_hparams)
@@ -92,6 +92,9 @@ def test_old_flat_hyper_parameters_upgrade():
     assert {target for _, target, _ in DATA_LINKS} == {"model.init_args.model.img_size",
                                                        "model.init_args.model.ppn_groups",
                                                        "model.init_args.ppn_loss.point_loss"}
+    assert [(source, target) for source, target, *_ in MODEL_LINKS] == [("model.init_args.model.kwargs",
+                                                                        "data.ppn_stride")]
+    assert ppn_stride_of({}) == ppn_stride_of(None) == 8 and ppn_stride_of({"ppn_kwargs": {"stride": 16}}) == 16
 
 
 def test_suggestions_know_the_parts():
@@ -114,6 +117,18 @@ def test_links_set_the_model_from_the_data(monkeypatch):
     assert c.model.img_size == 128 and c.model.model.autoppn.num_groups == 1
     assert c.model.cfg.ppn_loss.point_loss == "focal" and c.model.cfg.model.img_size == 128
     assert c.model.hparams["model"]["ppn_groups"] == 1  # the linked values are in the saved hyper-parameters
+    assert c.datamodule.ppn_stride == c.model.model.autoppn.stride == 8  # the model's stride, into the data
+    c.model.check_datamodule(c.datamodule)  # agrees
+
+
+def test_the_grid_stride_is_linked_from_the_model_into_the_data(monkeypatch):
+    """The AutoPPN grid stride is the head's (``model.kwargs.ppn_kwargs.stride``): the data's targets follow it."""
+    monkeypatch.chdir(REPO)
+    c = cli.run_lightning_cli([*recipe_configs("recipes/smoke/autoppn.yaml"), *LOCAL,
+                               "--model.init_args.init_from", "null", "--model.init_args.embedding_cache_mb", "0",
+                               "--model.init_args.freeze_encoder", "false",
+                               "--model.init_args.model.kwargs", '{"ppn_kwargs": {"stride": 16}}'], run=False)
+    assert c.model.model.autoppn.stride == c.datamodule.ppn_stride == 16
     c.model.check_datamodule(c.datamodule)  # agrees
 
 
@@ -136,7 +151,8 @@ def _fails(argv, capsys) -> str:
      "--model.init_args.model.img_size is linked from data.img_size: set --data.img_size instead"),
     (["--model.init_args.ppn_loss.point_loss", "focal"],
      "--model.init_args.ppn_loss.point_loss is linked from data.target_mode: set --data.target_mode instead"),
-    (["--data.ppn_stride", "16"], "data.ppn_stride=16 contradicts model.kwargs.ppn_kwargs.stride=8: set both alike"),
+    (["--data.ppn_stride", "16"], "--data.ppn_stride is linked from model.init_args.model.kwargs.ppn_kwargs.stride: "
+                                  "set model.init_args.model.kwargs.ppn_kwargs.stride instead"),
     (["--model.init_args.optimizer.schedule", "step"],
      "optimizer.schedule must be one of 'constant', 'cosine', got 'step'"),
     (["--model.init_args.optimizer.lrr", "3"],
@@ -161,6 +177,16 @@ def test_a_recipe_that_sets_a_linked_value_is_refused(monkeypatch, capsys, tmp_p
                   "--model.init_args.init_from", "null"], capsys)
     assert err == (f"litesam fit: error: {bad} sets model.init_args.model.img_size, which is linked from data.img_size:"
                    " set data.img_size instead")
+    bad.write_text("data: {ppn_stride: 16}\n")  # the link the other way: the model's grid stride into the data
+    err = _fails(["fit", *recipe_configs("recipes/smoke/litesam.yaml"), "--config", str(bad), *LOCAL,
+                  "--model.init_args.init_from", "null"], capsys)
+    assert err == (f"litesam fit: error: {bad} sets data.ppn_stride, which is linked from "
+                   "model.init_args.model.kwargs.ppn_kwargs.stride: set model.init_args.model.kwargs.ppn_kwargs.stride"
+                   " instead")
+    bad.write_text("data: {ppn_stride: 8}\n")  # the linked value itself (a config.yaml saved before the link): kept
+    c = cli.run_lightning_cli([*recipe_configs("recipes/smoke/litesam.yaml"), "--config", str(bad), *LOCAL,
+                               "--model.init_args.init_from", "null"], run=False)
+    assert c.datamodule.ppn_stride == 8
 
 
 def test_validate_an_old_flat_checkpoint(synthetic_sa1b, tmp_path, monkeypatch):
@@ -186,7 +212,7 @@ def test_validate_an_old_flat_checkpoint(synthetic_sa1b, tmp_path, monkeypatch):
                                "--data.val_shards", shards, "--ckpt_path", str(ckpt)])
     assert c.model.cfg.validation == ValidationConfig(compute_map=False, top_n=100)  # the checkpoint's
     assert c.model.cfg.mask_loss.focal_alpha == -1.0 and c.model.prompt_forms == ("box",)
-    assert "val/ar100" in c.trainer.callback_metrics and "val/map" not in c.trainer.callback_metrics
+    assert "val/ar100" in c.trainer.callback_metrics and "val/ap_1box" not in c.trainer.callback_metrics
 
 
 def test_load_model_reads_the_model_part_of_a_checkpoint_without_its_own_key(tmp_path):
@@ -213,6 +239,8 @@ def test_check_datamodule_names_both_options():
     m.check_datamodule(SimpleNamespace(**ok))
     cases = [({"img_size": 128}, "data.img_size=128 contradicts model.img_size=64: set it once, in data.img_size"),
              ({"num_groups": 1}, "data.num_groups=1 contradicts model.ppn_groups=3: set it once, in data.num_groups"),
+             ({"ppn_stride": 16}, "data.ppn_stride=16 contradicts model.kwargs.ppn_kwargs.stride=8: set it once, in "
+                                  "model.kwargs.ppn_kwargs.stride (litesam links it into data.ppn_stride)"),
              ({"hparams": {"target_mode": "gaussian"}},
               "data.target_mode='gaussian' (trained with 'focal') contradicts ppn_loss.point_loss='hard_mse'")]
     for change, message in cases:

@@ -17,7 +17,7 @@ from litesam_pl.modules import BackboneBoxModule, LiteSAMModule
 from litesam_pl.modules.config import ModelSpec, ValidationConfig
 from tests.helpers import LOCAL, REPO, S, predict_args, recipe_configs
 
-TEST_METRICS = ("test/miou_1box", "test/miou_1point", "test/map", "test/map_50", "test/loss_mask_box", "test/loss_ppn",
+TEST_METRICS = ("test/miou_1box", "test/miou_1point", "test/ap_1box", "test/ap50_1box", "test/loss_mask_box", "test/loss_ppn",
                 "test/ar100", "test/box_ar100", "test/point_precision",
                 "test/point_hit_rate")
 
@@ -80,7 +80,7 @@ def test_trainer_test_logs_finite_test_metrics(synthetic_sa1b, tmp_path):
         assert math.isfinite(metrics[name]), (name, metrics[name])
     assert 0.0 <= metrics["test/miou_1box"] <= 1.0
     assert not any(k.startswith("val/") for k in metrics)
-    assert "test/ar1000" not in metrics  # validation.top_n 100: AR@100 only, never under a 1000 label
+    assert not [k for k in metrics if "1000" in k]  # validation.top_n 100: AR@100 only, never under a 1000 label
 
 
 def test_cli_test_with_ckpt_path_and_predict(synthetic_sa1b, tmp_path, monkeypatch):
@@ -107,7 +107,7 @@ def test_cli_test_with_ckpt_path_and_predict(synthetic_sa1b, tmp_path, monkeypat
               "--data.val_shards", "null"]
     c = cli.run_lightning_cli(["test", *common, "--data.test_shards", tars[0], "--ckpt_path", str(ckpt)])
     metrics = c.trainer.callback_metrics
-    for name in ("test/miou_1box", "test/miou_1point", "test/ar100", "test/map"):
+    for name in ("test/miou_1box", "test/miou_1point", "test/ar100", "test/ap_1box"):
         assert name in metrics and torch.isfinite(metrics[name]), name
     c = cli.run_lightning_cli(["predict", *common, "--data.predict_shards", tars[0], "--ckpt_path", str(ckpt),
                                "--trainer.limit_predict_batches", "1", "--out", str(tmp_path / "pred")])

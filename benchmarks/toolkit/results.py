@@ -1,4 +1,5 @@
-"""Writing a benchmark's result file: one function for every ``benchmarks`` module.
+"""Writing a benchmark's results: one JSON writer for every ``benchmarks`` module, and the one-line text of an error
+that a result records instead of a figure.
 
 ``write_json(path, obj)`` makes the parent folders, turns NaN / inf into ``null`` (strict JSON that any reader
 parses), numpy scalars into Python numbers and anything else unknown into its ``str``, and writes atomically (a
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["json_safe", "write_json"]
+__all__ = ["json_safe", "write_json", "error_text"]
 
 
 def json_safe(x: Any) -> Any:
@@ -45,3 +46,11 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> Pat
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def error_text(exc: BaseException, limit: int = 400) -> str:
+    """``"Type: message"`` on one line (whitespace collapsed, cut at ``limit`` characters): what a failed row or step
+    records in its ``error`` field."""
+    msg = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
