@@ -30,9 +30,25 @@ def box_model():
 
 def test_box_mask_logits_cells():
     m = box_mask_logits(torch.tensor([[4.0, 8.0, 12.0, 20.0]]), (8, 8), cell=4.0)  # centres at 2, 6, 10, ...
-    assert m.shape == (1, 1, 8, 8) and set(m.unique().tolist()) == {-1.0, 1.0}
-    inside = (m[0, 0] > 0).nonzero().tolist()
-    assert inside == [[r, c] for r in (2, 3, 4) for c in (1, 2)]  # y centres 10, 14, 18; x centres 6, 10
+    assert m.shape == (1, 1, 8, 8)
+    in_box = (m[0, 0] > -1).nonzero().tolist()
+    assert in_box == [[r, c] for r in (2, 3, 4) for c in (1, 2)]  # y centres 10, 14, 18; x centres 6, 10
+    # box centre (8, 14), half-sides 4 and 6: cell (3, 1) at (6, 14) has r = 0.5, cell (2, 1) at (6, 10) has
+    # r = sqrt(0.25 + 4/9); every outside cell is -1
+    assert m[0, 0, 3, 1].item() == pytest.approx(0.5)
+    assert m[0, 0, 2, 1].item() == pytest.approx(1 - (0.25 + 4 / 9) ** 0.5)
+    assert (m[0, 0][m[0, 0] <= -1] == -1).all() and int((m == -1).sum()) == 64 - 6
+
+
+def test_box_mask_logits_zero_on_the_inscribed_ellipse():
+    """Positive exactly inside the ellipse inscribed in the box, the box's corners in [1 - sqrt(2), 0)."""
+    box = torch.tensor([[0.0, 0.0, 64.0, 32.0]])
+    m = box_mask_logits(box, (16, 16), cell=4.0)[0, 0]
+    ys, xs = torch.meshgrid((torch.arange(16) + 0.5) * 4, (torch.arange(16) + 0.5) * 4, indexing="ij")
+    r2 = ((xs - 32) / 32) ** 2 + ((ys - 16) / 16) ** 2
+    assert torch.equal(m > 0, (r2 < 1) & (ys <= 32))
+    assert m[0, 0].item() < 0 and m[0, 0].item() >= 1 - 2 ** 0.5 and m[4, 0].item() > -1  # a corner, in the box
+    assert (m[8:] == -1).all()  # below the box
 
 
 def test_same_parameters_as_sams_prompt_encoder(box_model):
