@@ -11,16 +11,15 @@ import argparse
 import math
 from dataclasses import dataclass, field, fields, replace
 from numbers import Integral, Real
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
 from ..models.prompt_forms import SEGEVERY_PROMPT_FORM
 from .postprocess import OUTPUT_MODES
 
-__all__ = ["SegEveryOptions", "OptionError", "add_option_flags", "check_int", "check_real", "check_choice",
-           "PROMPT_SOURCES",
-           "PROMPT_TYPES", "RANK_BY", "NMS_KINDS", "DECODERS"]
+__all__ = ["SegEveryOptions", "OptionError", "add_option_flags", "option_flag", "check_int", "check_real",
+           "check_choice", "PROMPT_SOURCES", "PROMPT_TYPES", "RANK_BY", "NMS_KINDS", "DECODERS"]
 
 PROMPT_SOURCES = ("autoppn", "grid")
 PROMPT_TYPES = ("point", "box", "point+box")
@@ -162,16 +161,34 @@ class SegEveryOptions:
         return cls(**{n: getattr(args, n) for n in cls.flag_names() if hasattr(args, n)}, **overrides)
 
 
-def add_option_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per ``SegEveryOptions`` field marked ``cli`` (``--top-n`` for ``top_n``): its default, type, choices
-    and help from the field (``--multimask-output`` / ``--no-multimask-output`` for the None/True/False one)."""
-    for f in fields(SegEveryOptions):
-        meta = f.metadata
-        if not meta["cli"]:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = "" if f.default is None else f" (default {f.default})"
-        kw: Dict[str, Any] = {"default": f.default, "help": meta["help"] + default}
+def option_flag(name: str) -> str:
+    """The ``litesam segment-everything`` flag of option ``name`` (``--top-n`` for ``top_n``)."""
+    return "--" + name.replace("_", "-")
+
+
+def add_option_flags(parser: Any, names: Optional[Sequence[str]] = None, *,
+                     defaults: Optional[Mapping[str, Any]] = None, flags: Optional[Mapping[str, str]] = None) -> None:
+    """Add to ``parser`` (a parser or an argument group) one flag per ``SegEveryOptions`` field marked ``cli``
+    (``--top-n`` for ``top_n``): its default, type, choices and help from the field (``--multimask-output`` /
+    ``--no-multimask-output`` for the None/True/False one).
+
+    ``names``: only these options, in this order (None: every ``cli`` one, in declaration order). ``defaults``:
+    ``{option: value}``, another default (the help's ``(default X)`` says it). ``flags``: ``{option: flag}``, another
+    flag name (``{"top_n": "--ppn-top-n"}``; the value is then ``args.ppn_top_n``, argparse's name for that flag).
+    An option that is no ``cli`` field, or a ``defaults`` / ``flags`` key not in ``names``, raises ``ValueError``."""
+    by_name = {f.name: f for f in fields(SegEveryOptions) if f.metadata["cli"]}
+    names = tuple(by_name) if names is None else tuple(names)
+    defaults, flags = dict(defaults or {}), dict(flags or {})
+    unknown = sorted((set(names) | set(defaults) | set(flags)) - set(by_name))
+    if unknown:
+        raise ValueError(f"not SegEvery option flags: {unknown}; choose from {sorted(by_name)}")
+    stray = sorted((set(defaults) | set(flags)) - set(names))
+    if stray:
+        raise ValueError(f"defaults / flags for options not in names: {stray}")
+    for name in names:
+        meta = by_name[name].metadata
+        value = defaults.get(name, by_name[name].default)
+        kw: Dict[str, Any] = {"default": value, "help": meta["help"] + ("" if value is None else f" (default {value})")}
         if meta["kind"] == "bool_or_none":
             kw["action"] = argparse.BooleanOptionalAction
         elif meta["kind"] == "bool":
@@ -180,7 +197,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
             kw["choices"] = list(meta["choices"])
         else:
             kw["type"] = int if meta["kind"] == "int" else float
-        parser.add_argument(flag, **kw)
+        parser.add_argument(flags.get(name, option_flag(name)), **kw)
 
 
 def _checked(name: str, value: Any, meta: Any) -> Any:

@@ -3,6 +3,7 @@
 ``litesam segment-everything`` flags generated from the options."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import inspect
 
@@ -13,7 +14,7 @@ import torch
 import litesam_pl
 from litesam_pl.inference.app import build_parser, main
 from litesam_pl.inference.segevery import PHASES, SegEvery, SegEveryOptions, SegEveryResult, segment_everything
-from litesam_pl.inference.segevery_options import OptionError
+from litesam_pl.inference.segevery_options import OptionError, add_option_flags, option_flag
 
 LOOSE = dict(prompts="grid", points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
@@ -91,6 +92,36 @@ def test_cli_flags_come_from_the_options():
     args = build_parser().parse_args(["x.jpg", "--top-n", "7", "--no-multimask-output", "--nms", "box"])
     assert SegEveryOptions.from_args(args) == SegEveryOptions(top_n=7, multimask_output=False, nms="box")
     assert torch.float32 != SegEveryOptions.from_args(args, autocast_dtype=torch.bfloat16).autocast_dtype
+
+
+def test_option_flags_names_defaults_and_flags():
+    """``add_option_flags(parser, names, defaults=, flags=)``: only ``names`` (in that order), another default (said
+    in the help) and another flag name (argparse's dest for it); all by default, as ``litesam segment-everything``."""
+    every = argparse.ArgumentParser()
+    add_option_flags(every)
+    assert [a.dest for a in every._actions[1:]] == list(SegEveryOptions.flag_names())
+    assert [a.option_strings[0] for a in every._actions[1:]] == [option_flag(n) for n in SegEveryOptions.flag_names()]
+    p = argparse.ArgumentParser()
+    add_option_flags(p, ("nms", "top_n", "score_threshold", "points_per_side"),
+                     defaults={"score_threshold": 0.0, "points_per_side": 16}, flags={"top_n": "--ppn-top-n"})
+    assert [a.dest for a in p._actions[1:]] == ["nms", "ppn_top_n", "score_threshold", "points_per_side"]
+    a = p.parse_args([])
+    assert (a.nms, a.ppn_top_n, a.score_threshold, a.points_per_side) == ("mask", 256, 0.0, 16)
+    a = p.parse_args(["--ppn-top-n", "8", "--points-per-side", "4", "--nms", "box"])
+    assert (a.ppn_top_n, a.points_per_side, a.nms) == (8, 4, "box") and isinstance(a.ppn_top_n, int)
+    with pytest.raises(SystemExit):  # the option's choices
+        p.parse_args(["--nms", "soft"])
+    with pytest.raises(SystemExit):  # the renamed flag replaces the option's own
+        p.parse_args(["--top-n", "8"])
+    helps = {a.dest: a.help for a in p._actions[1:]}
+    assert helps["points_per_side"].endswith("(default 16)") and helps["score_threshold"].endswith("(default 0.0)")
+    assert helps["ppn_top_n"] == {a.dest: a.help for a in every._actions}["top_n"]
+    with pytest.raises(ValueError, match="not SegEvery option flags"):  # not a cli option
+        add_option_flags(argparse.ArgumentParser(), ("top_n", "autocast_dtype"))
+    with pytest.raises(ValueError, match="not SegEvery option flags"):
+        add_option_flags(argparse.ArgumentParser(), defaults={"output_mode": "tensors"})
+    with pytest.raises(ValueError, match="not in names"):
+        add_option_flags(argparse.ArgumentParser(), ("top_n",), flags={"nms": "--nms-kind"})
 
 
 def test_cli_bad_option_is_one_line_naming_the_flag(capsys):
