@@ -43,6 +43,8 @@ ALLOWED_SCALE = {
     "data.max_masks", "data.val_max_masks",
     # image size (set once, in data: the CLI links it into the model)
     "data.img_size",
+    # SAM's box-noise clip (20 px at 1024) scaled to the input side
+    "data.box_noise_max",
     # batch size and loading, prompts per image in training
     "data.batch_size", "data.val_batch_size", "data.num_workers", "model.init_args.prompts.max_per_image",
     # schedule length and validation cadence
