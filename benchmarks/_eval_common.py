@@ -38,7 +38,7 @@ from benchmarks._eval_model import build_model, make_proposer
 from benchmarks._eval_prompting import MASK_SELECT, PER_IMAGE_LISTS, evaluate_instances, mask_select_for
 from benchmarks._eval_score import format_table, miou_row, score
 from benchmarks._wandb import publish
-from benchmarks.toolkit.flags import add_segevery_flags
+from litesam_pl.inference.segevery_options import add_option_flags
 from benchmarks.toolkit.results import write_json
 from benchmarks.toolkit.timing import Laps
 
@@ -105,7 +105,7 @@ def add_common_args(p: argparse.ArgumentParser, dataset: str) -> None:
                         "SamAutomaticMaskGenerator driving our model (default autoppn)")
     # --ppn-top-n (256, the paper's), --ppn-score-threshold (default 0: the --ppn-top-n best local maxima inside the
     # image), --points-per-side (grid / amg; SAM: 32): SegEvery's own options
-    add_segevery_flags(p, ("top_n", "score_threshold", "points_per_side"), defaults={"score_threshold": 0.0},
+    add_option_flags(p, ("top_n", "score_threshold", "points_per_side"), defaults={"score_threshold": 0.0},
                        flags={"top_n": "--ppn-top-n", "score_threshold": "--ppn-score-threshold"})
     p.add_argument("--max-proposals", type=int, default=1000, help="AR@k's largest k (default 1000)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -32,7 +32,7 @@ import numpy as np
 from litesam_pl.data.bsds import BSDS500, PRED_FORMATS, load_prediction
 from litesam_pl.metrics.bsds import DEFAULT_MAX_DIST, BoundaryCounts, bsds_thresholds, evaluate_images, summarize
 from benchmarks._wandb import publish
-from benchmarks.toolkit.flags import add_segevery_flags
+from litesam_pl.inference.segevery_options import add_option_flags
 from benchmarks.toolkit.paper import TABLE7, TABLE7_COLUMNS
 from benchmarks.toolkit.results import write_json
 from benchmarks.toolkit.timing import Laps
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SegEvery prompts: AutoPPN (Lite-SAM), the point grid (SAM App. D.2), or auto "
                           "(AutoPPN when the model has it)")
     # SegEvery's own options at SAM App. D.2's settings: a 16 x 16 grid (the grid path), box NMS (SAM's AMG) at 0.7
-    add_segevery_flags(mdl, ("points_per_side", "box_nms_thresh", "nms"),
+    add_option_flags(mdl, ("points_per_side", "box_nms_thresh", "nms"),
                        defaults={"points_per_side": 16, "nms": "box"})
     mdl.add_argument("--no-edge-nms", action="store_true", help="skip the edge NMS of the SAM protocol")
     out = p.add_argument_group("outputs")

@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from benchmarks._wandb import publish
-from benchmarks.toolkit.flags import add_segevery_flags
+from litesam_pl.inference.segevery_options import add_option_flags
 from benchmarks.toolkit.results import write_json
 from benchmarks.toolkit.timing import Laps
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the images (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable on shared CPUs)")
     p.add_argument("--min-speedup", type=float, default=2.5, help="fail below this grid/AutoPPN ratio (2.5)")
-    add_segevery_flags(p, ("top_n", "points_per_side"))  # the AutoPPN row's prompts, the grid row's side
+    add_option_flags(p, ("top_n", "points_per_side"))  # the AutoPPN row's prompts, the grid row's side
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="results/bench-ci.json")
     p.add_argument("--md", default="results/bench-ci.md")

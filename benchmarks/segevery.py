@@ -74,7 +74,7 @@ from benchmarks.segevery_ort import ORT_METHODS, OrtRows
 from benchmarks.segevery_report import (  # autocast_note: this module's interface too (a row's ``autocast``)
     TABLE3_LABELS, autocast_dtype, autocast_note, failed_row, measured_row, speedups, table3,  # noqa: F401
 )
-from benchmarks.toolkit.flags import add_segevery_flags
+from litesam_pl.inference.segevery_options import add_option_flags
 from benchmarks.toolkit.results import error_text, write_json
 from benchmarks.toolkit.timing import Laps, ModuleTimer, interleaved
 
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch (and onnxruntime) intra-op threads on CPU (default: torch's)")
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="CUDA autocast dtype (default bf16)")
     # SegEvery's own options (the AMG rows take the two filters too): SegEveryOptions' defaults, SAM AMG's filters
-    add_segevery_flags(p, ("top_n", "pred_iou_thresh", "stability_score_thresh"))
+    add_option_flags(p, ("top_n", "pred_iou_thresh", "stability_score_thresh"))
     p.add_argument("--decoder-chunk", type=int, default=0,
                    help="prompts per call in the decoder rows (default 0: all 256 in one call)")
     p.add_argument("--no-check-decoder", dest="check_decoder", action="store_false",

@@ -4,5 +4,5 @@
 - ``timing``: wall time of consecutive phases (``Laps``, device synchronised), methods interleaved turn by turn,
   quantiles; ``litesam_pl.inference.timing``'s ``sync`` and ``ModuleTimer`` re-exported;
 - ``paper``: the Lite-SAM paper's figures, one dict per table;
-- ``flags``: SegEvery's options as a benchmark's command-line flags (declared in ``SegEveryOptions``).
+- SegEvery's options as flags: ``litesam_pl.inference.segevery_options.add_option_flags(parser, names, defaults=, flags=)``.
 """

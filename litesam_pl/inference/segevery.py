@@ -118,7 +118,8 @@ def _fast_decode_survivors(
     for start in range(0, n, chunk):
         queries, keys = fast.run_transformer(cache, sparse[start : start + chunk])
         iou = fast.predict_iou(queries)[:, sel[0] : sel[-1] + 1]
-        seen.append(iou)
+        if all_iou:
+            seen.append(iou)
         # as SamAutomaticMaskGenerator: a threshold of 0 (or below) switches the filter off
         passed = (iou > pred_iou_thresh).any(1) if pred_iou_thresh > 0 else torch.ones_like(iou[:, 0], dtype=torch.bool)
         keep = passed.nonzero()[:, 0]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from benchmarks.toolkit import paper
-from benchmarks.toolkit.flags import add_segevery_flags, option_flag
+from litesam_pl.inference.segevery_options import add_option_flags, option_flag
 from benchmarks.toolkit.results import error_text, write_json
 from benchmarks.toolkit.timing import Laps, interleaved, quantile
 from litesam_pl.inference.segevery_options import SegEveryOptions
@@ -115,7 +115,7 @@ def test_paper_ratios_follow_the_tables():
 def test_segevery_flags_are_the_options_own():
     """Type, choices and help from SegEveryOptions; a benchmark's own default and flag name where it has one."""
     p = argparse.ArgumentParser()
-    add_segevery_flags(p, ("top_n", "score_threshold", "nms", "points_per_side"),
+    add_option_flags(p, ("top_n", "score_threshold", "nms", "points_per_side"),
                        defaults={"score_threshold": 0.0, "points_per_side": 16},
                        flags={"top_n": "--ppn-top-n"})
     a = p.parse_args([])
@@ -130,9 +130,9 @@ def test_segevery_flags_are_the_options_own():
     text = p.format_help()
     assert "AutoPPN prompts per image" in text and "(default 16)" in text and "--top-n" not in text
     with pytest.raises(ValueError, match="not SegEvery option flags"):
-        add_segevery_flags(argparse.ArgumentParser(), ("top_n", "autocast_dtype"))
+        add_option_flags(argparse.ArgumentParser(), ("top_n", "autocast_dtype"))
     with pytest.raises(ValueError, match="not in names"):
-        add_segevery_flags(argparse.ArgumentParser(), ("top_n",), defaults={"nms": "box"})
+        add_option_flags(argparse.ArgumentParser(), ("top_n",), defaults={"nms": "box"})
     assert option_flag("pred_iou_thresh") == "--pred-iou-thresh"
 
 
