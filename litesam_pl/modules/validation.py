@@ -1,7 +1,8 @@
 """The validation and test side of ``LiteSAMTaskBase`` (``litesam_pl.modules.base``), as a mixin.
 
 ``EvaluationMixin`` owns the validation metrics (``init_eval_metrics``: ``val_miou_1box``, ``val_miou_1point``,
-``val_map``, ``val_box_recall``, ``val_mask_recall``, ``val_point_precision``, ``val_point_hit``, ``val_loss_*``),
+``val_map``, ``val_box_recall``, ``val_mask_recall``, ``val_point_precision`` and its chance level
+``val_point_chance``, ``val_point_hit``, ``val_loss_*``),
 their updates (``eval_masks``, ``eval_ppn``, ``eval_segevery``), the DDP buffer sync before an evaluation epoch, the
 logged ``val/*`` / ``test/*`` values (``_eval_epoch_end``), Lightning's validation / test hooks and ``batch_photos``
 (the batch as photos, for SegEvery here and in ``predict_step``, which stays in ``base.py``). It reads the rest from
@@ -36,6 +37,7 @@ class EvaluationMixin:
         self.val_miou_1point = MeanMetric()
         self.val_point_hit = MeanMetric()
         self.val_point_precision = PointPrecision()
+        self.val_point_chance = MeanMetric()  # what a random point scores: the image's share of GT-covered pixels
         top = max(int(self.cfg.validation.top_n), 100)
         self.val_mask_recall = MaskRecall(max_dets=(100, top))
         self.val_box_recall = BoxRecall(max_dets=(100, top))  # AutoPPN's boxes (pycocotools' box AR, synced as sums)
@@ -76,7 +78,10 @@ class EvaluationMixin:
         """AutoPPN's proposals against the GT of each image: box AR against every GT box (``val_box_recall``); point
         precision (top-k points, k = the image's number of loaded GT masks) and the top-100 hit rate, a point
         counting as a hit when its pixel lies in one of those masks (``val_max_masks`` should cover every mask of an
-        image; images with more masks are scored against the first ``val_max_masks``)."""
+        image; images with more masks are scored against the first ``val_max_masks``). Beside the precision, its
+        chance level ``val_point_chance``: the share of the image's pixels inside those masks, what a point dropped
+        anywhere in the image scores (near 1 on fully annotated photos such as BSDS, where a high precision says
+        nothing)."""
         S = batch["image"].shape[-1]
         dec = self.model.autoppn.decode(
             {"heatmap_logits": ppn_out["heatmap_logits"].float(), "boxes": ppn_out["boxes"].float()}, img_size=S,
@@ -93,6 +98,9 @@ class EvaluationMixin:
             pix = points.long().clamp(0, S - 1)
             inside = covered[i, pix[:, 1], pix[:, 0]]  # ranked by score (decode's order)
             self.val_point_precision.update(inside, int(batch["valid"][i].sum()))
+            if int(batch["valid"][i].sum()) > 0:
+                h, w = (int(x) for x in batch["input_size"][i])
+                self.val_point_chance.update(covered[i, :h, :w].float().mean())
             if len(inside):
                 self.val_point_hit.update(inside[:100].float())
 
@@ -203,9 +211,11 @@ class EvaluationMixin:
             for name, value in pairs:
                 self.log(f"{prefix}/{name}", torch.tensor(value, device=self.device), sync_dist=True)
             self.log(f"{prefix}/point_precision", self.val_point_precision.compute(), sync_dist=True)
+            self.log(f"{prefix}/point_precision_chance", self.val_point_chance.compute(), sync_dist=True)
             self.log(f"{prefix}/point_hit_rate", self.val_point_hit.compute(), sync_dist=True)
         for m in (self.val_miou_1box, self.val_miou_1point, self.val_point_hit, self.val_point_precision,
-                  self.val_mask_recall, self.val_box_recall, self.val_map, self.val_loss_ppn, self.val_loss_mask_box):
+                  self.val_point_chance, self.val_mask_recall, self.val_box_recall, self.val_map, self.val_loss_ppn,
+                  self.val_loss_mask_box):
             m.reset()
 
     def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
