@@ -41,13 +41,14 @@ GROUP_NAMES = ("large", "medium", "small")
 
 def records(shards: Sequence[str], limit: int | None) -> Iterator[Dict[str, Any]]:
     """Raw SA-1B records (``__key__``, image bytes, ``json``) of the tars in ``shards``, in order."""
-    from litesam_pl.data.shards import expand_urls, open_url
     import tarfile
+
+    from litesam_pl.data.shards import expand_urls, open_url
 
     n = 0
     for url in expand_urls(list(shards)):
         members: Dict[str, Dict[str, Any]] = {}
-        with tarfile.open(fileobj=open_url(url), mode="r|*") as tf:
+        with open_url(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tf:
             for m in tf:
                 if not m.isfile() or "." not in m.name:
                     continue
