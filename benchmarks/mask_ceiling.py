@@ -20,7 +20,7 @@ from litesam_pl.data.transforms import normalize_batch
 from litesam_pl.mask_resampling import upsample_prompt_logits
 from litesam_pl.metrics.recall import MaskRecall, pred_gt_iou_matrix
 from litesam_pl.modules import LiteSAMModule
-from litesam_pl.modules.config import upgrade_flat_hparams
+from litesam_pl.modules.config import upgrade_hparams
 from benchmarks.toolkit.results import write_json
 
 FORMS = ("box", "point+box")
@@ -64,9 +64,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = p.parse_args(argv)
     if not Path(a.ckpt).is_file():
         p.error(f"no checkpoint at {a.ckpt}")
-    # the module from the checkpoint's hyper-parameters (those written before the typed config parts upgraded)
+    # the module from the checkpoint's hyper-parameters (older ones upgraded: the typed parts, the optimizer callables)
     ckpt = torch.load(a.ckpt, map_location="cpu", weights_only=True)
-    hparams = upgrade_flat_hparams(ckpt.get("hyper_parameters") or {})
+    hparams = upgrade_hparams(ckpt.get("hyper_parameters") or {})
     module = LiteSAMModule(**{**{k: v for k, v in hparams.items() if not k.startswith("_")}, "init_from": None})
     module.load_state_dict(ckpt["state_dict"])
     module.eval()

@@ -50,9 +50,9 @@ ALLOWED_SCALE = {
     # schedule length and validation cadence
     "trainer.max_epochs", "trainer.max_steps", "trainer.val_check_interval", "trainer.check_val_every_n_epoch",
     "trainer.num_sanity_val_steps",
-    # learning rate, warm-up and schedule
-    "model.init_args.optimizer.lr", "model.init_args.optimizer.warmup_steps", "model.init_args.optimizer.schedule",
-    "model.init_args.optimizer.min_lr_ratio",
+    # learning rate, warm-up and schedule (the optimizer's class and the schedule's stay the base's)
+    "model.init_args.optimizer.init_args.lr", "model.init_args.lr_scheduler.init_args.warmup_steps",
+    "model.init_args.lr_scheduler.init_args.schedule", "model.init_args.lr_scheduler.init_args.min_lr_ratio",
     # hardware and numerics
     "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.precision",
     # stage chaining: warm start and freezing
@@ -231,7 +231,13 @@ def test_paper_facts_and_one_loss_setting_per_key():
     for b in BASES:
         cfg = resolve_configs(b)
         init, tr, data = cfg["model"]["init_args"], cfg["trainer"], cfg["data"]
-        assert init["optimizer"]["lr"] == pytest.approx(4e-5) and tr["max_epochs"] == 4 and data["img_size"] == 640
+        assert init["optimizer"]["class_path"] == "torch.optim.Adam" and tr["max_epochs"] == 4
+        assert init["optimizer"]["init_args"]["lr"] == pytest.approx(4e-5) and data["img_size"] == 640
+        assert init["optimizer"]["init_args"]["betas"] == [0.9, 0.999]  # Adam's
+        assert init["optimizer"]["init_args"]["weight_decay"] == 0
+        sched = init["lr_scheduler"]  # constant (the paper states no schedule): an overlay's init_args change it
+        assert sched["class_path"] == "litesam_pl.modules.schedules.WarmupCosine"
+        assert (sched["init_args"]["schedule"], sched["init_args"]["warmup_steps"]) == ("constant", 0)
         assert tr["num_nodes"] * tr["devices"] * data["batch_size"] == 256
         ml, pl_ = init["mask_loss"], init["ppn_loss"]
         assert ml["focal_weight"] / ml["dice_weight"] == pytest.approx(10.0)  # paper: focal:dice 10:1

@@ -9,13 +9,15 @@ import os
 import subprocess
 import sys
 import warnings
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from litesam_pl import cli
 from litesam_pl.modules import BackboneBoxModule
-from litesam_pl.modules.config import ModelSpec, OptimizerConfig, ValidationConfig
+from litesam_pl.modules.config import ModelSpec, ValidationConfig
 from litesam_pl.modules.callbacks import MetricsJSON
 from tests.helpers import REPO, TINY, batch_loader, cpu_trainer
 
@@ -25,7 +27,7 @@ NO_PPN = {**TINY, "autoppn": False}  # the cheapest module: box / point prompts 
 # --- point 8: MetricsJSON -------------------------------------------------------------------------------------------
 
 def test_validate_and_test_write_beside_the_checkpoint(tmp_path, capfd):
-    m = BackboneBoxModule(model=ModelSpec(kwargs=NO_PPN), optimizer=OptimizerConfig(lr=1e-3),
+    m = BackboneBoxModule(model=ModelSpec(kwargs=NO_PPN), optimizer=partial(torch.optim.Adam, lr=1e-3),
                           validation=ValidationConfig(compute_map=False))
     trainer = cpu_trainer(tmp_path, callbacks=[MetricsJSON()], limit_val_batches=1)
     trainer.fit(m, train_dataloaders=batch_loader(), val_dataloaders=batch_loader(1))
@@ -65,7 +67,7 @@ def test_validate_without_checkpoint_writes_random_weights_file_and_warns(tmp_pa
 
 
 def test_validate_after_fit_in_memory_is_not_random(tmp_path, capfd):
-    m = BackboneBoxModule(model=ModelSpec(kwargs=NO_PPN), optimizer=OptimizerConfig(lr=1e-3),
+    m = BackboneBoxModule(model=ModelSpec(kwargs=NO_PPN), optimizer=partial(torch.optim.Adam, lr=1e-3),
                           validation=ValidationConfig(compute_map=False))
     trainer = cpu_trainer(tmp_path, callbacks=[MetricsJSON()], max_steps=1, limit_val_batches=1)
     trainer.fit(m, train_dataloaders=batch_loader(1), val_dataloaders=batch_loader(1))

@@ -5,14 +5,17 @@
   ``ppn_loss.point_loss``); ``MODEL_LINKS``: the one the network decides, the AutoPPN grid stride
   (``model.kwargs.ppn_kwargs.stride``), linked into ``data.ppn_stride``; ``linked_value_set_by_user`` refuses a
   recipe or option that sets a linked value itself.
-- One-line errors: a part's bad value (``ConfigError``, raised inside jsonargparse), an unknown field of a part, an
-  unknown argument with a did-you-mean that knows the parts' fields and where the old flat arguments went.
-- ``upgrade_ckpt_hparams``: a checkpoint's flat hyper-parameters (written before the parts) for ``--ckpt_path``.
+- One-line errors: a part's bad value (``ConfigError``, raised inside jsonargparse), an unknown field of a part or
+  argument of the optimizer / schedule class, an unknown argument with a did-you-mean that knows the parts' fields
+  and where the old flat arguments and optimizer fields went.
+- ``upgrade_ckpt_hparams``: a checkpoint's hyper-parameters written before the parts (flat) or before the optimizer
+  callables (the optimizer part) for ``--ckpt_path``.
 
 No Lightning import here; ``litesam_pl.cli`` calls these.
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import importlib
@@ -21,9 +24,9 @@ import re
 import typing
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["DATA_LINKS", "MODEL_LINKS", "add_links", "apply_data_links", "linked_value_set_by_user", "config_error_in",
-           "init_options", "suggest_option", "unknown_part_field", "ckpt_model_config", "upgrade_ckpt_hparams",
-           "point_loss_for", "ppn_stride_of"]
+__all__ = ["DATA_LINKS", "MODEL_LINKS", "add_links", "apply_data_links", "linked_value_set_by_user",
+           "config_error_in", "init_options", "suggest_option", "unknown_part_field", "callable_error_line",
+           "ckpt_model_config", "upgrade_ckpt_hparams", "point_loss_for", "ppn_stride_of"]
 
 
 def point_loss_for(target_mode: str) -> str:
@@ -165,9 +168,24 @@ def _load(class_path: str) -> Optional[type]:
         return None
 
 
+def _is_callable_type(annotation: Any) -> bool:
+    return any(typing.get_origin(a) is collections.abc.Callable for a in (annotation, *typing.get_args(annotation)))
+
+
+def _recipe_callable_options(name: str) -> List[str]:
+    """``name.init_args.<arg>`` for the class the recipes give the module's callable ``name`` (``RECIPE_CALLABLES``:
+    ``optimizer`` Adam, ``lr_scheduler`` WarmupCosine), so that a did-you-mean finds their arguments."""
+    from litesam_pl.modules.config import RECIPE_CALLABLES
+
+    cls = _load(RECIPE_CALLABLES[name]) if name in RECIPE_CALLABLES else None
+    params = list(inspect.signature(cls).parameters.values())[1:] if cls is not None else []
+    return [f"{name}.init_args.{p.name}" for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 def init_options(class_path: str) -> List[str]:
     """Keyword arguments of ``class_path``'s ``__init__`` along its MRO (what ``--<key>.init_args.*`` accepts),
-    with the fields of the typed parts as ``part.field``."""
+    with the fields of the typed parts as ``part.field`` and the arguments of the recipes' optimizer and schedule
+    classes as ``optimizer.init_args.lr``."""
     names: List[str] = []
     for klass in getattr(_load(class_path), "__mro__", ()):
         if "__init__" not in vars(klass):
@@ -182,16 +200,21 @@ def init_options(class_path: str) -> List[str]:
             names.append(p.name)
             part = _dataclass_of(hints.get(p.name))
             names += [f"{p.name}.{f.name}" for f in dataclasses.fields(part)] if part else []
+            names += _recipe_callable_options(p.name) if _is_callable_type(hints.get(p.name)) else []
     return sorted(set(names))
 
 
 def suggest_option(option: str, choices: Sequence[str]) -> str:
-    """``did you mean 'x'?`` for the closest of ``choices`` (also by the last dotted part: ``lrr`` ->
-    ``optimizer.lr``); ``now 'part.field'`` for a flat argument of the modules before the typed parts; or ``""``."""
-    from litesam_pl.modules.config import FLAT_HPARAMS
+    """``did you mean 'x'?`` for the closest of ``choices`` (also by the last dotted part: ``focal_weigth`` ->
+    ``mask_loss.focal_weight``); ``now 'part.field'`` for a flat argument of the modules before the typed parts and
+    for an old optimizer field (``now 'lr_scheduler.init_args.schedule'``); or ``""``."""
+    from litesam_pl.modules.config import FLAT_HPARAMS, moved_option
 
     if option in FLAT_HPARAMS:
-        return "now '{}.{}'".format(*FLAT_HPARAMS[option])
+        return f"now {moved_option(*FLAT_HPARAMS[option])!r}"
+    part, dot, name = option.partition(".")
+    if dot and moved_option(part, name) != option:
+        return f"now {moved_option(part, name)!r}"
     close = difflib.get_close_matches(option, list(choices), n=1, cutoff=0.5)
     if not close:
         leaves: Dict[str, str] = {c.rsplit(".", 1)[-1]: c for c in choices if "." in c}
@@ -217,6 +240,33 @@ def unknown_part_field(message: str) -> str:
             + (f" ({guess})" if guess else ""))
 
 
+_CALLABLE_ERROR = re.compile(r'Parser key "([^"]+)".*?Parser key "([^"]+)":[^\n]*\n.*?expects a function or a callable '
+                             r'class: (.*?) Got value: ([^\n]*)', re.S)
+
+
+def callable_error_line(message: str) -> str:
+    """One line for jsonargparse's dump when a module's callable (``optimizer``, ``lr_scheduler``) is refused: an
+    argument its class does not take (``--model.init_args.optimizer.lrr``: a did-you-mean, or where an old optimizer
+    field went: ``optimizer.schedule`` -> ``lr_scheduler.init_args.schedule``), or a class that is none of its kind;
+    ``""`` for any other message."""
+    from litesam_pl.modules.config import moved_option
+
+    m = _CALLABLE_ERROR.search(message)
+    if not m:
+        return ""
+    outer, key, reason, given = m.groups()
+    reason = reason.strip().rstrip(".")
+    option = re.fullmatch(r"Option '([^']+)' is not accepted", reason)
+    class_path = re.search(r"class_path='([^']+)'", given)
+    if not option or not class_path:
+        return f"--{outer}.init_args.{key}: {reason}"
+    name, class_path = option.group(1), class_path.group(1)
+    moved = moved_option(key, name)
+    hint = f"now {moved!r}" if moved != f"{key}.{name}" else suggest_option(name, init_options(class_path))
+    return (f"unrecognized option --{outer}.init_args.{key}.init_args.{name}: {class_path} has no argument {name!r}"
+            + (f" ({hint})" if hint else ""))
+
+
 def ckpt_model_config(ckpt_path: str) -> Optional[Dict[str, Any]]:
     """The ``model`` config that LightningCLI's ``--ckpt_path`` parsing puts over the recipe's: the checkpoint's
     hyper-parameters (``upgrade_ckpt_hparams``) under its ``_class_path``; None without hyper-parameters."""
@@ -232,11 +282,12 @@ def ckpt_model_config(ckpt_path: str) -> Optional[Dict[str, Any]]:
 
 
 def upgrade_ckpt_hparams(hparams: Mapping[str, Any]) -> Dict[str, Any]:
-    """A checkpoint's ``hyper_parameters`` for LightningCLI's ``--ckpt_path`` parsing: flat ones (written before
-    the typed parts) as the parts' dicts, and the values ``DATA_LINKS`` sets left out (the data's win)."""
-    from litesam_pl.modules.config import upgrade_flat_hparams
+    """A checkpoint's ``hyper_parameters`` for LightningCLI's ``--ckpt_path`` parsing: older ones as today's
+    arguments (``upgrade_hparams``: flat ones as the parts' dicts, an optimizer part as the optimizer and schedule
+    callables' ``{class_path, init_args}``), and the values ``DATA_LINKS`` sets left out (the data's win)."""
+    from litesam_pl.modules.config import upgrade_hparams
 
-    out = upgrade_flat_hparams(hparams)
+    out = upgrade_hparams(hparams)
     for _, target, _ in DATA_LINKS:
         part, field = target.split(".")[-2:]
         if isinstance(out.get(part), Mapping):

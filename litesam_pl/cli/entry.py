@@ -85,6 +85,7 @@ def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
         args=None if args is None else list(args),
         run=run,
         save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # the optimizer and its schedule are the module's (model.init_args.optimizer)
         parser_kwargs={"prog": "litesam", "description": "Lite-SAM training (LightningCLI)."},
         parser_class=ShortErrorParser,
     )

@@ -13,7 +13,7 @@ import re
 import sys
 from typing import Any, List, Optional, Sequence
 
-__all__ = ["CLIError", "SUBCOMMANDS", "LIGHTNING_SUBCOMMANDS", "TOOL_SUBCOMMANDS", "check_accelerator",
+__all__ = ["CLIError", "SUBCOMMANDS", "LIGHTNING_SUBCOMMANDS", "TOOL_SUBCOMMANDS", "MOVED_OPTIONS", "check_accelerator",
            "did_you_mean", "fail", "parse_error_line", "recipe_files", "unknown_subcommand", "user_errors"]
 
 # the ``litesam`` subcommands (``litesam_pl.cli`` dispatches them; an unknown one gets a did-you-mean from here)
@@ -85,6 +85,17 @@ def _rejected_init_arg(message: str) -> str:
             f"{option!r}" + (f" ({guess})" if guess else ""))
 
 
+# LightningCLI's own optimizer options, which ``litesam`` leaves out: the module takes its optimizer and schedule
+MOVED_OPTIONS = {"--optimizer": "--model.init_args.optimizer", "--lr_scheduler": "--model.init_args.lr_scheduler"}
+
+
+def _moved_or_close(option: str, known_options: Sequence[str]) -> str:
+    """``did you mean 'x'?`` for an unknown ``option``: where it moved (``MOVED_OPTIONS``), else the closest."""
+    if option in MOVED_OPTIONS:
+        return f"did you mean {MOVED_OPTIONS[option]!r}?"
+    return did_you_mean(option, known_options)
+
+
 def _short(message: str, max_lines: int = 3) -> str:
     """A short multi-line parser message on one line; a longer one (a validation dump) as it is."""
     lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
@@ -92,15 +103,17 @@ def _short(message: str, max_lines: int = 3) -> str:
 
 
 def parse_error_line(message: str, ex: Optional[Exception], known_options: Sequence[str]) -> str:
-    """The line that matters in a jsonargparse error: a bad config value (``ConfigError``), an unknown
-    ``--model.init_args.X`` or config-part field, else the message itself (short ones on one line); an unknown
-    option gets the closest of ``known_options``."""
-    from litesam_pl.cli.config import config_error_in, linked_target_line, unknown_part_field
+    """The line that matters in a jsonargparse error: a bad config value (``ConfigError``), a refused optimizer or
+    schedule (``callable_error_line``), an unknown ``--model.init_args.X`` or config-part field, else the message
+    itself (short ones on one line); an unknown option gets where it moved (``MOVED_OPTIONS``) or the closest of
+    ``known_options``."""
+    from litesam_pl.cli.config import callable_error_line, config_error_in, linked_target_line, unknown_part_field
 
-    guesses = [g for g in (did_you_mean(o, known_options) for o in _unrecognized_options(message)) if g]
+    guesses = [g for g in (_moved_or_close(o, known_options) for o in _unrecognized_options(message)) if g]
     config_error = config_error_in(ex) if ex is not None else None
-    line = (str(config_error) if config_error else "") or _rejected_init_arg(message) \
-        or unknown_part_field(message) or linked_target_line(message) or _short(message)
+    line = (str(config_error) if config_error else "") or callable_error_line(message) \
+        or _rejected_init_arg(message) or unknown_part_field(message) or linked_target_line(message) \
+        or _short(message)
     if guesses and not line.startswith("unrecognized option"):
         line += f" ({'; '.join(guesses)})"
     return line

@@ -1,7 +1,8 @@
 """The LightningModule shared by the three Lite-SAM training stages.
 
 ``LiteSAMTaskBase`` owns the network (``self.model``, built from the ``model`` part: ``litesam_pl.create_model``),
-the optimizer (Adam, as the paper), the optional ``init_from`` warm start, and the pieces every stage reuses:
+the optimizer and its learning-rate schedule (LightningCLI callables; Adam at 4e-5, constant, as the paper), the
+optional ``init_from`` warm start, and the pieces every stage reuses:
 prompted mask prediction + SAM's mask loss, AutoPPN forward + loss, and the validation metrics
 (``val/miou_1box``, ``val/miou_1point``, ``val/ap_1box``; for models with AutoPPN ``val/ar100``, ``val/ar_top1000``
 (mask AR of SegEvery), ``val/box_ar100``, ``val/box_ar_top1000`` (AutoPPN's boxes), ``val/point_precision`` and
@@ -22,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 import litesam_pl
@@ -33,8 +35,9 @@ from litesam_pl.models.checkpoint import load_init_weights
 from litesam_pl.models.prompt_forms import multimask_output_for
 from litesam_pl.models.prompt_encoder import uses_box_mask
 
-from .config import (PARTS, POINT_LOSS_FOR_TARGETS, ConfigError, MaskLossConfig, ModelSpec, OptimizerConfig,
-                     PPNLossConfig, PromptConfig, ValidationConfig, coerce, plain)
+from .config import (PARTS, POINT_LOSS_FOR_TARGETS, ConfigError, MaskLossConfig, ModelSpec, PPNLossConfig,
+                     PromptConfig, ValidationConfig, build, coerce, optimization, plain)
+from .schedules import WarmupCosine
 from .validation import EvaluationMixin
 
 __all__ = ["LiteSAMTaskBase", "load_init_weights", "slice_prompts", "PROMPT_KEYS"]
@@ -61,16 +64,23 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
             minimum mask area, weight in ``L_total``).
         ppn_loss: ``L_ppn`` (``PPNLossConfig``: heatmap/box weights, point loss (linked from ``data.target_mode``),
             hard negatives, Smooth-L1 beta/unit/weighting, weight in ``L_total``).
-        optimizer: Adam and the learning-rate schedule (``OptimizerConfig``: lr, weight decay, betas, constant or
-            cosine, warm-up).
+        optimizer: the optimizer of the trainable parameters (``OptimizerCallable``: a recipe's ``{class_path:
+            torch.optim.Adam, init_args: {lr: 4.0e-5}}``; any ``torch.optim`` class, e.g. ``torch.optim.AdamW``).
+            Default: the paper's Adam, lr 4e-5 (betas (0.9, 0.999), no weight decay).
+        lr_scheduler: the learning-rate schedule, stepped every optimizer step (``LRSchedulerCallable``, e.g.
+            ``litesam_pl.modules.schedules.WarmupCosine``: warm-up, then constant or cosine; given no
+            ``total_steps``, it ends at the trainer's ``estimated_stepping_batches``). Default: none (constant, as
+            the paper).
         prompts: training prompts (``PromptConfig``: point / box loss weights, prompts per image).
         validation: validation metrics (``ValidationConfig``: ``val/ap_1box`` on or off, AutoPPN top-N, score
             threshold).
         init_from: checkpoint (Lightning ``.ckpt`` or export) to warm-start ``self.model`` from (shape-matching keys),
             loaded at the start of ``fit`` (not when resuming with ``--ckpt_path``); ``apply_init_from()`` by hand.
 
-    Each part may also be given as a dict of its fields. ``self.cfg`` holds the parts; ``self.hparams`` (and a
-    checkpoint's ``hyper_parameters``) holds them as plain dicts.
+    Each part may also be given as a dict of its fields, the callables as ``{class_path, init_args}`` (or
+    ``optimizer`` as the optimizer part of older checkpoints: ``config.upgrade_optimizer``). ``self.cfg`` holds the
+    parts; ``self.hparams`` (and a checkpoint's ``hyper_parameters``) holds them as plain dicts, the callables as
+    ``{class_path, init_args}``. A bad value of either stops the start-up (``config.optimization``).
     """
 
     train_masks: bool = True
@@ -86,18 +96,23 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
         model: ModelSpec = ModelSpec(),
         mask_loss: MaskLossConfig = MaskLossConfig(),
         ppn_loss: PPNLossConfig = PPNLossConfig(),
-        optimizer: OptimizerConfig = OptimizerConfig(),
+        optimizer: OptimizerCallable = lambda params: torch.optim.Adam(params, lr=4e-5),
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
         prompts: PromptConfig = PromptConfig(),
         validation: ValidationConfig = ValidationConfig(),
         init_from: Optional[str] = None,
     ) -> None:
         super().__init__()
-        given = dict(model=model, mask_loss=mask_loss, ppn_loss=ppn_loss, optimizer=optimizer, prompts=prompts,
-                     validation=validation)
+        given = dict(model=model, mask_loss=mask_loss, ppn_loss=ppn_loss, prompts=prompts, validation=validation)
         self.cfg = SimpleNamespace(**{key: coerce(PARTS[key], value, key) for key, value in given.items()})
+        optim = optimization(optimizer, lr_scheduler)
+        self.optimizer_factory = optimizer if callable(optimizer) else build(optim.optimizer)
+        # a schedule that leaves the lr as it is (WarmupCosine, constant, no warm-up) is left out, as no schedule
+        self.lr_scheduler_factory = None if optim.constant_lr else build(optim.lr_scheduler)
         self.save_hyperparameters()
         for key, part in vars(self.cfg).items():  # each part whole, as a plain dict (YAML, weights_only checkpoints)
             self._hparams[key] = plain(part)
+        self._hparams["optimizer"], self._hparams["lr_scheduler"] = optim.optimizer, optim.lr_scheduler
         self._hparams_initial = copy.deepcopy(self._hparams)
         spec, ml, ppn = self.cfg.model, self.cfg.mask_loss, self.cfg.ppn_loss
         self.model_name = spec.name
@@ -186,15 +201,18 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
         write_model_entry(checkpoint, self.model)
 
     def configure_optimizers(self):
+        """``optimizer`` over the trainable parameters and ``lr_scheduler`` on it, stepped every optimizer step; a
+        ``WarmupCosine`` without ``total_steps`` ends at the trainer's ``estimated_stepping_batches`` (read once its
+        cosine has begun)."""
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise ValueError("nothing to train: every parameter is frozen")
-        cfg = self.cfg.optimizer
-        opt = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-        if int(cfg.warmup_steps) <= 0 and cfg.schedule == "constant":
+        opt = self.optimizer_factory(params)
+        if self.lr_scheduler_factory is None:
             return opt
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: cfg.lr_factor(step, lambda: self.trainer.estimated_stepping_batches))
+        sched = self.lr_scheduler_factory(opt)
+        if isinstance(sched, WarmupCosine) and sched.total_steps is None:
+            sched.total_steps_from(lambda: self.trainer.estimated_stepping_batches)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------------------------------------------------

@@ -60,8 +60,10 @@ def test_recipe_instantiates(recipe, monkeypatch):
         assert c.model.model.autoppn.num_groups == c.datamodule.num_groups
     full = Path(recipe).parent.name == "recipes" or "ablations" in recipe
     cfg = c.config
-    if full:  # the paper's set-up: Adam 4e-5, global batch 256 on 128 GPUs, 4 epochs
-        assert hp.optimizer["lr"] == pytest.approx(4e-5)
+    if full:  # the paper's set-up: Adam 4e-5 (constant), global batch 256 on 128 GPUs, 4 epochs
+        assert hp.optimizer["class_path"] == "torch.optim.Adam"
+        assert hp.optimizer["init_args"]["lr"] == pytest.approx(4e-5)
+        assert c.model.lr_scheduler_factory is None  # WarmupCosine, constant without warm-up: no schedule
         assert cfg.trainer.max_epochs == 4
 
 
@@ -98,6 +100,11 @@ def test_fit_and_exact_resume(tmp_path, synthetic_sa1b, monkeypatch):
     assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["model"]["name"] == "litesam"
     state = ckpt["optimizer_states"][0]["state"]
     assert state and all(int(s["step"]) == 2 for s in state.values())
+    # the optimizer and schedule as {class_path, init_args}, the schedule's state plain: weights_only loads it all
+    plain = torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)
+    assert plain["hyper_parameters"]["optimizer"]["class_path"] == "torch.optim.Adam"
+    assert plain["hyper_parameters"]["lr_scheduler"]["class_path"] == "litesam_pl.modules.schedules.WarmupCosine"
+    assert plain["lr_schedulers"][0]["last_epoch"] == 2 and plain["lr_schedulers"][0]["warmup_steps"] == 20
     # resume for one more epoch: the step count and Adam's step continue from the checkpoint
     cli.main(_tiny_args(tmp_path, synthetic_sa1b, "recipes/smoke/litesam.yaml", "a",
                         ["--trainer.max_epochs", "2", "--ckpt_path", str(run / "last.ckpt")]))
@@ -105,3 +112,22 @@ def test_fit_and_exact_resume(tmp_path, synthetic_sa1b, monkeypatch):
     assert ckpt2["global_step"] == 4 and ckpt2["epoch"] == 1
     assert all(int(s["step"]) == 4 for s in ckpt2["optimizer_states"][0]["state"].values())
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 4
+    assert ckpt2["lr_schedulers"][0]["last_epoch"] == 4  # the schedule resumed too
+
+
+def test_fit_with_adamw_from_a_recipe(tmp_path, synthetic_sa1b, monkeypatch):
+    """Another optimizer is a recipe change: an overlay's ``optimizer: {class_path: torch.optim.AdamW, ...}`` trains
+    with AdamW (the smoke overlay's lr kept) and the checkpoint says so."""
+    monkeypatch.chdir(REPO)
+    overlay = tmp_path / "adamw.yaml"
+    overlay.write_text("model:\n  init_args:\n    optimizer:\n      class_path: torch.optim.AdamW\n"
+                       "      init_args: {weight_decay: 0.05}\n")
+    cli.main(_tiny_args(tmp_path, synthetic_sa1b, "recipes/smoke/backbone_1box.yaml", "w",
+                        ["--config", str(overlay), "--trainer.max_steps", "1"]))
+    ckpt = torch.load(tmp_path / "w" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 1
+    opt = ckpt["hyper_parameters"]["optimizer"]
+    assert opt["class_path"] == "torch.optim.AdamW"
+    assert (opt["init_args"]["lr"], opt["init_args"]["weight_decay"]) == (0.001, 0.05)
+    group = ckpt["optimizer_states"][0]["param_groups"][0]
+    assert group["weight_decay"] == 0.05 and group["initial_lr"] == 0.001

@@ -190,7 +190,7 @@ def test_unknown_model_init_arg_one_line(monkeypatch, capsys):
     err = _fails(["fit", "--config", "recipes/litesam.yaml", "--model.init_args.lrr", "3"], capsys)
     assert err.strip().splitlines() == [
         "litesam fit: error: unrecognized option --model.init_args.lrr: LiteSAMModule has no argument 'lrr' "
-        "(did you mean 'optimizer.lr'?)",
+        "(did you mean 'optimizer.init_args.lr'?)",
         "run `litesam fit --help` for every option",
     ]
 

@@ -3,6 +3,8 @@ per-image ``MaskDecoder`` results (values and gradients), and a training step's 
 batch."""
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -119,11 +121,11 @@ def test_torch_compile_callback_trains_the_same_losses(tmp_path):
     first step's losses equal the eager ones (``aot_eager``: dynamo + AOT autograd without generated kernels)."""
     from litesam_pl.modules import LiteSAMModule
     from litesam_pl.modules.callbacks import TorchCompile
-    from litesam_pl.modules.config import ModelSpec, OptimizerConfig
+    from litesam_pl.modules.config import ModelSpec
     from tests.helpers import batch_loader, cpu_trainer, fake_batch
 
     torch.manual_seed(0)
-    m = LiteSAMModule(model=ModelSpec(kwargs={"img_size": S}), optimizer=OptimizerConfig(lr=1e-3))
+    m = LiteSAMModule(model=ModelSpec(kwargs={"img_size": S}), optimizer=partial(torch.optim.Adam, lr=1e-3))
     cb = TorchCompile(backend="aot_eager")
     trainer = cpu_trainer(tmp_path, max_steps=2, limit_val_batches=0, callbacks=[cb])
     trainer.fit(m, train_dataloaders=batch_loader(2))

@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
 from litesam_pl.models import model_config
 from litesam_pl.modules import AutoPPNModule, BackboneBoxModule, LiteSAMModule, load_init_weights
-from litesam_pl.modules.config import MaskLossConfig, ModelSpec, OptimizerConfig, ValidationConfig
+from litesam_pl.modules.config import WARMUP_COSINE, MaskLossConfig, ModelSpec, ValidationConfig
 from litesam_pl.modules.callbacks import CPUThreads, ImageLogger, MetricsJSON, NaNGuard, NonFiniteLossError, Throughput
 from tests.helpers import REPO, TINY, S, batch_loader, cpu_trainer, fake_batch
 
 
 def test_joint_losses_and_gradients():
-    m = LiteSAMModule(model=ModelSpec(kwargs=TINY), optimizer=OptimizerConfig(lr=1e-3))
+    m = LiteSAMModule(model=ModelSpec(kwargs=TINY), optimizer=partial(torch.optim.Adam, lr=1e-3))
     terms = m.compute_losses(fake_batch())
     for k in ("loss", "ppn", "ppn_point", "ppn_box", "mask_box", "mask_point", "focal_box", "dice_point", "iou_box"):
         assert torch.isfinite(terms[k]), k
@@ -76,7 +78,7 @@ def test_stage_freezing_and_prompt_kinds():
 
 
 def test_fit_validate_checkpoint_contract_and_init_from(tmp_path):
-    m = LiteSAMModule(model=ModelSpec(kwargs=TINY), optimizer=OptimizerConfig(lr=1e-3),
+    m = LiteSAMModule(model=ModelSpec(kwargs=TINY), optimizer=partial(torch.optim.Adam, lr=1e-3),
                       validation=ValidationConfig(compute_map=True))
     cbs = [MetricsJSON(), NaNGuard(), Throughput(window=1), ImageLogger(every_n_steps=2), CPUThreads(0)]
     trainer = cpu_trainer(tmp_path, callbacks=cbs, limit_val_batches=2)
@@ -104,7 +106,8 @@ def test_fit_validate_checkpoint_contract_and_init_from(tmp_path):
     with pytest.raises(FileNotFoundError):
         AutoPPNModule(model=ModelSpec(kwargs=TINY), init_from=str(tmp_path / "nope.ckpt")).apply_init_from()
     # and through fit: the warm start happens in setup("fit")
-    m3 = LiteSAMModule(model=ModelSpec(kwargs=TINY), optimizer=OptimizerConfig(lr=0.0), init_from=str(ckpt))
+    m3 = LiteSAMModule(model=ModelSpec(kwargs=TINY), optimizer=partial(torch.optim.Adam, lr=0.0),
+                       init_from=str(ckpt))
     cpu_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(m3, train_dataloaders=batch_loader(1))
     assert m3.init_report is not None and not m3.init_report["skipped"]
     bad = tmp_path / "bad.ckpt"
@@ -232,15 +235,31 @@ def test_only_the_backbone_stage_leaves_parameters_unused():
             assert (point_embeddings <= frozen) == (cls is BackboneBoxModule and not kw.get("train_point_prompts"))
 
 
+class _StepLR(pl.Callback):
+    """The optimizer's learning rate at the start of every training step."""
+
+    def __init__(self):
+        self.lrs = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
 def test_cosine_schedule_and_bad_args(tmp_path):
+    """WarmupCosine through a fit: warm-up, then the cosine to 1% of the lr at the trainer's last step (its
+    ``estimated_stepping_batches``), each step's lr the optimizer part's old schedule."""
     m = BackboneBoxModule(model=ModelSpec(kwargs={**TINY, "autoppn": False}),
-                          optimizer=OptimizerConfig(lr=1e-2, schedule="cosine", warmup_steps=2))
-    trainer = cpu_trainer(tmp_path, max_steps=4, limit_val_batches=0)
-    trainer.fit(m, train_dataloaders=batch_loader(4))
-    lr = trainer.optimizers[0].param_groups[0]["lr"]
-    assert 1e-4 <= lr < 1e-2  # decayed after warm-up
-    with pytest.raises(ValueError, match="optimizer.schedule"):
-        BackboneBoxModule(model=ModelSpec(kwargs=TINY), optimizer=OptimizerConfig(schedule="step"))
+                          optimizer=partial(torch.optim.Adam, lr=1e-2),
+                          lr_scheduler={"class_path": WARMUP_COSINE, "init_args": {"warmup_steps": 2}})
+    lrs = _StepLR()
+    trainer = cpu_trainer(tmp_path, max_steps=6, limit_val_batches=0, callbacks=[lrs])
+    trainer.fit(m, train_dataloaders=batch_loader(6))
+    assert trainer.estimated_stepping_batches == 6
+    cosine = [0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)]
+    assert lrs.lrs == pytest.approx([1e-2 * f for f in (0.5, 1.0, *cosine[:4])], rel=1e-12)
+    with pytest.raises(ValueError, match="lr_scheduler.init_args.schedule"):
+        BackboneBoxModule(model=ModelSpec(kwargs=TINY),
+                          lr_scheduler={"class_path": WARMUP_COSINE, "init_args": {"schedule": "step"}})
     with pytest.raises(ValueError, match="prompt_forms"):
         LiteSAMModule(model=ModelSpec(kwargs=TINY), prompt_forms=[])
     with pytest.raises(ValueError, match="prompt_forms"):
@@ -363,7 +382,7 @@ def test_point_sampled_mask_loss_trains_every_stage_and_learns():
     steps on one batch lower the box-prompt focal + dice as the full-resolution loss does."""
     torch.manual_seed(0)
     m = LiteSAMModule(model=ModelSpec(kwargs=TINY), mask_loss=MaskLossConfig(resolution="points", points=256),
-                      optimizer=OptimizerConfig(lr=1e-3))
+                      optimizer=partial(torch.optim.Adam, lr=1e-3))
     terms = m.compute_losses(fake_batch())
     for k in ("loss", "mask_box", "mask_point", "focal_box", "dice_point", "iou_box", "iou_point"):
         assert torch.isfinite(terms[k]), k
