@@ -20,7 +20,7 @@ from litesam_pl.data.transforms import normalize_batch
 from litesam_pl.mask_resampling import upsample_prompt_logits
 from litesam_pl.metrics.recall import MaskRecall, pred_gt_iou_matrix
 from litesam_pl.modules import LiteSAMModule
-from litesam_pl.modules.config import upgrade_hparams
+from litesam_pl.modules.optim import upgrade_hparams
 from benchmarks.toolkit.results import write_json
 
 FORMS = ("box", "point+box")

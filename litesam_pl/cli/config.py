@@ -175,7 +175,7 @@ def _is_callable_type(annotation: Any) -> bool:
 def _recipe_callable_options(name: str) -> List[str]:
     """``name.init_args.<arg>`` for the class the recipes give the module's callable ``name`` (``RECIPE_CALLABLES``:
     ``optimizer`` Adam, ``lr_scheduler`` WarmupCosine), so that a did-you-mean finds their arguments."""
-    from litesam_pl.modules.config import RECIPE_CALLABLES
+    from litesam_pl.modules.optim import RECIPE_CALLABLES
 
     cls = _load(RECIPE_CALLABLES[name]) if name in RECIPE_CALLABLES else None
     params = list(inspect.signature(cls).parameters.values())[1:] if cls is not None else []
@@ -208,7 +208,8 @@ def suggest_option(option: str, choices: Sequence[str]) -> str:
     """``did you mean 'x'?`` for the closest of ``choices`` (also by the last dotted part: ``focal_weigth`` ->
     ``mask_loss.focal_weight``); ``now 'part.field'`` for a flat argument of the modules before the typed parts and
     for an old optimizer field (``now 'lr_scheduler.init_args.schedule'``); or ``""``."""
-    from litesam_pl.modules.config import FLAT_HPARAMS, moved_option
+    from litesam_pl.modules.config import FLAT_HPARAMS
+    from litesam_pl.modules.optim import moved_option
 
     if option in FLAT_HPARAMS:
         return f"now {moved_option(*FLAT_HPARAMS[option])!r}"
@@ -249,7 +250,7 @@ def callable_error_line(message: str) -> str:
     argument its class does not take (``--model.init_args.optimizer.lrr``: a did-you-mean, or where an old optimizer
     field went: ``optimizer.schedule`` -> ``lr_scheduler.init_args.schedule``), or a class that is none of its kind;
     ``""`` for any other message."""
-    from litesam_pl.modules.config import moved_option
+    from litesam_pl.modules.optim import moved_option
 
     m = _CALLABLE_ERROR.search(message)
     if not m:
@@ -285,7 +286,7 @@ def upgrade_ckpt_hparams(hparams: Mapping[str, Any]) -> Dict[str, Any]:
     """A checkpoint's ``hyper_parameters`` for LightningCLI's ``--ckpt_path`` parsing: older ones as today's
     arguments (``upgrade_hparams``: flat ones as the parts' dicts, an optimizer part as the optimizer and schedule
     callables' ``{class_path, init_args}``), and the values ``DATA_LINKS`` sets left out (the data's win)."""
-    from litesam_pl.modules.config import upgrade_hparams
+    from litesam_pl.modules.optim import upgrade_hparams
 
     out = upgrade_hparams(hparams)
     for _, target, _ in DATA_LINKS:

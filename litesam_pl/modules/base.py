@@ -36,7 +36,8 @@ from litesam_pl.models.prompt_forms import multimask_output_for
 from litesam_pl.models.prompt_encoder import uses_box_mask
 
 from .config import (PARTS, POINT_LOSS_FOR_TARGETS, ConfigError, MaskLossConfig, ModelSpec, PPNLossConfig,
-                     PromptConfig, ValidationConfig, build, coerce, optimization, plain)
+                     PromptConfig, ValidationConfig, coerce, plain)
+from .optim import optimization
 from .schedules import WarmupCosine
 from .validation import EvaluationMixin
 
@@ -66,7 +67,7 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
             hard negatives, Smooth-L1 beta/unit/weighting, weight in ``L_total``).
         optimizer: the optimizer of the trainable parameters (``OptimizerCallable``: a recipe's ``{class_path:
             torch.optim.Adam, init_args: {lr: 4.0e-5}}``; any ``torch.optim`` class, e.g. ``torch.optim.AdamW``).
-            Default: the paper's Adam, lr 4e-5 (betas (0.9, 0.999), no weight decay).
+            ``None`` (the default): the paper's Adam, lr 4e-5 (betas (0.9, 0.999), no weight decay).
         lr_scheduler: the learning-rate schedule, stepped every optimizer step (``LRSchedulerCallable``, e.g.
             ``litesam_pl.modules.schedules.WarmupCosine``: warm-up, then constant or cosine; given no
             ``total_steps``, it ends at the trainer's ``estimated_stepping_batches``). Default: none (constant, as
@@ -78,9 +79,9 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
             loaded at the start of ``fit`` (not when resuming with ``--ckpt_path``); ``apply_init_from()`` by hand.
 
     Each part may also be given as a dict of its fields, the callables as ``{class_path, init_args}`` (or
-    ``optimizer`` as the optimizer part of older checkpoints: ``config.upgrade_optimizer``). ``self.cfg`` holds the
+    ``optimizer`` as the optimizer part of older checkpoints: ``optim.upgrade_optimizer``). ``self.cfg`` holds the
     parts; ``self.hparams`` (and a checkpoint's ``hyper_parameters``) holds them as plain dicts, the callables as
-    ``{class_path, init_args}``. A bad value of either stops the start-up (``config.optimization``).
+    ``{class_path, init_args}``. A bad value of either stops the start-up (``optim.optimization``).
     """
 
     train_masks: bool = True
@@ -96,7 +97,7 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
         model: ModelSpec = ModelSpec(),
         mask_loss: MaskLossConfig = MaskLossConfig(),
         ppn_loss: PPNLossConfig = PPNLossConfig(),
-        optimizer: OptimizerCallable = lambda params: torch.optim.Adam(params, lr=4e-5),
+        optimizer: Optional[OptimizerCallable] = None,
         lr_scheduler: Optional[LRSchedulerCallable] = None,
         prompts: PromptConfig = PromptConfig(),
         validation: ValidationConfig = ValidationConfig(),
@@ -105,10 +106,10 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
         super().__init__()
         given = dict(model=model, mask_loss=mask_loss, ppn_loss=ppn_loss, prompts=prompts, validation=validation)
         self.cfg = SimpleNamespace(**{key: coerce(PARTS[key], value, key) for key, value in given.items()})
-        optim = optimization(optimizer, lr_scheduler)
-        self.optimizer_factory = optimizer if callable(optimizer) else build(optim.optimizer)
+        optim = optimization(optimizer, lr_scheduler)  # None: the paper's Adam at 4e-5 (optim.PAPER_OPTIMIZER)
+        self.optimizer_factory = optim.make_optimizer
         # a schedule that leaves the lr as it is (WarmupCosine, constant, no warm-up) is left out, as no schedule
-        self.lr_scheduler_factory = None if optim.constant_lr else build(optim.lr_scheduler)
+        self.lr_scheduler_factory = optim.make_lr_scheduler
         self.save_hyperparameters()
         for key, part in vars(self.cfg).items():  # each part whole, as a plain dict (YAML, weights_only checkpoints)
             self._hparams[key] = plain(part)

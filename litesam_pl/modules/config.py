@@ -5,29 +5,19 @@ values when built (``ConfigError``: one line naming the option). The loss parts'
 loss settings (the paper's and ours, each field says which): they live here only, and a recipe writes a loss field
 only to change it. The constructor also takes a part as a plain dict (what a checkpoint's hyper-parameters hold).
 
-The optimizer and its learning-rate schedule are LightningCLI callables instead (``OptimizerCallable``,
-``LRSchedulerCallable``: a recipe's ``{class_path, init_args}``); ``optimization`` checks them and gives each as such
-a plain ``{class_path, init_args}`` dict (``CallableSpec``: what the hyper-parameters hold), ``build`` turns one back
-into the callable.
-
-``upgrade_hparams`` maps what checkpoints written before hold onto today's arguments: the flat arguments of the first
-modules (``lr``, ``focal_weight``, ``model_kwargs``, ...: ``upgrade_flat_hparams``) and the optimizer part of the
-next ones (``optimizer: {lr, weight_decay, betas, schedule, warmup_steps, min_lr_ratio}``: ``upgrade_optimizer``).
+The optimizer and its learning-rate schedule are LightningCLI callables instead: ``litesam_pl.modules.optim``.
+``upgrade_flat_hparams`` maps the flat arguments of checkpoints written before these parts (``lr``, ``focal_weight``,
+``model_kwargs``, ...) onto them (``optim.upgrade_hparams`` also upgrades the optimizer part of the next ones).
 """
 from __future__ import annotations
 
-import functools
-import importlib
-import inspect
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, Mapping, Optional, Type, TypeVar
 
 from litesam_pl.losses import BOX_UNITS
 
 __all__ = ["ConfigError", "ModelSpec", "MaskLossConfig", "PPNLossConfig", "PromptConfig", "ValidationConfig", "PARTS",
-           "POINT_LOSS_FOR_TARGETS", "FLAT_HPARAMS", "OLD_OPTIMIZER_FIELDS", "PAPER_OPTIMIZER", "WARMUP_COSINE",
-           "RECIPE_CALLABLES", "CallableSpec", "Optimization", "coerce", "plain", "optimization", "build",
-           "upgrade_optimizer", "upgrade_flat_hparams", "upgrade_hparams", "moved_option", "spec_of", "import_path"]
+           "POINT_LOSS_FOR_TARGETS", "FLAT_HPARAMS", "coerce", "plain", "upgrade_flat_hparams"]
 
 # the AutoPPN point loss each target form is trained with (Table 2 switch (2) "GT & loss": one setting)
 POINT_LOSS_FOR_TARGETS = {"distance": "hard_mse", "gaussian": "focal"}
@@ -239,174 +229,6 @@ def plain(value: Any) -> Any:
     return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# the optimizer and its learning-rate schedule: LightningCLI callables, saved as {class_path, init_args}
-
-CallableSpec = Dict[str, Any]
-"""``{"class_path": "torch.optim.Adam", "init_args": {"lr": 4e-5, ...}}``: a callable as a recipe (and LightningCLI's
-``config.yaml``) writes it, and as the hyper-parameters hold it (plain data: YAML, ``weights_only``)."""
-
-# the paper's optimizer, Adam at lr 4e-5 (Adam's own betas, no weight decay): LiteSAMTaskBase's default
-PAPER_OPTIMIZER: CallableSpec = {"class_path": "torch.optim.Adam",
-                                 "init_args": {"lr": 4e-5, "betas": [0.9, 0.999], "weight_decay": 0.0}}
-WARMUP_COSINE = "litesam_pl.modules.schedules.WarmupCosine"
-# the classes the recipes give each callable (``litesam_pl.cli.config.init_options`` lists their arguments)
-RECIPE_CALLABLES = {"optimizer": PAPER_OPTIMIZER["class_path"], "lr_scheduler": WARMUP_COSINE}
-# the optimizer part's fields before the callables -> the option that holds each now
-OLD_OPTIMIZER_FIELDS = {
-    "lr": "optimizer.init_args.lr", "weight_decay": "optimizer.init_args.weight_decay",
-    "betas": "optimizer.init_args.betas", "schedule": "lr_scheduler.init_args.schedule",
-    "warmup_steps": "lr_scheduler.init_args.warmup_steps", "min_lr_ratio": "lr_scheduler.init_args.min_lr_ratio",
-}
-
-
-class Optimization(NamedTuple):
-    """``LiteSAMTaskBase``'s optimizer and schedule, checked (``optimization``)."""
-
-    optimizer: CallableSpec
-    lr_scheduler: Optional[CallableSpec]
-    constant_lr: bool  # no schedule, or one that leaves every step at the optimizer's lr (``WarmupCosine.is_constant``)
-
-
-def moved_option(part: str, name: str) -> str:
-    """Where ``part.name`` of the typed parts is set now: the old optimizer fields moved into the callables
-    (``optimizer.schedule`` -> ``lr_scheduler.init_args.schedule``); the others stay."""
-    return OLD_OPTIMIZER_FIELDS[name] if part == "optimizer" and name in OLD_OPTIMIZER_FIELDS else f"{part}.{name}"
-
-
-def import_path(obj: Any) -> str:
-    """The shortest import path of a class (``torch.optim.Adam`` for ``torch.optim.adam.Adam``)."""
-    parts, name = obj.__module__.split("."), obj.__qualname__
-    for i in range(1, len(parts)):
-        parent = ".".join(parts[:i])
-        try:
-            if getattr(importlib.import_module(parent), name, None) is obj:
-                return f"{parent}.{name}"
-        except ImportError:
-            continue
-    return f"{obj.__module__}.{name}"
-
-
-def _import(class_path: Any, option: str) -> Any:
-    module, _, name = str(class_path).rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        raise ConfigError(f"{option}.class_path: cannot import {class_path!r}") from None
-
-
-def _plain_data(value: Any, option: str) -> Any:
-    """``value`` as YAML / ``weights_only`` data (tuples as lists); anything else is a ``ConfigError``."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain_data(v, f"{option}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain_data(v, option) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise ConfigError(f"{option} must be plain data (numbers, strings, lists, dicts) to be saved in the "
-                      f"hyper-parameters, got a {type(value).__name__}")
-
-
-def spec_of(value: Any, option: str) -> Optional[CallableSpec]:
-    """``value`` as a ``CallableSpec``: a class, a ``functools.partial`` of one (what LightningCLI builds from a
-    recipe's ``{class_path, init_args}``: the class is its last positional argument, the init_args its keywords), or
-    such a dict (a checkpoint's hyper-parameters); ``None`` for any other callable."""
-    if isinstance(value, Mapping):
-        if "class_path" not in value or set(value) - {"class_path", "init_args"}:
-            raise ConfigError(f"{option} must be {{class_path, init_args}}, got the keys {sorted(value)}")
-        cls, init_args = _import(value["class_path"], option), value.get("init_args") or {}
-    elif inspect.isclass(value):
-        cls, init_args = value, {}
-    elif isinstance(value, functools.partial) and inspect.isclass((value.func, *value.args)[-1]):
-        cls, init_args = (value.func, *value.args)[-1], value.keywords
-    else:
-        return None
-    return {"class_path": import_path(cls), "init_args": _plain_data(dict(init_args), f"{option}.init_args")}
-
-
-def build(spec: CallableSpec) -> Callable[..., Any]:
-    """The callable ``spec`` names: its class with its ``init_args`` bound."""
-    return functools.partial(_import(spec["class_path"], "class_path"), **spec["init_args"])
-
-
-def _called(option: str, make: Callable[[Any], Any], arg: Any, spec: Optional[CallableSpec]) -> Any:
-    """``make(arg)``, its bad arguments one ``ConfigError`` line naming ``option``: ``WarmupCosine``'s (a message
-    that starts with the argument's name) and the class's own (torch's ``Invalid learning rate: -1.0``)."""
-    try:
-        return make(arg)
-    except ConfigError as err:
-        raise ConfigError(f"{option}.init_args.{err}") from err
-    except (TypeError, ValueError) as err:
-        what = spec["class_path"] if spec else getattr(make, "__qualname__", type(make).__name__)
-        line = (str(err).splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"{option} ({what}): {line}") from err
-
-
-def upgrade_optimizer(old: Mapping[str, Any]) -> Tuple[CallableSpec, Optional[CallableSpec]]:
-    """The optimizer part of checkpoints written before the callables (``{lr, weight_decay, betas, schedule,
-    warmup_steps, min_lr_ratio}``, any of them; its defaults were the paper's Adam, constant) as today's ``optimizer``
-    (Adam) and ``lr_scheduler`` (``WarmupCosine``, or ``None`` where it left the lr constant, as it did then)."""
-    unknown = sorted(set(old) - set(OLD_OPTIMIZER_FIELDS))
-    if unknown:
-        raise ConfigError(f"optimizer: unknown field(s) {unknown}: give {{class_path, init_args}} (the old "
-                          f"optimizer fields were {sorted(OLD_OPTIMIZER_FIELDS)})")
-    paper = PAPER_OPTIMIZER["init_args"]
-    optimizer = {"class_path": PAPER_OPTIMIZER["class_path"],
-                 "init_args": _plain_data({k: old.get(k, v) for k, v in paper.items()}, "optimizer")}
-    schedule, warmup = old.get("schedule", "constant"), old.get("warmup_steps", 0)
-    if schedule == "constant" and not warmup:
-        return optimizer, None
-    return optimizer, {"class_path": WARMUP_COSINE, "init_args": {"warmup_steps": warmup, "schedule": schedule,
-                                                                  "min_lr_ratio": old.get("min_lr_ratio", 0.01)}}
-
-
-def _upgraded(optimizer: Any, lr_scheduler: Any) -> Tuple[Any, Any]:
-    """``(optimizer, lr_scheduler)`` with an old optimizer part (a dict without ``class_path``) as today's two
-    arguments; a schedule in it contradicts a given ``lr_scheduler``."""
-    if not isinstance(optimizer, Mapping) or "class_path" in optimizer:
-        return optimizer, lr_scheduler
-    optimizer, schedule = upgrade_optimizer(optimizer)
-    if schedule is not None and lr_scheduler is not None:
-        raise ConfigError("optimizer.schedule / optimizer.warmup_steps (the old optimizer fields) contradict "
-                          "lr_scheduler: set the schedule once, as lr_scheduler")
-    return optimizer, schedule if lr_scheduler is None else lr_scheduler
-
-
-def optimization(optimizer: Any, lr_scheduler: Any) -> Optimization:
-    """``LiteSAMTaskBase``'s ``optimizer`` and ``lr_scheduler`` as specs, checked at start-up by building both on a
-    probe parameter: a bad value (a negative lr, an unknown schedule, a class that is not an optimizer) is one
-    ``ConfigError`` line naming the argument.
-
-    Each may be a callable (a class, LightningCLI's ``functools.partial`` of one, or for the optimizer any function
-    of the parameters, e.g. the default lambda: it is described by the optimizer it builds, its class and the
-    ``defaults`` torch optimizers keep of their arguments) or a ``CallableSpec`` (a checkpoint's hyper-parameters);
-    ``optimizer`` may also be the old optimizer part's dict (``upgrade_optimizer``)."""
-    import torch
-
-    optimizer, lr_scheduler = _upgraded(optimizer, lr_scheduler)
-    opt_spec = spec_of(optimizer, "optimizer")
-    make = optimizer if callable(optimizer) else build(opt_spec)
-    opt = _called("optimizer", make, [torch.nn.Parameter(torch.zeros(1))], opt_spec)
-    if not isinstance(opt, torch.optim.Optimizer):
-        raise ConfigError(f"optimizer must build a torch.optim.Optimizer, got a {type(opt).__name__}")
-    if opt_spec is None:
-        accepted = inspect.signature(type(opt)).parameters
-        opt_spec = {"class_path": import_path(type(opt)), "init_args": _plain_data(
-            {k: v for k, v in opt.defaults.items() if k in accepted}, "optimizer.init_args")}
-    if lr_scheduler is None:
-        return Optimization(opt_spec, None, True)
-    sched_spec = spec_of(lr_scheduler, "lr_scheduler")
-    if sched_spec is None:
-        raise ConfigError("lr_scheduler must be a class, a functools.partial of one or {class_path, init_args} (the "
-                          f"hyper-parameters save it so), got {lr_scheduler!r}")
-    sched = _called("lr_scheduler", build(sched_spec), opt, sched_spec)
-    lr_scheduler_types = torch.optim.lr_scheduler
-    if not isinstance(sched, lr_scheduler_types.LRScheduler) or isinstance(sched, lr_scheduler_types.ReduceLROnPlateau):
-        raise ConfigError(f"lr_scheduler must build a torch.optim.lr_scheduler.LRScheduler stepped every optimizer "
-                          f"step (not on a metric), got a {type(sched).__name__}")
-    return Optimization(opt_spec, sched_spec, bool(getattr(sched, "is_constant", False)))
-
-
 # flat argument of the modules before the typed parts -> (part, field): what ``upgrade_flat_hparams`` moves and, with
 # ``moved_option``, what ``litesam_pl.cli.config.suggest_option`` names for an old flag
 FLAT_HPARAMS = {
@@ -438,14 +260,4 @@ def upgrade_flat_hparams(hparams: Mapping[str, Any]) -> Dict[str, Any]:
             out.setdefault(part, {})[name] = dict(value or {}) if key == "model_kwargs" else value
         else:
             out[key] = value
-    return out
-
-
-def upgrade_hparams(hparams: Mapping[str, Any]) -> Dict[str, Any]:
-    """A checkpoint's hyper-parameters as today's arguments: flat ones as the parts (``upgrade_flat_hparams``), then
-    an old optimizer part (no ``class_path``) as ``optimizer`` and ``lr_scheduler`` specs (``upgrade_optimizer``).
-    Today's pass unchanged."""
-    out = upgrade_flat_hparams(hparams)
-    if "optimizer" in out:
-        out["optimizer"], out["lr_scheduler"] = _upgraded(out["optimizer"], out.get("lr_scheduler"))
     return out

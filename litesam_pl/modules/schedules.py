@@ -18,6 +18,8 @@ from .config import ConfigError
 __all__ = ["WarmupCosine", "SCHEDULES"]
 
 SCHEDULES = ("constant", "cosine")
+# what ``WarmupCosine.state_dict`` leaves out: the optimizer, the lr function, the settings, the step-count supplier
+_NOT_STATE = ("optimizer", "lr_lambdas", "warmup_steps", "schedule", "min_lr_ratio", "total_steps", "_estimated_total")
 
 
 class WarmupCosine(LambdaLR):
@@ -90,9 +92,11 @@ class WarmupCosine(LambdaLR):
         return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * t))
 
     def state_dict(self) -> Dict[str, Any]:
-        """The schedule's position and settings (plain values; the step-count supplier, a function, is left out)."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas", "_estimated_total")}
+        """The schedule's position (plain values): not its settings, which come from the configuration on resume as
+        a ``LambdaLR``'s did, nor the step-count supplier (a function)."""
+        return {k: v for k, v in self.__dict__.items() if k not in _NOT_STATE}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Restore ``state_dict`` (also a plain ``LambdaLR``'s, as checkpoints written before this class hold)."""
-        self.__dict__.update({k: v for k, v in state_dict.items() if k != "lr_lambdas"})
+        """Restore the position in ``state_dict`` (also a plain ``LambdaLR``'s, as checkpoints written before this
+        class hold); settings found in it are ignored."""
+        self.__dict__.update({k: v for k, v in state_dict.items() if k not in _NOT_STATE})

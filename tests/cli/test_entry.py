@@ -104,7 +104,8 @@ def test_fit_and_exact_resume(tmp_path, synthetic_sa1b, monkeypatch):
     plain = torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)
     assert plain["hyper_parameters"]["optimizer"]["class_path"] == "torch.optim.Adam"
     assert plain["hyper_parameters"]["lr_scheduler"]["class_path"] == "litesam_pl.modules.schedules.WarmupCosine"
-    assert plain["lr_schedulers"][0]["last_epoch"] == 2 and plain["lr_schedulers"][0]["warmup_steps"] == 20
+    assert plain["lr_schedulers"][0]["last_epoch"] == 2  # the position; the settings are the configuration's
+    assert plain["hyper_parameters"]["lr_scheduler"]["init_args"]["warmup_steps"] == 20
     # resume for one more epoch: the step count and Adam's step continue from the checkpoint
     cli.main(_tiny_args(tmp_path, synthetic_sa1b, "recipes/smoke/litesam.yaml", "a",
                         ["--trainer.max_epochs", "2", "--ckpt_path", str(run / "last.ckpt")]))

@@ -5,7 +5,9 @@ stops at start-up with one line naming both options; the optimizer and its sched
 load."""
 from __future__ import annotations
 
+import functools
 import math
+import pickle
 
 import pytest
 import torch
@@ -14,9 +16,9 @@ import yaml
 from litesam_pl import cli
 from litesam_pl.cli.config import DATA_LINKS, MODEL_LINKS, ppn_stride_of, suggest_option, upgrade_ckpt_hparams
 from litesam_pl.modules import AutoPPNModule, BackboneBoxModule, LiteSAMModule
-from litesam_pl.modules.config import (PAPER_OPTIMIZER, WARMUP_COSINE, ConfigError, MaskLossConfig, ModelSpec,
-                                       PPNLossConfig, PromptConfig, ValidationConfig, optimization,
-                                       upgrade_flat_hparams, upgrade_hparams)
+from litesam_pl.modules.config import (ConfigError, MaskLossConfig, ModelSpec, PPNLossConfig, PromptConfig,
+                                       ValidationConfig, upgrade_flat_hparams)
+from litesam_pl.modules.optim import PAPER_OPTIMIZER, WARMUP_COSINE, optimization, upgrade_hparams
 from litesam_pl.modules.schedules import WarmupCosine
 from tests.helpers import LOCAL, REPO, TINY, batch_loader, cpu_trainer, recipe_configs
 
@@ -69,11 +71,11 @@ def test_parts_as_dicts_and_plain_hyper_parameters(tmp_path):
     assert m.hparams["lr_scheduler"] == {"class_path": WARMUP_COSINE, "init_args": {"warmup_steps": 5}}
     callables = {k: m.hparams[k] for k in ("optimizer", "lr_scheduler")}
     assert yaml.safe_load(yaml.safe_dump(callables)) == callables
-    # the default (a function of the parameters) is saved as the optimizer it builds: the paper's Adam, no schedule
-    default = LiteSAMModule(model={"kwargs": TINY}).hparams
-    assert default["optimizer"]["class_path"] == PAPER_OPTIMIZER["class_path"] and default["lr_scheduler"] is None
-    paper = PAPER_OPTIMIZER["init_args"]
-    assert {k: default["optimizer"]["init_args"][k] for k in paper} == paper
+    # the default (None) is the paper's Adam, no schedule; the module pickles (ddp_spawn, deep copies)
+    default = LiteSAMModule(model={"kwargs": TINY})
+    assert default.hparams["optimizer"] == PAPER_OPTIMIZER and default.hparams["lr_scheduler"] is None
+    opt = pickle.loads(pickle.dumps(default)).configure_optimizers()
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["lr"] == 4e-5
     with pytest.raises(ConfigError, match=r"mask_loss: unknown field\(s\) \['focal_weigth'\]"):
         LiteSAMModule(model={"kwargs": TINY}, mask_loss={"focal_weigth": 1.0})
     ckpt = tmp_path / "m.ckpt"
@@ -119,9 +121,36 @@ def test_warmup_cosine_is_the_old_schedule(warmup, schedule, total, given_total)
         opt.step()
         sched.step()
     assert sched.is_constant == (schedule == "constant" and warmup == 0)
-    state = sched.state_dict()  # plain values: the step-count supplier is left out
-    assert "_estimated_total" not in state and state["warmup_steps"] == warmup
+    state = sched.state_dict()  # the position as plain values: no settings, no step-count supplier
+    assert "_estimated_total" not in state and "warmup_steps" not in state and state["last_epoch"] == total + 5
     assert yaml.safe_load(yaml.safe_dump({k: v for k, v in state.items() if k != "_last_lr"}))
+    # resuming takes the position from the state and the settings from the configuration (as LambdaLR did)
+    again = WarmupCosine(opt, warmup_steps=warmup, schedule="constant", min_lr_ratio=0.5, total_steps=total)
+    again.load_state_dict({**state, "schedule": schedule, "min_lr_ratio": 0.05})
+    assert (again.last_epoch, again.schedule, again.min_lr_ratio) == (total + 5, "constant", 0.5)
+
+
+def test_the_module_keeps_factories_built_from_the_specs():
+    """LightningCLI passes partial(<its instantiator function>, <instantiator>, cls, **init_args): the module keeps a
+    factory built from the spec (not the CLI's callable, which holds the CLI); an opaque function of the parameters
+    is kept as given."""
+    def instantiate(instantiator, cls, *args, **kwargs):
+        return cls(*args, **kwargs)
+
+    cli_like = functools.partial(instantiate, object(), torch.optim.AdamW, lr=1e-3)
+    cli_sched = functools.partial(instantiate, object(), WarmupCosine, warmup_steps=3)
+    optim = optimization(cli_like, cli_sched)
+    assert optim.optimizer == {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}}
+    assert optim.make_optimizer.func is torch.optim.AdamW and optim.make_lr_scheduler.func is WarmupCosine
+    opaque = lambda params: torch.optim.SGD(params, lr=0.5)  # noqa: E731
+    optim = optimization(opaque, None)
+    assert optim.make_optimizer is opaque and optim.optimizer["class_path"] == "torch.optim.SGD"
+    assert optim.make_lr_scheduler is None
+    # a partial of something else is an opaque function too (not read as a class with arguments)
+    odd = functools.partial(lambda tag, params: torch.optim.SGD(params, lr=0.1), "tag")
+    assert optimization(odd, None).make_optimizer is odd
+    with pytest.raises(ConfigError, match="optimizer must be a torch.optim class"):
+        optimization("adam", None)
 
 
 def test_warmup_cosine_needs_a_step_count():
@@ -224,6 +253,9 @@ def test_adamw_and_another_schedule_from_yaml_and_the_command_line(monkeypatch, 
                                "--model.init_args.init_from", "null",
                                "--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.StepLR",
                                "--model.init_args.lr_scheduler.init_args.step_size", "3"], run=False)
+    # the module keeps factories of its own, built from the specs, not LightningCLI's callables (which hold the CLI)
+    assert c.model.optimizer_factory.func is torch.optim.AdamW
+    assert c.model.lr_scheduler_factory.func is torch.optim.lr_scheduler.StepLR
     assert c.model.hparams["optimizer"]["class_path"] == "torch.optim.AdamW"
     assert c.model.hparams["optimizer"]["init_args"]["lr"] == 0.001  # the smoke overlay's, kept
     assert c.model.hparams["lr_scheduler"]["class_path"] == "torch.optim.lr_scheduler.StepLR"

@@ -11,7 +11,8 @@ import torch
 
 from litesam_pl.models import model_config
 from litesam_pl.modules import AutoPPNModule, BackboneBoxModule, LiteSAMModule, load_init_weights
-from litesam_pl.modules.config import WARMUP_COSINE, MaskLossConfig, ModelSpec, ValidationConfig
+from litesam_pl.modules.config import MaskLossConfig, ModelSpec, ValidationConfig
+from litesam_pl.modules.optim import WARMUP_COSINE
 from litesam_pl.modules.callbacks import CPUThreads, ImageLogger, MetricsJSON, NaNGuard, NonFiniteLossError, Throughput
 from tests.helpers import REPO, TINY, S, batch_loader, cpu_trainer, fake_batch
 
