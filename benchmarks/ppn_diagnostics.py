@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from itertools import islice
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence
 
@@ -39,29 +40,18 @@ from benchmarks.toolkit.results import write_json
 GROUP_NAMES = ("large", "medium", "small")
 
 
-def records(shards: Sequence[str], limit: int | None) -> Iterator[Dict[str, Any]]:
-    """Raw SA-1B records (``__key__``, image bytes, ``json``) of the tars in ``shards``, in order."""
-    import tarfile
+def records(urls: Sequence[str], limit: int | None) -> Iterator[Dict[str, Any]]:
+    """Raw SA-1B records (``__key__``, image bytes, ``json``) of the shard ``urls``, in order, read as the training
+    stream reads them (webdataset's tar expander and key grouping over ``shards.open_url``)."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
 
-    from litesam_pl.data.shards import expand_urls, open_url
+    from litesam_pl.data.shards import open_url
 
-    n = 0
-    for url in expand_urls(list(shards)):
-        members: Dict[str, Dict[str, Any]] = {}
-        with open_url(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tf:
-            for m in tf:
-                if not m.isfile() or "." not in m.name:
-                    continue
-                key, ext = m.name.rsplit(".", 1)
-                members.setdefault(key, {"__key__": key})[ext] = tf.extractfile(m).read()
-        for rec in members.values():
-            if limit is not None and n >= limit:
-                return
-            n += 1
-            yield rec
+    files = tar_file_expander({"url": u, "stream": open_url(u)} for u in urls)
+    return islice(group_by_keys(files), limit)
 
 
-def collect(model: torch.nn.Module, shards: Sequence[str], limit: int | None, keep_maps: int = 0
+def collect(model: torch.nn.Module, urls: Sequence[str], limit: int | None, keep_maps: int = 0
             ) -> Dict[str, List[Any]]:
     """Per image: the targets, AutoPPN's confidences and the upsampled embedding at the image cells; for the first
     ``keep_maps`` images also ``maps``: (key, uint8 image, target ``[G, P, P]``, confidence ``[G, P, P]``, padding
@@ -74,7 +64,7 @@ def collect(model: torch.nn.Module, shards: Sequence[str], limit: int | None, ke
     out: Dict[str, List[Any]] = {"target": [], "pred": [], "feat": [], "maps": []}
     rng = np.random.default_rng(0)
     with torch.inference_mode():
-        for rec in records(shards, limit):
+        for rec in records(urls, limit):
             s = proc(rec, rng)
             emb = model.image_encoder(model.preprocess(s["image"][None].float()))
             heat = model.autoppn(emb)["heatmap_logits"][0].float().sigmoid()
@@ -179,14 +169,14 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     from litesam_pl.data.shards import ShardsError, expand_urls
 
     try:
-        expand_urls(a.shards)
+        urls = expand_urls(a.shards)
     except ShardsError as e:
         p.error(str(e))
     torch.manual_seed(0)
     model = build(a.ckpt, a.img_size)
     if getattr(model, "autoppn", None) is None:
         p.error(f"{a.ckpt}: this model has no AutoPPN head (a backbone-stage checkpoint?)")
-    data = collect(model, a.shards, a.limit, keep_maps=a.plot_images if a.plot else 0)
+    data = collect(model, urls, a.limit, keep_maps=a.plot_images if a.plot else 0)
     if not data["target"]:
         p.error(f"no records in {a.shards}")
     res = {"ckpt": a.ckpt, "img_size": int(model.image_encoder.img_size), "images": len(data["target"]),

@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
-import importlib
 import inspect
 import re
 import typing
@@ -160,14 +159,6 @@ def _dataclass_of(annotation: Any) -> Optional[type]:
     return None
 
 
-def _load(class_path: str) -> Optional[type]:
-    mod, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(mod), name)
-    except (ImportError, AttributeError, ValueError):
-        return None
-
-
 def _is_callable_type(annotation: Any) -> bool:
     return any(typing.get_origin(a) is collections.abc.Callable for a in (annotation, *typing.get_args(annotation)))
 
@@ -175,9 +166,9 @@ def _is_callable_type(annotation: Any) -> bool:
 def _recipe_callable_options(name: str) -> List[str]:
     """``name.init_args.<arg>`` for the class the recipes give the module's callable ``name`` (``RECIPE_CALLABLES``:
     ``optimizer`` Adam, ``lr_scheduler`` WarmupCosine), so that a did-you-mean finds their arguments."""
-    from litesam_pl.modules.optim import RECIPE_CALLABLES
+    from litesam_pl.modules.optim import RECIPE_CALLABLES, import_object
 
-    cls = _load(RECIPE_CALLABLES[name]) if name in RECIPE_CALLABLES else None
+    cls = import_object(RECIPE_CALLABLES[name]) if name in RECIPE_CALLABLES else None
     params = list(inspect.signature(cls).parameters.values())[1:] if cls is not None else []
     return [f"{name}.init_args.{p.name}" for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
@@ -186,8 +177,10 @@ def init_options(class_path: str) -> List[str]:
     """Keyword arguments of ``class_path``'s ``__init__`` along its MRO (what ``--<key>.init_args.*`` accepts),
     with the fields of the typed parts as ``part.field`` and the arguments of the recipes' optimizer and schedule
     classes as ``optimizer.init_args.lr``."""
+    from litesam_pl.modules.optim import import_object
+
     names: List[str] = []
-    for klass in getattr(_load(class_path), "__mro__", ()):
+    for klass in getattr(import_object(class_path), "__mro__", ()):
         if "__init__" not in vars(klass):
             continue
         try:

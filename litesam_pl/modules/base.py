@@ -38,7 +38,6 @@ from litesam_pl.models.prompt_encoder import uses_box_mask
 from .config import (PARTS, POINT_LOSS_FOR_TARGETS, ConfigError, MaskLossConfig, ModelSpec, PPNLossConfig,
                      PromptConfig, ValidationConfig, coerce, plain)
 from .optim import optimization
-from .schedules import WarmupCosine
 from .validation import EvaluationMixin
 
 __all__ = ["LiteSAMTaskBase", "load_init_weights", "slice_prompts", "PROMPT_KEYS"]
@@ -212,7 +211,7 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
         if self.lr_scheduler_factory is None:
             return opt
         sched = self.lr_scheduler_factory(opt)
-        if isinstance(sched, WarmupCosine) and sched.total_steps is None:
+        if hasattr(sched, "total_steps_from"):  # WarmupCosine: read only when its own total_steps is null
             sched.total_steps_from(lambda: self.trainer.estimated_stepping_batches)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 from .config import ConfigError, upgrade_flat_hparams
 
 __all__ = ["CallableSpec", "PAPER_OPTIMIZER", "WARMUP_COSINE", "RECIPE_CALLABLES", "OLD_OPTIMIZER_FIELDS",
-           "Optimization", "moved_option", "import_path", "spec_of", "build", "optimization", "upgrade_optimizer",
+           "Optimization", "moved_option", "import_path", "import_object", "spec_of", "build", "optimization", "upgrade_optimizer",
            "upgrade_hparams"]
 
 
@@ -69,12 +69,20 @@ def import_path(obj: Any) -> str:
     return f"{obj.__module__}.{name}"
 
 
-def _import(class_path: Any, option: str) -> Any:
+def import_object(class_path: Any) -> Any:
+    """The object a dotted path names (``torch.optim.Adam``), or ``None`` when it cannot be imported."""
     module, _, name = str(class_path).rpartition(".")
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
-        raise ConfigError(f"{option}.class_path: cannot import {class_path!r}") from None
+        return None
+
+
+def _import(class_path: Any, option: str) -> Any:
+    obj = import_object(class_path)
+    if obj is None:
+        raise ConfigError(f"{option}.class_path: cannot import {class_path!r}")
+    return obj
 
 
 def _plain_data(value: Any, option: str) -> Any:

@@ -97,8 +97,9 @@ class EvaluationMixin:
             self.val_box_recall.update(boxes, gt_boxes, scores)
             pix = points.long().clamp(0, S - 1)
             inside = covered[i, pix[:, 1], pix[:, 0]]  # ranked by score (decode's order)
-            self.val_point_precision.update(inside, int(batch["valid"][i].sum()))
-            if int(batch["valid"][i].sum()) > 0:
+            num_gt = int(batch["valid"][i].sum())
+            self.val_point_precision.update(inside, num_gt)
+            if num_gt > 0:
                 h, w = (int(x) for x in batch["input_size"][i])
                 self.val_point_chance.update(covered[i, :h, :w].float().mean())
             if len(inside):
