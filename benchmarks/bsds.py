@@ -5,10 +5,15 @@ Edge sources (at most one of the first four, plus any --baselines):
                          SAM App. D.2 edge maps (Sobel on mask probabilities, outer boundary, max, normalise, NMS)
   --model NAME           the same with a randomly initialised registry model (smoke runs only)
   --detector sobel|canny the classical rows of Table 7
+  --detector box-fill    diagnostic: each GT region's box filled, the reference for --prompts gt-boxes
   --pred DIR             precomputed maps <id>.png / <id>.npy / <id>.mat (--pred-format png|npy|ucm2|segs)
   --baselines sobel canny  classical detectors scored beside that source (or alone) on the same images and
                          thresholds: one table row per source, the JSON keyed per source ("sources"), all curves
                          on --plot; --eval-dir / --save-edges then get one subfolder per source
+
+Diagnostic (reads the test ground truth, so never a Table 7 figure): --prompts gt-boxes prompts the model with one
+box per region of one annotator instead of SegEvery's proposals, and --baselines box-fill scores those boxes
+themselves; the two rows separate "the prompts are wrong" from "the masks do not follow the edges".
 
 Examples:
   python -m benchmarks.bsds --data ../shared/data/bsds500 --detector canny --workers 2 --json canny.json
@@ -17,6 +22,8 @@ Examples:
   python -m benchmarks.bsds --data ../shared/data/bsds500 --ckpt litesam.pt --json litesam.json --plot pr.png
   python -m benchmarks.bsds --data ../shared/data/bsds500 --ckpt litesam.pt --baselines sobel canny \
       --thresholds 19 --json table7.json --plot pr.png
+  python -m benchmarks.bsds --data ../shared/data/bsds500 --ckpt litesam.pt --prompts gt-boxes \
+      --baselines box-fill canny --limit 20 --thresholds 15
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ from benchmarks.toolkit.paper import TABLE7, TABLE7_COLUMNS
 from benchmarks.toolkit.results import write_json
 from benchmarks.toolkit.timing import Laps
 
+DETECTOR_CHOICES = ["sobel", "canny", "box-fill"]
 PAPER_TABLE7 = [(f"{m} (paper)", *(v[c] for c in TABLE7_COLUMNS)) for m, v in TABLE7.items()]  # Table 7
 
 
@@ -52,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("edge source (one of --ckpt / --model / --detector / --pred, and/or --baselines)")
     src.add_argument("--ckpt", help="our model: a `litesam export` file or a Lightning checkpoint")
     src.add_argument("--model", help="registry name built with RANDOM weights (smoke runs), e.g. litesam")
-    src.add_argument("--detector", choices=["sobel", "canny"], help="classical detector")
+    src.add_argument("--detector", choices=DETECTOR_CHOICES,
+                     help="classical detector, or box-fill: the annotator's region boxes filled (the reference row "
+                          "of --prompts gt-boxes; reads the ground truth, a diagnostic)")
     src.add_argument("--pred", help="folder of precomputed edge maps named <image id>.<ext>")
-    src.add_argument("--baselines", nargs="+", default=[], choices=["sobel", "canny"], metavar="DETECTOR",
-                     help="classical detectors (sobel, canny) scored beside the source, same images and thresholds")
+    src.add_argument("--baselines", nargs="+", default=[], choices=DETECTOR_CHOICES, metavar="DETECTOR",
+                     help="detectors (sobel, canny, box-fill) scored beside the source, same images and thresholds")
     p.add_argument("--pred-format", default="png", choices=list(PRED_FORMATS),
                    help="format of --pred files: png (pb=png/255), npy (float in [0,1]), ucm2 (pb=ucm2[2::2,2::2]), "
                         "segs (one segmentation per threshold)")
@@ -74,10 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Gaussian smoothing in pixels (default: sobel 1.0, canny 2.0)")
     mdl = p.add_argument_group("model (--ckpt / --model)")
     mdl.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    mdl.add_argument("--img-size", type=int, default=None, help="--model only: input side of the random model")
-    mdl.add_argument("--prompts", default="auto", choices=["auto", "autoppn", "grid"],
-                     help="SegEvery prompts: AutoPPN (Lite-SAM), the point grid (SAM App. D.2), or auto "
-                          "(AutoPPN when the model has it)")
+    mdl.add_argument("--img-size", type=int, default=None,
+                     help="input side: the --ckpt weights run at this side (as benchmarks.coco), or the random "
+                          "--model's side (default: the checkpoint's own)")
+    mdl.add_argument("--prompts", default="auto", choices=["auto", "autoppn", "grid", "gt-boxes"],
+                     help="SegEvery prompts: AutoPPN (Lite-SAM), the point grid (SAM App. D.2), auto (AutoPPN when "
+                          "the model has it), or gt-boxes: one box per region of --annotator, single-mask output, "
+                          "no NMS (oracle prompts that separate the proposals from the masks; a diagnostic, never "
+                          "a Table 7 figure)")
+    mdl.add_argument("--annotator", type=int, default=0,
+                     help="gt-boxes / box-fill: whose regions give the boxes (0-based, default 0; regions of at "
+                          "least 16 pixels)")
     # SegEvery's own options at SAM App. D.2's settings: a 16 x 16 grid (the grid path), box NMS (SAM's AMG) at 0.7
     add_option_flags(mdl, ("points_per_side", "box_nms_thresh", "nms"),
                        defaults={"points_per_side": 16, "nms": "box"})
@@ -112,18 +129,26 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--thresholds must be >= 1")
     if args.workers < 1:
         p.error("--workers must be >= 1")
+    if args.annotator < 0:
+        p.error("--annotator must be >= 0")
+    if args.prompts == "gt-boxes" and not (args.ckpt or args.model):
+        p.error("--prompts gt-boxes needs a model (--ckpt / --model)")
     if not (0 < args.max_dist < 1):
         p.error("--max-dist must be in (0, 1)")
     if args.ckpt and not Path(args.ckpt).is_file():
         p.error(f"--ckpt: file not found: {args.ckpt}")
-    if args.img_size is not None and not args.model:
-        p.error("--img-size only applies to --model")
+    if args.img_size is not None and not (args.model or args.ckpt):
+        p.error("--img-size only applies to --ckpt / --model")
+    if args.img_size is not None and args.img_size < 16:
+        p.error("--img-size must be >= 16")
 
 
 def load_edge_model(args: argparse.Namespace):
     """The model of --ckpt (``litesam_pl.load_model``) or a random --model, in eval mode on --device."""
-    from litesam_pl.models.checkpoint import load_or_random
+    from litesam_pl.models.checkpoint import load_model, load_or_random
 
+    if args.ckpt and args.img_size is not None:  # the checkpoint's weights at another input side
+        return load_model(args.ckpt, img_size=args.img_size).to(args.device).eval()
     kwargs = {} if args.ckpt or args.img_size is None else {"img_size": args.img_size}
     model, _ = load_or_random(args.ckpt, args.model, seed=0, **kwargs)
     return model.to(args.device).eval()
@@ -133,12 +158,15 @@ def method_name(args: argparse.Namespace) -> str:
     """The method's name in the table, plot and JSON."""
     if args.name:
         return args.name
+    if args.detector == "box-fill":
+        return f"box-fill (GT boxes, annotator {args.annotator})"
     if args.detector:
         return args.detector + ("" if args.sigma is None else f" (sigma={args.sigma})")
     if args.pred:
         pred = Path(args.pred).resolve()
         return f"{pred.parent.name}/{pred.name} ({args.pred_format})"
-    return Path(args.ckpt).stem if args.ckpt else f"{args.model} (random weights)"
+    name = Path(args.ckpt).stem if args.ckpt else f"{args.model} (random weights)"
+    return name + (f" (GT-box prompts, annotator {args.annotator})" if args.prompts == "gt-boxes" else "")
 
 
 def make_edge_fn(args: argparse.Namespace) -> Optional[Callable[[BSDS500, str], np.ndarray]]:
@@ -146,8 +174,15 @@ def make_edge_fn(args: argparse.Namespace) -> Optional[Callable[[BSDS500, str], 
     if args.pred:
         return None
     if args.detector:
-        from litesam_pl.evaluation.edges import DETECTORS
+        from litesam_pl.evaluation.edges import DETECTORS, box_fill_maps, mask_edge_map
 
+        if args.detector == "box-fill":
+            def fill(ds: BSDS500, i: str) -> np.ndarray:
+                shape = ds.boundaries(i)[0].shape
+                maps = box_fill_maps(ds.region_boxes(i, args.annotator), shape)
+                return mask_edge_map(maps, nms=not args.no_edge_nms, shape=shape)
+
+            return fill
         det = DETECTORS[args.detector]
         kw = {} if args.sigma is None else {"sigma": args.sigma}
         return lambda ds, i: det(ds.image(i), **kw)
@@ -158,6 +193,9 @@ def make_edge_fn(args: argparse.Namespace) -> Optional[Callable[[BSDS500, str], 
                   nms=args.nms)
 
     def fn(ds: BSDS500, i: str) -> np.ndarray:
+        if args.prompts == "gt-boxes":
+            return edge_map_from_model(model, ds.image(i), apply_edge_nms=not args.no_edge_nms,
+                                       boxes=ds.region_boxes(i, args.annotator))
         return edge_map_from_model(model, ds.image(i), apply_edge_nms=not args.no_edge_nms, **seg_kw)
 
     return fn
@@ -313,7 +351,10 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
             "matcher": args.matcher, "sigma": args.sigma, "workers": args.workers, "eval_dir": args.eval_dir,
             "segevery": None if not (args.ckpt or args.model) else {
                 "prompts": args.prompts, "points_per_side": args.points_per_side,
-                "box_nms_thresh": args.box_nms_thresh, "nms": args.nms, "edge_nms": not args.no_edge_nms},
+                "box_nms_thresh": args.box_nms_thresh, "nms": args.nms, "edge_nms": not args.no_edge_nms,
+                "img_size": args.img_size,
+                "annotator": args.annotator if args.prompts == "gt-boxes" else None},
+            "annotator": args.annotator if args.detector == "box-fill" else None,
         },
         "wall_s": round(wall, 2),
     }

@@ -25,6 +25,7 @@ __all__ = [
     "load_prediction",
     "load_segs",
     "seg_to_boundaries",
+    "segmentation_boxes",
     "read_image",
 ]
 
@@ -93,6 +94,22 @@ def load_segs(path: PathLike) -> List[np.ndarray]:
     if segs.ndim == 2:
         return [segs]
     raise ValueError(f"{path}: 'segs' must be a cell of label maps, got array of shape {segs.shape}")
+
+
+def segmentation_boxes(seg: np.ndarray, min_area: int = 16) -> np.ndarray:
+    """xyxy float32 ``[K, 4]`` boxes of each label in an integer label map with >= ``min_area`` pixels.
+
+    Boxes span whole pixels (``x0 = first column``, ``x1 = last column + 1``), labels in increasing order.
+    """
+    seg = np.asarray(seg)
+    if seg.ndim != 2:
+        raise ValueError(f"segmentation must be [H, W], got shape {seg.shape}")
+    boxes = []
+    for label in np.unique(seg):
+        ys, xs = np.nonzero(seg == label)
+        if len(ys) >= min_area:
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
 
 
 def seg_to_boundaries(seg: np.ndarray) -> np.ndarray:
@@ -211,6 +228,17 @@ class BSDS500:
     def boundaries(self, image_id: str) -> List[np.ndarray]:
         """The annotators' boundary maps, each bool [H, W]."""
         return load_boundaries(self.gt_path(image_id))
+
+    def region_boxes(self, image_id: str, annotator: int = 0, min_area: int = 16) -> np.ndarray:
+        """xyxy float32 ``[K, 4]`` boxes (pixel edges: ``x1 = last column + 1``) of one annotator's regions.
+
+        Every label of the annotator's segmentation with at least ``min_area`` pixels, in label order: the
+        oracle prompts of ``benchmarks.bsds --prompts gt-boxes`` (a diagnostic, never a Table 7 figure).
+        """
+        gts = load_ground_truth(self.gt_path(image_id))
+        if not 0 <= annotator < len(gts):
+            raise ValueError(f"{image_id}: annotator {annotator} out of range (the image has {len(gts)})")
+        return segmentation_boxes(gts[annotator]["segmentation"], min_area=min_area)
 
     def prediction_paths(self, pred_dir: PathLike, fmt: str) -> Dict[str, Path]:
         """``{id: path}`` of precomputed predictions; raises listing the ids whose file is missing."""

@@ -6,6 +6,8 @@
   bench thins the thresholded maps afterwards).
 - ``sobel_edges`` / ``canny_edges``: the classical rows of Table 7 as soft maps in [0, 1].
 - ``segevery_probability_maps`` / ``edge_map_from_model``: the glue from a Lite-SAM / SAM model to the above.
+- ``box_probability_maps`` / ``box_fill_maps``: the same maps from given box prompts (the oracle diagnostic of
+  ``benchmarks.bsds --prompts gt-boxes``) and the boxes themselves filled (its reference row).
 
 All maps are float32 [H, W] numpy arrays in [0, 1].
 """
@@ -25,6 +27,8 @@ __all__ = [
     "canny_edges",
     "DETECTORS",
     "segevery_probability_maps",
+    "box_probability_maps",
+    "box_fill_maps",
     "edge_map_from_model",
 ]
 
@@ -265,13 +269,68 @@ def segevery_probability_maps(
     return {"probs": probs, "masks": masks, "source": f"segment_everything:{prompts}"}
 
 
-def edge_map_from_model(model, image: np.ndarray, apply_edge_nms: bool = True, **segevery_kwargs) -> np.ndarray:
+def _check_boxes(boxes: np.ndarray) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float32)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must be [K, 4] xyxy, got shape {b.shape}")
+    return b
+
+
+def box_probability_maps(model, image: np.ndarray, boxes: np.ndarray, max_prompts_per_call: int = 64
+                         ) -> Dict[str, Any]:
+    """Per-box mask probability maps at the image's size: one single-mask decoder output per box prompt.
+
+    The 1-box protocol of ``benchmarks.coco`` (``SamPredictor``, ``multimask_output=False``) with the logits kept.
+
+    Args:
+        model: a ``Sam``-like model.
+        image: uint8 RGB [H, W, 3].
+        boxes: xyxy [K, 4] in the image's pixels.
+
+    Returns:
+        ``{"probs": float32 [K, H, W] in [0, 1], "masks": bool [K, H, W], "source": "boxes"}``.
+    """
+    import torch
+    from segment_anything import SamPredictor
+
+    b = _check_boxes(boxes)
+    h, w = image.shape[:2]
+    if len(b) == 0:
+        return {"probs": np.zeros((0, h, w), np.float32), "masks": np.zeros((0, h, w), bool), "source": "boxes"}
+    predictor = SamPredictor(model)
+    predictor.set_image(image, image_format="RGB")
+    probs = []
+    for start in range(0, len(b), max_prompts_per_call):
+        chunk = torch.as_tensor(b[start:start + max_prompts_per_call], device=predictor.device)
+        logits, _, _ = predictor.predict_torch(None, None, boxes=predictor.transform.apply_boxes_torch(chunk, (h, w)),
+                                               multimask_output=False, return_logits=True)
+        probs.append(torch.sigmoid(logits[:, 0].float()).cpu().numpy())
+    p = np.concatenate(probs).astype(np.float32)
+    return {"probs": p, "masks": p > 0.5, "source": "boxes"}
+
+
+def box_fill_maps(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Each xyxy box filled as a binary probability map, float32 [K, H, W] (box fill, as a mask source)."""
+    b = _check_boxes(boxes)
+    h, w = int(shape[0]), int(shape[1])
+    out = np.zeros((len(b), h, w), np.float32)
+    for k, (x0, y0, x1, y1) in enumerate(np.round(b).astype(int)):
+        out[k, max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)] = 1.0
+    return out
+
+
+def edge_map_from_model(model, image: np.ndarray, apply_edge_nms: bool = True, boxes: Optional[np.ndarray] = None,
+                        **segevery_kwargs) -> np.ndarray:
     """SAM App. D.2 edge map of one RGB uint8 [H, W, 3] image from a SegEvery model, float32 [H, W] in [0, 1].
 
-    ``segevery_kwargs`` go to ``segevery_probability_maps`` (prompts, points_per_side, box_nms_thresh, nms).
+    ``segevery_kwargs`` go to ``segevery_probability_maps`` (prompts, points_per_side, box_nms_thresh, nms); with
+    ``boxes`` (xyxy [K, 4]) the masks come from those box prompts instead (``box_probability_maps``, no NMS).
     """
     import torch
 
     with torch.inference_mode():
-        out = segevery_probability_maps(model, image, **segevery_kwargs)
+        if boxes is None:
+            out = segevery_probability_maps(model, image, **segevery_kwargs)
+        else:
+            out = box_probability_maps(model, image, boxes)
     return mask_edge_map(out["probs"], out["masks"], nms=apply_edge_nms, shape=image.shape[:2])

@@ -69,13 +69,70 @@ def test_model_beside_sobel_and_canny_in_one_run(one_bsds, tmp_path, capsys, mon
     assert alone["ods"] == pytest.approx(saved["sources"]["canny"]["ods"], abs=0.01)
 
 
+def test_gt_box_prompts_beside_box_fill(one_bsds, tmp_path, monkeypatch):
+    """The oracle diagnostic: the model prompted with the annotator's region boxes, beside those boxes filled."""
+    import benchmarks.bsds as bsds
+
+    out = bsds.main(["--data", str(one_bsds), "--model", "litesam", "--img-size", "128", "--prompts", "gt-boxes",
+                     "--baselines", "box-fill", "--thresholds", "3", "--no-progress",
+                     "--json", str(tmp_path / "o.json")])
+    assert out["methods"] == {"model": "litesam (random weights) (GT-box prompts, annotator 0)",
+                              "box-fill": "box-fill (GT boxes, annotator 0)"}
+    model, fill = out["sources"]["model"], out["sources"]["box-fill"]
+    assert model["config"]["segevery"]["prompts"] == "gt-boxes" and model["config"]["segevery"]["annotator"] == 0
+    assert model["config"]["segevery"]["img_size"] == 128 and fill["config"]["annotator"] == 0
+    assert 0 <= model["ods"] <= 1
+    # the fixture's regions are the square and the frame around it: box fill draws the square's outline (just
+    # outside it, within the matching distance) and the image border (suppressed by edge NMS)
+    assert fill["ods"] > 0.9
+
+    # the prompts reach the model: the boxes it is given are the annotator's regions
+    from litesam_pl.evaluation import edges
+
+    seen, real = [], edges.box_probability_maps
+
+    def spy(model, image, boxes, **kw):
+        seen.append(np.asarray(boxes).tolist())
+        return real(model, image, boxes, **kw)
+
+    monkeypatch.setattr(edges, "box_probability_maps", spy)
+    bsds.main(["--data", str(one_bsds), "--model", "litesam", "--img-size", "128", "--prompts", "gt-boxes",
+               "--thresholds", "3", "--no-progress"])
+    assert seen == [[[0, 0, 160, 120], [40, 30, 120, 90]]]
+
+
 def test_baselines_argument_errors(one_bsds, capsys):
     from benchmarks.bsds import main
 
     for argv in (["--detector", "canny", "--baselines", "canny"], ["--baselines", "sobel", "sobel"],
                  ["--baselines", "sobel", "canny", "--name", "x"], ["--baselines", "hed"],
-                 ["--detector", "sobel", "--pred", "x", "--baselines", "canny"]):
+                 ["--detector", "sobel", "--pred", "x", "--baselines", "canny"],
+                 ["--detector", "canny", "--prompts", "gt-boxes"], ["--detector", "box-fill", "--annotator", "-1"]):
         with pytest.raises(SystemExit):
             main(["--data", str(one_bsds), "--thresholds", "3", *argv])
     err = capsys.readouterr().err
     assert "given twice" in err and "--name" in err and "exactly one edge source" in err
+    assert "--prompts gt-boxes needs a model" in err and "--annotator must be >= 0" in err
+
+
+def test_checkpoint_runs_at_another_input_side(one_bsds, tmp_path, monkeypatch):
+    """--img-size with --ckpt: the checkpoint's weights rebuilt at that side (as benchmarks.coco), not refused."""
+    import torch
+
+    import benchmarks.bsds as bsds
+    import litesam_pl
+    from litesam_pl.models.checkpoint import EXPORT_FORMAT
+    from litesam_pl.models.registry import model_config
+
+    model = litesam_pl.create_model("litesam", img_size=128)
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"format": EXPORT_FORMAT, "model": model_config(model), "state_dict": model.state_dict()}, ckpt)
+    sides = []
+    real = bsds.load_edge_model
+    monkeypatch.setattr(bsds, "load_edge_model",
+                        lambda args: sides.append(real(args).image_encoder.img_size) or real(args))
+    for extra in ([], ["--img-size", "192"]):
+        out = bsds.main(["--data", str(one_bsds), "--ckpt", str(ckpt), "--prompts", "gt-boxes", "--thresholds", "3",
+                         "--no-progress", *extra])
+        assert out["config"]["segevery"]["img_size"] == (int(extra[1]) if extra else None)
+    assert sides == [128, 192]

@@ -10,8 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from litesam_pl.data.bsds import BSDS500, load_boundaries, load_ground_truth, load_prediction, seg_to_boundaries
+from litesam_pl.data.bsds import (
+    BSDS500,
+    load_boundaries,
+    load_ground_truth,
+    load_prediction,
+    seg_to_boundaries,
+    segmentation_boxes,
+)
 from litesam_pl.evaluation.edges import (
+    box_fill_maps,
+    box_probability_maps,
     canny_edges,
     edge_map_from_model,
     mask_edge_map,
@@ -381,6 +390,62 @@ def test_segevery_is_asked_for_unfiltered_probabilities(monkeypatch):
     assert out["masks"][0, 5:15, 5:15].all() and out["masks"].sum() == 100
     e = edge_map_from_model(Fake(), np.zeros((20, 30, 3), np.uint8), apply_edge_nms=False)
     assert np.all(e[outer_boundary(out["masks"][0])] > 0) and np.all(e[~outer_boundary(out["masks"][0])] == 0)
+
+
+def test_segmentation_boxes_span_whole_pixels():
+    seg = np.ones((10, 12), np.uint16)
+    seg[2:5, 3:9] = 2  # 18 pixels
+    seg[8, 0] = 3  # 1 pixel: below min_area
+    assert segmentation_boxes(seg).tolist() == [[0, 0, 12, 10], [3, 2, 9, 5]]
+    assert segmentation_boxes(seg, min_area=1).tolist()[-1] == [0, 8, 1, 9]
+    assert segmentation_boxes(np.zeros((3, 3)), min_area=10).shape == (0, 4)
+    with pytest.raises(ValueError, match="segmentation"):
+        segmentation_boxes(np.zeros(5))
+
+
+def test_region_boxes_of_an_annotator(bsds):
+    ds = BSDS500(bsds / "bench_fixture", "test")
+    gts = load_ground_truth(ds.gt_path("2018"))
+    for k in (0, len(gts) - 1):
+        boxes = ds.region_boxes("2018", annotator=k)
+        seg = gts[k]["segmentation"]
+        big = [v for v in np.unique(seg) if (seg == v).sum() >= 16]
+        assert boxes.shape == (len(big), 4) and boxes.dtype == np.float32
+        ys, xs = np.nonzero(seg == big[0])
+        assert boxes[0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    with pytest.raises(ValueError, match="annotator"):
+        ds.region_boxes("2018", annotator=len(gts))
+
+
+def test_box_fill_maps_clip_to_the_image():
+    m = box_fill_maps(np.array([[2, 1, 5, 3], [-4, 6, 40, 99]], np.float32), (8, 10))
+    assert m.shape == (2, 8, 10) and m.dtype == np.float32
+    assert m[0].sum() == 6 and m[0, 1:3, 2:5].all()
+    assert m[1].sum() == 20 and m[1, 6:, :].all()
+    with pytest.raises(ValueError, match="xyxy"):
+        box_fill_maps(np.zeros((2, 3)), (4, 4))
+
+
+def test_box_prompt_maps_follow_the_single_mask_protocol():
+    """One single-mask output per box, as SamPredictor gives it, at the image's size; the edge map from them."""
+    from segment_anything import SamPredictor
+
+    img = np.random.default_rng(1).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    sam = _tiny_sam()
+    boxes = np.array([[5, 5, 30, 25], [20, 10, 58, 38], [0, 0, 60, 40]], np.float32)
+    with torch.inference_mode():
+        out = box_probability_maps(sam, img, boxes, max_prompts_per_call=2)  # two decoder calls
+        pred = SamPredictor(sam)
+        pred.set_image(img)
+        want = np.stack([pred.predict(box=b, multimask_output=False, return_logits=True)[0][0] for b in boxes])
+    assert out["probs"].shape == (3, 40, 60) and out["source"] == "boxes"
+    np.testing.assert_allclose(out["probs"], 1 / (1 + np.exp(-want)), atol=1e-5)
+    assert np.array_equal(out["masks"], out["probs"] > 0.5)
+    assert box_probability_maps(sam, img, np.zeros((0, 4)))["probs"].shape == (0, 40, 60)
+    with torch.inference_mode():
+        e = edge_map_from_model(sam, img, boxes=boxes, apply_edge_nms=False)
+        one_call = box_probability_maps(sam, img, boxes)  # the same decoder call as edge_map_from_model's
+    assert np.array_equal(e, mask_edge_map(one_call["probs"], one_call["masks"], nms=False))
 
 
 def test_random_litesam_end_to_end(tiny_bsds, tmp_path):
