@@ -74,16 +74,16 @@ def load_boundaries(path: PathLike) -> List[np.ndarray]:
 
 
 def read_image(path: PathLike) -> np.ndarray:
-    """An RGB image as uint8 [H, W, 3]."""
-    import cv2
+    """An RGB image as uint8 [H, W, 3], decoded by the data layer's one decoder (``transforms.decode_image``)."""
+    from .transforms import decode_image
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot decode image {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    try:
+        return decode_image(path.read_bytes())
+    except ValueError as e:
+        raise ValueError(f"cannot decode image {path}: {e}") from e
 
 
 def load_segs(path: PathLike) -> List[np.ndarray]:
