@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -40,12 +39,11 @@ from litesam_pl.data.bsds import BSDS500, PRED_FORMATS, load_prediction
 from litesam_pl.metrics.bsds import DEFAULT_MAX_DIST, BoundaryCounts, bsds_thresholds, evaluate_images, summarize
 from benchmarks._wandb import publish
 from litesam_pl.inference.segevery_options import add_option_flags
-from benchmarks.toolkit.paper import TABLE7, TABLE7_COLUMNS
+from benchmarks.bsds_report import format_edge_table, plot_pr_curves
 from benchmarks.toolkit.results import write_json
 from benchmarks.toolkit.timing import Laps
 
 DETECTOR_CHOICES = ["sobel", "canny", "box-fill"]
-PAPER_TABLE7 = [(f"{m} (paper)", *(v[c] for c in TABLE7_COLUMNS)) for m, v in TABLE7.items()]  # Table 7
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "the model has it), or gt-boxes: one box per region of --annotator, single-mask output, "
                           "no NMS (oracle prompts that separate the proposals from the masks; a diagnostic, never "
                           "a Table 7 figure)")
-    mdl.add_argument("--annotator", type=int, default=0,
-                     help="gt-boxes / box-fill: whose regions give the boxes (0-based, default 0; regions of at "
-                          "least 16 pixels)")
+    mdl.add_argument("--annotator", type=int, default=None,
+                     help="gt-boxes / box-fill: whose regions give the boxes (0-based, default 0; one box around "
+                          "each label of at least 16 pixels, around all its pieces when a label is split)")
     # SegEvery's own options at SAM App. D.2's settings: a 16 x 16 grid (the grid path), box NMS (SAM's AMG) at 0.7
     add_option_flags(mdl, ("points_per_side", "box_nms_thresh", "nms"),
                        defaults={"points_per_side": 16, "nms": "box"})
@@ -129,10 +127,13 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--thresholds must be >= 1")
     if args.workers < 1:
         p.error("--workers must be >= 1")
-    if args.annotator < 0:
-        p.error("--annotator must be >= 0")
     if args.prompts == "gt-boxes" and not (args.ckpt or args.model):
         p.error("--prompts gt-boxes needs a model (--ckpt / --model)")
+    if args.annotator is not None and not reads_ground_truth(args):
+        p.error("--annotator only applies to --prompts gt-boxes and the box-fill detector")
+    if args.annotator is not None and args.annotator < 0:
+        p.error("--annotator must be >= 0")
+    args.annotator = args.annotator or 0
     if not (0 < args.max_dist < 1):
         p.error("--max-dist must be in (0, 1)")
     if args.ckpt and not Path(args.ckpt).is_file():
@@ -141,6 +142,25 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--img-size only applies to --ckpt / --model")
     if args.img_size is not None and args.img_size < 16:
         p.error("--img-size must be >= 16")
+
+
+def reads_ground_truth(args: argparse.Namespace) -> bool:
+    """Whether any edge source of ``args`` is built from the ground truth (the oracle diagnostic)."""
+    return args.prompts == "gt-boxes" or args.detector == "box-fill" or "box-fill" in args.baselines
+
+
+def source_reads_ground_truth(args: argparse.Namespace) -> bool:
+    """Whether this one source (the model, the detector or the predictions of ``args``) is built from the GT."""
+    return args.detector == "box-fill" or (args.prompts == "gt-boxes" and bool(args.ckpt or args.model))
+
+
+def check_annotator(ds: BSDS500, annotator: int) -> None:
+    """Exit with one line when an image of ``ds`` has no annotator ``annotator`` (checked before any work)."""
+    from litesam_pl.data.bsds import load_ground_truth
+
+    fewest = min((len(load_ground_truth(ds.gt_path(i))), i) for i in ds.ids)
+    if annotator >= fewest[0]:
+        sys.exit(f"error: --annotator {annotator}: image {fewest[1]} has only {fewest[0]} annotators (0-based)")
 
 
 def load_edge_model(args: argparse.Namespace):
@@ -155,9 +175,9 @@ def load_edge_model(args: argparse.Namespace):
 
 
 def method_name(args: argparse.Namespace) -> str:
-    """The method's name in the table, plot and JSON."""
+    """The method's name in the table, plot and JSON; a ground-truth source always says so, even with --name."""
     if args.name:
-        return args.name
+        return args.name + (_gt_label(args) if source_reads_ground_truth(args) else "")
     if args.detector == "box-fill":
         return f"box-fill (GT boxes, annotator {args.annotator})"
     if args.detector:
@@ -166,7 +186,14 @@ def method_name(args: argparse.Namespace) -> str:
         pred = Path(args.pred).resolve()
         return f"{pred.parent.name}/{pred.name} ({args.pred_format})"
     name = Path(args.ckpt).stem if args.ckpt else f"{args.model} (random weights)"
-    return name + (f" (GT-box prompts, annotator {args.annotator})" if args.prompts == "gt-boxes" else "")
+    if args.ckpt and args.img_size is not None:
+        name += f" @{args.img_size}px"
+    return name + (_gt_label(args) if args.prompts == "gt-boxes" else "")
+
+
+def _gt_label(args: argparse.Namespace) -> str:
+    kind = "GT boxes" if args.detector == "box-fill" else "GT-box prompts"
+    return f" ({kind}, annotator {args.annotator})"
 
 
 def make_edge_fn(args: argparse.Namespace) -> Optional[Callable[[BSDS500, str], np.ndarray]]:
@@ -254,64 +281,11 @@ def source_args(args: argparse.Namespace) -> Dict[str, argparse.Namespace]:
     return runs
 
 
-def _fmt(v) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-
-
-def format_edge_table(name: str, res: Dict[str, object], n_thresholds: int,
-                      more: Optional[Dict[str, Dict[str, object]]] = None) -> str:
-    """Table 7's paper rows, then ``name``'s measured row and one per entry of ``more`` (name -> result)."""
-    lines = [
-        f"Table 7: zero-shot edge detection on BSDS500 ({res['images']} images, {n_thresholds} thresholds; "
-        "paper rows: 200 test images, 99 thresholds)",
-        "| method | ODS | OIS | AP | R50 |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for row in PAPER_TABLE7:
-        lines.append("| " + " | ".join([row[0]] + [_fmt(v) for v in row[1:]]) + " |")
-    for n, r in {name: res, **(more or {})}.items():
-        lines.append(f"| **{n} (ours, measured)** | " + " | ".join(
-            _fmt(r[k]) for k in ("ods", "ois", "ap", "r50")) + " |")
-    return "\n".join(lines)
-
-
-def plot_pr_curves(curves: Dict[str, Dict[str, object]], path: str) -> None:
-    """BSDS-style precision/recall plot: iso-F curves, each method's curve and its ODS point."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
-    r = np.linspace(0.01, 1, 400)
-    for f in np.arange(0.1, 1.0, 0.1):
-        p = f * r / (2 * r - f)
-        ok = (p > 0) & (p <= 1) & (2 * r > f)
-        ax.plot(r[ok], p[ok], color="0.6", lw=0.7, ls="--")
-        ax.annotate(f"F={f:.1f}", xy=(1.0, f / (2 - f)), xytext=(2, 0), textcoords="offset points",
-                    fontsize=6, color="0.45", va="center", annotation_clip=False)
-    for name, res in curves.items():
-        c = res["curve"]
-        rr, pp = np.asarray(c["r"]), np.asarray(c["p"])
-        keep = (rr > 0) | (pp > 0)
-        (line,) = ax.plot(rr[keep], pp[keep], lw=2, label=f"[F={res['ods']:.3f}] {name}")
-        ax.plot([res["ods_r"]], [res["ods_p"]], "o", color=line.get_color(), ms=6)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("Recall")
-    ax.set_ylabel("Precision")
-    ax.set_title("BSDS500 boundary benchmark")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def run(args: argparse.Namespace) -> Dict[str, object]:
     laps = Laps()
     ds = BSDS500(args.data, args.split, limit=args.limit)
+    if source_reads_ground_truth(args):
+        check_annotator(ds, args.annotator)
     cached = load_cached_counts(args.eval_dir, ds.ids, args) if args.eval_dir else {}
     todo = [i for i in ds.ids if i not in cached]
     if cached:
@@ -350,12 +324,14 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
             "thresholds": args.thresholds, "max_dist": args.max_dist, "thin": not args.no_thin,
             "matcher": args.matcher, "sigma": args.sigma, "workers": args.workers, "eval_dir": args.eval_dir,
             "segevery": None if not (args.ckpt or args.model) else {
-                "prompts": args.prompts, "points_per_side": args.points_per_side,
-                "box_nms_thresh": args.box_nms_thresh, "nms": args.nms, "edge_nms": not args.no_edge_nms,
-                "img_size": args.img_size,
+                "prompts": args.prompts, "edge_nms": not args.no_edge_nms, "img_size": args.img_size,
+                # the gt-boxes path has one prompt per region and no NMS: the proposal options do not apply
+                **{k: None if args.prompts == "gt-boxes" else getattr(args, k)
+                   for k in ("points_per_side", "box_nms_thresh", "nms")},
                 "annotator": args.annotator if args.prompts == "gt-boxes" else None},
             "annotator": args.annotator if args.detector == "box-fill" else None,
         },
+        "reads_ground_truth": source_reads_ground_truth(args),
         "wall_s": round(wall, 2),
     }
     return out
@@ -377,13 +353,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     else:
         out = {"sources": results, "methods": {k: r["method"] for k, r in results.items()},
                "images": first["images"], "thresholds": args.thresholds, "max_dist": args.max_dist,
+               "reads_ground_truth": reads_ground_truth(args),
                "wall_s": round(sum(r["wall_s"] for r in results.values()), 2)}
         for k, r in results.items():
             if r["images"] != first["images"]:
                 raise RuntimeError(f"source {k} scored {r['images']} images, not {first['images']}")
     pseg = args.pred and args.pred_format == "segs"
     n_thr = len(first["curve"]["thresholds"]) if pseg and not args.baselines else args.thresholds
-    print(format_edge_table(first["method"], first, n_thr, {r["method"]: r for r in list(results.values())[1:]}))
+    oracle = reads_ground_truth(args)
+    print(format_edge_table(first["method"], first, n_thr, {r["method"]: r for r in list(results.values())[1:]},
+                            oracle=oracle))
     for r in results.values():
         print(f"{r['method']}: ODS threshold {r['ods_threshold']:.4f} (R {r['ods_r']:.3f}, P {r['ods_p']:.3f}); "
               f"wall {r['wall_s']:.1f} s")
@@ -400,7 +379,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
         curves.update({r["method"]: r for r in results.values()})
         plot_pr_curves(curves, args.plot)
         print(f"wrote {args.plot}")
-    publish("bsds", out, images=[args.plot] if args.plot else [])
+    publish("bsds-oracle" if oracle else "bsds", out, images=[args.plot] if args.plot else [])
     return out
 
 

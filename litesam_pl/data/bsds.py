@@ -83,7 +83,7 @@ def read_image(path: PathLike) -> np.ndarray:
     try:
         return decode_image(path.read_bytes())
     except ValueError as e:
-        raise ValueError(f"cannot decode image {path}: {e}") from e
+        raise ValueError(f"{path}: {e}") from e
 
 
 def load_segs(path: PathLike) -> List[np.ndarray]:
@@ -232,8 +232,9 @@ class BSDS500:
     def region_boxes(self, image_id: str, annotator: int = 0, min_area: int = 16) -> np.ndarray:
         """xyxy float32 ``[K, 4]`` boxes (pixel edges: ``x1 = last column + 1``) of one annotator's regions.
 
-        Every label of the annotator's segmentation with at least ``min_area`` pixels, in label order: the
-        oracle prompts of ``benchmarks.bsds --prompts gt-boxes`` (a diagnostic, never a Table 7 figure).
+        Every label of the annotator's segmentation with at least ``min_area`` pixels, in label order (a label
+        in several pieces gets one box around all of them): the oracle prompts of ``benchmarks.bsds --prompts
+        gt-boxes`` (a diagnostic, never a Table 7 figure).
         """
         gts = load_ground_truth(self.gt_path(image_id))
         if not 0 <= annotator < len(gts):

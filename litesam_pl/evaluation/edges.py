@@ -270,6 +270,7 @@ def segevery_probability_maps(
 
 
 def _check_boxes(boxes: np.ndarray) -> np.ndarray:
+    """``boxes`` as float32 xyxy [K, 4]; ValueError for any other shape."""
     b = np.asarray(boxes, dtype=np.float32)
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"boxes must be [K, 4] xyxy, got shape {b.shape}")
@@ -280,12 +281,15 @@ def box_probability_maps(model, image: np.ndarray, boxes: np.ndarray, max_prompt
                          ) -> Dict[str, Any]:
     """Per-box mask probability maps at the image's size: one single-mask decoder output per box prompt.
 
-    The 1-box protocol of ``benchmarks.coco`` (``SamPredictor``, ``multimask_output=False``) with the logits kept.
+    The 1-box protocol of ``benchmarks.coco`` (``SamPredictor``, ``multimask_output=False``) with the logits kept
+    (``evaluation.prompting.PromptPredictor`` returns thresholded masks only, hence this second path); the masks
+    are ``logits > model.mask_threshold``, as SegEvery's.
 
     Args:
         model: a ``Sam``-like model.
         image: uint8 RGB [H, W, 3].
         boxes: xyxy [K, 4] in the image's pixels.
+        max_prompts_per_call: boxes per decoder call (>= 1).
 
     Returns:
         ``{"probs": float32 [K, H, W] in [0, 1], "masks": bool [K, H, W], "source": "boxes"}``.
@@ -294,19 +298,23 @@ def box_probability_maps(model, image: np.ndarray, boxes: np.ndarray, max_prompt
     from segment_anything import SamPredictor
 
     b = _check_boxes(boxes)
+    if max_prompts_per_call < 1:
+        raise ValueError(f"max_prompts_per_call must be >= 1, got {max_prompts_per_call}")
     h, w = image.shape[:2]
     if len(b) == 0:
         return {"probs": np.zeros((0, h, w), np.float32), "masks": np.zeros((0, h, w), bool), "source": "boxes"}
     predictor = SamPredictor(model)
     predictor.set_image(image, image_format="RGB")
-    probs = []
+    threshold = float(getattr(model, "mask_threshold", 0.0))
+    probs, masks = [], []
     for start in range(0, len(b), max_prompts_per_call):
         chunk = torch.as_tensor(b[start:start + max_prompts_per_call], device=predictor.device)
         logits, _, _ = predictor.predict_torch(None, None, boxes=predictor.transform.apply_boxes_torch(chunk, (h, w)),
                                                multimask_output=False, return_logits=True)
-        probs.append(torch.sigmoid(logits[:, 0].float()).cpu().numpy())
-    p = np.concatenate(probs).astype(np.float32)
-    return {"probs": p, "masks": p > 0.5, "source": "boxes"}
+        logits = logits[:, 0].float()
+        probs.append(torch.sigmoid(logits).cpu().numpy())
+        masks.append((logits > threshold).cpu().numpy())
+    return {"probs": np.concatenate(probs).astype(np.float32), "masks": np.concatenate(masks), "source": "boxes"}
 
 
 def box_fill_maps(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:

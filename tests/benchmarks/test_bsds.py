@@ -69,18 +69,28 @@ def test_model_beside_sobel_and_canny_in_one_run(one_bsds, tmp_path, capsys, mon
     assert alone["ods"] == pytest.approx(saved["sources"]["canny"]["ods"], abs=0.01)
 
 
-def test_gt_box_prompts_beside_box_fill(one_bsds, tmp_path, monkeypatch):
+def test_gt_box_prompts_beside_box_fill(one_bsds, tmp_path, monkeypatch, capsys):
     """The oracle diagnostic: the model prompted with the annotator's region boxes, beside those boxes filled."""
     import benchmarks.bsds as bsds
 
+    published = []
+    monkeypatch.setattr(bsds, "publish", lambda name, out, images: published.append(name))
     out = bsds.main(["--data", str(one_bsds), "--model", "litesam", "--img-size", "128", "--prompts", "gt-boxes",
-                     "--baselines", "box-fill", "--thresholds", "3", "--no-progress",
+                     "--baselines", "box-fill", "canny", "--thresholds", "3", "--no-progress",
                      "--json", str(tmp_path / "o.json")])
     assert out["methods"] == {"model": "litesam (random weights) (GT-box prompts, annotator 0)",
-                              "box-fill": "box-fill (GT boxes, annotator 0)"}
+                              "box-fill": "box-fill (GT boxes, annotator 0)", "canny": "canny"}
     model, fill = out["sources"]["model"], out["sources"]["box-fill"]
-    assert model["config"]["segevery"]["prompts"] == "gt-boxes" and model["config"]["segevery"]["annotator"] == 0
-    assert model["config"]["segevery"]["img_size"] == 128 and fill["config"]["annotator"] == 0
+    seg = model["config"]["segevery"]
+    assert seg["prompts"] == "gt-boxes" and seg["annotator"] == 0 and seg["img_size"] == 128
+    assert seg["points_per_side"] is None and seg["nms"] is None and seg["box_nms_thresh"] is None  # not used
+    assert fill["config"]["annotator"] == 0
+    assert out["reads_ground_truth"] and model["reads_ground_truth"] and fill["reads_ground_truth"]
+    assert not out["sources"]["canny"]["reads_ground_truth"]
+    # never dressed as Table 7: its own title, no paper rows, and logged under its own name
+    table = capsys.readouterr().out
+    assert "Oracle diagnostic (not Table 7)" in table and "(paper)" not in table and "Table 7: zero-shot" not in table
+    assert published == ["bsds-oracle"]
     assert 0 <= model["ods"] <= 1
     # the fixture's regions are the square and the frame around it: box fill draws the square's outline (just
     # outside it, within the matching distance) and the image border (suppressed by edge NMS)
@@ -100,6 +110,14 @@ def test_gt_box_prompts_beside_box_fill(one_bsds, tmp_path, monkeypatch):
                "--thresholds", "3", "--no-progress"])
     assert seen == [[[0, 0, 160, 120], [40, 30, 120, 90]]]
 
+    # --name keeps the ground-truth label; an annotator the images lack stops before any work, in one line
+    named = bsds.main(["--data", str(one_bsds), "--detector", "box-fill", "--name", "boxes", "--thresholds", "3",
+                       "--no-progress"])
+    assert named["method"] == "boxes (GT boxes, annotator 0)"
+    with pytest.raises(SystemExit, match="--annotator 1: image im0 has only 1 annotators"):
+        bsds.main(["--data", str(one_bsds), "--detector", "box-fill", "--annotator", "1", "--thresholds", "3",
+                   "--no-progress"])
+
 
 def test_baselines_argument_errors(one_bsds, capsys):
     from benchmarks.bsds import main
@@ -107,12 +125,14 @@ def test_baselines_argument_errors(one_bsds, capsys):
     for argv in (["--detector", "canny", "--baselines", "canny"], ["--baselines", "sobel", "sobel"],
                  ["--baselines", "sobel", "canny", "--name", "x"], ["--baselines", "hed"],
                  ["--detector", "sobel", "--pred", "x", "--baselines", "canny"],
-                 ["--detector", "canny", "--prompts", "gt-boxes"], ["--detector", "box-fill", "--annotator", "-1"]):
+                 ["--detector", "canny", "--prompts", "gt-boxes"], ["--detector", "box-fill", "--annotator", "-1"],
+                 ["--detector", "canny", "--annotator", "1"]):
         with pytest.raises(SystemExit):
             main(["--data", str(one_bsds), "--thresholds", "3", *argv])
     err = capsys.readouterr().err
     assert "given twice" in err and "--name" in err and "exactly one edge source" in err
     assert "--prompts gt-boxes needs a model" in err and "--annotator must be >= 0" in err
+    assert "--annotator only applies to --prompts gt-boxes and the box-fill detector" in err
 
 
 def test_checkpoint_runs_at_another_input_side(one_bsds, tmp_path, monkeypatch):
@@ -129,10 +149,16 @@ def test_checkpoint_runs_at_another_input_side(one_bsds, tmp_path, monkeypatch):
     torch.save({"format": EXPORT_FORMAT, "model": model_config(model), "state_dict": model.state_dict()}, ckpt)
     sides = []
     real = bsds.load_edge_model
-    monkeypatch.setattr(bsds, "load_edge_model",
-                        lambda args: sides.append(real(args).image_encoder.img_size) or real(args))
+
+    def spy(args):
+        model = real(args)
+        sides.append(model.image_encoder.img_size)
+        return model
+
+    monkeypatch.setattr(bsds, "load_edge_model", spy)
     for extra in ([], ["--img-size", "192"]):
         out = bsds.main(["--data", str(one_bsds), "--ckpt", str(ckpt), "--prompts", "gt-boxes", "--thresholds", "3",
                          "--no-progress", *extra])
         assert out["config"]["segevery"]["img_size"] == (int(extra[1]) if extra else None)
+        assert out["method"] == ("tiny @192px" if extra else "tiny") + " (GT-box prompts, annotator 0)"
     assert sides == [128, 192]

@@ -440,8 +440,15 @@ def test_box_prompt_maps_follow_the_single_mask_protocol():
         want = np.stack([pred.predict(box=b, multimask_output=False, return_logits=True)[0][0] for b in boxes])
     assert out["probs"].shape == (3, 40, 60) and out["source"] == "boxes"
     np.testing.assert_allclose(out["probs"], 1 / (1 + np.exp(-want)), atol=1e-5)
-    assert np.array_equal(out["masks"], out["probs"] > 0.5)
+    assert out["masks"].dtype == bool and out["masks"].shape == (3, 40, 60)
+    for threshold, expect in ((1e9, False), (-1e9, True)):  # the masks threshold the logits at the model's own
+        sam.mask_threshold = threshold
+        with torch.inference_mode():
+            assert (box_probability_maps(sam, img, boxes)["masks"] == expect).all()
+    sam.mask_threshold = 0.0
     assert box_probability_maps(sam, img, np.zeros((0, 4)))["probs"].shape == (0, 40, 60)
+    with pytest.raises(ValueError, match="max_prompts_per_call"):
+        box_probability_maps(sam, img, boxes, max_prompts_per_call=0)
     with torch.inference_mode():
         e = edge_map_from_model(sam, img, boxes=boxes, apply_edge_nms=False)
         one_call = box_probability_maps(sam, img, boxes)  # the same decoder call as edge_map_from_model's
