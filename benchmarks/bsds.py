@@ -47,11 +47,8 @@ DETECTOR_CHOICES = ["sobel", "canny", "box-fill"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.bsds",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bsds", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="BSDS500 folder (images/<split>/*.jpg, groundTruth/<split>/*.mat)")
     p.add_argument("--split", default="test", choices=["test", "val", "train"], help="split to score (default test)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N ids (string-sorted)")
@@ -87,9 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "--model's side (default: the checkpoint's own)")
     mdl.add_argument("--prompts", default="auto", choices=["auto", "autoppn", "grid", "gt-boxes"],
                      help="SegEvery prompts: AutoPPN (Lite-SAM), the point grid (SAM App. D.2), auto (AutoPPN when "
-                          "the model has it), or gt-boxes: one box per region of --annotator, single-mask output, "
-                          "no NMS (oracle prompts that separate the proposals from the masks; a diagnostic, never "
-                          "a Table 7 figure)")
+                          "the model has it), or gt-boxes: one box per region of --annotator, single-mask output, no "
+                          "NMS (oracle prompts: a diagnostic that reads the ground truth, never a Table 7 figure)")
     mdl.add_argument("--annotator", type=int, default=None,
                      help="gt-boxes / box-fill: whose regions give the boxes (0-based, default 0; one box around "
                           "each label of at least 16 pixels, around all its pieces when a label is split)")
