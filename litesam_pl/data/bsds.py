@@ -13,7 +13,7 @@ Predictions the BSDS bench accepts, turned into a soft boundary map ``pb`` in [0
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -211,6 +211,7 @@ class BSDS500:
                 raise ValueError(f"limit must be >= 1, got {limit}")
             ids = ids[:limit]
         self.ids: List[str] = ids
+        self._last_gt: Optional[Tuple[str, List[Dict[str, np.ndarray]]]] = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -225,9 +226,15 @@ class BSDS500:
         """uint8 [H, W, 3] RGB."""
         return read_image(self.image_path(image_id))
 
+    def ground_truth(self, image_id: str) -> List[Dict[str, np.ndarray]]:
+        """``load_ground_truth`` of the image; the last image's is kept, so its several readers parse it once."""
+        if self._last_gt is None or self._last_gt[0] != image_id:
+            self._last_gt = (image_id, load_ground_truth(self.gt_path(image_id)))
+        return self._last_gt[1]
+
     def boundaries(self, image_id: str) -> List[np.ndarray]:
         """The annotators' boundary maps, each bool [H, W]."""
-        return load_boundaries(self.gt_path(image_id))
+        return [g["boundaries"] for g in self.ground_truth(image_id)]
 
     def region_boxes(self, image_id: str, annotator: int = 0, min_area: int = 16) -> np.ndarray:
         """xyxy float32 ``[K, 4]`` boxes (pixel edges: ``x1 = last column + 1``) of one annotator's regions.
@@ -236,7 +243,7 @@ class BSDS500:
         in several pieces gets one box around all of them): the oracle prompts of ``benchmarks.bsds --prompts
         gt-boxes`` (a diagnostic, never a Table 7 figure).
         """
-        gts = load_ground_truth(self.gt_path(image_id))
+        gts = self.ground_truth(image_id)
         if not 0 <= annotator < len(gts):
             raise ValueError(f"{image_id}: annotator {annotator} out of range (the image has {len(gts)})")
         return segmentation_boxes(gts[annotator]["segmentation"], min_area=min_area)

@@ -18,14 +18,14 @@ from .coco import (
     results_from_masks,
 )
 from .detection import BoxRecall, MaskAP
-from .miou import COCO_AREA_RANGES, MIoUAccumulator, area_group, mask_iou, mask_ious, summarize_miou
+from .miou import COCO_AREA_RANGES, MIoU, area_group, mask_iou, mask_ious, summarize_miou
 
 __all__ = [
     "AP_KEYS",
     "BoxRecall",
     "LVIS_AP_KEYS",
     "COCO_AREA_RANGES",
-    "MIoUAccumulator",
+    "MIoU",
     "MaskAP",
     "area_group",
     "coco_from_arrays",

@@ -1,14 +1,18 @@
 """Mask IoU and mIoU with the COCO small / medium / large split (Table 5's 1-box and 1-point columns).
 
-Arrays in, numbers out: masks are bool (or 0/1) numpy arrays, or anything with ``.detach().cpu().numpy()``
-(a torch tensor); nothing here knows about models. IoUs are fractions in [0, 1]; ``summarize_miou`` reports
-them the same way (multiply by 100 for the paper's percentages).
+Masks are bool (or 0/1) numpy arrays, or anything with ``.detach().cpu().numpy()`` (a torch tensor); nothing
+here knows about models. IoUs are fractions in [0, 1]; ``MIoU`` (a torchmetrics ``Metric``, validation's and the
+benchmarks' one mIoU) and ``summarize_miou`` report them the same way (multiply by 100 for the paper's
+percentages).
 """
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics import Metric
 
 __all__ = [
     "COCO_AREA_RANGES",
@@ -17,7 +21,7 @@ __all__ = [
     "mask_ious",
     "area_group",
     "summarize_miou",
-    "MIoUAccumulator",
+    "MIoU",
 ]
 
 #: COCO's area ranges (pixels of the annotation's ``area``), bounds inclusive on both sides exactly as
@@ -77,7 +81,7 @@ def summarize_miou(
     areas: Sequence[float] | np.ndarray,
     ranges: Mapping[str, tuple[float, float]] = COCO_AREA_RANGES,
 ) -> dict[str, float | int]:
-    """Mean IoU over instances, overall and per area range.
+    """Mean IoU over instances, overall and per area range: ``MIoU`` on one batch of instances, as Python numbers.
 
     Args:
         ious: ``[N]`` per-instance IoUs in [0, 1].
@@ -87,55 +91,58 @@ def summarize_miou(
         ``{"miou", "miou_small", "miou_medium", "miou_large", "n", "n_small", "n_medium", "n_large"}``; a mean
         over no instance is ``nan``.
     """
-    i = as_numpy(ious).astype(np.float64).reshape(-1)
-    a = as_numpy(areas).astype(np.float64).reshape(-1)
-    if i.shape != a.shape:
-        raise ValueError(f"ious {i.shape} and areas {a.shape} differ in length")
-    out: dict[str, float | int] = {"miou": float(i.mean()) if i.size else float("nan"), "n": int(i.size)}
-    for name, member in area_group(a, ranges).items():
-        out[f"miou_{name}"] = float(i[member].mean()) if member.any() else float("nan")
-        out[f"n_{name}"] = int(member.sum())
-    return out
+    metric = MIoU(ranges)
+    metric.update(ious, areas)
+    return {k: (int(v) if k.startswith("n") else float(v)) for k, v in metric.compute().items()}
 
 
-class MIoUAccumulator:
-    """Collects per-instance IoUs and areas over many images; ``compute()`` gives ``summarize_miou``.
+class MIoU(Metric):
+    """Mean IoU over instances, overall and per area range (COCO's small / medium / large by default).
+
+    The one mIoU of the suite: validation's ``val/miou_1box`` / ``val/miou_1point`` and the benchmarks' 1-box /
+    1-point columns (``summarize_miou``). ``update(ious, areas=None)`` adds K instances; without ``areas`` they
+    count only in the overall mean. ``compute()`` returns 0-d tensors ``{"miou", "miou_<range>", "n",
+    "n_<range>"}``: float64 means (NaN over no instance) and int64 counts.
+
+    States (summed over DDP ranks, so a rank without updates adds nothing): ``iou_sum`` float64 ``[1 + R]`` and
+    ``count`` int64 ``[1 + R]``, overall first, then the ranges in order.
 
     Example::
 
-        acc = MIoUAccumulator()
-        acc.update(pred_masks, gt_masks, areas)   # [K, H, W], [K, H, W], [K]
-        acc.compute()["miou"]
+        m = MIoU()
+        m.update(mask_ious(pred_masks, gt_masks), areas)   # [K], [K]
+        m.compute()["miou"]
     """
 
-    def __init__(self, ranges: Mapping[str, tuple[float, float]] = COCO_AREA_RANGES) -> None:
+    full_state_update = False
+    higher_is_better = True
+    is_differentiable = False
+
+    def __init__(self, ranges: Mapping[str, tuple[float, float]] = COCO_AREA_RANGES, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.ranges = dict(ranges)
-        self.ious: list[float] = []
-        self.areas: list[float] = []
+        size = 1 + len(self.ranges)
+        self.add_state("iou_sum", torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(size, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, pred: Any, gt: Any, areas: Any | None = None) -> np.ndarray:
-        """Add K instances; ``areas`` defaults to the GT masks' pixel counts. Returns their IoUs ``[K]``."""
-        ious = np.atleast_1d(mask_ious(pred, gt))
-        if areas is None:
-            areas = as_numpy(gt).astype(bool).reshape(len(ious), -1).sum(axis=1)
-        self.update_ious(ious, areas)
-        return ious
+    def update(self, ious: Any, areas: Any | None = None) -> None:
+        """``ious`` ``[K]`` in [0, 1]; ``areas`` ``[K]`` in pixels (the ranges' unit) or None."""
+        i = torch.as_tensor(as_numpy(ious), dtype=torch.float64).reshape(-1)
+        member = [torch.ones_like(i, dtype=torch.bool)]
+        if areas is not None:
+            a = as_numpy(areas).astype(np.float64).reshape(-1)
+            if a.shape[0] != i.shape[0]:
+                raise ValueError(f"ious ({i.shape[0]},) and areas {a.shape} differ in length")
+            member += [torch.from_numpy(m) for m in area_group(a, self.ranges).values()]
+        else:
+            member += [torch.zeros_like(i, dtype=torch.bool)] * len(self.ranges)
+        rows = torch.stack(member)  # [1 + R, K]
+        self.iou_sum += (rows * i).sum(1).to(self.iou_sum.device)
+        self.count += rows.sum(1).to(self.count.device)
 
-    def update_ious(self, ious: Any, areas: Any) -> None:
-        """Add precomputed IoUs ``[K]`` with their areas ``[K]``."""
-        i = as_numpy(ious).astype(np.float64).reshape(-1)
-        a = as_numpy(areas).astype(np.float64).reshape(-1)
-        if i.shape != a.shape:
-            raise ValueError(f"ious {i.shape} and areas {a.shape} differ in length")
-        self.ious.extend(i.tolist())
-        self.areas.extend(a.tolist())
-
-    def compute(self) -> dict[str, float | int]:
-        return summarize_miou(self.ious, self.areas, self.ranges)
-
-    def reset(self) -> None:
-        self.ious.clear()
-        self.areas.clear()
-
-    def __len__(self) -> int:
-        return len(self.ious)
+    def compute(self) -> dict[str, Tensor]:
+        means = self.iou_sum / self.count.clamp(min=1)
+        means = torch.where(self.count > 0, means, torch.full_like(means, float("nan")))
+        names = ["", *(f"_{name}" for name in self.ranges)]
+        return {**{f"miou{n}": means[k] for k, n in enumerate(names)},
+                **{f"n{n}": self.count[k] for k, n in enumerate(names)}}

@@ -21,7 +21,7 @@ from litesam_pl.compat import ddp_sync_buffers
 from litesam_pl.inference.segevery import segment_everything
 from litesam_pl.mask_resampling import upsample_prompt_logits
 from litesam_pl.metrics.detection import BoxRecall, MaskAP
-from litesam_pl.metrics.miou import mask_ious
+from litesam_pl.metrics.miou import MIoU, mask_ious
 from litesam_pl.metrics.recall import MaskRecall, PointPrecision, pred_gt_iou_matrix
 from litesam_pl.models.prompt_forms import multimask_output_for
 
@@ -33,8 +33,8 @@ class EvaluationMixin:
 
     def init_eval_metrics(self) -> None:
         """The validation metrics (torchmetrics: synced across DDP ranks at compute time); ``__init__`` calls it."""
-        self.val_miou_1box = MeanMetric()
-        self.val_miou_1point = MeanMetric()
+        self.val_miou_1box = MIoU()  # the benchmarks' mIoU (summed IoUs and counts; groups by area at input size)
+        self.val_miou_1point = MIoU()
         self.val_point_hit = MeanMetric()
         self.val_point_precision = PointPrecision()
         self.val_point_chance = MeanMetric()  # what a random point scores: the image's share of GT-covered pixels
@@ -67,8 +67,9 @@ class EvaluationMixin:
             g = gt[i, v, :h, :w]
             bm = box_masks[i, v, :h, :w]
             pm = pt_masks[i, v, :h, :w]
-            self.val_miou_1box.update(torch.as_tensor(mask_ious(bm, g), dtype=torch.float32, device=self.device))
-            self.val_miou_1point.update(torch.as_tensor(mask_ious(pm, g), dtype=torch.float32, device=self.device))
+            areas = g.flatten(1).sum(1)
+            self.val_miou_1box.update(mask_ious(bm, g), areas)
+            self.val_miou_1point.update(mask_ious(pm, g), areas)
             if self.cfg.validation.compute_map:  # IoUs, scores and areas: a few numbers per mask, never the masks
                 self.val_map.update(pred_gt_iou_matrix(bm, g), box_iou[i, v, 0].float(), g.flatten(1).sum(1),
                                     bm.flatten(1).sum(1))
@@ -191,8 +192,8 @@ class EvaluationMixin:
         if self.val_masks:
             self.log(f"{prefix}/loss_mask_box", self.val_loss_mask_box.compute(), sync_dist=True)
         if self.val_masks:
-            self.log(f"{prefix}/miou_1box", self.val_miou_1box.compute(), sync_dist=True)
-            self.log(f"{prefix}/miou_1point", self.val_miou_1point.compute(), sync_dist=True)
+            self.log(f"{prefix}/miou_1box", self.val_miou_1box.compute()["miou"].float(), sync_dist=True)
+            self.log(f"{prefix}/miou_1point", self.val_miou_1point.compute()["miou"].float(), sync_dist=True)
             if self.cfg.validation.compute_map:
                 # one-class AP of the 1-box masks at the input size S on these shards (not the benchmarks' official
                 # per-category COCO AP at image size): the name says "1-box", as miou_1box

@@ -417,6 +417,22 @@ def test_region_boxes_of_an_annotator(bsds):
         ds.region_boxes("2018", annotator=len(gts))
 
 
+def test_dataset_parses_each_ground_truth_once(bsds, monkeypatch):
+    import litesam_pl.data.bsds as bsds_mod
+
+    calls = []
+    real = bsds_mod.load_ground_truth
+    monkeypatch.setattr(bsds_mod, "load_ground_truth", lambda path: calls.append(path) or real(path))
+    ds = BSDS500(bsds / "bench_fixture", "test")
+    first, second = ds.ids[0], ds.ids[-1]
+    shape = ds.boundaries(first)[0].shape
+    boxes = ds.region_boxes(first)
+    assert len(calls) == 1 and boxes[:, 2].max() <= shape[1]
+    ds.boundaries(second)
+    ds.region_boxes(second)
+    assert len(calls) == 2
+
+
 def test_box_fill_maps_clip_to_the_image():
     m = box_fill_maps(np.array([[2, 1, 5, 3], [-4, 6, 40, 99]], np.float32), (8, 10))
     assert m.shape == (2, 8, 10) and m.dtype == np.float32

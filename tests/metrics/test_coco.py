@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
+import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from litesam_pl.data.coco import CocoInstances, ann_to_mask
 from litesam_pl.metrics import (
-    MIoUAccumulator,
+    MIoU,
     coco_from_arrays,
     lvis_ap,
     mask_ap,
@@ -67,11 +69,25 @@ def test_miou_small_medium_large_split():
     only_small = summarize_miou([0.5], [10])
     assert np.isnan(only_small["miou_large"]) and only_small["n_large"] == 0
 
-    acc = MIoUAccumulator()
+
+
+def test_miou_metric_accumulates_images_and_groups():
     gt = np.stack([square(20, 20, 0, 0, 10), square(20, 20, 5, 5, 4)])
     pred = np.stack([square(20, 20, 0, 0, 10), np.zeros((20, 20), bool)])
-    np.testing.assert_allclose(acc.update(pred, gt), [1.0, 0.0])
-    assert acc.areas == [100.0, 16.0] and acc.compute()["miou"] == pytest.approx(0.5)
+    m = MIoU()
+    m.update(mask_ious(pred, gt), gt.reshape(2, -1).sum(1))  # areas 100 and 16: both small
+    m.update(torch.tensor([0.25]), torch.tensor([5000.0]))  # a tensor, medium
+    m.update([0.75])  # no area: counts only in the overall mean
+    res = m.compute()
+    assert float(res["miou"]) == pytest.approx((1.0 + 0.0 + 0.25 + 0.75) / 4) and int(res["n"]) == 4
+    assert float(res["miou_small"]) == pytest.approx(0.5) and int(res["n_small"]) == 2
+    assert float(res["miou_medium"]) == pytest.approx(0.25) and int(res["n_medium"]) == 1
+    assert math.isnan(float(res["miou_large"])) and int(res["n_large"]) == 0
+    assert res["miou"].dtype == torch.float64 and res["n"].dtype == torch.long
+    m.reset()
+    assert math.isnan(float(m.compute()["miou"]))
+    with pytest.raises(ValueError, match="differ in length"):
+        m.update([0.5, 0.5], [10.0])
 
 
 # -------------------------------------------------------------------------------------- AP / AR by hand

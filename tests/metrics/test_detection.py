@@ -1,5 +1,6 @@
 """MaskAP / BoxRecall (litesam_pl.metrics.detection) against mask_ap_from_ious / proposal_recall (bit for bit), against
-pycocotools on masks, and synced over 2 gloo ranks with uneven shares of the images (one rank with none)."""
+pycocotools on masks, and synced over 2 gloo ranks with uneven shares of the images (one rank with none), with
+``metrics.miou.MIoU`` beside them (equal to one process up to the order of summation)."""
 from __future__ import annotations
 
 import datetime
@@ -16,6 +17,7 @@ import torch
 
 from litesam_pl.metrics.coco import mask_ap, mask_ap_from_ious, proposal_recall
 from litesam_pl.metrics.detection import BoxRecall, MaskAP, coco_box_iou
+from litesam_pl.metrics.miou import MIoU, summarize_miou
 from litesam_pl.metrics.recall import pred_gt_iou_matrix
 
 AREAS = (10, 500, 1024, 5000, 9216, 20000)  # small, medium and large, with COCO's two bounds themselves
@@ -169,6 +171,16 @@ def _split_items(split: tuple, seed: int) -> tuple[list, list]:
     return ap_items(rng, n), box_items(rng, n)
 
 
+def _miou_items(split: tuple, seed: int) -> np.ndarray:
+    """Per image: (IoUs, areas) of 0-4 instances, as an object array so a rank's share is a slice."""
+    rng = np.random.default_rng(100 + seed)
+    items = np.empty(sum(split), dtype=object)
+    for i in range(len(items)):
+        k = int(rng.integers(0, 5))
+        items[i] = (rng.random(k), rng.choice([100.0, 1024.0, 5000.0, 20000.0], k))
+    return items
+
+
 def _rank_main(rank: int, init_file: str, out_dir: str) -> None:
     """One rank: for each split, its share of the images into the metrics, then the synced compute (every rank runs
     every compute, as validation does)."""
@@ -179,18 +191,22 @@ def _rank_main(rank: int, init_file: str, out_dir: str) -> None:
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
                                 timeout=datetime.timedelta(seconds=60))
         rows = []
-        mask_ap_metric, recall = MaskAP(), BoxRecall(max_dets=(3, 100))
+        mask_ap_metric, recall, miou = MaskAP(), BoxRecall(max_dets=(3, 100)), MIoU()
         for s, split in enumerate(SPLITS):
             maps, boxes = _split_items(split, s)
             own = slice(0, split[0]) if rank == 0 else slice(split[0], sum(split))
             fill_map(mask_ap_metric, maps[own])
             fill_recall(recall, boxes[own])
+            for ious, areas in _miou_items(split, s)[own]:
+                miou.update(ious, areas)
             local = len(mask_ap_metric.scores)
             rows.append({"map": {k: float(v) for k, v in mask_ap_metric.compute().items()},
                          "recall": {k: float(v) for k, v in recall.compute().items()},
+                         "miou": {k: float(v) for k, v in miou.compute().items()},
                          "local_restored": len(mask_ap_metric.scores) == local})
             mask_ap_metric.reset()
             recall.reset()
+            miou.reset()
         dist.destroy_process_group()
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(rows))
     except BaseException:
@@ -220,7 +236,12 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
         maps, boxes = _split_items(split, s)  # rank 0's images, then rank 1's: the order of the gathered states
         want_map = mask_ap_from_ious(maps) if maps else {"ap": math.nan, "ap50": math.nan}
         want_recall = ref_recall(boxes, (3, 100)) if boxes else {"ar@3": math.nan, "ar@100": math.nan}
+        items = _miou_items(split, s)
+        want_miou = summarize_miou(np.concatenate([i for i, _ in items] or [np.zeros(0)]),
+                                   np.concatenate([a for _, a in items] or [np.zeros(0)]))
         for rows in ranks:
+            for k, v in want_miou.items():
+                assert rows[s]["miou"][k] == pytest.approx(v, rel=1e-12, nan_ok=True), (k, s)
             assert_same(rows[s]["map"], want_map)
             assert_same(rows[s]["recall"], want_recall)
             assert rows[s]["local_restored"]

@@ -154,8 +154,8 @@ def test_perfect_predictions_score_one():
 
     m.predict = predict
     m.eval_masks(torch.zeros(1), batch)
-    assert m.val_miou_1box.compute().item() == pytest.approx(1.0)
-    assert m.val_miou_1point.compute().item() == pytest.approx(1.0)
+    assert float(m.val_miou_1box.compute()["miou"]) == pytest.approx(1.0)
+    assert float(m.val_miou_1point.compute()["miou"]) == pytest.approx(1.0)
     assert float(m.val_map.compute()["ap"]) == pytest.approx(1.0)
     assert int(valid.sum()) == 5
     # AutoPPN decode returning exactly the GT boxes -> box AR 1, every point inside a mask -> hit rate and
