@@ -111,7 +111,7 @@ class SampleProcessor:
             rng = np.random.default_rng([self.seed, zlib.crc32(key.encode())])
         tick("parse")
         geom = self._draw_geometry((H, W), rng)
-        img = _decode(img_bytes, (H, W), geom, key)
+        img = _decode_sized(img_bytes, (H, W), geom, key)
         tick("decode")
         img = geom.image(img)
         tick("resize")
@@ -247,7 +247,7 @@ def _parse(raw: dict[str, Any]) -> tuple[str, bytes, list, tuple[int, int]]:
     return key, img_bytes, segs, (H, W)
 
 
-def _decode(img_bytes: bytes, hw: tuple[int, int], geom: Geometry, key: str) -> np.ndarray:
+def _decode_sized(img_bytes: bytes, hw: tuple[int, int], geom: Geometry, key: str) -> np.ndarray:
     """The image decoded at the largest reduction that still covers ``geom``'s input size (``reduce_factor``); an
     image whose size disagrees with the json's (by more than a pixel) raises ``ValueError``."""
     H, W = hw

@@ -38,7 +38,7 @@ from litesam_pl.metrics.cocotools import (
     results_from_boxes,
     results_from_masks,
     silence_prints,
-    summary,
+    cocoeval_summary,
 )
 from litesam_pl.metrics.lvis_eval import LVIS_AP_KEYS, lvis_ap, numpy_float_alias
 
@@ -91,7 +91,7 @@ def mask_ap(
         e.params.maxDets = sorted(int(k) for k in max_dets)
         e.evaluate()
         e.accumulate()
-    return summary(e, e.params.maxDets[-1])
+    return cocoeval_summary(e, e.params.maxDets[-1])
 
 
 class _PrecomputedIoUEval(COCOeval):
@@ -148,4 +148,4 @@ def mask_ap_from_ious(items: Sequence[Mapping[str, Any]], max_dets: Sequence[int
         e.params.maxDets = sorted(int(k) for k in max_dets)
         e.evaluate()
         e.accumulate()
-    return summary(e, e.params.maxDets[-1])
+    return cocoeval_summary(e, e.params.maxDets[-1])

@@ -23,7 +23,7 @@ from litesam_pl.metrics.cocotools import (
     restrict_img_ids,
     results_from_arrays,
     silence_prints,
-    summary,
+    cocoeval_summary,
 )
 
 __all__ = ["proposal_recall", "proposal_recall_coco"]
@@ -46,7 +46,7 @@ def _agnostic_recall(
         e.params.maxDets = sorted(int(k) for k in max_dets)
         e.evaluate()
         e.accumulate()
-    s = summary(e, e.params.maxDets[-1])
+    s = cocoeval_summary(e, e.params.maxDets[-1])
     return {k: v for k, v in s.items() if k.startswith("ar")}
 
 

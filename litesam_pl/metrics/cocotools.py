@@ -4,7 +4,7 @@
 - results records: ``results_from_masks`` (compressed RLE, ``data.rle.encode_mask``), ``results_from_boxes``,
   ``normalise_results`` (records, a JSON file or per-image arrays), ``load_res`` (``COCO.loadRes`` that takes an
   empty list);
-- reading an accumulated evaluation (pycocotools or faster_coco_eval): ``summary`` / ``mean_valid``.
+- reading an accumulated evaluation (pycocotools or faster_coco_eval): ``cocoeval_summary`` / ``mean_valid``.
 
 ``metrics.coco`` (mask AP), ``metrics.coco_recall`` (class-agnostic AR) and ``metrics.lvis_eval`` (LVIS AP) are
 built on these; ``metrics.coco`` re-exports the public ones.
@@ -42,7 +42,7 @@ __all__ = [
     "load_res",
     "restrict_img_ids",
     "mean_valid",
-    "summary",
+    "cocoeval_summary",
 ]
 
 AP_KEYS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
@@ -275,7 +275,7 @@ def mean_valid(x: np.ndarray) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
-def summary(e: COCOeval | Any, max_det: int, cat_idx: Sequence[int] | None = None) -> dict[str, float]:
+def cocoeval_summary(e: COCOeval | Any, max_det: int, cat_idx: Sequence[int] | None = None) -> dict[str, float]:
     """AP/AR numbers from an accumulated (pycocotools or faster_coco_eval) ``COCOeval``."""
     p = e.params
     prec = e.eval["precision"]  # [T, R, K, A, M]

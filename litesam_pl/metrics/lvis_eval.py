@@ -23,7 +23,7 @@ from litesam_pl.metrics.cocotools import (
     mean_valid,
     restrict_img_ids,
     silence_prints,
-    summary,
+    cocoeval_summary,
 )
 
 __all__ = ["LVIS_AP_KEYS", "lvis_ap", "numpy_float_alias"]
@@ -129,7 +129,7 @@ def _lvis_faster(data: dict, results: list[dict], iou_type: str, img_ids: list[i
     e.params.maxDets = [max_dets if max_dets > 0 else max(_count_per_image(results).values(), default=1)]
     e.evaluate()
     e.accumulate()
-    out = summary(e, e.params.maxDets[0])
+    out = cocoeval_summary(e, e.params.maxDets[0])
     out = {k: v for k, v in out.items() if k.startswith("ap")}
     prec = e.eval["precision"]
     a = e.params.areaRngLbl.index("all")
