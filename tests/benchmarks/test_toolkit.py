@@ -1,8 +1,8 @@
 """benchmarks.toolkit: the JSON writer and error text (``results``), the timing (``timing``), the paper's figures
-(``paper``: each lives there and nowhere else in benchmarks/) and SegEvery's options as benchmark flags (``flags``)."""
+(``paper``: each lives there and nowhere else in benchmarks/) and SegEvery's options as the benchmarks' flags (the
+flags themselves: ``tests/inference/test_segevery_api.py``)."""
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import math
@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from benchmarks.toolkit import paper
-from litesam_pl.inference.segevery_options import add_option_flags, option_flag
 from benchmarks.toolkit.results import error_text, write_json
 from benchmarks.toolkit.timing import Laps, interleaved, quantile
 from litesam_pl.inference.segevery_options import SegEveryOptions
@@ -110,30 +109,6 @@ def test_paper_ratios_follow_the_tables():
 
 
 # ------------------------------------------------------------------------------------------------------- flags
-
-
-def test_segevery_flags_are_the_options_own():
-    """Type, choices and help from SegEveryOptions; a benchmark's own default and flag name where it has one."""
-    p = argparse.ArgumentParser()
-    add_option_flags(p, ("top_n", "score_threshold", "nms", "points_per_side"),
-                       defaults={"score_threshold": 0.0, "points_per_side": 16},
-                       flags={"top_n": "--ppn-top-n"})
-    a = p.parse_args([])
-    assert (a.ppn_top_n, a.score_threshold, a.nms, a.points_per_side) == (
-        SegEveryOptions().top_n, 0.0, SegEveryOptions().nms, 16)
-    a = p.parse_args(["--ppn-top-n", "8", "--score-threshold", "0.25", "--nms", "box"])
-    assert (a.ppn_top_n, a.score_threshold, a.nms) == (8, 0.25, "box") and isinstance(a.ppn_top_n, int)
-    with pytest.raises(SystemExit):  # the options' choices
-        p.parse_args(["--nms", "soft"])
-    with pytest.raises(SystemExit):  # and types
-        p.parse_args(["--ppn-top-n", "many"])
-    text = p.format_help()
-    assert "AutoPPN prompts per image" in text and "(default 16)" in text and "--top-n" not in text
-    with pytest.raises(ValueError, match="not SegEvery option flags"):
-        add_option_flags(argparse.ArgumentParser(), ("top_n", "autocast_dtype"))
-    with pytest.raises(ValueError, match="not in names"):
-        add_option_flags(argparse.ArgumentParser(), ("top_n",), defaults={"nms": "box"})
-    assert option_flag("pred_iou_thresh") == "--pred-iou-thresh"
 
 
 def test_benchmarks_take_segevery_options_from_the_library():
