@@ -21,7 +21,7 @@ ONNX Runtime (CPU only, opt-in: not in the default ``--methods``; needs ``pip in
                          (``preprocess_images``), the score threshold, the prompt layout
                          (``segevery_prompts.prompt_tensors``) and the post-processing
                          (``segevery_masks.postprocess_image``: filters, mask NMS, upsampling) are the
-                         PyTorch pipeline's own functions with ``segment_everything``'s defaults
+                         PyTorch pipeline's own functions with the bench's ``SegEveryOptions``
 ``litesam_onnx_example`` the same sessions driven by ``examples/onnx_segment_everything.py``'s
                          ``segment_everything_onnx`` (numpy + OpenCV pre- and post-processing, no torch: what a
                          deployment without PyTorch runs; ``tests/examples/test_onnx_segment_everything.py``

@@ -8,20 +8,23 @@ Its phases: ``preprocess``, ``encoder`` (encoder + AutoPPN + Point-NMS, one grap
 and prompt layout), ``decoder`` (prompt encoder + mask decoder, one graph) and ``postprocess``; PyTorch's
 ``prompts`` phase holds AutoPPN and the prompt encoder instead. On the first timed image the row checks itself
 against PyTorch (``check_vs_pytorch``, not timed): the prompt count and points, the embeddings, the decoder's
-low-res logits and IoU on the same prompts (``max_abs_diff``), and the final masks of ``segment_everything``
+low-res logits and IoU on the same prompts (``max_abs_diff``), and the final masks of ``SegEvery``
 (count and pairwise IoU) with the row's thresholds and with the filters off (the example row: the final masks).
 Without onnx / onnxruntime, or on ``--device cuda``, the row fails cleanly (``error``, one line) and the others run.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
 from benchmarks.segevery_measure import WARM_UP
 from benchmarks.toolkit.timing import Laps
+
+if TYPE_CHECKING:
+    from litesam_pl.inference.segevery_options import SegEveryOptions
 
 ORT_METHODS = ("litesam_autoppn_ort", "litesam_onnx_example")
 
@@ -98,31 +101,32 @@ class OrtRows:
                              "opset": 17, "top_n_exported": int(self.args.top_n)}
         return self._ort
 
-    def _segevery_options(self) -> Dict[str, Any]:
-        """The options of the bench's flags (``SegEveryOptions.from_args``: what the PyTorch row runs), as a dict."""
+    def _segevery_options(self) -> "SegEveryOptions":
+        """The options of the bench's flags (``SegEveryOptions.from_args``: what the PyTorch row runs)."""
         from litesam_pl.inference.segevery_options import SegEveryOptions
 
         options = SegEveryOptions.from_args(self.args)
         if self.random_weights:
             options = options.replace(score_threshold=0.0)
-        return options.to_dict()
+        return options
 
     def _ort_segevery(self, image: np.ndarray, warm: bool = False, output_mode: str = "binary_mask",
-                      opts: Optional[Dict[str, Any]] = None, keep: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                      opts: Optional["SegEveryOptions"] = None, keep: Optional[Dict[str, Any]] = None
+                      ) -> Dict[str, Any]:
         """The ``litesam_autoppn`` pipeline with encoder+AutoPPN and decoder run by onnxruntime; pre- and
-        post-processing are ``segment_everything``'s own functions, one timed phase each. ``keep`` (a dict)
-        receives the intermediate arrays (for the check)."""
+        post-processing are ``SegEvery``'s own functions, one timed phase each, with the options ``opts`` (the
+        bench's flags by default) and ``output_mode``. ``keep`` (a dict) receives the intermediate arrays (for the
+        check)."""
         from litesam_pl.inference.sam_compat import as_image_list, preprocess_images
         from litesam_pl.inference.segevery_prompts import score_threshold_used
         from litesam_pl.models.prompt_forms import multimask_output_for
 
         sess, model = self.ort_sessions(), self.model("litesam")
-        o = opts or self._segevery_options()
-        multimask = o["multimask_output"] if o["multimask_output"] is not None else multimask_output_for(
-            o["prompt_type"])
+        o = (opts or self._segevery_options()).replace(output_mode=output_mode, return_logits=False)
+        multimask = o.multimask_output if o.multimask_output is not None else multimask_output_for(o.prompt_type)
         k = int(model.mask_decoder.num_mask_tokens)
         tokens = list(range(1, k)) if multimask else [0]
-        thr = score_threshold_used(model, o["score_threshold"])
+        thr = score_threshold_used(model, o.score_threshold)
         laps = Laps()
         with torch.no_grad():
             prep = preprocess_images(model, as_image_list(image)[0], torch.device("cpu"))
@@ -130,12 +134,12 @@ class OrtRows:
             enc = dict(zip(sess["enc_names"], sess["encoder"].run(
                 None, {"image": prep.pixels.numpy(), "input_size": np.asarray(prep.input_sizes[0], dtype=np.int64)})))
             laps.lap("encoder")
-            pr = _ort_prompts(enc, thr, o["prompt_type"], warm)
+            pr = _ort_prompts(enc, thr, o.prompt_type, warm)
             laps.lap("prompts")
             low_all, iou_all = self._ort_decode(enc, pr, k)
             low, iou = (torch.from_numpy(np.ascontiguousarray(a[:, tokens])) for a in (low_all, iou_all))
             laps.lap("decoder")
-            out = self._ort_postprocess(low, iou, pr, prep, o, output_mode)
+            out = self._ort_postprocess(low, iou, pr, prep, o)
             laps.lap("postprocess")
         if keep is not None:
             keep.update(prep=prep, enc=enc, points=pr["points"], scores=pr["scores"], coords=pr["coords"],
@@ -155,16 +159,16 @@ class OrtRows:
         return low_all, iou_all
 
     def _ort_postprocess(self, low: torch.Tensor, iou: torch.Tensor, pr: Dict[str, Any], prep: Any,
-                         o: Dict[str, Any], output_mode: str) -> Any:
-        """``segevery_masks.postprocess_image`` (filters, mask NMS, upsampling) with the options ``o``: its masks."""
-        from litesam_pl.inference.segevery_masks import postprocess_image
+                         o: "SegEveryOptions") -> Any:
+        """``segevery_masks.postprocess_image`` (filters, mask NMS, upsampling) on the float32 decoder outputs of
+        every prompt in ``pr`` with the options ``o``: its masks."""
+        from litesam_pl.inference.segevery_masks import Decoded, postprocess_image
 
         model = self.model("litesam")
+        decoded = Decoded(low, iou, torch.arange(int(pr["points"].shape[0])), None)
         return postprocess_image(
-            low, iou, torch.arange(int(pr["points"].shape[0])), pr["points"], pr["scores"], prep.input_sizes[0],
-            prep.original_sizes[0], int(model.image_encoder.img_size), float(getattr(model, "mask_threshold", 0.0)),
-            o["pred_iou_thresh"], o["stability_score_thresh"], o["stability_score_offset"], o["box_nms_thresh"],
-            o["nms"], o["nms_resolution"], o["rank_by"], o["max_masks"], output_mode, False,
+            decoded, pr, o, input_size=prep.input_sizes[0], output_size=prep.original_sizes[0],
+            size=int(model.image_encoder.img_size), mask_threshold=float(getattr(model, "mask_threshold", 0.0)),
         ).masks
 
     def _ort_row(self, image: np.ndarray, warm: bool = False) -> Dict[str, Any]:
@@ -176,7 +180,7 @@ class OrtRows:
     @torch.no_grad()
     def ort_check_vs_pytorch(self, image: np.ndarray) -> Dict[str, Any]:
         """ORT against PyTorch on one image: prompts, embeddings, decoder logits on the same prompts, and the
-        final masks of ``segment_everything`` (count, pairwise IoU) with the row's thresholds and filters off."""
+        final masks of ``SegEvery`` (count, pairwise IoU) with the row's thresholds and filters off."""
         from litesam_pl.inference.export import DecoderOnnx
         from litesam_pl.inference.segevery_prompts import autoppn_prompts, score_threshold_used
 
@@ -186,8 +190,8 @@ class OrtRows:
         self._ort_segevery(image, output_mode="tensors", opts=o, keep=kept)
         prep = kept["prep"]
         emb = model.image_encoder(prep.pixels)
-        thr = score_threshold_used(model, o["score_threshold"])
-        pr = autoppn_prompts(model, emb, prep.input_sizes, o["top_n"], thr, o["nms_kernel"])[0]
+        thr = score_threshold_used(model, o.score_threshold)
+        pr = autoppn_prompts(model, emb, prep.input_sizes, o.top_n, thr, o.nms_kernel)[0]
         n_ort = int(kept["points"].shape[0])
         check: Dict[str, Any] = {
             "image": "first timed image",
@@ -213,7 +217,7 @@ class OrtRows:
             check["max_abs_diff"]["decoder_iou_predictions"] = float(
                 (ref_iou - torch.from_numpy(kept["iou_all"])).abs().max())
         check["row_thresholds"] = self._vs_segevery(image, o, kept["out"]["masks"], kept["out"]["iou_preds"])
-        off = dict(o, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+        off = o.replace(pred_iou_thresh=0.0, stability_score_thresh=0.0)
         kept_off: Dict[str, Any] = {}
         self._ort_segevery(image, output_mode="tensors", opts=off, keep=kept_off)
         check["filters_off"] = self._vs_segevery(image, off, kept_off["out"]["masks"], kept_off["out"]["iou_preds"])
@@ -226,13 +230,13 @@ class OrtRows:
         return check
 
     @torch.no_grad()
-    def _vs_segevery(self, image: np.ndarray, opts: Dict[str, Any], masks: torch.Tensor,
+    def _vs_segevery(self, image: np.ndarray, opts: "SegEveryOptions", masks: torch.Tensor,
                      iou_preds: torch.Tensor) -> Dict[str, Any]:
-        """Final masks (bool ``[K, H, W]``) against ``segment_everything``'s with the same options: the counts,
+        """Final masks (bool ``[K, H, W]``) against ``SegEvery``'s with the same options: the counts,
         each mask's best-twin IoU (min, median), the most pixels a mask differs by, the sorted predicted IoUs."""
-        from litesam_pl.inference.segevery import SegEvery, SegEveryOptions
+        from litesam_pl.inference.segevery import SegEvery
 
-        options = SegEveryOptions(**opts).replace(output_mode="tensors", return_logits=False)
+        options = opts.replace(output_mode="tensors", return_logits=False)
         ref = SegEvery(self.model("litesam"), options).run(image, collect_timings=False, collect_stats=False).masks
         a, b = torch.as_tensor(masks), ref["masks"]
         res: Dict[str, Any] = {"masks_pytorch": int(b.shape[0]), "masks_ort": int(a.shape[0])}
@@ -261,17 +265,17 @@ class OrtRows:
             self._example = mod
         return self._example
 
-    def _example_options(self, o: Dict[str, Any]) -> Dict[str, Any]:
-        """``segment_everything`` options -> the example's ``segment_everything_onnx`` keywords."""
+    def _example_options(self, o: "SegEveryOptions") -> Dict[str, Any]:
+        """``SegEveryOptions`` -> the example's ``segment_everything_onnx`` keywords."""
         from litesam_pl.inference.segevery_prompts import score_threshold_used
 
-        if o["rank_by"] != "iou" or o["multimask_output"] is not None:
+        if o.rank_by != "iou" or o.multimask_output is not None:
             raise ValueError("the ONNX example ranks by predicted IoU with the prompt form's own mask tokens")
-        return dict(prompt_form=o["prompt_type"],
-                    score_thresh=score_threshold_used(self.model("litesam"), o["score_threshold"]) or 0.0,
-                    pred_iou_thresh=o["pred_iou_thresh"], stability_score_thresh=o["stability_score_thresh"],
-                    stability_score_offset=o["stability_score_offset"], nms=o["nms"], nms_thresh=o["box_nms_thresh"],
-                    nms_resolution=o["nms_resolution"], max_masks=o["max_masks"])
+        return dict(prompt_form=o.prompt_type,
+                    score_thresh=score_threshold_used(self.model("litesam"), o.score_threshold) or 0.0,
+                    pred_iou_thresh=o.pred_iou_thresh, stability_score_thresh=o.stability_score_thresh,
+                    stability_score_offset=o.stability_score_offset, nms=o.nms, nms_thresh=o.box_nms_thresh,
+                    nms_resolution=o.nms_resolution, max_masks=o.max_masks)
 
     def _example_row(self, image: np.ndarray, warm: bool = False) -> Dict[str, Any]:
         """``examples/onnx_segment_everything.py``'s ``segment_everything_onnx`` (no torch) on the same sessions."""
@@ -284,7 +288,7 @@ class OrtRows:
                                          **self._example_options(o))
         total = laps.lap()
         if not warm and self.example_check is None:  # first timed image: agreement with PyTorch (not timed)
-            off = dict(o, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+            off = o.replace(pred_iou_thresh=0.0, stability_score_thresh=0.0)
             res_off = ex.segment_everything_onnx(image, sess["encoder"], sess["decoder"], **self._example_options(off))
             self.example_check = {
                 "image": "first timed image",

@@ -2,7 +2,8 @@
 
 ``SegEvery(model, options).run(images)`` (options: ``SegEveryOptions``, ``segevery_options.py``) returns a
 ``SegEveryResult``: ``masks`` (per image records or tensors), ``timings`` and ``stats``; ``segment_everything(model,
-images, **options)`` is the functional form (returns the masks only). Pipeline, one small method per step::
+images, **options)`` is the functional form (returns the masks only; it collects no timings or stats). Pipeline,
+one small method per step::
 
     images -> resize/normalise/pad -> image encoder (one batched call)
            -> prompts: AutoPPN + Point-NMS + top-N (points and boxes)   | or a points_per_side^2 grid
@@ -29,7 +30,7 @@ from __future__ import annotations
 import inspect
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
-from typing import Any, ContextManager, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, ContextManager, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +39,7 @@ from ..models.prompt_encoder import uses_box_mask
 from ..models.prompt_forms import multimask_output_for
 from .fast_decoder import FastMaskDecoder, embed_prompts, stock_decode
 from .sam_compat import ImagesLike, as_image_list, check_sam_like, model_device, preprocess_images
-from .segevery_masks import ImageMasks, postprocess_image
+from .segevery_masks import Decoded, ImageMasks, postprocess_image
 from .segevery_options import NMS_KINDS, PROMPT_SOURCES, PROMPT_TYPES, RANK_BY, SegEveryOptions
 from .segevery_prompts import (
     autoppn_prompts,
@@ -83,17 +84,6 @@ def _stock_decode_chunked(
         m = 3 if multimask_output else 1
         return sparse.new_zeros(0, m, 4 * emb.shape[-2], 4 * emb.shape[-1]), sparse.new_zeros(0, m)
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-
-
-class Decoded(NamedTuple):
-    """One image's decoder outputs: low-res logits ``low [R, M, 4h, 4w]`` and predicted IoU ``iou [R, M]`` of the
-    prompts ``rows [R]`` that were decoded, and the predicted IoU ``iou_all [N, M]`` of all ``N`` prompts' masks
-    (for the filter counts; None when not counted)."""
-
-    low: Tensor
-    iou: Tensor
-    rows: Tensor
-    iou_all: Optional[Tensor]
 
 
 def _fast_decode_survivors(
@@ -285,7 +275,8 @@ class SegEvery:
 
     def decode(self, emb: Tensor, pr: Dict[str, Any], ctx: _Run) -> Decoded:
         """One image's prompts ``pr`` through the prompt encoder and the mask decoder: low-res logits, predicted
-        IoU and the prompts they belong to (``rows``), and the IoU of every prompt's masks when counting."""
+        IoU and the prompts they belong to (``rows``), and the IoU of every prompt's masks when counting; float32
+        (cast here once, whatever the autocast dtype)."""
         o, model = self.options, self.model
         with phase(ctx.timings, "prompts", ctx.device), ctx.amp:
             coords, labels = prompt_tensors(pr["points"], pr["boxes"], ctx.prompt_form)
@@ -301,20 +292,15 @@ class SegEvery:
             else:
                 low, iou = _stock_decode_chunked(model, emb, sparse, ctx.multimask, o.chunk_size, dense_boxes)
                 dec = Decoded(low, iou, torch.arange(low.shape[0], device=low.device), iou if ctx.counts else None)
-        return dec._replace(iou_all=None if dec.iou_all is None else dec.iou_all.float())
+            return dec.float()
 
     def postprocess(self, dec: Decoded, pr: Dict[str, Any], input_size: Tuple[int, int],
                     output_size: Tuple[int, int], ctx: _Run) -> ImageMasks:
         """Filters, NMS, upsampling of the survivors to ``output_size`` and the records (``postprocess_image``),
-        with the image's mask counts when counting."""
-        o = self.options
+        with the image's mask counts when counting (``dec.iou_all`` set)."""
         with phase(ctx.timings, "postprocess", ctx.device):
-            return postprocess_image(
-                dec.low.float(), dec.iou.float(), dec.rows, pr["points"], pr["scores"], input_size, output_size,
-                ctx.size, ctx.mask_threshold, o.pred_iou_thresh, o.stability_score_thresh, o.stability_score_offset,
-                o.box_nms_thresh, o.nms, o.nms_resolution, o.rank_by, o.max_masks, o.output_mode, o.return_logits,
-                iou_all=dec.iou_all,
-            )
+            return postprocess_image(dec, pr, self.options, input_size=input_size, output_size=output_size,
+                                     size=ctx.size, mask_threshold=ctx.mask_threshold)
 
 
 def gather_stats(prompt_parts: List[Dict[str, Any]], outs: List[ImageMasks]) -> Dict[str, Any]:
@@ -328,35 +314,26 @@ def gather_stats(prompt_parts: List[Dict[str, Any]], outs: List[ImageMasks]) -> 
 
 
 def segment_everything(model: nn.Module, images: ImagesLike, *, output_sizes: Optional[List[Tuple[int, int]]] = None,
-                       timings: Optional[Dict[str, float]] = None, stats: Optional[Dict[str, Any]] = None,
                        **options: Any) -> Union[List[Any], Any]:
     """Segment everything in ``images`` with ``model``: ``SegEvery(model, SegEveryOptions(**options)).run(images,
     output_sizes).masks`` (see ``SegEvery``, ``SegEveryResult`` for the return value and ``SegEveryOptions`` for
     every option and its default; a bad option raises a one-line ``ValueError`` naming it).
 
-    Compatibility: ``timings`` (a dict) receives the per-phase seconds added to its values, ``stats`` (a dict)
-    the per-image lists appended to its own, copied from ``SegEveryResult`` after the run; without them no timing
-    or count is collected. New code reads ``SegEvery(...).run(...).timings`` / ``.stats`` instead.
+    The masks only: no timing or count is collected. For the per-phase timings or the per-image stats run
+    ``SegEvery(model, options).run(images)`` and read ``SegEveryResult.timings`` / ``.stats``.
     """
-    result = SegEvery(model, SegEveryOptions(**options)).run(
-        images, output_sizes, collect_timings=timings is not None, collect_stats=stats is not None)
-    if timings is not None:
-        for k, v in result.timings.items():
-            timings[k] = timings.get(k, 0.0) + v
-    if stats is not None:
-        for k, v in result.stats.items():
-            stats.setdefault(k, []).extend(v)
-    return result.masks
+    return SegEvery(model, SegEveryOptions(**options)).run(
+        images, output_sizes, collect_timings=False, collect_stats=False).masks
 
 
 def _signature() -> inspect.Signature:
     """``segment_everything``'s signature with every ``SegEveryOptions`` field as a keyword (for ``help`` and
-    ``inspect``): ``(model, images, *, <options with their defaults>, timings=None, stats=None, output_sizes=None)``."""
+    ``inspect``): ``(model, images, *, <options with their defaults>, output_sizes=None)``."""
     kw = inspect.Parameter.KEYWORD_ONLY
     params = [inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
               inspect.Parameter("images", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     params += [inspect.Parameter(f.name, kw, default=f.default) for f in fields(SegEveryOptions)]
-    params += [inspect.Parameter(n, kw, default=None) for n in ("timings", "stats", "output_sizes")]
+    params.append(inspect.Parameter("output_sizes", kw, default=None))
     return inspect.Signature(params)
 
 

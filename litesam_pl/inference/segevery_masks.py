@@ -1,7 +1,10 @@
-"""SegEvery's mask stage for one image (``segment_everything``'s "postprocess" phase): the filters on the
+"""SegEvery's mask stage for one image (``SegEvery.postprocess``, the "postprocess" phase): the filters on the
 low-resolution logits of the image part of the frame, NMS, the upsampling of the survivors to the image resolution
 (``Sam.postprocess_masks`` math), and the mask part of the per-image filter counts (``stats["filters"]``),
 returned with the masks (``ImageMasks``) for the caller to gather.
+
+``postprocess_image(decoded, prompts, options, ...)`` takes the decoder's float32 outputs (``Decoded``), the
+image's prompts and the ``SegEveryOptions`` that set the filters, the NMS and the output form.
 
 The image part of the low-res frame is decided by the data layer's one padding-cell rule,
 ``litesam_pl.data.geometry.inside_cells``: a low-res cell belongs to the image when its centre does.
@@ -9,7 +12,7 @@ The image part of the low-res frame is decided by the data layer's one padding-c
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +20,26 @@ from torch import Tensor
 
 from ..data.geometry import inside_cells
 from .postprocess import box_nms, build_records, mask_nms, masks_to_boxes, stability_score
+from .segevery_options import SegEveryOptions
 
-__all__ = ["postprocess_image", "ImageMasks", "filter_stats", "rank_score", "upsample_logits", "valid_frame"]
+__all__ = ["postprocess_image", "Decoded", "ImageMasks", "filter_stats", "rank_score", "upsample_logits",
+           "valid_frame"]
+
+
+class Decoded(NamedTuple):
+    """One image's decoder outputs, float32: low-res logits ``low [R, M, 4h, 4w]`` and predicted IoU ``iou [R, M]``
+    of the prompts ``rows [R]`` that were decoded, and the predicted IoU ``iou_all [N, M]`` of all ``N`` prompts'
+    masks (for the filter counts; None when not counted)."""
+
+    low: Tensor
+    iou: Tensor
+    rows: Tensor
+    iou_all: Optional[Tensor]
+
+    def float(self) -> "Decoded":
+        """The same outputs as float32 (the decoder may run under autocast)."""
+        return Decoded(self.low.float(), self.iou.float(), self.rows,
+                       None if self.iou_all is None else self.iou_all.float())
 
 
 def upsample_logits(low: Tensor, size: int, input_size: Tuple[int, int], original_size: Tuple[int, int]) -> Tensor:
@@ -36,7 +57,7 @@ def valid_frame(input_size: Tuple[int, int], size: int, low_hw: Tuple[int, int])
 
 
 def rank_score(rank_by: str, iou: Tensor, stab: Tensor, ppn: Optional[Tensor]) -> Tensor:
-    """The NMS / output ranking score of each mask (see ``segment_everything``'s ``rank_by``)."""
+    """The NMS / output ranking score of each mask (see ``SegEveryOptions.rank_by``)."""
     if rank_by == "iou":
         return iou
     if rank_by == "stability":
@@ -126,34 +147,35 @@ class _Filtered(NamedTuple):
 
 
 def _filter_masks(crop: Tensor, iou: Tensor, src: Tensor, prompt_scores: Optional[Tensor], mask_threshold: float,
-                  pred_iou_thresh: float, stability_score_thresh: float, stability_score_offset: float,
-                  rank_by: str, counts: bool) -> _Filtered:
+                  o: SegEveryOptions, counts: bool) -> _Filtered:
     """SAM AMG's filters on the low-res logits ``crop [K, vh, vw]`` of the image part: predicted IoU, stability,
-    non-empty (a threshold of 0 or below switches a filter off, as in ``SamAutomaticMaskGenerator``)."""
-    keep = iou > pred_iou_thresh if pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
+    non-empty (a threshold of 0 or below switches a filter off, as in ``SamAutomaticMaskGenerator``), with the
+    thresholds and ranking of the options ``o``."""
+    keep = iou > o.pred_iou_thresh if o.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
     iou_keep = keep.clone() if counts else keep
-    stab = stability_score(crop, mask_threshold, stability_score_offset)
-    if stability_score_thresh > 0:
-        keep &= stab >= stability_score_thresh
+    stab = stability_score(crop, mask_threshold, o.stability_score_offset)
+    if o.stability_score_thresh > 0:
+        keep &= stab >= o.stability_score_thresh
     stab_keep = keep.clone() if counts else keep
     binary = crop > mask_threshold
     keep &= binary.flatten(1).any(1)
     idx = keep.nonzero()[:, 0]
     src = src[idx]
     ppn = prompt_scores.float()[src] if prompt_scores is not None else None
-    score = rank_score(rank_by, iou[idx], stab[idx], ppn)
+    score = rank_score(o.rank_by, iou[idx], stab[idx], ppn)
     return _Filtered(idx, iou[idx], stab[idx], binary[idx], src, ppn, score, iou_keep, stab_keep, keep, stab)
 
 
-def _nms_order(binary: Tensor, score: Tensor, nms: str, box_nms_thresh: float, nms_resolution: int) -> Tensor:
-    """The survivors of the NMS (``"mask"``: mask IoU on the low-res masks subsampled to at most ``nms_resolution``
-    cells a side; ``"box"``: box IoU; ``"none"``), best first."""
-    if nms == "mask":
+def _nms_order(binary: Tensor, score: Tensor, o: SegEveryOptions) -> Tensor:
+    """The survivors of the NMS ``o.nms`` (``"mask"``: mask IoU on the low-res masks subsampled to at most
+    ``o.nms_resolution`` cells a side; ``"box"``: box IoU; ``"none"``) at ``o.box_nms_thresh``, best first."""
+    res = o.nms_resolution
+    if o.nms == "mask":
         vh, vw = binary.shape[-2:]
-        step = max(1, math.ceil(max(vh, vw) / nms_resolution)) if nms_resolution and nms_resolution > 0 else 1
-        return mask_nms(binary[:, ::step, ::step], score, box_nms_thresh)
-    if nms == "box":
-        return box_nms(masks_to_boxes(binary), score, box_nms_thresh)
+        step = max(1, math.ceil(max(vh, vw) / res)) if res and res > 0 else 1
+        return mask_nms(binary[:, ::step, ::step], score, o.box_nms_thresh)
+    if o.nms == "box":
+        return box_nms(masks_to_boxes(binary), score, o.box_nms_thresh)
     return torch.argsort(score, descending=True, stable=True)
 
 
@@ -178,50 +200,41 @@ def _upsample_survivors(low: Tensor, idx: Tensor, size: int, input_size: Tuple[i
 
 
 def postprocess_image(
-    low: Tensor,
-    iou: Tensor,
-    rows: Tensor,
-    points: Tensor,
-    prompt_scores: Optional[Tensor],
+    decoded: Decoded,
+    prompts: Mapping[str, Optional[Tensor]],
+    options: SegEveryOptions,
+    *,
     input_size: Tuple[int, int],
-    original_size: Tuple[int, int],
+    output_size: Tuple[int, int],
     size: int,
     mask_threshold: float,
-    pred_iou_thresh: float,
-    stability_score_thresh: float,
-    stability_score_offset: float,
-    box_nms_thresh: float,
-    nms: str,
-    nms_resolution: int,
-    rank_by: str,
-    max_masks: Optional[int],
-    output_mode: str,
-    return_logits: bool,
-    *,
-    iou_all: Optional[Tensor] = None,
 ) -> ImageMasks:
-    """Filter, NMS and upsample the decoder outputs of one image: ``low [R, M, h4, w4]`` logits and
-    ``iou [R, M]`` of the prompts ``rows [R]`` (the others had no mask above ``pred_iou_thresh``) whose points
-    and AutoPPN scores (None for grid prompts) are ``points [N, 2]`` and ``prompt_scores [N]``. With ``iou_all``
-    (the predicted IoU ``[N, M]`` of all ``N`` prompts' masks) the filter counts are returned too (``filter_stats``).
-    Long for its signature: ``segment_everything``'s per-image options, positional (``benchmarks.segevery_ort``
-    calls it so); the steps are the helpers above."""
+    """Filter, NMS and upsample the decoder outputs of one image.
+
+    ``decoded``: float32 ``low [R, M, h4, w4]`` logits and ``iou [R, M]`` of the prompts ``rows [R]`` (the others
+    had no mask above ``pred_iou_thresh``); with ``iou_all`` (the predicted IoU ``[N, M]`` of all ``N`` prompts'
+    masks) the filter counts are returned too (``filter_stats``). ``prompts``: the image's ``points [N, 2]`` and
+    AutoPPN ``scores [N]`` (None for grid prompts), input pixels. ``options``: the filters (``pred_iou_thresh``,
+    ``stability_score_thresh``, ``stability_score_offset``), the NMS (``nms``, ``box_nms_thresh``,
+    ``nms_resolution``), ``rank_by``, ``max_masks``, ``output_mode`` and ``return_logits``. ``input_size``: the
+    ``(h, w)`` of the resized image in the padded ``size x size`` input; ``output_size``: the ``(H, W)`` the masks
+    are returned at; ``mask_threshold``: the model's logit threshold."""
+    low, iou, rows, iou_all = decoded
     n, m, lh, lw = low.shape
     low = low.reshape(n * m, lh, lw)
     vh, vw = valid_frame(input_size, size, (lh, lw))
-    f = _filter_masks(low[:, :vh, :vw], iou.reshape(n * m), rows.repeat_interleave(m), prompt_scores,
-                      mask_threshold, pred_iou_thresh, stability_score_thresh, stability_score_offset, rank_by,
-                      counts=iou_all is not None)
-    order = _nms_order(f.binary, f.score, nms, box_nms_thresh, nms_resolution)
+    f = _filter_masks(low[:, :vh, :vw], iou.reshape(n * m), rows.repeat_interleave(m), prompts["scores"],
+                      mask_threshold, options, counts=iou_all is not None)
+    order = _nms_order(f.binary, f.score, options)
     n_nms_out = int(order.numel())
-    if max_masks is not None:
-        order = order[: int(max_masks)]
+    if options.max_masks is not None:
+        order = order[: int(options.max_masks)]
     counts = None
     if iou_all is not None:
         counts = filter_stats(iou_all, m, f.iou_keep, f.stab_keep, f.keep, f.stab_all, int(f.idx.numel()),
                               n_nms_out, int(order.numel()))
-    masks = _image_outputs(low, f.survivors(order), points, input_size, original_size, size, (vh, vw),
-                           mask_threshold, output_mode, return_logits)
+    masks = _image_outputs(low, f.survivors(order), prompts["points"], input_size, output_size, size, (vh, vw),
+                           mask_threshold, options)
     return ImageMasks(masks, int(f.idx.numel()), counts)
 
 
@@ -237,15 +250,16 @@ def _prompt_points(points: Tensor, src: Tensor, input_size: Tuple[int, int], ori
 
 def _image_outputs(low: Tensor, s: _Survivors, points: Tensor, input_size: Tuple[int, int],
                    original_size: Tuple[int, int], size: int, valid_hw: Tuple[int, int], mask_threshold: float,
-                   output_mode: str, return_logits: bool) -> Any:
+                   o: SegEveryOptions) -> Any:
     """The survivors ``s`` of the low-res logits ``low [K, h4, w4]`` at the image resolution: records
-    (``build_records``) or, with ``output_mode="tensors"``, the tensors dict of ``SegEveryResult.masks``."""
+    (``build_records``) or, with ``o.output_mode="tensors"``, the tensors dict of ``SegEveryResult.masks``."""
     # only the survivors go to the image resolution
-    masks, logits = _upsample_survivors(low, s.idx, size, input_size, original_size, mask_threshold, return_logits)
+    masks, logits = _upsample_survivors(low, s.idx, size, input_size, original_size, mask_threshold,
+                                        o.return_logits)
     boxes = masks_to_boxes(masks)
     pts = _prompt_points(points, s.src, input_size, original_size)
-    if output_mode != "tensors":
-        return build_records(masks, s.iou, s.stab, boxes, pts, original_size, output_mode, ppn_scores=s.ppn)
+    if o.output_mode != "tensors":
+        return build_records(masks, s.iou, s.stab, boxes, pts, original_size, o.output_mode, ppn_scores=s.ppn)
     vh, vw = valid_hw
     out: Dict[str, Tensor] = {
         "masks": masks,

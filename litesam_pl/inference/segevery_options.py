@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
+from ..models.autoppn import NMS_KERNEL, TOP_N
 from ..models.prompt_forms import SEGEVERY_PROMPT_FORM
 from .postprocess import OUTPUT_MODES
 
@@ -94,11 +95,11 @@ class SegEveryOptions:
 
     prompts: str = _opt("autoppn", "prompt source: 'autoppn' (AutoPPN + Point-NMS + top-N; needs an AutoPPN head) "
                         "or 'grid' (points_per_side^2 points)", "choice", choices=PROMPT_SOURCES)
-    top_n: int = _opt(256, "AutoPPN prompts per image (AutoPPN.decode's top-N)", "int", low=1)
+    top_n: int = _opt(TOP_N, "AutoPPN prompts per image (AutoPPN.decode's top-N)", "int", low=1)
     score_threshold: Optional[float] = _opt(
         None, "AutoPPN score threshold (None: AutoPPN.decode's default; 0: the top_n best in-image local maxima)",
         "real", low=0.0, high=1.0, none_ok=True)
-    nms_kernel: int = _opt(3, "AutoPPN Point-NMS kernel (cells)", "int", low=1)
+    nms_kernel: int = _opt(NMS_KERNEL, "AutoPPN Point-NMS kernel (cells)", "int", low=1)
     points_per_side: int = _opt(32, "grid size with prompts='grid' (32 as SAM's AMG)", "int", low=1)
     prompt_type: str = _opt(SEGEVERY_PROMPT_FORM, "form AutoPPN proposals are given to the decoder as: 'point', "
                             "'box' or 'point+box' (grid prompts are always points)", "choice", choices=PROMPT_TYPES)

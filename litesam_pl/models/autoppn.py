@@ -24,7 +24,14 @@ from torch import nn
 from .litevit import LiteViTBlock
 from .precision import no_autocast
 
-__all__ = ["AutoPPN", "point_nms", "local_maxima", "cells_inside", "decode_proposals"]
+__all__ = ["AutoPPN", "point_nms", "local_maxima", "cells_inside", "decode_proposals", "TOP_N", "SCORE_THRESHOLD",
+           "NMS_KERNEL"]
+
+# the decoding defaults, once: the signatures of ``decode_proposals`` and ``AutoPPN.decode`` both name them (the
+# score threshold in effect is read from ``AutoPPN.decode``'s signature, so it keeps explicit defaults)
+TOP_N = 256  # proposals per image
+SCORE_THRESHOLD = 0.05  # sigmoid score a proposal needs to be valid
+NMS_KERNEL = 3  # Point-NMS window (cells)
 
 # per-image (h, w) of the resized image inside the padded input: [(h, w), ...] or a [B, 2] tensor
 InputSizes = Optional[Union[torch.Tensor, Sequence[Sequence[float]]]]
@@ -86,9 +93,9 @@ def decode_proposals(
     heatmap_logits: torch.Tensor,
     boxes: torch.Tensor,
     img_size: Union[int, Sequence[int]],
-    top_n: int = 256,
-    score_threshold: Optional[float] = 0.05,
-    nms_kernel: int = 3,
+    top_n: int = TOP_N,
+    score_threshold: Optional[float] = SCORE_THRESHOLD,
+    nms_kernel: int = NMS_KERNEL,
     clip: bool = True,
     input_sizes: InputSizes = None,
 ) -> Dict[str, torch.Tensor]:
@@ -284,9 +291,9 @@ class AutoPPN(nn.Module):
     def decode(
         outputs: Dict[str, torch.Tensor],
         img_size: Union[int, Tuple[int, int]],
-        top_n: int = 256,
-        score_threshold: Optional[float] = 0.05,
-        nms_kernel: int = 3,
+        top_n: int = TOP_N,
+        score_threshold: Optional[float] = SCORE_THRESHOLD,
+        nms_kernel: int = NMS_KERNEL,
         clip: bool = True,
         input_sizes: InputSizes = None,
     ) -> Dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 import litesam_pl
-from litesam_pl.inference.segevery import segment_everything
+from litesam_pl.inference.segevery import SegEvery
 from litesam_pl.losses import MaskLoss, PPNLoss, predicted_mask_iou
 from litesam_pl.mask_resampling import (block_downsample_masks, downsample_masks, point_sample_logits,
                                         point_sample_masks, uncertain_point_coords, upsample_prompt_logits)
@@ -386,11 +386,12 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
     def predict_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> List[Dict[str, Any]]:
         """SegEvery on the batch's images (``litesam predict`` / ``trainer.predict`` on SA-1B-format shards).
 
-        Runs ``segment_everything`` with its defaults (those of ``litesam segment-everything``): AutoPPN prompts in
+        Runs ``SegEvery`` with its defaults (those of ``litesam segment-everything``): AutoPPN prompts in
         the form ``val_prompt_form`` for stages that train or validate AutoPPN, a 32 x 32 point grid for the
         backbone stage (its AutoPPN head is untrained). Returns one dict per image: ``key``, ``original_size``
         ``(H, W)``, ``records`` (``SamAutomaticMaskGenerator``-style records, masks as COCO RLE at the original
-        image size) and ``filters`` (its ``stats["filters"]`` entry: prompts, what each filter removed, thresholds).
+        image size) and ``filters`` (its ``SegEveryResult.stats["filters"]`` entry: prompts, what each filter
+        removed, thresholds).
 
         This step writes nothing; ``litesam_pl.modules.SegEveryWriter`` (a ``BasePredictionWriter``) writes
         ``litesam segment-everything``'s files from these dicts: ``<key>_masks.json`` (+ ``<key>_overlay.png``) per
@@ -405,10 +406,7 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
         sizes = [tuple(int(x) for x in batch["original_size"][i]) for i in range(len(images))]
         autoppn = self.has_ppn and self.val_ppn
         kw: Dict[str, Any] = {"prompts": "autoppn", "prompt_type": self.val_prompt_form} if autoppn else {"prompts": "grid"}
-        stats: Dict[str, Any] = {}
-        results = segment_everything(self.model, images, output_mode="coco_rle", output_sizes=sizes, stats=stats,
-                                     **kw)
+        result = SegEvery(self.model, output_mode="coco_rle", **kw).run(images, sizes, collect_timings=False)
         keys = batch.get("key", [None] * len(images))
-        filters = stats.get("filters") or [None] * len(images)
         return [{"key": k, "original_size": s, "records": r, "filters": f}
-                for k, s, r, f in zip(keys, sizes, results, filters)]
+                for k, s, r, f in zip(keys, sizes, result.masks, result.stats["filters"])]

@@ -136,9 +136,9 @@ def _loose_segevery() -> None:
     """SegEvery with the filters off (as ``loose_filters`` in tests/modules/test_test_predict.py), in this process."""
     import litesam_pl.modules.base as base
 
-    real = base.segment_everything
-    base.segment_everything = lambda model, images, **kw: real(
-        model, images, **{**kw, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "top_n": 8})
+    real = base.SegEvery
+    base.SegEvery = lambda model, options=None, **kw: real(
+        model, options, **{**kw, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "top_n": 8})
 
 
 def test_litesam_predict_two_cpu_ranks_equal_one(synthetic_sa1b, predict_ckpt, tmp_path, monkeypatch):
@@ -151,7 +151,7 @@ def test_litesam_predict_two_cpu_ranks_equal_one(synthetic_sa1b, predict_ckpt, t
     ckpt = predict_ckpt
     args = predict_args(str(synthetic_sa1b), ckpt, tmp_path / "root") + ["--overlays", "false"]
     out1, out2 = tmp_path / "one", tmp_path / "two"
-    monkeypatch.setattr(base, "segment_everything", base.segment_everything)  # restored after the test
+    monkeypatch.setattr(base, "SegEvery", base.SegEvery)  # restored after the test
     _loose_segevery()
     cli.main([*args, "--out", str(out1)])
     printed = _run([sys.executable, str(Path(__file__).resolve()), *args, "--trainer.devices", "2",

@@ -132,10 +132,10 @@ def test_same_masks_as_segment_everything(exported, hw, form, nms, nms_thresh):
     enc, dec = ex.load_sessions(onnx_dir)
     kw = dict(pred_iou_thresh=0, stability_score_thresh=0, nms=nms)
     got = ex.segment_everything_onnx(img, enc, dec, prompt_form=form, nms_thresh=nms_thresh, **kw)
-    stats: dict = {}
-    ref = litesam_pl.segment_everything(model, img, prompts="autoppn", top_n=TOP_N, prompt_type=form,
-                                        box_nms_thresh=nms_thresh, output_mode="tensors", stats=stats, **kw)
-    assert got["prompts"] == stats["prompts"][0] > 0
+    res = litesam_pl.SegEvery(model, prompts="autoppn", top_n=TOP_N, prompt_type=form, box_nms_thresh=nms_thresh,
+                              output_mode="tensors", **kw).run(img)
+    ref = res.masks
+    assert got["prompts"] == res.stats["prompts"][0] > 0
     k = len(ref["masks"])
     assert len(got["masks"]) == k > 0
     assert got["masks"].shape == (k, *hw)

@@ -19,12 +19,18 @@ from litesam_pl.inference.postprocess import (
     stability_score,
 )
 from litesam_pl.inference.sam_compat import grid_points
-from litesam_pl.inference.segevery import FILTERS, segment_everything
+from litesam_pl.inference.segevery import FILTERS, SegEvery, segment_everything
 
 AMG_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
 
 
 LOOSE = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+
+
+def _masks_and_stats(model, images, **options):
+    """``SegEvery(model, **options).run(images)``'s masks and stats (what ``segment_everything`` does not count)."""
+    result = SegEvery(model, **options).run(images, collect_timings=False)
+    return result.masks, result.stats
 
 
 # ---------------------------------------------------------------------------------------------- hand-made NMS
@@ -138,8 +144,7 @@ def _validate_records(records, image, rle: bool, keys=AMG_KEYS):
 @pytest.mark.parametrize("prompts", ["autoppn", "grid"])
 def test_records_validate(tiny_model, images, prompts):
     kw = dict(prompts=prompts, top_n=24, score_threshold=0.0, points_per_side=5, box_nms_thresh=0.95, **LOOSE)
-    stats = {}
-    bin_recs = segment_everything(tiny_model, images, output_mode="binary_mask", stats=stats, **kw)
+    bin_recs, stats = _masks_and_stats(tiny_model, images, output_mode="binary_mask", **kw)
     rle_recs = segment_everything(tiny_model, images, output_mode="coco_rle", **kw)
     assert stats["prompts"] == ([24, 24] if prompts == "autoppn" else [25, 25])
     assert len(bin_recs) == 2
@@ -265,8 +270,7 @@ def test_survivor_only_upscaling_matches_stock(tiny_model, images):
     allm = segment_everything(model, images[1], pred_iou_thresh=0.0, decoder="stock", **base)
     thresh = float(allm["iou_preds"].median())
     assert thresh > 0
-    stats = {}
-    fast = segment_everything(model, images[1], pred_iou_thresh=thresh, stats=stats, **base)
+    fast, _ = _masks_and_stats(model, images[1], pred_iou_thresh=thresh, **base)  # counting: all prompts' IoU
     stock = segment_everything(model, images[1], pred_iou_thresh=thresh, decoder="stock", **base)
     assert 0 < fast["masks"].shape[0] < allm["masks"].shape[0]
     assert torch.equal(fast["masks"], stock["masks"])
@@ -367,8 +371,7 @@ def _check_funnel(f, records):
     dict(prompts="grid", points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.5),
 ])
 def test_stats_count_what_each_filter_removed(tiny_model, images, kw):
-    stats = {}
-    recs = segment_everything(tiny_model, images, stats=stats, **kw)
+    recs, stats = _masks_and_stats(tiny_model, images, **kw)
     assert len(stats["filters"]) == len(stats["prompts"]) == len(stats["masks_before_nms"]) == 2
     for f, r, n_prompts, before_nms in zip(stats["filters"], recs, stats["prompts"], stats["masks_before_nms"]):
         _check_funnel(f, r)
@@ -394,36 +397,8 @@ def test_stats_count_what_each_filter_removed(tiny_model, images, kw):
 def test_stats_equal_on_fast_and_stock_decoders(tiny_model, images):
     """The fast path skips the masks of prompts below the IoU threshold; its counts are still those of all masks."""
     kw = dict(prompts="grid", points_per_side=5, pred_iou_thresh=0.05, stability_score_thresh=0.0)
-    fast, stock = {}, {}
-    segment_everything(tiny_model, images[1], stats=fast, **kw)
-    segment_everything(tiny_model, images[1], stats=stock, decoder="stock", **kw)
+    _, fast = _masks_and_stats(tiny_model, images[1], **kw)
+    _, stock = _masks_and_stats(tiny_model, images[1], decoder="stock", **kw)
     a, b = fast["filters"][0], stock["filters"][0]
     assert a["removed"] == b["removed"] and a["kept"] == b["kept"]
     assert a["best_pred_iou"] == pytest.approx(b["best_pred_iou"], abs=1e-4)
-
-
-def test_mask_stage_returns_its_counts_with_the_masks():
-    """``postprocess_image`` returns one image's masks with its counts (``ImageMasks``); counting changes no mask,
-    and ``gather_stats`` puts the prompt and mask parts of each image into ``SegEveryResult.stats``' layout."""
-    from litesam_pl.inference.segevery import gather_stats
-    from litesam_pl.inference.segevery_masks import ImageMasks, postprocess_image
-
-    g = torch.Generator().manual_seed(0)
-    low, iou = torch.randn(4, 3, 16, 16, generator=g) * 4, torch.rand(4, 3, generator=g)
-    low[0, 0] = -1.0  # an empty mask
-    args = (low, iou, torch.arange(4), torch.rand(4, 2, generator=g) * 64, None, (64, 64), (64, 64), 64, 0.0,
-            0.0, 0.0, 1.0, 0.7, "mask", 256, "iou", 3, "binary_mask", False)
-    plain, counted = postprocess_image(*args), postprocess_image(*args, iou_all=iou)
-    assert isinstance(counted, ImageMasks) and plain.filters is None
-    assert len(plain.masks) == len(counted.masks) == counted.filters["kept"] <= 3
-    for a, b in zip(plain.masks, counted.masks):
-        np.testing.assert_array_equal(a["segmentation"], b["segmentation"])
-    f = counted.filters
-    assert list(f) == ["masks_per_prompt", "candidates", "removed", "kept", "best_pred_iou", "best_stability"]
-    assert f["candidates"] == 12 == f["kept"] + sum(f["removed"].values()) and f["removed"]["empty"] == 1
-    assert counted.masks_before_nms == plain.masks_before_nms == 11
-    assert f["best_pred_iou"] == pytest.approx(float(iou.max()))
-    prompt_part = {"prompt_source": "grid", "prompts": 4}
-    assert gather_stats([prompt_part], [counted]) == {"prompts": [4], "masks_before_nms": [11],
-                                                     "filters": [{**prompt_part, **f}]}
-    assert gather_stats([], []) == {"prompts": [], "masks_before_nms": [], "filters": []}

@@ -13,6 +13,7 @@ import torch
 
 import litesam_pl
 from litesam_pl.inference.app import build_parser, main
+from litesam_pl.inference.sam_compat import as_image_list
 from litesam_pl.inference.segevery import PHASES, SegEvery, SegEveryOptions, SegEveryResult, segment_everything
 from litesam_pl.inference.segevery_options import OptionError, add_option_flags, option_flag
 
@@ -65,14 +66,17 @@ def test_run_returns_masks_timings_and_stats(tiny_model, images):
     assert isinstance(res, SegEveryResult) and len(res.masks) == 2
     assert set(res.timings) <= set(PHASES) and {"encoder", "decoder"} <= set(res.timings)
     assert len(res.stats["filters"]) == 2 and len(res.stats["prompts"]) == 2
-    # the functional form returns the same masks; its compat dicts get the same stats
-    stats, timings = {}, {"encoder": 1.0}
-    recs = segment_everything(tiny_model, images, chunk_size=5, stats=stats, timings=timings, **LOOSE)
+    # the functional form returns the same masks, and only them: timings and stats are the result's, never
+    # written into dicts passed in
+    recs = segment_everything(tiny_model, images, chunk_size=5, **LOOSE)
     assert [len(r) for r in recs] == [len(r) for r in res.masks]
     for a, b in zip(recs, res.masks):
         for ra, rb in zip(a, b):
             np.testing.assert_array_equal(ra["segmentation"], rb["segmentation"])
-    assert stats == res.stats and timings["encoder"] > 1.0
+    assert not {"stats", "timings"} & set(inspect.signature(segment_everything).parameters)
+    for gone in ("stats", "timings"):
+        with pytest.raises(TypeError, match=gone):
+            segment_everything(tiny_model, images, **{gone: {}}, **LOOSE)
     # without collection: empty, and one image in gives one result
     one = seg.run(images[0], collect_timings=False, collect_stats=False)
     assert one.timings == {} and one.stats == {} and isinstance(one.masks, list)
@@ -128,3 +132,16 @@ def test_cli_bad_option_is_one_line_naming_the_flag(capsys):
     assert main(["nowhere.jpg", "--top-n", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["litesam segment-everything: error: --top-n must be an integer >= 1, got 0"]
+
+
+@pytest.mark.parametrize("decoder", ["fast", "stock"])
+def test_decode_step_returns_float32_under_autocast(tiny_model, images, decoder):
+    """``SegEvery.decode`` casts the decoder's outputs (logits, IoU, the counted IoU) to float32 once, so the mask
+    stage reads them as they are."""
+    seg = SegEvery(tiny_model, prompts="grid", points_per_side=3, decoder=decoder, autocast_dtype=torch.bfloat16)
+    ctx = seg._start(collect_timings=False, collect_stats=True)
+    prep, emb = seg.encode(as_image_list(images[0])[0], ctx)
+    pr = seg.propose(emb, prep.input_sizes, ctx)[0]
+    dec = seg.decode(emb, pr, ctx)
+    assert dec.low.dtype == dec.iou.dtype == dec.iou_all.dtype == torch.float32
+    assert dec.iou_all.shape == (9, 3) and dec.rows.dtype == torch.long

@@ -77,6 +77,36 @@ def test_score_threshold_and_unclipped_boxes():
     torch.testing.assert_close(out["boxes"][0, 3], torch.tensor([44.0, 52.0, 92.0, 92.0]))
 
 
+def test_decode_defaults_are_decode_proposals_defaults():
+    """``AutoPPN.decode`` and ``decode_proposals`` read one set of defaults (the module's ``TOP_N``,
+    ``SCORE_THRESHOLD``, ``NMS_KERNEL``), which SegEvery's options and stats report as AutoPPN's."""
+    import inspect
+
+    from litesam_pl.inference.segevery_options import SegEveryOptions
+    from litesam_pl.inference.segevery_prompts import score_threshold_used
+    from litesam_pl.models import autoppn
+
+    def defaults(fn):
+        return {n: p.default for n, p in inspect.signature(fn).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
+    assert defaults(AutoPPN.decode) == defaults(autoppn.decode_proposals) == {
+        "top_n": autoppn.TOP_N, "score_threshold": autoppn.SCORE_THRESHOLD, "nms_kernel": autoppn.NMS_KERNEL,
+        "clip": True, "input_sizes": None}
+    assert (autoppn.TOP_N, autoppn.SCORE_THRESHOLD, autoppn.NMS_KERNEL) == (256, 0.05, 3)
+    o = SegEveryOptions()
+    assert (o.top_n, o.nms_kernel) == (autoppn.TOP_N, autoppn.NMS_KERNEL)
+    assert score_threshold_used(torch.nn.Module(), None) is None
+    model = torch.nn.Module()
+    model.autoppn = AutoPPN(in_chans=8, embed_dim=16, head_dim=8, stem="conv")
+    assert score_threshold_used(model, None) == autoppn.SCORE_THRESHOLD
+    maps = _maps()
+    a = AutoPPN.decode(maps, S)
+    b = autoppn.decode_proposals(maps["heatmap_logits"], maps["boxes"], S)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_point_nms_mask():
     heat = torch.tensor([[[[0.1, 0.9, 0.2], [0.3, 0.4, 0.5], [0.6, 0.2, 0.8]]]])
     keep = point_nms(heat, 3)

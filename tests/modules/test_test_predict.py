@@ -132,14 +132,19 @@ def test_trainer_predict_returns_segevery_records(synthetic_sa1b, tmp_path, monk
 
     tars = sorted(str(p) for p in synthetic_sa1b.glob("*.tar"))
     calls = []
-    real = base.segment_everything
 
-    def spy(model, images, **kw):
-        calls.append({"n": len(images), "shape": images[0].shape, **kw})
-        # the filters off so that random weights still give records to check
-        return real(model, images, **{**kw, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "top_n": 16})
+    class Spy(base.SegEvery):
+        def __init__(self, model, options=None, **kw):
+            calls.append(dict(kw))
+            # the filters off so that random weights still give records to check
+            super().__init__(model, options, **{**kw, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
+                                                "top_n": 16})
 
-    monkeypatch.setattr(base, "segment_everything", spy)
+        def run(self, images, output_sizes=None, **kw):
+            calls[-1].update(n=len(images), shape=images[0].shape, output_sizes=output_sizes)
+            return super().run(images, output_sizes, **kw)
+
+    monkeypatch.setattr(base, "SegEvery", Spy)
     torch.manual_seed(0)
     joint = LiteSAMModule(model=ModelSpec(kwargs={"img_size": S}))
     preds = _trainer(tmp_path).predict(joint, datamodule=_dm(predict_shards=tars[0]))
@@ -162,9 +167,9 @@ def loose_filters(monkeypatch):
     """SegEvery with the filters off, so that the tiny model's masks survive (records to write and check)."""
     import litesam_pl.modules.base as base
 
-    real = base.segment_everything
-    monkeypatch.setattr(base, "segment_everything", lambda model, images, **kw: real(
-        model, images, **{**kw, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "top_n": 8}))
+    real = base.SegEvery
+    monkeypatch.setattr(base, "SegEvery", lambda model, options=None, **kw: real(
+        model, options, **{**kw, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "top_n": 8}))
 
 
 def _fails(argv, capsys) -> str:
