@@ -1,8 +1,8 @@
 """Data-loading throughput: samples/s of ``SA1BDataModule`` training batches (with prompts and AutoPPN targets).
 
 Measures 0, 1 and 2 DataLoader workers (``--workers``) on the given shards, or on SA-1B-like synthetic shards it
-writes first (``--synthetic DIR``: 1024-pixel long side, ~50-100 overlapping masks per image with SA-1B-style
-part/whole nesting and irregular outlines), prints a table and writes JSON
+writes first (``--synthetic DIR``: ``data_prep.synthetic``'s ``dense`` preset, 1024-pixel long side, 50-100
+overlapping masks per image with SA-1B-style part/whole nesting and irregular outlines), prints a table and writes JSON
 ``{"rows": [{"workers", "samples_per_s", "cpu_ms_per_sample", "runs"}], "config": {...}}``. ``cpu_ms_per_sample`` is
 the CPU time of the main process plus the workers per sample: on a busy machine it tells what free cores would give
 (``cores * 1000 / cpu_ms_per_sample`` at best). ``--phases`` adds, for 0 workers, the CPU ms per sample of each phase
@@ -18,7 +18,6 @@ mask, AutoPPN ``targets``, the K ``masks``, ``prompts``, ``pad``: the uint8 imag
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,82 +25,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import cv2
-import numpy as np
-
+from data_prep.synthetic import DENSE_MASKS, write_synthetic_sa1b
+from litesam_pl.compat import dataloader_worker_pids
 from litesam_pl.data.datamodule import SA1BDataModule
-from litesam_pl.data.rle import encode_mask, rle_to_bbox
 from benchmarks._wandb import publish
 from benchmarks.toolkit.results import write_json
 from benchmarks.toolkit.timing import Laps
-
-
-def dense_scene(rng: np.random.Generator, hw: tuple[int, int], n_masks: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """An SA-1B-like image: ``n_masks`` irregular shapes of log-uniform sizes, wholes with nested parts."""
-    H, W = hw
-    img = rng.normal(128, 30, (H // 8, W // 8, 3)).clip(0, 255).astype(np.uint8)
-    img = cv2.resize(img, (W, H), interpolation=cv2.INTER_CUBIC)
-    masks: list[np.ndarray] = []
-    while len(masks) < n_masks:
-        extent = float(np.exp(rng.uniform(np.log(0.01), np.log(0.6))))
-        cy, cx = rng.uniform(0, H), rng.uniform(0, W)
-        k = int(rng.integers(8, 40))
-        th = np.sort(rng.uniform(0, 2 * np.pi, k))
-        r = extent * max(H, W) / 2 * rng.uniform(0.4, 1.0, k)
-        pts = np.stack([cx + r * np.cos(th), cy + r * np.sin(th)], 1).round().astype(np.int32)
-        m = np.zeros((H, W), np.uint8)
-        cv2.fillPoly(m, [pts], 1)
-        if m.sum() < 16:
-            continue
-        colour = rng.integers(0, 256, 3).tolist()
-        img[m.astype(bool)] = (0.5 * img[m.astype(bool)] + 0.5 * np.array(colour)).astype(np.uint8)
-        masks.append(m.astype(bool))
-        if extent > 0.05 and rng.random() < 0.5 and len(masks) < n_masks:  # a part inside the whole
-            ys, xs = np.nonzero(m)
-            c = int(rng.integers(len(ys)))
-            disc = np.zeros((H, W), np.uint8)
-            cv2.circle(disc, (int(xs[c]), int(ys[c])), max(int(r.mean() * 0.4), 2), 1, -1)
-            part = (m & disc).astype(bool)
-            if part.sum() >= 16:
-                masks.append(part)
-    return img, masks
-
-
-def write_dense_synthetic(out: Path, num_images: int, images_per_tar: int, hw=(768, 1024), masks=(50, 100),
-                          seed: int = 0) -> list[str]:
-    """SA-1B-format tars of dense synthetic images (see ``dense_scene``); returns the tar paths."""
-    import io
-    import tarfile
-
-    from tqdm import tqdm
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    bar = tqdm(total=num_images, desc="dense synthetic", unit="img")
-    for t in range(0, num_images, images_per_tar):
-        path = out / f"sa_{t // images_per_tar:06d}.tar"
-        with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
-            for i in range(t, min(num_images, t + images_per_tar)):
-                rng = np.random.default_rng([seed, i])
-                img, ms = dense_scene(rng, hw, int(rng.integers(masks[0], masks[1] + 1)))
-                anns = []
-                for j, m in enumerate(ms):
-                    rle = encode_mask(m)
-                    anns.append({"id": j, "segmentation": rle, "bbox": rle_to_bbox(rle), "area": int(m.sum()),
-                                 "predicted_iou": 0.9, "stability_score": 0.95, "point_coords": [[0.0, 0.0]],
-                                 "crop_box": [0, 0, hw[1], hw[0]]})
-                key = f"sa_{i + 1}"
-                js = json.dumps({"image": {"image_id": i + 1, "width": hw[1], "height": hw[0],
-                                           "file_name": f"{key}.jpg"}, "annotations": anns}).encode()
-                jpg = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
-                for name, data in ((f"{key}.jpg", jpg.tobytes()), (f"{key}.json", js)):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tf.addfile(info, io.BytesIO(data))
-                bar.update(1)
-        paths.append(str(path))
-    bar.close()
-    return paths
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -136,7 +65,7 @@ def measure(shards: str | list[str], workers: int, batches: int, img_size: int, 
         next(it)
     if phases is not None:
         dm.train_processor.phase_times.clear()
-    pids = [w.pid for w in getattr(it, "_workers", [])]
+    pids = dataloader_worker_pids(it)
     cpu0 = time.process_time() + sum(_cpu_seconds(p) for p in pids)
     laps = Laps()
     n = 0
@@ -149,6 +78,14 @@ def measure(shards: str | list[str], workers: int, batches: int, img_size: int, 
         phases.update({k: v / n for k, v in dm.train_processor.phase_times.items()})
         phases["other"] = cpu / n - sum(phases.values())
     return n / dt, cpu / n
+
+
+def write_dense_synthetic(out: Path, num_images: int, hw: Sequence[int] = (768, 1024)) -> list[str]:
+    """The benchmark's data: ``data_prep.synthetic``'s ``dense`` preset (seed 0, 16 images per tar, JPEG quality
+    90) in ``out``; returns the tar paths."""
+    paths = write_synthetic_sa1b(out, num_images, seed=0, images_per_tar=16, size=(int(hw[0]), int(hw[1])),
+                                 progress=True, preset="dense", quality=90)
+    return [str(p) for p in paths]
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -178,9 +115,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     if a.synthetic is not None:
         existing = sorted(a.synthetic.glob("*.tar")) if a.synthetic.is_dir() else []
-        shards = [str(x) for x in existing] or write_dense_synthetic(a.synthetic, a.num_images, 16, hw=tuple(a.image_hw))
-        data = (f"dense synthetic, {a.num_images} images {a.image_hw[0]}x{a.image_hw[1]}, 50-100 masks each "
-                f"({a.synthetic})")
+        shards = [str(x) for x in existing] or write_dense_synthetic(a.synthetic, a.num_images, a.image_hw)
+        data = (f"dense synthetic, {a.num_images} images {a.image_hw[0]}x{a.image_hw[1]}, "
+                f"{DENSE_MASKS[0]}-{DENSE_MASKS[1]} masks each ({a.synthetic})")
     else:
         shards = a.shards
         data = " ".join(a.shards)

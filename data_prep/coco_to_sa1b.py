@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from litesam_pl.data import geometry
-from litesam_pl.data.rle import decode_rle, rle_area, rle_to_bbox
+from litesam_pl.data.rle import decode_rle, rle_area, rle_to_bbox, rle_to_json
 
 from ._common import TarSeries, dump_json, is_jpeg, write_manifest
 from .sa1b_sample import read_image_bytes_or_skip
@@ -62,8 +62,7 @@ def _sa1b_annotations(coco: Any, image_id: int, w: int, h: int, keep_crowd: bool
             dropped["crowd"] += 1
             continue
         try:
-            rle = coco.annToRLE(a)
-            rle = {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+            rle = rle_to_json(coco.annToRLE(a))
             mask = decode_rle(rle)
         except Exception:
             dropped["bad_segmentation"] += 1

@@ -300,6 +300,7 @@ def prepare_sa1b(
 class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` shows each option's default, except the unset ones (``None`` / ``False``: the help says)."""
 
+    # a private argparse method: litesam_pl/compat.py's docstring, "Overrides" (checked with Python 3.11's argparse)
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.default is None or action.default is False or "default" in (action.help or ""):
             return action.help or ""

@@ -13,10 +13,9 @@ from typing import Optional, Tuple
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from litesam_pl.data.rle import decode_rle, encode_mask, resize_mask, rle_to_bbox
-from litesam_pl.data.transforms import pil_rgb8
+from litesam_pl.data.transforms import pil_decode
 
 from ._common import dump_json, is_jpeg
 from .sa1b_inputs import check_hash_range
@@ -67,11 +66,12 @@ def read_image_bytes_or_skip(path: Path, skipped: Counter) -> Optional[Tuple[byt
 
 
 def decode_image_or_skip(data: bytes) -> np.ndarray:
-    """Decode an image to RGB ``uint8 [H, W, 3]``; raises ``SkipSample('corrupt_image')`` (also on truncation)."""
+    """Decode an image to RGB ``uint8 [H, W, 3]`` with ``litesam_pl.data.transforms.pil_decode`` (PIL, as stored:
+    the converters' annotations refer to the stored pixel grid, so no EXIF orientation as SegEvery's
+    ``inference.images.load_image`` applies; 16-bit keeps its top 8 bits); raises ``SkipSample('corrupt_image')``,
+    also on a truncated JPEG (which PIL may decode with grey rows)."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            arr = pil_rgb8(im)  # 16-bit: the top 8 bits, as every reader (transforms.to_rgb8)
+        arr = pil_decode(io.BytesIO(data))
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         raise SkipSample("corrupt_image", str(e)) from e
     if is_jpeg(data) and data.rstrip(b"\x00\n\r ")[-2:] != b"\xff\xd9":

@@ -7,6 +7,10 @@ shapes (ellipses, rotated rectangles, star-shaped polygons), sized by the paper'
 nested parts: a part is its own mask and the whole's mask still includes it (SA-1B's part/whole masks). Every
 mask is what is *visible*: later objects occlude earlier ones and the occluded pixels leave the mask.
 
+The ``dense`` preset draws another kind of scene (``dense_scene``): 50-100 overlapping irregular outlines of
+log-uniform sizes over a smooth noise background, wholes with nested parts, each mask as drawn (no occlusion),
+closer to SA-1B's mask count per image; ``benchmarks.dataloader`` times the loader on it.
+
 Output: ``sa_000000.tar, sa_000001.tar, ...`` each with ``sa_<id>.jpg`` + ``sa_<id>.json`` (SA-1B schema, see
 docs/contracts.md). Byte-identical for the same arguments (per-image RNG seeded by ``(seed, index)``, fixed tar
 headers, members in key order).
@@ -29,7 +33,8 @@ from litesam_pl.data.rle import encode_mask, rle_to_bbox
 
 from ._common import atomic_write, dump_json, sample_members, tar_bytes
 
-__all__ = ["write_synthetic_sa1b", "make_scene", "make_sample", "size_group", "PRESETS", "ScenePreset"]
+__all__ = ["write_synthetic_sa1b", "make_scene", "make_sample", "dense_scene", "size_group", "PRESETS", "PRESET_NAMES",
+           "DENSE_MASKS", "ScenePreset"]
 
 # Extent ranges (max(h/H, w/W)) we draw each group at; kept clear of the 0.05 / 0.25 borders so that rotation and
 # the non-square image do not move a shape into the next group (visible parts of occluded shapes still may).
@@ -59,6 +64,13 @@ PRESETS = {
         0.0, True, 12,
     ),
 }
+DENSE_MASKS = (50, 100)  # the "dense" preset (``dense_scene``): masks per image, both ends included
+PRESET_NAMES = (*PRESETS, "dense")
+
+
+def _check_preset(preset: str) -> None:
+    if preset not in PRESET_NAMES:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESET_NAMES)}")
 
 
 def size_group(box_hw: Sequence[float], image_hw: Sequence[int]) -> int:
@@ -153,10 +165,11 @@ def _visible_masks(shapes: list[_Shape], owner: np.ndarray, min_area: int) -> li
 
 
 def make_scene(rng: np.random.Generator, hw: tuple[int, int], preset: str = "sa1b") -> tuple[np.ndarray, list[np.ndarray]]:
-    """Draw one scene (``preset``: a key of ``PRESETS``). Returns the RGB image ``uint8 [H, W, 3]`` and the
-    visible masks (bool ``[H, W]`` each)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    """Draw one scene (``preset``: one of ``PRESET_NAMES``). Returns the RGB image ``uint8 [H, W, 3]`` and the
+    visible masks (bool ``[H, W]`` each); ``"dense"``: ``dense_scene`` with ``DENSE_MASKS`` masks."""
+    _check_preset(preset)
+    if preset == "dense":
+        return dense_scene(rng, hw, int(rng.integers(DENSE_MASKS[0], DENSE_MASKS[1] + 1)))
     P = PRESETS[preset]
     H, W = hw
     # background: low saturation, gradient/stripes/checker + noise
@@ -212,6 +225,40 @@ def make_scene(rng: np.random.Generator, hw: tuple[int, int], preset: str = "sa1
     return img, _visible_masks(shapes, owner, P.min_area)
 
 
+def dense_scene(rng: np.random.Generator, hw: tuple[int, int], n_masks: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """An SA-1B-like dense scene (the ``dense`` preset): ``n_masks`` irregular outlines of log-uniform extents
+    (1%-60% of the long side) over a smooth noise background, each blended into the image in its own colour; about
+    half the wholes above 5% get a nested part (a disc inside the whole). Masks overlap and are kept as drawn.
+    Returns the RGB image ``uint8 [H, W, 3]`` and the masks (bool ``[H, W]``, at least 16 pixels each)."""
+    H, W = hw
+    img = rng.normal(128, 30, (H // 8, W // 8, 3)).clip(0, 255).astype(np.uint8)
+    img = cv2.resize(img, (W, H), interpolation=cv2.INTER_CUBIC)
+    masks: list[np.ndarray] = []
+    while len(masks) < n_masks:
+        extent = float(np.exp(rng.uniform(np.log(0.01), np.log(0.6))))
+        cy, cx = rng.uniform(0, H), rng.uniform(0, W)
+        k = int(rng.integers(8, 40))
+        th = np.sort(rng.uniform(0, 2 * np.pi, k))
+        r = extent * max(H, W) / 2 * rng.uniform(0.4, 1.0, k)
+        pts = np.stack([cx + r * np.cos(th), cy + r * np.sin(th)], 1).round().astype(np.int32)
+        m = np.zeros((H, W), np.uint8)
+        cv2.fillPoly(m, [pts], 1)
+        if m.sum() < 16:
+            continue
+        colour = rng.integers(0, 256, 3).tolist()
+        img[m.astype(bool)] = (0.5 * img[m.astype(bool)] + 0.5 * np.array(colour)).astype(np.uint8)
+        masks.append(m.astype(bool))
+        if extent > 0.05 and rng.random() < 0.5 and len(masks) < n_masks:  # a part inside the whole
+            ys, xs = np.nonzero(m)
+            c = int(rng.integers(len(ys)))
+            disc = np.zeros((H, W), np.uint8)
+            cv2.circle(disc, (int(xs[c]), int(ys[c])), max(int(r.mean() * 0.4), 2), 1, -1)
+            part = (m & disc).astype(bool)
+            if part.sum() >= 16:
+                masks.append(part)
+    return img, masks
+
+
 def make_sample(
     index: int, seed: int, size: tuple[int, int] = (480, 640), quality: int = 92, preset: str = "sa1b"
 ) -> tuple[str, bytes, bytes]:
@@ -253,14 +300,15 @@ def write_synthetic_sa1b(
     size: tuple[int, int] = (480, 640),
     progress: bool = False,
     preset: str = "sa1b",
+    quality: int = 92,
 ) -> list[Path]:
-    """Write ``num_images`` synthetic images as SA-1B tars ``out/sa_000000.tar, ...``; returns the tar paths."""
+    """Write ``num_images`` synthetic images as SA-1B tars ``out/sa_000000.tar, ...`` (``quality``: of the jpgs);
+    returns the tar paths."""
     if num_images < 1 or images_per_tar < 1:
         raise ValueError(f"num_images ({num_images}) and images_per_tar ({images_per_tar}) must be >= 1")
     if len(size) != 2 or min(size) < 32:
         raise ValueError(f"size must be (H, W) with both >= 32, got {size!r}")
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    _check_preset(preset)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -273,7 +321,7 @@ def write_synthetic_sa1b(
     for t in range(n_tars):
         samples = []
         for i in range(t * images_per_tar, min(num_images, (t + 1) * images_per_tar)):
-            samples.append(make_sample(i, seed, (int(size[0]), int(size[1])), preset=preset))
+            samples.append(make_sample(i, seed, (int(size[0]), int(size[1])), quality, preset))
             if bar is not None:
                 bar.update(1)
         path = out / f"sa_{t:06d}.tar"
@@ -291,10 +339,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> byte-identical tars)")
     p.add_argument("--images-per-tar", type=int, default=100, help="images per tar")
     p.add_argument("--size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"), help="image size")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="sa1b",
-                   help="scene statistics: 'sa1b' crowded SA-1B-like scenes (default), 'smoke' few large flat objects for CPU smoke runs")
+    p.add_argument("--preset", choices=sorted(PRESET_NAMES), default="sa1b",
+                   help="scene statistics: 'sa1b' crowded SA-1B-like scenes (default), 'smoke' few large flat objects for "
+                        "CPU smoke runs, 'dense' 50-100 overlapping masks per image (the data-loading benchmark)")
+    p.add_argument("--quality", type=int, default=92, help="JPEG quality")
     a = p.parse_args(argv)
-    paths = write_synthetic_sa1b(a.out, a.num_images, a.seed, a.images_per_tar, tuple(a.size), progress=True, preset=a.preset)
+    paths = write_synthetic_sa1b(a.out, a.num_images, a.seed, a.images_per_tar, tuple(a.size), progress=True,
+                                 preset=a.preset, quality=a.quality)
     print(f"wrote {a.num_images} images in {len(paths)} tars to {a.out}")
 
 

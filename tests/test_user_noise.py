@@ -100,11 +100,11 @@ def test_filters_are_precise(tmp_path):
         (other / "last.ckpt").write_text("x")
         trainer = SimpleNamespace(checkpoint_callbacks=[SimpleNamespace(dirpath=str(logs)),
                                                         SimpleNamespace(dirpath=str(other))])
-        cli._quiet_run(trainer, "fit", None)
+        cli.quiet_run(trainer, "fit", None)
         warnings.warn(f"Checkpoint directory {logs} exists and is not empty.", UserWarning)
         warnings.warn(f"Checkpoint directory {other} exists and is not empty.", UserWarning)
         warnings.warn("The dirpath has changed from 'a' to 'b', therefore `best_model_score`, ...", UserWarning)
-        cli._quiet_run(trainer, "validate", None)  # nothing is saved by validate: the dirpath notice is noise
+        cli.quiet_run(trainer, "validate", None)  # nothing is saved by validate: the dirpath notice is noise
         warnings.warn("The dirpath has changed from 'a' to 'c', therefore `best_model_score`, ...", UserWarning)
     shown = [str(w.message) for w in rec]
     assert shown == ["something else is deprecated", "Your `Dataset` is odd",

@@ -6,15 +6,17 @@
 - ``run.py``: console noise, the run folder, warnings about the run;
 - ``lightning.py``: the LightningCLI subclass and its parser (imports Lightning, so only when a Lightning
   subcommand runs: ``litesam --help`` and the tools stay light);
-- ``config.py``: the data <-> model links, one-line config errors, old checkpoints' hyper-parameters.
+- ``config.py``: the data <-> model links, what the config errors need, old checkpoints' hyper-parameters;
+- ``checks.py``: the setting at fault in a command line jsonargparse refused.
 
 The names tests and docs use are importable from here; ``python -m litesam_pl.cli`` runs ``main`` (``__main__.py``).
 """
 from __future__ import annotations
 
-from litesam_pl.cli.entry import (_TOOLS, SUBCOMMANDS, TOOL_SUBCOMMANDS, CLIError, _quiet_run, check_accelerator, fail,
+from litesam_pl.cli.entry import (SUBCOMMANDS, TOOL_SUBCOMMANDS, TOOLS, CLIError, check_accelerator, fail,
                                   follow_run_dir, main, quiet_library_noise, run_lightning_cli, unknown_subcommand,
                                   user_errors, warn_global_batch)
+from litesam_pl.cli.run import quiet_run
 
-__all__ = ["main", "run_lightning_cli", "check_accelerator", "quiet_library_noise", "CLIError", "SUBCOMMANDS",
-           "follow_run_dir", "warn_global_batch"]
+__all__ = ["main", "run_lightning_cli", "check_accelerator", "quiet_library_noise", "quiet_run", "CLIError",
+           "SUBCOMMANDS", "TOOLS", "follow_run_dir", "warn_global_batch"]

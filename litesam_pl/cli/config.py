@@ -5,9 +5,10 @@
   ``ppn_loss.point_loss``); ``MODEL_LINKS``: the one the network decides, the AutoPPN grid stride
   (``model.kwargs.ppn_kwargs.stride``), linked into ``data.ppn_stride``; ``linked_value_set_by_user`` refuses a
   recipe or option that sets a linked value itself.
-- One-line errors: a part's bad value (``ConfigError``, raised inside jsonargparse), an unknown field of a part or
-  argument of the optimizer / schedule class, an unknown argument with a did-you-mean that knows the parts' fields
-  and where the old flat arguments and optimizer fields went.
+- What the one-line errors need: a part's bad value (``config_error_in``: the ``ConfigError`` jsonargparse wrapped),
+  the arguments a module class takes (``init_arguments``, ``init_options``) and a did-you-mean that knows the parts'
+  fields and where the old flat arguments and optimizer fields went (``suggest_option``); ``litesam_pl.cli.checks``
+  finds the setting at fault with them.
 - ``upgrade_ckpt_hparams``: a checkpoint's hyper-parameters written before the parts (flat) or before the optimizer
   callables (the optimizer part) for ``--ckpt_path``.
 
@@ -19,12 +20,11 @@ import collections.abc
 import dataclasses
 import difflib
 import inspect
-import re
 import typing
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 __all__ = ["DATA_LINKS", "MODEL_LINKS", "add_links", "apply_data_links", "linked_value_set_by_user",
-           "config_error_in", "init_options", "suggest_option", "unknown_part_field", "callable_error_line",
+           "config_error_in", "dataclass_of", "init_arguments", "init_options", "suggest_option",
            "ckpt_model_config", "upgrade_ckpt_hparams", "point_loss_for", "ppn_stride_of"]
 
 
@@ -66,6 +66,12 @@ def _linked() -> List[tuple]:
                                                                     for _, target, _, setting in MODEL_LINKS]
 
 
+def _how_to_set(setting: str) -> str:
+    """A link's setting as the user gives it: ``--data.img_size`` (an option), or a key inside an option's value
+    (``model.init_args.model.kwargs.ppn_kwargs.stride``, inside ``--model.init_args.model.kwargs``)."""
+    return f"--{setting}" if any(setting == source for source, _, _ in DATA_LINKS) else setting
+
+
 def add_links(parser: Any) -> None:
     """Add ``DATA_LINKS`` and ``MODEL_LINKS`` to a LightningCLI parser (``LightningCLI.add_arguments_to_parser``)."""
     for source, target, fn, *_ in (*DATA_LINKS, *MODEL_LINKS):
@@ -105,8 +111,9 @@ def linked_value_set_by_user(config_files: Sequence[str], argv: Sequence[str],
                              config: Optional[Any] = None) -> Optional[str]:
     """The error line when a ``--config`` file or a ``--model.init_args...`` option sets a link target (the link
     would silently replace it), else None. (jsonargparse itself refuses a target outside a subclass's ``init_args``
-    given on the command line: ``linked_target_line``.) With the parsed ``config``, a file's ``MODEL_LINKS`` target
-    equal to the linked value passes: the ``config.yaml`` a run saved before that link holds it."""
+    given on the command line; ``litesam_pl.cli.checks`` names it with this.) With the parsed ``config``, a file's
+    ``MODEL_LINKS`` target equal to the linked value passes: the ``config.yaml`` a run saved before that link holds
+    it."""
     import yaml
 
     model_targets = {target for _, target, *_ in MODEL_LINKS}
@@ -124,19 +131,8 @@ def linked_value_set_by_user(config_files: Sequence[str], argv: Sequence[str],
             return f"{path} sets {target}, which is linked from {source}: set {source} instead"
         for tok in argv:
             if tok.split("=", 1)[0] == f"--{target}":
-                return f"--{target} is linked from {source}: set --{source} instead"
+                return f"--{target} is linked from {source}: set {_how_to_set(source)} instead"
     return None
-
-
-def linked_target_line(message: str) -> str:
-    """One line for jsonargparse's ``Linked "data.ppn_stride" must be given via "model.init_args.model.kwargs"``
-    (a link target given on the command line), naming the setting; ``""`` for any other message."""
-    m = re.search(r'Linked "([^"]+)" must be given via "([^"]+)"', message)
-    if not m:
-        return ""
-    target, source = m.groups()
-    setting = dict((t, s) for s, t in _linked()).get(target, source)
-    return f"--{target} is linked from {setting}: set {setting} instead"
 
 
 def config_error_in(err: BaseException) -> Optional[BaseException]:
@@ -152,7 +148,8 @@ def config_error_in(err: BaseException) -> Optional[BaseException]:
     return None
 
 
-def _dataclass_of(annotation: Any) -> Optional[type]:
+def dataclass_of(annotation: Any) -> Optional[type]:
+    """The dataclass a type hint names (``MaskLossConfig``, also inside ``Optional[...]``), or None."""
     for cand in (annotation, *typing.get_args(annotation)):
         if dataclasses.is_dataclass(cand) and isinstance(cand, type):
             return cand
@@ -173,14 +170,11 @@ def _recipe_callable_options(name: str) -> List[str]:
     return [f"{name}.init_args.{p.name}" for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
-def init_options(class_path: str) -> List[str]:
-    """Keyword arguments of ``class_path``'s ``__init__`` along its MRO (what ``--<key>.init_args.*`` accepts),
-    with the fields of the typed parts as ``part.field`` and the arguments of the recipes' optimizer and schedule
-    classes as ``optimizer.init_args.lr``."""
-    from litesam_pl.modules.optim import import_object
-
-    names: List[str] = []
-    for klass in getattr(import_object(class_path), "__mro__", ()):
+def init_arguments(cls: Any) -> Dict[str, Any]:
+    """The keyword arguments of ``cls``'s ``__init__`` along its MRO (what jsonargparse takes as its
+    ``init_args``) -> their type hints (None where unresolvable)."""
+    out: Dict[str, Any] = {}
+    for klass in getattr(cls, "__mro__", ()):
         if "__init__" not in vars(klass):
             continue
         try:
@@ -188,12 +182,24 @@ def init_options(class_path: str) -> List[str]:
         except Exception:  # noqa: BLE001 - an unresolvable annotation: names only
             hints = {}
         for p in inspect.signature(klass.__init__).parameters.values():
-            if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                continue
-            names.append(p.name)
-            part = _dataclass_of(hints.get(p.name))
-            names += [f"{p.name}.{f.name}" for f in dataclasses.fields(part)] if part else []
-            names += _recipe_callable_options(p.name) if _is_callable_type(hints.get(p.name)) else []
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                out.setdefault(p.name, hints.get(p.name))
+    return out
+
+
+def init_options(class_path: Any) -> List[str]:
+    """``init_arguments`` of a class (or its import path), with the fields of the typed parts as ``part.field`` and
+    the arguments of the recipes' optimizer and schedule classes as ``optimizer.init_args.lr``: what
+    ``--<key>.init_args.*`` accepts, for a did-you-mean."""
+    from litesam_pl.modules.optim import import_object
+
+    names: List[str] = []
+    cls = import_object(class_path) if isinstance(class_path, str) else class_path
+    for name, hint in init_arguments(cls).items():
+        names.append(name)
+        part = dataclass_of(hint)
+        names += [f"{name}.{f.name}" for f in dataclasses.fields(part)] if part else []
+        names += _recipe_callable_options(name) if _is_callable_type(hint) else []
     return sorted(set(names))
 
 
@@ -215,50 +221,6 @@ def suggest_option(option: str, choices: Sequence[str]) -> str:
         near = difflib.get_close_matches(option.rsplit(".", 1)[-1], list(leaves), n=1, cutoff=0.6)
         close = [leaves[near[0]]] if near else []
     return f"did you mean {close[0]!r}?" if close else ""
-
-
-def unknown_part_field(message: str) -> str:
-    """One line for jsonargparse's dump when ``--model.init_args.<part>.<field>`` names no field of the part
-    (``... class_path 'X': unrecognized arguments: --part.field=v``); ``""`` for any other message."""
-    m = re.search(r'Parser key "([^"]+)".*?class_path \'([^\']+)\':\s*unrecognized arguments: --([\w.]+)', message,
-                  re.S)
-    if not m:
-        return ""
-    key, class_path, option = m.groups()
-    choices = init_options(class_path)
-    guess = suggest_option(option, choices)
-    part = option.split(".", 1)[0]
-    cls = class_path.rsplit(".", 1)[-1]
-    owner = f"{cls}'s {part}" if part in choices else cls
-    return (f"unrecognized option --{key}.init_args.{option}: {owner} has no field {option.rsplit('.', 1)[-1]!r}"
-            + (f" ({guess})" if guess else ""))
-
-
-_CALLABLE_ERROR = re.compile(r'Parser key "([^"]+)".*?Parser key "([^"]+)":[^\n]*\n.*?expects a function or a callable '
-                             r'class: (.*?) Got value: ([^\n]*)', re.S)
-
-
-def callable_error_line(message: str) -> str:
-    """One line for jsonargparse's dump when a module's callable (``optimizer``, ``lr_scheduler``) is refused: an
-    argument its class does not take (``--model.init_args.optimizer.lrr``: a did-you-mean, or where an old optimizer
-    field went: ``optimizer.schedule`` -> ``lr_scheduler.init_args.schedule``), or a class that is none of its kind;
-    ``""`` for any other message."""
-    from litesam_pl.modules.optim import moved_option
-
-    m = _CALLABLE_ERROR.search(message)
-    if not m:
-        return ""
-    outer, key, reason, given = m.groups()
-    reason = reason.strip().rstrip(".")
-    option = re.fullmatch(r"Option '([^']+)' is not accepted", reason)
-    class_path = re.search(r"class_path='([^']+)'", given)
-    if not option or not class_path:
-        return f"--{outer}.init_args.{key}: {reason}"
-    name, class_path = option.group(1), class_path.group(1)
-    moved = moved_option(key, name)
-    hint = f"now {moved!r}" if moved != f"{key}.{name}" else suggest_option(name, init_options(class_path))
-    return (f"unrecognized option --{outer}.init_args.{key}.init_args.{name}: {class_path} has no argument {name!r}"
-            + (f" ({hint})" if hint else ""))
 
 
 def ckpt_model_config(ckpt_path: str) -> Optional[Dict[str, Any]]:

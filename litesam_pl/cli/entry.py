@@ -24,8 +24,8 @@ status 2, without a traceback; anything else is a bug and keeps its traceback.
 This file is the entry point (``main``: help, version, the tools, the Lightning subcommands). The rest of the
 ``litesam_pl.cli`` package lives beside it: ``errors.py`` (the one-line errors, ``CLIError``, ``check_accelerator``),
 ``run.py`` (console noise, the run folder, warnings about the run), ``lightning.py`` (the LightningCLI subclass and
-its parser: imports Lightning, so only when a Lightning subcommand runs) and ``config.py`` (data <-> model links,
-config errors). The names tests and docs use are importable from ``litesam_pl.cli`` (its ``__init__`` re-exports them).
+its parser: imports Lightning, so only when a Lightning subcommand runs), ``config.py`` (data <-> model links,
+what the config errors need) and ``checks.py`` (the setting at fault in a command line jsonargparse refused). The names tests and docs use are importable from ``litesam_pl.cli`` (its ``__init__`` re-exports them).
 """
 from __future__ import annotations
 
@@ -33,21 +33,20 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from litesam_pl.cli import run as cli_run
 from litesam_pl.cli.errors import (SUBCOMMANDS, TOOL_SUBCOMMANDS, CLIError, check_accelerator, fail, unknown_subcommand,
                                    user_errors)
 from litesam_pl.cli.run import follow_run_dir, quiet_library_noise, warn_global_batch
 
 __all__ = ["main", "run_lightning_cli", "check_accelerator", "quiet_library_noise", "CLIError", "SUBCOMMANDS",
-           "follow_run_dir", "warn_global_batch"]
+           "TOOLS", "follow_run_dir", "warn_global_batch"]
 
-_TOOLS = {
+# the tools' entry points: subcommand -> (module, function), the function called with the rest of the command line
+TOOLS = {
     "segment-everything": ("litesam_pl.inference.app", "main"),
     "export": ("litesam_pl.inference.export", "main"),
     "app": ("litesam_pl.web.server", "main"),
 }
-assert tuple(_TOOLS) == TOOL_SUBCOMMANDS
-_quiet_run = cli_run.quiet_run  # its name here before cli/run.py (tests/test_user_noise.py calls cli._quiet_run)
+assert tuple(TOOLS) == TOOL_SUBCOMMANDS
 _HELP = """usage: litesam {fit,validate,test,predict,segment-everything,export,app} ...
 
 Lite-SAM training and tools.
@@ -86,7 +85,8 @@ def run_lightning_cli(args: Optional[Sequence[str]] = None, run: bool = True):
         run=run,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the optimizer and its schedule are the module's (model.init_args.optimizer)
-        parser_kwargs={"prog": "litesam", "description": "Lite-SAM training (LightningCLI)."},
+        parser_kwargs={"prog": "litesam", "description": "Lite-SAM training (LightningCLI).",
+                       "predict": {"prediction_writer": True}},  # --out, --overlays (ShortErrorParser)
         parser_class=ShortErrorParser,
     )
 
@@ -95,7 +95,7 @@ def _run_tool(name: str, argv: Sequence[str]) -> None:
     """``segment-everything`` / ``export``: the tool's ``main(argv)``; a non-zero return is the exit status."""
     import importlib
 
-    mod, fn = _TOOLS[name]
+    mod, fn = TOOLS[name]
     result = getattr(importlib.import_module(mod), fn)(list(argv))
     if isinstance(result, int) and result:
         raise SystemExit(result)
@@ -120,7 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         unknown_subcommand(args[0], SUBCOMMANDS)
     prog = f"litesam {args[0]}" if not args[0].startswith("-") else "litesam"
     try:
-        if args[0] in _TOOLS:
+        if args[0] in TOOLS:
             _run_tool(args[0], args[1:])
             return
         os.environ.setdefault("WANDB_MODE", "offline")  # no key, no network unless the user asks for it

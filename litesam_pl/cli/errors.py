@@ -1,9 +1,10 @@
 """The ``litesam`` command's errors: one line on stderr, exit status 2, no traceback (``litesam_pl.cli``).
 
 ``CLIError`` (a command line the user can fix), ``user_errors`` (every exception type printed that way), the
-``did you mean`` guesses, the one-line forms of jsonargparse's messages (``parse_error_line``, used by
-``litesam_pl.cli.lightning.ShortErrorParser``) and ``check_accelerator`` (a GPU recipe on a machine without CUDA).
-Standard library only: ``litesam --help`` and the tools import no Lightning.
+``did you mean`` guesses, the one line of a refused command line (``parse_error_line``, used by
+``litesam_pl.cli.lightning.ShortErrorParser``), the jsonargparse messages ``litesam`` reads
+(``JSONARGPARSE_MESSAGES``, the one place that knows their wording) and ``check_accelerator`` (a GPU recipe on a
+machine without CUDA). Standard library only: ``litesam --help`` and the tools import no Lightning.
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import difflib
 import os
 import re
 import sys
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 __all__ = ["CLIError", "SUBCOMMANDS", "LIGHTNING_SUBCOMMANDS", "TOOL_SUBCOMMANDS", "MOVED_OPTIONS", "check_accelerator",
-           "did_you_mean", "fail", "parse_error_line", "recipe_files", "unknown_subcommand", "user_errors"]
+           "did_you_mean", "fail", "parse_error_line", "recipe_files", "unknown_subcommand", "user_errors",
+           "JSONARGPARSE_MESSAGES", "jsonargparse_message"]
 
 # the ``litesam`` subcommands (``litesam_pl.cli`` dispatches them; an unknown one gets a did-you-mean from here)
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -61,28 +63,32 @@ def user_errors() -> tuple:
     return (CLIError, ModelError, ShardsError, ConfigError, PredictOutputError)
 
 
-# --- jsonargparse's messages as one line -----------------------------------------------------------------------------
+# --- jsonargparse's messages ----------------------------------------------------------------------------------------
+# The jsonargparse messages ``litesam`` reads: a name -> the pattern of the message and what it captures. This is the
+# only place that knows their wording (checked against jsonargparse 4.53.0, which words them as Python 3.11's argparse
+# does); tests/cli/test_errors.py checks each pattern on the message jsonargparse prints. The settings jsonargparse
+# refuses inside a class (an unknown argument, a part's field, the optimizer) are found without its message:
+# ``litesam_pl.cli.checks``.
+JSONARGPARSE_MESSAGES = {
+    # an unknown subcommand: ``name``
+    "invalid_subcommand": re.compile(r"argument subcommand: invalid choice: '(?P<name>[^']*)'"),
+    # ``litesam fit`` without a recipe: the ``subcommand`` whose model is missing
+    "model_required": re.compile(r"arguments are required: (?P<subcommand>\w+)\.model\b"),
+    # options no parser takes: the ``arguments`` (options and their values) as given
+    "unrecognized_arguments": re.compile(r"unrecognized arguments: (?P<arguments>.*)", re.S),
+}
+
+
+def jsonargparse_message(name: str, message: str) -> Optional[Dict[str, str]]:
+    """What the ``JSONARGPARSE_MESSAGES`` pattern ``name`` captures in ``message``, or None when it does not match."""
+    match = JSONARGPARSE_MESSAGES[name].search(message)
+    return match.groupdict() if match else None
+
+
 def _unrecognized_options(message: str) -> List[str]:
     """The ``--option`` names in jsonargparse's ``unrecognized arguments: --a 3 --b=x`` message."""
-    if "unrecognized arguments" not in message:
-        return []
-    rest = message.split("unrecognized arguments:", 1)[1]
-    return [tok.split("=", 1)[0] for tok in rest.split() if tok.startswith("--")]
-
-
-def _rejected_init_arg(message: str) -> str:
-    """One line for jsonargparse's multi-line ``Parser key "model": ... class_path 'X': Option 'y' is not
-    accepted`` (an unknown ``--model.init_args.y``), with a did-you-mean; ``""`` for any other message."""
-    from litesam_pl.cli.config import init_options, suggest_option
-
-    m = re.search(r'Parser key "([^"]+)".*?class_path \'([^\']+)\'.*?Option \'([^\']+)\' is not accepted', message,
-                  re.S)
-    if not m:
-        return ""
-    key, class_path, option = m.groups()
-    guess = suggest_option(option, init_options(class_path))
-    return (f"unrecognized option --{key}.init_args.{option}: {class_path.rsplit('.', 1)[-1]} has no argument "
-            f"{option!r}" + (f" ({guess})" if guess else ""))
+    found = jsonargparse_message("unrecognized_arguments", message)
+    return [tok.split("=", 1)[0] for tok in found["arguments"].split() if tok.startswith("--")] if found else []
 
 
 # LightningCLI's own optimizer options, which ``litesam`` leaves out: the module takes its optimizer and schedule
@@ -102,18 +108,19 @@ def _short(message: str, max_lines: int = 3) -> str:
     return " ".join(lines) if len(lines) <= max_lines else message.rstrip()
 
 
-def parse_error_line(message: str, ex: Optional[Exception], known_options: Sequence[str]) -> str:
-    """The line that matters in a jsonargparse error: a bad config value (``ConfigError``), a refused optimizer or
-    schedule (``callable_error_line``), an unknown ``--model.init_args.X`` or config-part field, else the message
-    itself (short ones on one line); an unknown option gets where it moved (``MOVED_OPTIONS``) or the closest of
+def parse_error_line(message: str, ex: Optional[Exception], known_options: Sequence[str],
+                     argv: Sequence[str] = ()) -> str:
+    """The line that matters when jsonargparse refuses the command line ``argv``: a bad config value (the
+    ``ConfigError`` jsonargparse wrapped), else the setting at fault (``litesam_pl.cli.checks.refused_setting``: a
+    linked value, an unknown module argument or part field, a refused optimizer or schedule), else the message itself
+    (short ones on one line); an unknown option gets where it moved (``MOVED_OPTIONS``) or the closest of
     ``known_options``."""
-    from litesam_pl.cli.config import callable_error_line, config_error_in, linked_target_line, unknown_part_field
+    from litesam_pl.cli.checks import refused_setting
+    from litesam_pl.cli.config import config_error_in
 
     guesses = [g for g in (_moved_or_close(o, known_options) for o in _unrecognized_options(message)) if g]
     config_error = config_error_in(ex) if ex is not None else None
-    line = (str(config_error) if config_error else "") or callable_error_line(message) \
-        or _rejected_init_arg(message) or unknown_part_field(message) or linked_target_line(message) \
-        or _short(message)
+    line = (str(config_error) if config_error else "") or refused_setting(argv) or _short(message)
     if guesses and not line.startswith("unrecognized option"):
         line += f" ({'; '.join(guesses)})"
     return line

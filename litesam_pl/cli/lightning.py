@@ -3,21 +3,22 @@
 ``LiteSAMCLI``: LightningCLI with the checks and quieting of ``litesam`` (a GPU recipe without CUDA, linked values set
 by hand, one-line config errors, ``--ckpt_path`` hyper-parameters of older checkpoints, the prediction writer);
 ``ShortErrorParser``: its parser, whose errors are one line. This module imports Lightning; ``litesam_pl.cli``
-imports it only when a Lightning subcommand runs (``litesam --help`` and the tools stay light).
+imports it only when a Lightning subcommand runs (``litesam --help`` and the tools stay light). It uses LightningCLI's
+public hooks, but for one private method (``_parse_ckpt_path``: see ``litesam_pl.compat``).
 """
 from __future__ import annotations
 
 import os
-import re
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from litesam_pl.cli.config import add_links, ckpt_model_config, config_error_in, linked_value_set_by_user
-from litesam_pl.cli.errors import CLIError, check_accelerator, fail, parse_error_line, recipe_files, unknown_subcommand
+from litesam_pl.cli.errors import (CLIError, check_accelerator, fail, jsonargparse_message, parse_error_line,
+                                   recipe_files, unknown_subcommand)
 from litesam_pl.cli.run import follow_run_dir, quiet_run, quiet_wandb, warn_global_batch, warn_random_weights
-from litesam_pl.compat import jsonargparse_debug_mode_active
+from litesam_pl.compat import argparse_option_strings, jsonargparse_debug_mode_active
 from litesam_pl.modules.prediction_writer import add_writer_arguments, attach_writer
 
 __all__ = ["LiteSAMCLI", "ShortErrorParser"]
@@ -25,27 +26,40 @@ __all__ = ["LiteSAMCLI", "ShortErrorParser"]
 
 class ShortErrorParser(LightningArgumentParser):
     """``LightningArgumentParser`` whose errors are the error line first (with a did-you-mean for an unknown option)
-    and a one-line ``--help`` hint, instead of ~70 lines of usage before the line that matters."""
+    and a one-line ``--help`` hint, instead of ~70 lines of usage before the line that matters.
+
+    ``prediction_writer``: the parser of ``litesam predict``, which takes the prediction writer's options (``--out``,
+    ``--overlays``: ``LiteSAMCLI.add_arguments_to_parser``). ``argv``: the command line it parses (``LiteSAMCLI``
+    sets it), where an error looks for the setting at fault (``litesam_pl.cli.checks``)."""
+
+    def __init__(self, *args: Any, prediction_writer: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prediction_writer = prediction_writer
+        self.argv: Sequence[str] = ()
 
     def error(self, message: str, ex: Optional[Exception] = None):  # noqa: D102 (jsonargparse's signature)
         if not self.exit_on_error or jsonargparse_debug_mode_active():  # as jsonargparse's own error()
             return super().error(message, ex)
-        choice = re.search(r"argument subcommand: invalid choice: '([^']*)'", message)
+        choice = jsonargparse_message("invalid_subcommand", message)
         if choice:
-            unknown_subcommand(choice.group(1))
+            unknown_subcommand(choice["name"])
         parser = getattr(ex, "subcommand_parser", None) or self
         prog = parser.prog.replace(" [options]", "")
-        known = [o for o in getattr(parser, "_option_string_actions", {}) if o.startswith("--")]
-        line = parse_error_line(message, ex, known)
-        no_recipe = re.search(r"arguments are required: (\w+)\.model\b", message)
+        known = [o for o in argparse_option_strings(parser) if o.startswith("--")]
+        line = parse_error_line(message, ex, known, self.argv)
+        no_recipe = jsonargparse_message("model_required", message)
         if no_recipe:  # `litesam fit` without --config
-            prog = f"litesam {no_recipe.group(1)}"
+            prog = f"litesam {no_recipe['subcommand']}"
             line += f" (give a recipe: {prog} --config recipes/<stage>.yaml)"
         fail(prog, line, f"run `{prog} --help` for every option")
 
 
 class LiteSAMCLI(LightningCLI):
     """LightningCLI with ``litesam``'s checks before the classes are built and before each run."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._parsers: list = []  # the subcommand parsers (add_arguments_to_parser), told the command line
+        super().__init__(*args, **kwargs)
 
     def before_instantiate_classes(self) -> None:
         """Refuse a GPU trainer on a machine without CUDA (one line, see ``check_accelerator``); let the
@@ -61,6 +75,8 @@ class LiteSAMCLI(LightningCLI):
     def parse_arguments(self, parser: Any, args: Any) -> None:
         raw = sys.argv[1:] if args is None else args
         self._argv = [str(a) for a in raw] if isinstance(raw, (list, tuple)) else []
+        for each in {id(p): p for p in (parser, *self._parsers)}.values():
+            each.argv = self._argv  # where their errors look for the setting at fault
         super().parse_arguments(parser, args)
 
     def instantiate_classes(self) -> None:
@@ -74,6 +90,7 @@ class LiteSAMCLI(LightningCLI):
                 raise
             raise CLIError(str(config_error)) from err
 
+    # a private LightningCLI method: litesam_pl/compat.py's docstring, "Overrides" (checked with lightning 2.6.6)
     def _parse_ckpt_path(self) -> None:
         """LightningCLI's reading of the ``--ckpt_path`` checkpoint's hyper-parameters into the config, with a
         checkpoint written before the typed config parts (flat ``lr``, ``model_kwargs``, ...) upgraded to them
@@ -107,13 +124,12 @@ class LiteSAMCLI(LightningCLI):
     before_fit = before_validate = before_test = _before_run
 
     def add_arguments_to_parser(self, parser: Any) -> None:
+        """The data <-> model links (``add_links``); on ``litesam predict``'s parser (``parser_kwargs`` of
+        ``run_lightning_cli``), also ``--out`` and ``--overlays`` (``litesam_pl.modules.prediction_writer``)."""
         add_links(parser)
-
-    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
-        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        if subcommand == "predict":  # --out, --overlays (litesam_pl.modules.prediction_writer)
+        if getattr(parser, "prediction_writer", False):
             add_writer_arguments(parser)
-        return parser
+        self._parsers.append(parser)
 
     def before_predict(self) -> None:
         """``_before_run``, then a ``SegEveryWriter`` unless the callbacks have a prediction writer; the

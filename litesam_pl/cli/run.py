@@ -64,10 +64,13 @@ def quiet_wandb(trainer: Any) -> None:
     """Before a WandbLogger starts its run: drop the ``anonymous=None`` that Lightning passes to ``wandb.init`` (wandb
     >= 0.19 prints ``WARNING The anonymous setting has no effect`` for any value given, None included), and create its
     ``save_dir``, which wandb takes as the root of its git lookup (``WARNING git root X does not exist`` and no commit
-    recorded when it is not there yet; inside a checkout the run then records the commit)."""
+    recorded when it is not there yet; inside a checkout the run then records the commit). The logger's
+    ``wandb.init`` arguments: ``litesam_pl.compat.wandb_logger_init_kwargs``."""
+    from litesam_pl.compat import wandb_logger_init_kwargs
+
     for logger in getattr(trainer, "loggers", None) or ():
-        init = getattr(logger, "_wandb_init", None)
-        if not isinstance(init, dict) or getattr(logger, "_experiment", None) is not None:
+        init = wandb_logger_init_kwargs(logger)
+        if init is None:
             continue
         if init.get("anonymous", "absent") is None:
             init.pop("anonymous")

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
 
-from .transforms import pil_rgb8
+from .rle import to_coco_rle
+from .transforms import pil_decode
 
 __all__ = ["InstanceSample", "CocoInstances", "ann_to_rle", "ann_to_mask", "ann_masks", "detect_format", "read_rgb"]
 
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def ann_to_rle(ann: Mapping[str, Any], height: int, width: int) -> dict:
-    """The annotation's ``segmentation`` (polygons, uncompressed or compressed RLE) as a compressed RLE."""
+    """The annotation's ``segmentation`` (polygons, uncompressed or compressed RLE) as a compressed RLE (``bytes``
+    counts, what ``pycocotools`` takes: RLEs through ``data.rle.to_coco_rle``)."""
     segm = ann.get("segmentation")
     if segm is None:
         raise ValueError(f"annotation {ann.get('id')} has no 'segmentation'")
@@ -38,11 +39,8 @@ def ann_to_rle(ann: Mapping[str, Any], height: int, width: int) -> dict:
         if not polys:
             return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
         return mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
-    if isinstance(segm, Mapping) and "counts" in segm:
-        if isinstance(segm["counts"], list):  # uncompressed RLE (iscrowd)
-            return mask_utils.frPyObjects(dict(segm), height, width)
-        counts = segm["counts"]
-        return {"size": list(segm["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    if isinstance(segm, Mapping) and "counts" in segm:  # compressed, or uncompressed (iscrowd) RLE
+        return to_coco_rle(segm, check=False)
     raise ValueError(f"annotation {ann.get('id')}: unsupported segmentation type {type(segm).__name__}")
 
 
@@ -61,18 +59,20 @@ def ann_masks(anns: Sequence[Mapping[str, Any]], height: int, width: int) -> np.
     return np.stack([ann_to_mask(a, height, width) for a in anns])
 
 
+#: the PIL modes ``read_rgb`` accepts
+READ_RGB_MODES = ("RGB", "L", "1", "P", "RGBA", "CMYK", "LA", "I;16", "I", "YCbCr")
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8 RGB ``[H, W, 3]`` (grey, palette, CMYK, RGBA converted; 16-bit keeps its top 8
-    bits: the one pixel conversion, ``data.transforms.pil_rgb8`` / ``to_rgb8``)."""
+    """Read a COCO / LVIS image file as uint8 RGB ``[H, W, 3]``, writable: ``data.transforms.pil_decode`` (PIL, no
+    EXIF orientation: the annotations refer to the stored pixel grid; grey, palette, CMYK, RGBA converted; 16-bit
+    keeps its top 8 bits) of the ``READ_RGB_MODES``. ``data.transforms.decode_image`` is the SA-1B loader's
+    (OpenCV, from bytes), ``inference.images.load_image`` SegEvery's (EXIF orientation for user photos)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode not in ("RGB", "L", "1", "P", "RGBA", "CMYK", "LA", "I;16", "I", "YCbCr"):
-                raise ValueError(f"{path}: unsupported image mode {im.mode!r}")
-            rgb = pil_rgb8(im, str(path))
+        rgb = pil_decode(path, str(path), modes=READ_RGB_MODES)
     except (OSError, SyntaxError) as e:
         raise ValueError(f"cannot read image {path} (corrupted or not an image): {e}") from e
     return np.array(rgb, dtype=np.uint8)  # writable (torch.from_numpy warns on read-only arrays)

@@ -22,6 +22,7 @@ __all__ = [
     "PIXEL_STD",
     "Geometry",
     "decode_image",
+    "pil_decode",
     "pil_array",
     "pil_rgb8",
     "to_rgb8",
@@ -124,11 +125,35 @@ def pil_rgb8(im, name: str = "image", error: type = ValueError) -> np.ndarray:
     return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
 
 
-def decode_image(data: bytes, reduce: int = 1) -> np.ndarray:
-    """Decode an encoded image (jpg/png/...) of any mode to uint8 RGB ``[H, W, 3]``.
+def pil_decode(source: Any, name: str = "image", error: type = ValueError,
+               modes: Sequence[str] | None = None) -> np.ndarray:
+    """Decode an image file with PIL, as stored (no EXIF orientation: the pixel grid annotations refer to), to
+    uint8 RGB ``[H, W, 3]`` through :func:`pil_rgb8` (the array may be read-only). The one PIL decode of the
+    evaluation sets (``data.coco.read_rgb``, from a path), of ``data_prep``'s inputs
+    (``sa1b_sample.decode_image_or_skip``, from bytes) and of :func:`decode_image`'s fallback.
 
-    ``reduce`` in (1, 2, 4, 8) asks the JPEG decoder for a 1/reduce-size image (much faster for big SA-1B jpgs).
-    Raises ``ValueError`` when the bytes are not a decodable image.
+    ``source``: a path or a binary file object (``io.BytesIO(data)``). ``modes``: the PIL modes accepted (another
+    raises ``error`` naming ``name``); None accepts any. PIL's own errors (``OSError``, ``SyntaxError``, ...) pass.
+    :func:`decode_image` (OpenCV first, bytes) is the SA-1B loader's faster decoder, and
+    ``inference.images.load_image`` SegEvery's (EXIF orientation, a pixel limit, OpenCV as fallback).
+    """
+    from PIL import Image
+
+    with Image.open(source) as im:
+        im.load()
+        if modes is not None and im.mode not in modes:
+            raise error(f"{name}: unsupported image mode {im.mode!r}")
+        return pil_rgb8(im, name, error)
+
+
+def decode_image(data: bytes, reduce: int = 1) -> np.ndarray:
+    """Decode an encoded image (jpg/png/...) of any mode to uint8 RGB ``[H, W, 3]``: the SA-1B loader's decoder.
+
+    OpenCV first (fast, and ``reduce`` in (1, 2, 4, 8) asks the JPEG decoder for a 1/reduce-size image: much
+    faster for big SA-1B jpgs), then :func:`pil_decode` for what OpenCV does not read. A JPEG's pixels may differ
+    from PIL's by a grey level (another IDCT / chroma upsampling); the readers that must match PIL use
+    :func:`pil_decode` (``data.coco.read_rgb``, ``data_prep``), SegEvery's ``inference.images.load_image`` also
+    applies EXIF orientation. Raises ``ValueError`` when the bytes are not a decodable image.
     """
     if not data:
         raise ValueError("empty image bytes")
@@ -147,11 +172,7 @@ def decode_image(data: bytes, reduce: int = 1) -> np.ndarray:
             img = to_rgb8(img, "decoded image")
     if img is None:  # let PIL try formats OpenCV does not read (palette modes, odd TIFFs, ...)
         try:
-            from PIL import Image
-
-            with Image.open(io.BytesIO(data)) as pil:
-                pil.load()
-                img = pil_rgb8(pil, "decoded image")
+            img = pil_decode(io.BytesIO(data), "decoded image")
         except Exception as e:  # noqa: BLE001 - any failure means "not an image"
             raise ValueError(f"cannot decode image ({len(data)} bytes): {e}") from e
     if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:

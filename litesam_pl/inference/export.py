@@ -39,20 +39,14 @@ from .fast_decoder import LABEL_BOX_BR, LABEL_BOX_TL, FastMaskDecoder, embed_pro
 
 __all__ = ["EXPORT_FORMAT", "export_weights", "export_onnx", "require_onnx", "EncoderOnnx", "DecoderOnnx", "main"]
 
-from litesam_pl.models.checkpoint import EXPORT_FORMAT, export_payload  # noqa: E402  "litesam-pl/weights-v1"
+from litesam_pl.models.checkpoint import EXPORT_FORMAT, export_payload, save_atomic  # noqa: E402
 from litesam_pl.models.prompt_encoder import dense_embeddings, uses_box_mask  # noqa: E402
 
 
 def export_weights(model: nn.Module, out: str | os.PathLike) -> Path:
-    """Write the weights-only export of ``model`` (built by ``litesam_pl.create_model``) to ``out``
-    (``litesam_pl.models.checkpoint.export_payload``)."""
-    payload = export_payload(model)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, out)
-    return out
+    """Write the weights-only export of ``model`` (built by ``litesam_pl.create_model``) to ``out``, atomically
+    (``litesam_pl.models.checkpoint.export_payload``, ``save_atomic``)."""
+    return save_atomic(export_payload(model), out)
 
 
 class EncoderOnnx(nn.Module):

@@ -34,7 +34,14 @@ def to_rgb_uint8(array: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def load_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read ``path`` as RGB ``uint8 [H, W, 3]`` (see the module doc). Raises :class:`ImageLoadError`."""
+    """Read a user's photo ``path`` as RGB ``uint8 [H, W, 3]`` (see the module doc), as it is meant to be seen:
+    EXIF orientation applied, float images min-max scaled, OpenCV as a second chance. Raises
+    :class:`ImageLoadError`.
+
+    Not the datasets' readers on purpose: ``litesam_pl.data.transforms.pil_decode`` (``data.coco.read_rgb``,
+    ``data_prep``) reads pixels as stored, without EXIF orientation, because annotations refer to the stored grid,
+    and ``data.transforms.decode_image`` (the SA-1B loader) decodes bytes with OpenCV first, for speed. All end in
+    the same pixel conversion (``data.transforms.to_rgb8``)."""
     p = Path(path)
     if not p.exists():
         raise ImageLoadError(f"{p}: no such file")

@@ -15,11 +15,10 @@ from torch import Tensor
 from segment_anything.utils.amg import (
     batched_mask_to_box,
     calculate_stability_score,
-    coco_encode_rle,
     mask_to_rle_pytorch,
 )
 
-from ..data.rle import decode_rle  # the one RLE decoder; re-exported for SegEvery's record readers
+from ..data.rle import decode_rle, rle_to_json  # the RLE helpers; decode_rle re-exported for SegEvery's record readers
 
 __all__ = [
     "stability_score",
@@ -113,19 +112,12 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
 
 def encode_rle(masks: Tensor, compressed: bool = True) -> List[Dict[str, Any]]:
     """bool ``[K, H, W]`` -> COCO RLEs (``{"size": [h, w], "counts": str}`` when ``compressed``, else SAM's
-    uncompressed ``{"size", "counts": [int]}``). The run-length scan runs on the device, batched."""
+    uncompressed ``{"size", "counts": [int]}``). The run-length scan runs on the device, batched; the compression
+    is ``data.rle.rle_to_json``."""
     if masks.shape[0] == 0:
         return []
     rles = mask_to_rle_pytorch(masks)
-    if not compressed:
-        return rles
-    out = []
-    for rle in rles:
-        enc = coco_encode_rle(rle)
-        counts = enc["counts"]
-        enc["counts"] = counts.decode("utf-8") if isinstance(counts, bytes) else counts
-        out.append(enc)
-    return out
+    return [rle_to_json(rle) for rle in rles] if compressed else rles
 
 
 def build_records(

@@ -26,7 +26,6 @@ from pycocotools.cocoeval import Params
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
-from torchmetrics.utilities.distributed import gather_all_tensors
 
 from litesam_pl.metrics.cocotools import mean_valid
 
@@ -265,14 +264,25 @@ class MaskAP(Metric):
         self.ranks.append(torch.arange(len(keep), device=dev))
         self.outcome.append(torch.from_numpy(outcome.transpose(2, 0, 1).astype(np.uint8)).to(dev))
 
-    def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Optional[Any] = None) -> None:
-        # torchmetrics gives a rank without detections a float32 [0] tensor for each list state, which the other
-        # ranks' float64 / int64 / [N, A, T] tensors do not gather with (an error or a hang): send a typed one
-        # (the local states are cached before this and restored after compute)
+    def sync(self, dist_sync_fn: Optional[Callable] = None, process_group: Optional[Any] = None,
+             should_sync: bool = True, distributed_available: Optional[Callable] = None) -> None:
+        """``Metric.sync`` with a typed empty tensor in each list state this rank has no detection in: torchmetrics
+        sends a float32 ``[0]`` tensor for it, which the other ranks' float64 / int64 / ``[N, A, T]`` tensors do not
+        gather with (an error or a hang). ``unsync`` takes them out of the local states again."""
         for name, empty in self._empty().items():
-            if not getattr(self, name):
+            state = getattr(self, name)
+            if isinstance(state, list) and not state:
                 setattr(self, name, [empty])
-        super()._sync_dist(dist_sync_fn, process_group)
+        super().sync(dist_sync_fn, process_group, should_sync, distributed_available)
+
+    def unsync(self, should_unsync: bool = True) -> None:
+        """``Metric.unsync``, then the local list states without the empty tensors ``sync`` put in (``update`` never
+        adds one)."""
+        super().unsync(should_unsync)
+        for name in self._empty():
+            state = getattr(self, name)
+            if isinstance(state, list) and all(t.numel() == 0 for t in state):
+                setattr(self, name, [])
 
     def compute(self) -> dict[str, Tensor]:
         states = {name: dim_zero_cat(getattr(self, name)) if len(getattr(self, name)) else empty

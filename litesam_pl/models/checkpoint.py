@@ -1,6 +1,7 @@
-"""Model files: the one place that knows their keys. Reading (``read_checkpoint``, ``load_model``) and the model
-entries written into them (``export_payload`` for ``litesam export``, ``write_model_entry`` for Lightning
-checkpoints) live here; nothing else parses a checkpoint's keys.
+"""Model files: the one place that knows their keys. Reading (``read_checkpoint``, ``load_model``, the warm start
+``load_init_weights``), writing (``save_atomic``) and the model entries written into them (``export_payload`` for
+``litesam export``, ``write_model_entry`` for Lightning checkpoints) live here; nothing else parses a checkpoint's
+keys.
 
 Two formats, both read with ``torch.load(weights_only=True)`` (tensors and plain Python values only):
 
@@ -30,7 +31,7 @@ from .registry import ModelError, ModelFileNotFoundError, build_from_config, mod
 __all__ = [
     "load_init_weights",
     "EXPORT_FORMAT", "MODEL_KEY", "LEGACY_HPARAMS", "export_payload", "write_model_entry", "read_checkpoint",
-    "load_model", "load_or_random",
+    "load_model", "load_or_random", "save_atomic",
 ]
 
 EXPORT_FORMAT = "litesam-pl/weights-v1"
@@ -46,6 +47,17 @@ def export_payload(model: nn.Module) -> Dict[str, Any]:
     """The export file's content for ``model`` (built by ``litesam_pl.create_model``): weights detached to CPU."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return {"format": EXPORT_FORMAT, "model": plain_values(model_config(model)), "state_dict": state}
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` through ``<path>.tmp`` and ``os.replace`` (the parent folder created): the file
+    appears only once complete, so a killed run never leaves half a model file. Returns the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, out)
+    return out
 
 
 def write_model_entry(checkpoint: MutableMapping[str, Any], model: nn.Module) -> None:
@@ -234,9 +246,9 @@ def load_init_weights(model: torch.nn.Module, path: str, strict_shapes: bool = T
     if not p.is_file():
         raise FileNotFoundError(f"init_from: no checkpoint at {p}")
     try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupted / not a torch file
-        raise RuntimeError(f"init_from: cannot read {p} as a torch checkpoint: {e}") from e
+        blob = _torch_load(os.fspath(p), "cpu")
+    except ModelError as e:  # corrupted / not a torch file: _torch_load's one line, as the RuntimeError it was
+        raise RuntimeError(f"init_from: cannot read the checkpoint: {e}") from e
     if not isinstance(blob, dict) or "state_dict" not in blob:
         raise ValueError(f"init_from: {p} has no 'state_dict' (expected a Lightning checkpoint or a litesam export)")
     sd = blob["state_dict"]

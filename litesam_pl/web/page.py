@@ -21,7 +21,7 @@ from ..inference.overlay import draw_masks
 from . import handlers as H
 from . import prompts as P
 
-__all__ = ["PageConfig", "build_page", "theme", "CSS"]
+__all__ = ["PageConfig", "build_page", "guarded", "theme", "CSS"]
 
 RANDOM_BANNER = ("⚠️ **This model has RANDOM WEIGHTS** (the page was started without `--ckpt`): the masks are "
                  "meaningless. Start it with `litesam app --ckpt PATH` (a `litesam export` file or a Lightning "
@@ -60,9 +60,10 @@ def _message(err: BaseException) -> str:
     return f"⚠️ **Internal error** ({type(err).__name__}: {what}); the traceback is in the server's log"
 
 
-def _guarded(fn: Callable[..., Tuple], n_out: int, msg_at: int, keep: bool = False) -> Callable[..., Tuple]:
-    """``fn`` whose exceptions become ``n_out`` outputs: the message at ``msg_at``, the others emptied (left as
-    they are with ``keep``)."""
+def guarded(fn: Callable[..., Tuple], n_out: int, msg_at: int, keep: bool = False) -> Callable[..., Tuple]:
+    """``fn`` whose exceptions become ``n_out`` outputs: the message at ``msg_at`` (a user error's line, or an
+    "internal error" line with the traceback on the server's stderr), the others emptied (left as they are with
+    ``keep``). Every callback of the page is wrapped so: the server keeps serving."""
     @functools.wraps(fn)  # keeps the signature: Gradio reads the parameter names and the SelectData hint
     def run(*args: Any) -> Tuple:
         try:
@@ -118,8 +119,9 @@ class _Work:
     def photo(self, upload: Any, example: Optional[str]) -> H.Photo:
         return H.read_photo(upload, example, max_pixels=self.cfg.max_pixels, max_side=self.cfg.max_side)
 
-    def downloads(self, ph: H.Photo, records: list, caption: list, s: H.Slot) -> Tuple[str, str]:
-        files = H.save_downloads(self.cfg.out_root, ph, records, caption, H.random_weights_alert(s))
+    def downloads(self, ph: H.Photo, records: list, caption: list) -> Tuple[str, str]:
+        """The masks JSON and overlay PNG of a result of this page's model (``H.save_downloads``)."""
+        files = H.save_downloads(self.cfg.out_root, ph, records, caption, H.random_weights_alert(self.slot))
         return str(files["masks"]), str(files["overlay"])
 
 
@@ -131,8 +133,7 @@ def _everything_fn(work: _Work) -> Callable[..., Tuple]:
         """SegEvery with AutoPPN on the photo: overlay, times per phase, COCO RLE JSON and overlay PNG."""
         ph = work.photo(upload, example)
         seg = H.run_everything(slot, ph, pred_iou, stability, nms, top_n, max_masks, score)
-        js, png = work.downloads(ph, seg.records, [f"{seg.label}: {len(seg.records)} masks, {seg.total_ms:.0f} ms"],
-                                 slot)
+        js, png = work.downloads(ph, seg.records, [f"{seg.label}: {len(seg.records)} masks, {seg.total_ms:.0f} ms"])
         return H.draw_everything(ph, seg, bool(show_points)), H.summary(seg), js, png
 
     return everything
@@ -156,7 +157,7 @@ def _prompt_fns(work: _Work) -> Tuple[Callable[..., Tuple], ...]:
         text = (f"**{res.label}** — SamPredictor, multimask_output=True: best output {order[0]} (predicted IoU "
                 f"**{res.ious[order[0]]:.3f}**); " + ", ".join(f"output {i}: {res.ious[i]:.3f}" for i in range(3))
                 + f"\n\nencoder **{enc}** (once per photo) · prompt encoder + decoder **{res.decoder_ms:.0f} ms**")
-        js, png = work.downloads(ph, records, [f"{res.label}: prompt, best IoU {res.ious[order[0]]:.3f}"], slot)
+        js, png = work.downloads(ph, records, [f"{res.label}: prompt, best IoU {res.ious[order[0]]:.3f}"])
         return marked(res.masks[order[0]]), gallery, text, js, png
 
     def show_prompts(upload, example, points_text, box_text):
@@ -296,17 +297,17 @@ def _wire(page: gr.Blocks, work: _Work, source: SimpleNamespace, filters: Simple
     new photo clearing the prompts."""
     upload, example = source.upload, source.example
     prompt, show_prompts, click = _prompt_fns(work)
-    ev.run.click(_guarded(_everything_fn(work), 4, 1), [upload, example, *filters.sliders, filters.show_points],
+    ev.run.click(guarded(_everything_fn(work), 4, 1), [upload, example, *filters.sliders, filters.show_points],
                  [ev.image, ev.msg, ev.json, ev.png], api_name="everything")
-    pr.run.click(_guarded(prompt, 5, 2), [upload, example, pr.points, pr.box],
+    pr.run.click(guarded(prompt, 5, 2), [upload, example, pr.points, pr.box],
                  [pr.image, pr.gallery, pr.msg, pr.json, pr.png], api_name="prompt")
-    cm.run.click(_guarded(_compare_fn(work), 4, 3),
+    cm.run.click(guarded(_compare_fn(work), 4, 3),
                  [upload, example, cm.against, cm.grid_side, *filters.sliders, filters.show_points],
                  [cm.left_img, cm.left_msg, cm.right_img, cm.right_msg], api_name="compare")
-    pr.canvas.select(_guarded(click, 3, 2, keep=True), [pr.points, pr.box, pr.kind],
+    pr.canvas.select(guarded(click, 3, 2, keep=True), [pr.points, pr.box, pr.kind],
                      [pr.points, pr.box, pr.canvas_msg], api_visibility="private")
     pr.clear.click(lambda: ("", ""), None, [pr.points, pr.box], api_visibility="private")
-    redraw = dict(fn=_guarded(show_prompts, 2, 1, keep=True), inputs=[upload, example, pr.points, pr.box],
+    redraw = dict(fn=guarded(show_prompts, 2, 1, keep=True), inputs=[upload, example, pr.points, pr.box],
                   outputs=[pr.canvas, pr.canvas_msg], api_visibility="private")
     for trigger in (pr.points.change, pr.box.change, upload.change, example.change, page.load):
         trigger(**redraw)

@@ -5,6 +5,7 @@ no GPU and no training: the GPU-recipe case stops before the Trainer is built.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import torch
 
 import litesam_pl
 from litesam_pl import cli
+from litesam_pl.cli.errors import JSONARGPARSE_MESSAGES, jsonargparse_message
 from litesam_pl.models.registry import ModelError, ModelFileNotFoundError
 from tests.helpers import REPO
 
@@ -193,6 +195,51 @@ def test_unknown_model_init_arg_one_line(monkeypatch, capsys):
         "(did you mean 'optimizer.init_args.lr'?)",
         "run `litesam fit --help` for every option",
     ]
+
+
+def _jsonargparse_error(args: list) -> str:
+    """jsonargparse's message for ``args`` on a parser shaped as ``litesam``'s: a ``fit`` subcommand that needs a
+    ``--model``."""
+    from jsonargparse import ArgumentParser
+
+    fit = ArgumentParser(exit_on_error=False)
+    fit.add_argument("--model", type=dict, required=True)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subcommands().add_subcommand("fit", fit)
+    with pytest.raises(argparse.ArgumentError) as err:
+        parser.parse_args(args)
+    return str(err.value)
+
+
+# one case per JSONARGPARSE_MESSAGES pattern: a command line jsonargparse refuses so, and what the pattern captures
+MESSAGE_CASES = {
+    "invalid_subcommand": (["fitt"], {"name": "fitt"}),
+    "model_required": (["fit"], {"subcommand": "fit"}),
+    "unrecognized_arguments": (["fit", "--model", "{}", "--nope", "1"], {"arguments": "--nope 1"}),
+}
+
+
+def test_every_jsonargparse_message_pattern_has_a_case():
+    assert set(MESSAGE_CASES) == set(JSONARGPARSE_MESSAGES)
+
+
+@pytest.mark.parametrize("name", sorted(MESSAGE_CASES))
+def test_jsonargparse_message_patterns_match_its_messages(name):
+    """Each pattern on the message the installed jsonargparse prints (a new wording fails here, not in a user's
+    terminal)."""
+    args, captured = MESSAGE_CASES[name]
+    assert jsonargparse_message(name, _jsonargparse_error(args)) == captured
+
+
+def test_an_unknown_subcommand_past_main_lists_every_subcommand(capsys):
+    """``run_lightning_cli`` itself (``main`` catches an unknown subcommand first): the parser's message becomes
+    the same two lines."""
+    with pytest.raises(SystemExit) as e:
+        cli.run_lightning_cli(["segment"])
+    assert e.value.code == 2
+    first, *rest = capsys.readouterr().err.strip().splitlines()
+    assert first == "litesam: error: unknown subcommand 'segment'; did you mean 'segment-everything'?"
+    assert len(rest) == 1 and "fit" in rest[0]
 
 
 def test_fit_without_recipe(capsys):

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.dataloader import dense_scene
+from data_prep.synthetic import dense_scene
 from litesam_pl.data.collate import collate_samples, zeros_batch_tensor
 from litesam_pl.data.prompts import choose_masks, interior_points, noisy_boxes, random_points
 from litesam_pl.data.rle import decode_rle, encode_mask, rle_to_bbox

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import sa1b
-from litesam_pl.data.rle import decode_rle, rle_area, rle_to_bbox
+from litesam_pl.data.rle import decode_rle, rle_area, rle_to_bbox, rle_to_json
 from tests.data_prep.tars import read_tar, samples_of
 
 
@@ -47,6 +47,7 @@ def test_coco_to_sa1b_real_images(shared_data, tmp_path):
                 mask = decode_rle(a["segmentation"])
                 np.testing.assert_array_equal(mask, coco.annToMask(src[a["id"]]).astype(bool))
                 assert a["segmentation"]["size"] == [info["height"], info["width"]]
+                assert a["segmentation"] == rle_to_json(coco.annToRLE(src[a["id"]]))  # data.rle's JSON form
                 assert a["area"] == mask.sum() and a["bbox"] == rle_to_bbox(a["segmentation"])
                 assert abs(a["bbox"][2] - src[a["id"]]["bbox"][2]) <= 2  # close to COCO's polygon box
                 x, y = a["point_coords"][0]

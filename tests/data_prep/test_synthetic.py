@@ -132,3 +132,26 @@ def test_smoke_preset_deterministic_and_checked(tmp_path):
     assert [p.read_bytes() for p in a] != [p.read_bytes() for p in d]  # the preset changes the scenes
     with pytest.raises(ValueError, match="preset"):
         write_synthetic_sa1b(tmp_path / "x", 1, preset="nope")
+
+
+# ----------------------------------------------------------------------------------------------- dense preset
+def test_dense_preset_many_overlapping_masks(tmp_path):
+    """``dense``: ``dense_scene`` with 50-100 masks (``DENSE_MASKS``), the count drawn from the image's own RNG;
+    deterministic tars through the same writer, ``quality`` reaching the jpgs."""
+    from data_prep.synthetic import DENSE_MASKS, PRESET_NAMES, dense_scene
+    from tests.data_prep.tars import samples_of
+
+    assert PRESET_NAMES == (*PRESETS, "dense")
+    img, masks = make_scene(np.random.default_rng([0, 1]), (64, 96), "dense")
+    rng = np.random.default_rng([0, 1])
+    img2, masks2 = dense_scene(rng, (64, 96), int(rng.integers(DENSE_MASKS[0], DENSE_MASKS[1] + 1)))
+    assert np.array_equal(img, img2) and all(np.array_equal(m, m2) for m, m2 in zip(masks, masks2, strict=True))
+    assert img.shape == (64, 96, 3) and DENSE_MASKS[0] <= len(masks) <= DENSE_MASKS[1]
+    assert all(m.sum() >= 16 for m in masks)
+    assert np.sum(masks, axis=0).max() > 1  # masks overlap (parts inside wholes, shapes over shapes)
+    a = write_synthetic_sa1b(tmp_path / "a", 3, seed=2, images_per_tar=3, size=(64, 96), preset="dense", quality=90)
+    b = write_synthetic_sa1b(tmp_path / "b", 3, seed=2, images_per_tar=3, size=(64, 96), preset="dense", quality=90)
+    c = write_synthetic_sa1b(tmp_path / "c", 3, seed=2, images_per_tar=3, size=(64, 96), preset="dense")
+    assert a[0].read_bytes() == b[0].read_bytes() != c[0].read_bytes()  # quality 90 vs the default 92
+    for _, rec in samples_of(a[0]).values():
+        assert DENSE_MASKS[0] <= len(rec["annotations"]) <= DENSE_MASKS[1]

@@ -17,6 +17,7 @@ from litesam_pl.inference.export import EXPORT_FORMAT, export_onnx, export_weigh
 
 def test_weights_round_trip(tiny_model, tmp_path):
     path = export_weights(tiny_model, tmp_path / "sub" / "m.pt")
+    assert [p.name for p in path.parent.iterdir()] == ["m.pt"]  # written atomically (checkpoint.save_atomic)
     obj = torch.load(path, weights_only=True)
     assert obj["format"] == EXPORT_FORMAT == "litesam-pl/weights-v1"
     assert obj["model"]["name"] == "litesam" and obj["model"]["kwargs"]["img_size"] == 64

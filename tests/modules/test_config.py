@@ -337,6 +337,12 @@ def _fails(argv, capsys) -> str:
     (["--model.init_args.optimizer", "torch.optim.lr_scheduler.StepLR"],
      "--model.init_args.optimizer: Expected 'torch.optim.lr_scheduler.StepLR' to be a subclass of "
      "<class 'Optimizer'>"),
+    (["--model.init_args.optimizer", "Adamm"], "--model.init_args.optimizer: cannot import 'Adamm'"),
+    (["--model.init_args.optimizer", "SGD", "--model.init_args.optimizer.init_args.betas", "[0.9, 0.9]"],
+     "unrecognized option --model.init_args.optimizer.init_args.betas: torch.optim.SGD has no argument 'betas'"),
+    (["--model.init_args.mask_loss", '{"focal_weigth": 3}'],
+     "unrecognized option --model.init_args.mask_loss.focal_weigth: LiteSAMModule's mask_loss has no field "
+     "'focal_weigth' (did you mean 'mask_loss.focal_weight'?)"),
     (["--optimizer", "torch.optim.SGD"],
      "unrecognized arguments: --optimizer torch.optim.SGD (did you mean '--model.init_args.optimizer'?)"),
     (["--model.init_args.focal_weight", "3"],
@@ -345,7 +351,8 @@ def _fails(argv, capsys) -> str:
     (["--model.init_args.lr", "3"],
      "unrecognized option --model.init_args.lr: LiteSAMModule has no argument 'lr' (now 'optimizer.init_args.lr')"),
 ], ids=["kwargs-img_size", "link-target", "link-target-loss", "stride", "bad-schedule", "negative-lr",
-        "unknown-arg", "old-field", "not-an-optimizer", "lightning-optimizer", "old-name", "old-lr"])
+        "unknown-arg", "old-field", "not-an-optimizer", "no-such-optimizer", "arg-of-the-old-class", "part-as-dict",
+        "lightning-optimizer", "old-name", "old-lr"])
 def test_contradictions_stop_at_start_up_in_one_line(extra, message, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(REPO)
     err = _fails(["fit", *recipe_configs("recipes/smoke/litesam.yaml"), *LOCAL, "--model.init_args.init_from", "null",

@@ -20,11 +20,6 @@ SIDE = 64  # photos are downscaled to this: a tiny model on tiny pictures keeps 
 
 
 @pytest.fixture(scope="module")
-def slot() -> H.Slot:
-    return H.load_slot(None, img_size=64, seed=0)
-
-
-@pytest.fixture(scope="module")
 def photo() -> H.Photo:
     return H.read_photo(None, "astronaut", max_side=SIDE)
 
@@ -212,7 +207,7 @@ def test_app_subcommand_and_defaults(monkeypatch, capsys):
     from litesam_pl import cli
 
     cli.main(["--help"])
-    assert "app" in capsys.readouterr().out and cli._TOOLS["app"] == ("litesam_pl.web.server", "main")
+    assert "app" in capsys.readouterr().out and cli.TOOLS["app"] == ("litesam_pl.web.server", "main")
     args = server.build_parser().parse_args([])
     assert args.host == "127.0.0.1" and args.ckpt is None
     monkeypatch.setattr(server.importlib.util, "find_spec", lambda name: object())

@@ -23,11 +23,6 @@ NO_FILTERS = (0.0, 0.0, 0.7, 64, 0, 0.0, True)  # pred IoU, stability, NMS, top-
 
 
 @pytest.fixture(scope="module")
-def slot() -> H.Slot:
-    return H.load_slot(None, img_size=64, seed=0)
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory, slot):
     root = tmp_path_factory.mktemp("app")
     with running_page(root, slot, max_pixels=1_000_000) as (url, cfg):  # 1 MP: "huge" for these tests
@@ -108,7 +103,7 @@ def test_compare_with_grid_search(server):
 
 
 def test_every_failure_becomes_a_message(capsys):
-    from litesam_pl.web.page import _guarded
+    from litesam_pl.web.page import guarded
 
     def bad_input(x):
         raise H.PageError(f"no good: {x}")
@@ -116,9 +111,9 @@ def test_every_failure_becomes_a_message(capsys):
     def bug(x):
         raise RuntimeError("boom")
 
-    assert _guarded(bad_input, 3, 1)("x") == (None, "⚠️ **Error**: no good: x", None)
-    out = _guarded(bug, 2, 0)("x")
+    assert guarded(bad_input, 3, 1)("x") == (None, "⚠️ **Error**: no good: x", None)
+    out = guarded(bug, 2, 0)("x")
     assert "Internal error" in out[0] and "RuntimeError: boom" in out[0] and out[1] is None
     assert "Traceback" in capsys.readouterr().err  # the details stay on the server's log
-    kept = _guarded(bug, 2, 1, keep=True)("x")
+    kept = guarded(bug, 2, 1, keep=True)("x")
     assert kept[0] == gradio.skip() and "Internal error" in kept[1]  # the other outputs stay as they are
