@@ -85,7 +85,7 @@ def prompt_gt(predictor: Any, image_id: int, image: np.ndarray, anns: list[dict]
     """1-box and 1-point prompts of one image's instances (``predictor``: a ``PromptPredictor``, or None to prompt
     nothing): the IoUs with the GT masks go to ``run["box_ious"]`` / ``run["point_ious"]``, the box-prompt masks as
     COCO detections (GT category, predicted IoU as score) to ``run["results"]``."""
-    from litesam_pl.evaluation.prompting import boxes_from_annotations, farthest_interior_points
+    from litesam_pl.evaluation.prompting import boxes_from_annotations, interior_point_prompts
     from litesam_pl.metrics.coco import results_from_masks
     from litesam_pl.metrics.miou import mask_ious
 
@@ -96,7 +96,7 @@ def prompt_gt(predictor: Any, image_id: int, image: np.ndarray, anns: list[dict]
         run["box_ious"] += np.atleast_1d(mask_ious(box_masks, gt)).tolist()
         run["results"] += results_from_masks(image_id, box_masks, box_scores, [a["category_id"] for a in anns])
         del box_masks
-        pt_masks, _ = predictor.predict_points(farthest_interior_points(gt))
+        pt_masks, _ = predictor.predict_points(interior_point_prompts(gt))
         run["point_ious"] += np.atleast_1d(mask_ious(pt_masks, gt)).tolist()
         del pt_masks
 

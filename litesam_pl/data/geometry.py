@@ -4,7 +4,7 @@
   border counting as outside (the AutoPPN distance-transform targets, ``targets.distance_heatmap``).
 - :func:`interior_point`: the mask's most interior pixel, i.e. the maximum of :func:`boundary_distance`, near-ties
   resolved to the first pixel in raster order. THE 1-point prompt everywhere: validation prompts
-  (``prompts.interior_points``), the Table-5 evaluation clicker (``evaluation.prompting.farthest_interior_point``)
+  (``prompts.interior_points``), the Table-5 evaluation clicker (``evaluation.prompting.interior_point_prompt``)
   and the ``point_coords`` written by ``data_prep`` converters.
 - :func:`size_groups`: the paper's object groups (0 large, 1 medium, 2 small) from box and image size.
 - :func:`inside_cells`: THE padding-cell rule: of a grid of cells over the padded ``S x S`` input, a cell is

@@ -1,7 +1,7 @@
 """Evaluation-time prompting of a SAM-family model (Table 5): 1-box and 1-point prompts from ground truth.
 
 - 1-box: the annotation's box ``[x, y, w, h]`` -> xyxy, in original-image pixels.
-- 1-point: the interior pixel farthest from the mask boundary (``farthest_interior_point``, i.e.
+- 1-point: the interior pixel farthest from the mask boundary (``interior_point_prompt``, i.e.
   ``litesam_pl.data.geometry.interior_point``, the same point the data layer prompts validation with): Euclidean
   distance transform with the image border counting as boundary, first maximum in row-major order, as ``(x, y)``
   pixel indices (the RITM / EfficientViT-SAM clicker's first click).
@@ -24,8 +24,8 @@ from litesam_pl.models.prompt_forms import multimask_output_for
 
 __all__ = [
     "MASK_SELECT_RULES",
-    "farthest_interior_point",
-    "farthest_interior_points",
+    "interior_point_prompt",
+    "interior_point_prompts",
     "boxes_from_annotations",
     "PromptPredictor",
 ]
@@ -39,8 +39,9 @@ MASK_SELECT_RULES = {
 }
 
 
-def farthest_interior_point(mask: np.ndarray) -> np.ndarray:
-    """The pixel of ``mask`` farthest from its boundary (:func:`litesam_pl.data.geometry.interior_point`).
+def interior_point_prompt(mask: np.ndarray) -> np.ndarray:
+    """The interior point of ``mask`` (:func:`litesam_pl.data.geometry.interior_point`: the pixel farthest from its
+    boundary) as a float32 point prompt.
 
     Args:
         mask: bool / 0-1 ``[H, W]``, not empty.
@@ -51,14 +52,14 @@ def farthest_interior_point(mask: np.ndarray) -> np.ndarray:
     return np.asarray(interior_point(mask), dtype=np.float32)
 
 
-def farthest_interior_points(masks: np.ndarray) -> np.ndarray:
-    """``farthest_interior_point`` of each mask of ``[K, H, W]``: float32 ``[K, 2]`` (x, y)."""
+def interior_point_prompts(masks: np.ndarray) -> np.ndarray:
+    """``interior_point_prompt`` of each mask of ``[K, H, W]``: float32 ``[K, 2]`` (x, y)."""
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise ValueError(f"masks must be [K, H, W], got shape {masks.shape}")
     if len(masks) == 0:
         return np.zeros((0, 2), dtype=np.float32)
-    return np.stack([farthest_interior_point(m) for m in masks])
+    return np.stack([interior_point_prompt(m) for m in masks])
 
 
 def boxes_from_annotations(anns: Sequence[dict]) -> np.ndarray:

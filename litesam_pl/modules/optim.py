@@ -2,7 +2,7 @@
 ``LRSchedulerCallable``: a recipe's ``{class_path, init_args}``), saved in the hyper-parameters as such plain dicts.
 
 ``optimization`` checks both at start-up and gives each as a ``CallableSpec`` with the factory the module calls;
-``build`` turns a spec back into its callable. ``upgrade_hparams`` maps what checkpoints written before hold onto
+``callable_from_spec`` turns a spec back into its callable. ``upgrade_hparams`` maps what checkpoints written before hold onto
 today's arguments: the flat arguments of the first modules (``config.upgrade_flat_hparams``) and the optimizer part
 of the next ones (``optimizer: {lr, weight_decay, betas, schedule, warmup_steps, min_lr_ratio}``:
 ``upgrade_optimizer``). The schedule class the recipes name is ``litesam_pl.modules.schedules.WarmupCosine``.
@@ -17,8 +17,8 @@ from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 from .config import ConfigError, upgrade_flat_hparams
 
 __all__ = ["CallableSpec", "PAPER_OPTIMIZER", "WARMUP_COSINE", "RECIPE_CALLABLES", "OLD_OPTIMIZER_FIELDS",
-           "Optimization", "moved_option", "import_path", "import_object", "spec_of", "build", "optimization", "upgrade_optimizer",
-           "upgrade_hparams"]
+           "Optimization", "moved_option", "import_path", "import_object", "spec_of", "callable_from_spec",
+           "optimization", "upgrade_optimizer", "upgrade_hparams"]
 
 
 CallableSpec = Dict[str, Any]
@@ -126,7 +126,7 @@ def _ends_with_the_class(args: Tuple[Any, ...]) -> bool:
     return len(classes) == 1 and args[-1] is classes[0]
 
 
-def build(spec: CallableSpec) -> Callable[..., Any]:
+def callable_from_spec(spec: CallableSpec) -> Callable[..., Any]:
     """The callable ``spec`` names: its class with its ``init_args`` bound."""
     return functools.partial(_import(spec["class_path"], "class_path"), **spec["init_args"])
 
@@ -192,7 +192,7 @@ def optimization(optimizer: Any, lr_scheduler: Any) -> Optimization:
     if opt_spec is None and not callable(optimizer):
         raise ConfigError(f"optimizer must be a torch.optim class, {{class_path, init_args}} or a function of the "
                           f"parameters, got {optimizer!r}")
-    make = optimizer if opt_spec is None else build(opt_spec)
+    make = optimizer if opt_spec is None else callable_from_spec(opt_spec)
     opt = _called("optimizer", make, [torch.nn.Parameter(torch.zeros(1))], opt_spec)
     if not isinstance(opt, torch.optim.Optimizer):
         raise ConfigError(f"optimizer must build a torch.optim.Optimizer, got a {type(opt).__name__}")
@@ -206,13 +206,13 @@ def optimization(optimizer: Any, lr_scheduler: Any) -> Optimization:
     if sched_spec is None:
         raise ConfigError("lr_scheduler must be a class, a functools.partial of one or {class_path, init_args} (the "
                           f"hyper-parameters save it so), got {lr_scheduler!r}")
-    sched = _called("lr_scheduler", build(sched_spec), opt, sched_spec)
+    sched = _called("lr_scheduler", callable_from_spec(sched_spec), opt, sched_spec)
     lr_scheduler_types = torch.optim.lr_scheduler
     if not isinstance(sched, lr_scheduler_types.LRScheduler) or isinstance(sched, lr_scheduler_types.ReduceLROnPlateau):
         raise ConfigError(f"lr_scheduler must build a torch.optim.lr_scheduler.LRScheduler stepped every optimizer "
                           f"step (not on a metric), got a {type(sched).__name__}")
     constant = bool(getattr(sched, "is_constant", False))  # WarmupCosine constant without warm-up: no schedule
-    return Optimization(opt_spec, sched_spec, make, None if constant else build(sched_spec))
+    return Optimization(opt_spec, sched_spec, make, None if constant else callable_from_spec(sched_spec))
 
 
 def upgrade_hparams(hparams: Mapping[str, Any]) -> Dict[str, Any]:

@@ -113,7 +113,7 @@ def test_interior_point_is_one_rule_for_inference_data_and_data_prep():
     from data_prep.bsds_to_sa1b import interior_point_coords as bsds_point
     from data_prep.coco_to_sa1b import interior_point_coords as coco_point
     from litesam_pl.data import geometry
-    from litesam_pl.evaluation.prompting import farthest_interior_point
+    from litesam_pl.evaluation.prompting import interior_point_prompt
 
     assert bsds_point is coco_point
     masks = _hand_made_masks()
@@ -122,7 +122,7 @@ def test_interior_point_is_one_rule_for_inference_data_and_data_prep():
         ys, xs = np.nonzero(m)
         box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
         assert tuple(interior_points(m[None], box)[0, 0].astype(int)) == want  # data layer (box-window search)
-        assert tuple(farthest_interior_point(m).astype(int)) == want  # inference / evaluation clicker
+        assert tuple(interior_point_prompt(m).astype(int)) == want  # inference / evaluation clicker
         assert tuple(int(v) for v in coco_point(m)) == want  # data_prep converters' point_coords
         edt = ndimage.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
         x, y = want

@@ -10,8 +10,8 @@ from segment_anything import SamPredictor
 from litesam_pl.evaluation.prompting import (
     PromptPredictor,
     boxes_from_annotations,
-    farthest_interior_point,
-    farthest_interior_points,
+    interior_point_prompt,
+    interior_point_prompts,
 )
 from tests.helpers import tiny_sam
 
@@ -22,15 +22,15 @@ from tests.helpers import tiny_sam
 def test_farthest_point_first_argmax_on_a_rectangle():
     m = np.zeros((9, 9), dtype=bool)
     m[2:7, 1:8] = True  # 5 x 7: distance 3 at row 4, columns 3, 4, 5 (a tie)
-    np.testing.assert_array_equal(farthest_interior_point(m), [3, 4])  # (x, y): the first in row-major order
+    np.testing.assert_array_equal(interior_point_prompt(m), [3, 4])  # (x, y): the first in row-major order
 
 
 def test_farthest_point_counts_the_image_border_as_boundary():
     m = np.ones((5, 5), dtype=bool)  # no background pixel at all: only the 1-px padding gives a boundary
-    np.testing.assert_array_equal(farthest_interior_point(m), [2, 2])
+    np.testing.assert_array_equal(interior_point_prompt(m), [2, 2])
     m = np.zeros((6, 10), dtype=bool)
     m[:, :4] = True  # touches top, bottom, left border; distance 2 (the width limits it) first at row 1, col 1
-    x, y = farthest_interior_point(m)
+    x, y = interior_point_prompt(m)
     assert (x, y) == (1, 1)
 
 
@@ -55,12 +55,12 @@ def test_farthest_point_matches_brute_force_on_irregular_masks():
             h, w = rng.integers(2, 8, 2)
             m[y : y + h, x : x + w] = True
         masks.append(m)
-    pts = farthest_interior_points(np.stack(masks))
+    pts = interior_point_prompts(np.stack(masks))
     for m, pt in zip(masks, pts):
         assert tuple(int(v) for v in pt) == _brute_force_point(m)
         assert m[int(pt[1]), int(pt[0])]
     with pytest.raises(ValueError, match="empty"):
-        farthest_interior_point(np.zeros((4, 4)))
+        interior_point_prompt(np.zeros((4, 4)))
 
 
 def test_boxes_from_annotations_xywh_to_xyxy():
