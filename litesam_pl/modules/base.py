@@ -37,7 +37,7 @@ from litesam_pl.models.prompt_encoder import uses_box_mask
 
 from .config import (PARTS, POINT_LOSS_FOR_TARGETS, ConfigError, MaskLossConfig, ModelSpec, PPNLossConfig,
                      PromptConfig, ValidationConfig, coerce, plain)
-from .optim import optimization
+from .optim import optimization, upgraded_checkpoint
 from .validation import EvaluationMixin
 
 __all__ = ["LiteSAMTaskBase", "load_init_weights", "slice_prompts", "PROMPT_KEYS"]
@@ -135,6 +135,11 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
     @property
     def img_size(self) -> int:
         return int(self.model.image_encoder.img_size)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's, on the checkpoint with older hyper-parameters upgraded (``optim.upgraded_checkpoint``)."""
+        return super().load_from_checkpoint(upgraded_checkpoint(checkpoint_path), *args, **kwargs)
 
     def configure_trainable(self) -> None:
         """Freeze what this stage does not train (keeps DDP free of unused parameters and Adam of dead state)."""

@@ -18,7 +18,7 @@ from .config import ConfigError, upgrade_flat_hparams
 
 __all__ = ["CallableSpec", "PAPER_OPTIMIZER", "WARMUP_COSINE", "RECIPE_CALLABLES", "OLD_OPTIMIZER_FIELDS",
            "Optimization", "moved_option", "import_path", "import_object", "spec_of", "callable_from_spec",
-           "optimization", "upgrade_optimizer", "upgrade_hparams"]
+           "optimization", "upgrade_optimizer", "upgrade_hparams", "upgraded_checkpoint"]
 
 
 CallableSpec = Dict[str, Any]
@@ -223,3 +223,29 @@ def upgrade_hparams(hparams: Mapping[str, Any]) -> Dict[str, Any]:
     if "optimizer" in out:
         out["optimizer"], out["lr_scheduler"] = _upgraded(out["optimizer"], out.get("lr_scheduler"))
     return out
+
+
+def upgraded_checkpoint(checkpoint: Any) -> Any:
+    """What to give Lightning's ``load_from_checkpoint``: ``checkpoint`` (a path or file) itself when its
+    hyper-parameters are today's, else an in-memory copy with them upgraded (``upgrade_hparams``). Lightning rebuilds
+    a module that ``litesam fit`` saved through LightningCLI's instantiator, which refuses older arguments; the
+    copy gives it today's. A file ``torch.load(weights_only=True)`` cannot read is returned as it is."""
+    import io
+
+    import torch
+
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - Lightning's own loader reports it
+        return checkpoint
+    finally:
+        if hasattr(checkpoint, "seek"):
+            checkpoint.seek(0)
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not hparams or upgrade_hparams(hparams) == dict(hparams):
+        return checkpoint
+    ckpt["hyper_parameters"] = upgrade_hparams(hparams)
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    buf.seek(0)
+    return buf

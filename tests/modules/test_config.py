@@ -193,6 +193,25 @@ def test_old_flat_hyper_parameters_upgrade():
     assert ppn_stride_of({}) == ppn_stride_of(None) == 8 and ppn_stride_of({"ppn_kwargs": {"stride": 16}}) == 16
 
 
+def test_old_litesam_fit_checkpoint_loads_through_lightning(tmp_path):
+    """A checkpoint ``litesam fit`` wrote with the optimizer part records LightningCLI's instantiator, which refuses
+    that part while Lightning rebuilds the module: ``load_from_checkpoint`` upgrades it first (path or file)."""
+    import io
+
+    m = LiteSAMModule(model={"kwargs": TINY})
+    hparams = {**dict(m.hparams), "optimizer": {"lr": 2.5e-4, "schedule": "cosine", "warmup_steps": 20},
+               "_class_path": "litesam_pl.modules.LiteSAMModule",
+               "_instantiator": "lightning.pytorch.cli.instantiate_module"}
+    del hparams["lr_scheduler"]
+    ckpt = tmp_path / "fit.ckpt"
+    torch.save({"hyper_parameters": hparams, "state_dict": m.state_dict(), "pytorch-lightning_version": "2.6.6"}, ckpt)
+    for source in (ckpt, io.BytesIO(ckpt.read_bytes())):
+        loaded = LiteSAMModule.load_from_checkpoint(source, weights_only=True)
+        assert loaded.hparams["optimizer"]["init_args"]["lr"] == 2.5e-4
+        assert loaded.hparams["lr_scheduler"]["class_path"] == WARMUP_COSINE
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), m.state_dict().values()))
+
+
 @pytest.mark.parametrize("old, scheduler", [
     ({"lr": 1e-3, "weight_decay": 0.01, "betas": (0.9, 0.99), "schedule": "cosine", "warmup_steps": 20,
       "min_lr_ratio": 0.05}, {"warmup_steps": 20, "schedule": "cosine", "min_lr_ratio": 0.05}),
