@@ -31,7 +31,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum()) / max(float((a | b).sum()), 1.0)
 
 
-def build(ckpt: str | None, img_size: int | None) -> torch.nn.Module:
+def load_diagnosed_model(ckpt: str | None, img_size: int | None) -> torch.nn.Module:
     """The checkpoint's model (at ``img_size`` when given) or a seeded random ``litesam``."""
     from litesam_pl.models.checkpoint import load_model, load_or_random
 
@@ -78,7 +78,7 @@ def instance_rows(model: torch.nn.Module, data: Any) -> List[Dict[str, float]]:
     return rows
 
 
-def summarise(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+def summarise_boxes(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
     out: Dict[str, Dict[str, float]] = {}
     for name, (lo, hi) in GROUPS.items():
         sel = [r for r in rows if lo <= r["area"] < hi] if name != "all" else list(rows)
@@ -103,10 +103,10 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     a = p.parse_args(argv)
     from litesam_pl.data.coco import CocoInstances
 
-    model = build(a.ckpt, a.img_size)
+    model = load_diagnosed_model(a.ckpt, a.img_size)
     data = CocoInstances(a.ann, a.images, limit=a.limit)
     res = {"ckpt": a.ckpt, "img_size": int(model.image_encoder.img_size), "images": len(data.image_ids),
-           "groups": summarise(instance_rows(model, data))}
+           "groups": summarise_boxes(instance_rows(model, data))}
     for name, g in res["groups"].items():
         print(name, " ".join(f"{k}={v}" for k, v in g.items()))
     if a.json:

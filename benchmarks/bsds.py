@@ -277,7 +277,7 @@ def source_args(args: argparse.Namespace) -> Dict[str, argparse.Namespace]:
     return runs
 
 
-def run(args: argparse.Namespace) -> Dict[str, object]:
+def run_bsds(args: argparse.Namespace) -> Dict[str, object]:
     laps = Laps()
     ds = BSDS500(args.data, args.split, limit=args.limit)
     if source_reads_ground_truth(args):
@@ -342,7 +342,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     for key, a in runs.items():
         if len(runs) > 1:
             print(f"== edge source {key}: {method_name(a)}", flush=True)
-        results[key] = run(a)
+        results[key] = run_bsds(a)
     first = next(iter(results.values()))
     if len(results) == 1:
         out = first

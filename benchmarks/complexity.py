@@ -64,7 +64,7 @@ class SinglePromptForward(nn.Module):
         return masks
 
 
-def build(name: str, img_size: int) -> nn.Module:
+def build_measured(name: str, img_size: int) -> nn.Module:
     """The module whose params/MACs are reported under ``name``."""
     if name == "poolformer_s12":
         import timm
@@ -100,7 +100,7 @@ def count_macs(module: nn.Module, img_size: int, device: str = "meta", breakdown
     return int(counter.get_total_flops() // 2)
 
 
-def measure(names: Iterable[str], sizes: Iterable[int] = (640, 1024), device: str = "meta") -> Dict:
+def measure_complexity(names: Iterable[str], sizes: Iterable[int] = (640, 1024), device: str = "meta") -> Dict:
     """``{"models": {name: {"params", "macs": {size: int}}}, "counter", "paper", "ratios"}``."""
     from tqdm import tqdm
 
@@ -109,7 +109,7 @@ def measure(names: Iterable[str], sizes: Iterable[int] = (640, 1024), device: st
     for name in tqdm(names, desc="complexity", file=sys.stderr):
         entry: Dict = {"params": None, "macs": {}}
         for size in sizes:
-            module = build(name, size)
+            module = build_measured(name, size)
             parts: Dict[str, int] = {}
             if entry["params"] is None:
                 inner = module.model if isinstance(module, SinglePromptForward) else module
@@ -186,7 +186,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     names = list(args.models or DEFAULT_MODELS)
     if args.timm:
         names += [n for n in TABLE4_BACKBONES if n not in names]
-    result = measure(names, args.sizes, args.device)
+    result = measure_complexity(names, args.sizes, args.device)
     print(format_complexity_table(result))
     if args.json:
         write_json(args.json, result)

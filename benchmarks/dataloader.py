@@ -43,7 +43,7 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def measure(shards: str | list[str], workers: int, batches: int, img_size: int, batch_size: int, max_masks: int,
+def measure_loader(shards: str | list[str], workers: int, batches: int, img_size: int, batch_size: int, max_masks: int,
             warmup: int = 3, phases: dict | None = None) -> tuple[float, float]:
     """(samples/s, CPU seconds per sample over the main process and the workers) over ``batches`` training batches
     after ``warmup`` batches (worker start-up excluded).
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     rows = []
     for w in a.workers:
         ph = [{} if (a.phases and w == 0) else None for _ in range(a.repeats)]
-        runs = [measure(shards, w, a.batches, a.img_size, a.batch_size, a.max_masks, phases=ph[i])
+        runs = [measure_loader(shards, w, a.batches, a.img_size, a.batch_size, a.max_masks, phases=ph[i])
                 for i in range(a.repeats)]
         rows.append({"workers": w, "samples_per_s": round(statistics.median(r[0] for r in runs), 2),
                      "cpu_ms_per_sample": round(1000 * statistics.median(r[1] for r in runs), 1),

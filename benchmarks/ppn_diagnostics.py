@@ -51,7 +51,7 @@ def records(urls: Sequence[str], limit: int | None) -> Iterator[Dict[str, Any]]:
     return islice(group_by_keys(files), limit)
 
 
-def collect(model: torch.nn.Module, urls: Sequence[str], limit: int | None, keep_maps: int = 0
+def collect_maps(model: torch.nn.Module, urls: Sequence[str], limit: int | None, keep_maps: int = 0
             ) -> Dict[str, List[Any]]:
     """Per image: the targets, AutoPPN's confidences and the upsampled embedding at the image cells; for the first
     ``keep_maps`` images also ``maps``: (key, uint8 image, target ``[G, P, P]``, confidence ``[G, P, P]``, padding
@@ -106,7 +106,7 @@ def top_on_target(pred: np.ndarray, target: np.ndarray, k: int) -> float:
     return float((target[top] > 0).mean()) if len(top) else float("nan")
 
 
-def summarise(data: Dict[str, List[np.ndarray]], top_k: int) -> Dict[str, Dict[str, float]]:
+def summarise_maps(data: Dict[str, List[np.ndarray]], top_k: int) -> Dict[str, Dict[str, float]]:
     groups = data["target"][0].shape[0]
     probe = probe_corr(data["feat"], data["target"])
     out: Dict[str, Dict[str, float]] = {}
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     p.add_argument("--plot", default=None, help="PNG of the first images' targets and AutoPPN maps")
     p.add_argument("--plot-images", type=int, default=3, help="images in the plot")
     a = p.parse_args(argv)
-    from benchmarks.box_diagnostics import build
+    from benchmarks.box_diagnostics import load_diagnosed_model
     from litesam_pl.data.shards import ShardsError, expand_urls
 
     try:
@@ -173,14 +173,14 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     except ShardsError as e:
         p.error(str(e))
     torch.manual_seed(0)
-    model = build(a.ckpt, a.img_size)
+    model = load_diagnosed_model(a.ckpt, a.img_size)
     if getattr(model, "autoppn", None) is None:
         p.error(f"{a.ckpt}: this model has no AutoPPN head (a backbone-stage checkpoint?)")
-    data = collect(model, urls, a.limit, keep_maps=a.plot_images if a.plot else 0)
+    data = collect_maps(model, urls, a.limit, keep_maps=a.plot_images if a.plot else 0)
     if not data["target"]:
         p.error(f"no records in {a.shards}")
     res = {"ckpt": a.ckpt, "img_size": int(model.image_encoder.img_size), "images": len(data["target"]),
-           "top_k": a.top_k, "groups": summarise(data, a.top_k)}
+           "top_k": a.top_k, "groups": summarise_maps(data, a.top_k)}
     for name, g in res["groups"].items():
         print(name, " ".join(f"{k}={v}" for k, v in g.items()))
     if a.json:

@@ -36,7 +36,7 @@ def ceiling_ious(mask: np.ndarray, size: int) -> float:
     return float((up & g).sum() / union) if union else 0.0
 
 
-def run(ann: str, sizes: Sequence[int], limit: int | None = None) -> dict:
+def measure_ceiling(ann: str, sizes: Sequence[int], limit: int | None = None) -> dict:
     from pycocotools.coco import COCO
     from tqdm import tqdm
 
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     a = p.parse_args(argv)
     if not Path(a.ann).is_file():
         p.error(f"--ann not found: {a.ann}")
-    res = run(a.ann, a.sizes, a.limit)
+    res = measure_ceiling(a.ann, a.sizes, a.limit)
     print(f"1-box mIoU ceiling from the low-res mask grid (%), {res['images']} images")
     print(f"{'input':>6} {'all':>6} {'small':>6} {'medium':>7} {'large':>6}")
     for s, r in res["sizes"].items():

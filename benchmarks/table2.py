@@ -170,7 +170,7 @@ def format_ablation_table(rows: List[Dict[str, Any]], eff: Dict[str, Dict[str, A
     return "\n".join(lines)
 
 
-def collect(run_root: Path, combos: Sequence[tuple] = COMBOS, repo: Path = REPO) -> List[Dict[str, Any]]:
+def collect_runs(run_root: Path, combos: Sequence[tuple] = COMBOS, repo: Path = REPO) -> List[Dict[str, Any]]:
     rows = []
     for combo in combos:
         run_dir = run_root / combo_name(combo)
@@ -245,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 failed.append(combo_name(combo))
     if args.dry_run:
         return 0
-    rows = collect(run_root)
+    rows = collect_runs(run_root)
     eff = effects(rows)
     print(format_ablation_table(rows, eff))
     if args.json:

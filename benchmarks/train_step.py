@@ -44,7 +44,7 @@ def recipe_parts(stage: str) -> tuple[type, Dict[str, Any], Dict[str, Any]]:
     return cls, dict(cfg["model"].get("init_args", {})), dict(cfg.get("data", {}))
 
 
-def build(stage: str, img_size: int, batch_size: int, shards: Sequence[str], max_masks: int | None,
+def build_stage(stage: str, img_size: int, batch_size: int, shards: Sequence[str], max_masks: int | None,
           n_batches: int, device: torch.device, mask_loss_resolution: str | None = None):
     """The stage's module on ``device`` and ``n_batches`` training batches on ``device``."""
     from litesam_pl.cli.config import apply_data_links
@@ -139,7 +139,7 @@ def saved_tensor_mb(module, batch: dict, device: torch.device, amp_dtype) -> flo
 
 def run_row(stage: str, batch_size: int, a, device: torch.device) -> Dict[str, Any]:
     amp_dtype = {"bf16": torch.bfloat16, "fp32": None}[a.precision]
-    module, batches = build(stage, a.img_size, batch_size, a.shards, a.max_masks, a.batches, device,
+    module, batches = build_stage(stage, a.img_size, batch_size, a.shards, a.max_masks, a.batches, device,
                             a.mask_loss_resolution)
     if a.channels_last:
         module = module.to(memory_format=torch.channels_last)

@@ -18,23 +18,50 @@ def _modules() -> list[Path]:
     return sorted(p for d in CODE_DIRS for p in (REPO / d).rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def _named_files(text: str) -> set[str]:
-    """The file names the test map writes in backticks: ``foo.py``, ``toolkit/paper.py`` (the last part), and the
-    benchmark entry points as ``python -m`` names (``benchmarks.coco`` is ``coco.py``)."""
-    files = {m.split("/")[-1] for m in re.findall(r"`([\w/]+\.py)`", text)}
-    return files | {m + ".py" for m in re.findall(r"`benchmarks\.(\w+)`", text)}
+def _sections(text: str) -> list[tuple[list[tuple[str, str]], set[str]]]:
+    """The map's ``###`` sections: the (code folder, test folder) pairs its title names (``litesam_pl/data`` ->
+    ``tests/data``) and the names it writes in backticks (``coco.py``, ``toolkit/paper.py``, ``tests/x/test_y.py``,
+    and ``benchmarks.coco`` for the benchmark entry points)."""
+    out = []
+    for part in re.split(r"^### ", text, flags=re.M)[1:]:
+        title, body = part.split("\n", 1)
+        pairs = [(c.rstrip("/"), t.rstrip("/")) for c, t in re.findall(r"`([\w/]+)` -> `(tests/?[\w/]*)`", title)]
+        if not pairs and "-> `tests/`" in title:  # the top-level section: full paths
+            pairs = [("", "tests")]
+        body = body.split("\n## ")[0]
+        names = set(re.findall(r"`([\w/]+\.py)`", body))
+        names |= {f"{m}.py" for m in re.findall(r"`benchmarks\.(\w+)`", body)}
+        out.append((pairs, names))
+    return out
+
+
+def _on_map(rel: str, sections, side: int) -> bool:
+    """``rel`` (a repository path) is named by its full path anywhere, or by its path below the folder of a section
+    whose title pairs that folder (``side`` 0: code, 1: tests)."""
+    if any(rel in names for _, names in sections):
+        return True
+    for pairs, names in sections:
+        for pair in pairs:
+            folder = pair[side]
+            if folder and rel.startswith(folder + "/") and rel[len(folder) + 1:] in names:
+                return True
+    return False
 
 
 def test_every_module_and_test_file_is_on_the_test_map():
-    named = _named_files(TEST_MAP.read_text())
-    missing = [str(p.relative_to(REPO)) for p in _modules() if p.name != "__init__.py" and p.name not in named]
-    assert not missing, f"modules that tests/README.md does not map to a test file: {missing}"
-    tests = sorted(p for p in (REPO / "tests").rglob("test_*.py") if "__pycache__" not in p.parts)
-    unmapped = [str(p.relative_to(REPO)) for p in tests if p.name not in named]
-    assert not unmapped, f"test files tests/README.md does not name: {unmapped}"
-    test_names = {p.name for p in tests}
-    stale = sorted(n for n in named if n.startswith("test_") and n not in test_names)
-    assert not stale, f"tests/README.md names test files that do not exist: {stale}"
+    """Each module is named in the map section of its folder, each test file in the section of its test folder (or
+    by its full path), and each test file a section names exists in that section's test folder."""
+    sections = _sections(TEST_MAP.read_text())
+    rel = [str(p.relative_to(REPO)) for p in _modules() if p.name != "__init__.py"]
+    missing = [m for m in rel if not _on_map(m, sections, 0)]
+    assert not missing, f"modules that tests/README.md does not map in their folder's section: {missing}"
+    tests = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").rglob("test_*.py") if "__pycache__" not in p.parts)
+    unmapped = [t for t in tests if not _on_map(t, sections, 1)]
+    assert not unmapped, f"test files tests/README.md does not name in their folder's section: {unmapped}"
+    stale = sorted(f"{name} ({', '.join(t for _, t in pairs)})" for pairs, names in sections for name in names
+                   if name.split("/")[-1].startswith("test_") and not (REPO / name).is_file()
+                   and not any((REPO / t / name).is_file() for _, t in pairs))
+    assert not stale, f"tests/README.md names test files that do not exist where it says: {stale}"
 
 
 def test_no_module_over_the_size_limit():
@@ -60,19 +87,56 @@ def _package(module: str) -> str:
     return ".".join(parts[:2]) if parts[0] == "litesam_pl" and len(parts) > 2 else parts[0]
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.endswith("__")
+
+
+def _imported_module(path: Path, node: ast.ImportFrom) -> str:
+    """The absolute module of ``from <module> import ...`` in ``path`` (relative imports resolved)."""
+    if not node.level:
+        return node.module or ""
+    package = list(path.relative_to(REPO).with_suffix("").parts[:-1])
+    base = package[: len(package) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def test_no_private_name_imported_from_another_package():
+    """No ``from <other package> import _name`` (absolute or relative) and no private module of another package."""
     found = []
     for path in _modules():
         here = _package(".".join(path.relative_to(REPO).with_suffix("").parts))
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                if node.module.split(".")[0] not in CODE_DIRS or _package(node.module) == here:
-                    continue
-                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.endswith("__")]
-                private_module = any(part.startswith("_") for part in node.module.split("."))
-                if private or private_module:
-                    found.append(f"{path.relative_to(REPO)}:{node.lineno} from {node.module} import "
-                                 f"{', '.join(a.name for a in node.names)}")
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            module = _imported_module(path, node)
+            if module.split(".")[0] not in CODE_DIRS or _package(module) == here:
+                continue
+            if any(_private(a.name) for a in node.names) or any(_private(p) for p in module.split(".")):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} from {module} import "
+                             f"{', '.join(a.name for a in node.names)}")
+    assert not found, found
+
+
+def test_third_party_privates_only_in_compat():
+    """Outside ``litesam_pl/compat.py`` (the one documented place), no private name of another library: neither
+    ``from lib import _name`` nor ``lib._name`` / ``alias._name`` on an imported library module."""
+    found = []
+    for path in _modules():
+        if path == REPO / "litesam_pl" / "compat.py":
+            continue
+        tree = ast.parse(path.read_text())
+        libs = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                libs |= {(a.asname or a.name).split(".")[0] for a in node.names
+                         if a.name.split(".")[0] not in CODE_DIRS}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module.split(".")[0] not in CODE_DIRS:
+                if any(_private(a.name) for a in node.names):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno} from {node.module} import _...")
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.value, ast.Name)
+                    and node.value.id in libs):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value.id}.{node.attr}")
     assert not found, found
 
 

@@ -227,7 +227,8 @@ class BSDS500:
         return read_image(self.image_path(image_id))
 
     def ground_truth(self, image_id: str) -> List[Dict[str, np.ndarray]]:
-        """``load_ground_truth`` of the image; the last image's is kept, so its several readers parse it once."""
+        """``load_ground_truth`` of the image; the last image's is kept, so its several readers parse it once (the
+        arrays are the cached ones: copy before changing them)."""
         if self._last_gt is None or self._last_gt[0] != image_id:
             self._last_gt = (image_id, load_ground_truth(self.gt_path(image_id)))
         return self._last_gt[1]

@@ -30,7 +30,7 @@ from ..inference.timing import ModuleTimer
 
 __all__ = [
     "PageError", "Slot", "Photo", "Segmentation", "EXAMPLES", "COMPARE_WITH", "example_photos", "load_slot",
-    "read_photo", "run_everything", "run_grid", "draw_everything", "summary", "save_downloads",
+    "read_photo", "run_everything", "run_grid", "draw_everything", "segmentation_summary", "save_downloads",
     "random_weights_alert", "dot", "marker_radius",
 ]
 
@@ -297,7 +297,7 @@ def draw_everything(photo: Photo, seg: Segmentation, show_points: bool = True, a
     return out
 
 
-def summary(seg: Segmentation) -> str:
+def segmentation_summary(seg: Segmentation) -> str:
     """Markdown under the picture: masks kept, the time of each phase, and where the masks went when few are left."""
     from ..inference.filter_report import filter_report
 

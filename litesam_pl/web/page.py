@@ -134,7 +134,7 @@ def _everything_fn(work: _Work) -> Callable[..., Tuple]:
         ph = work.photo(upload, example)
         seg = H.run_everything(slot, ph, pred_iou, stability, nms, top_n, max_masks, score)
         js, png = work.downloads(ph, seg.records, [f"{seg.label}: {len(seg.records)} masks, {seg.total_ms:.0f} ms"])
-        return H.draw_everything(ph, seg, bool(show_points)), H.summary(seg), js, png
+        return H.draw_everything(ph, seg, bool(show_points)), H.segmentation_summary(seg), js, png
 
     return everything
 
@@ -197,8 +197,8 @@ def _compare_fn(work: _Work) -> Callable[..., Tuple]:
         else:
             right = H.run_everything(second, ph, pred_iou, stability, nms, top_n, max_masks, score)
             speed = ""
-        return (H.draw_everything(ph, left, bool(show_points)), H.summary(left),
-                H.draw_everything(ph, right, bool(show_points)), H.summary(right) + speed)
+        return (H.draw_everything(ph, left, bool(show_points)), H.segmentation_summary(left),
+                H.draw_everything(ph, right, bool(show_points)), H.segmentation_summary(right) + speed)
 
     return compare
 

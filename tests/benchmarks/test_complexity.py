@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.complexity import build, count_macs, count_params, main
+from benchmarks.complexity import build_measured, count_macs, count_params, main
 from benchmarks.toolkit.paper import COMPLEXITY, COMPLEXITY_RATIOS
 from litesam_pl import create_model
 
@@ -20,17 +20,17 @@ def test_params_within_10_percent_of_paper(name):
 
 
 def test_litevit_macs_over_poolformer_s12_at_640():
-    ours = count_macs(build("litevit", 640), 640)
-    poolformer = count_macs(build("poolformer_s12", 640), 640)
-    assert count_params(build("poolformer_s12", 640)) == pytest.approx(11.92e6, rel=0.01)
+    ours = count_macs(build_measured("litevit", 640), 640)
+    poolformer = count_macs(build_measured("poolformer_s12", 640), 640)
+    assert count_params(build_measured("poolformer_s12", 640)) == pytest.approx(11.92e6, rel=0.01)
     assert 0.15 <= ours / poolformer <= 0.35, (ours, poolformer)  # paper: 0.24
     assert COMPLEXITY_RATIOS["litevit / poolformer_s12 MACs @640"] == pytest.approx(0.241, abs=1e-3)
 
 
 def test_litesam_macs_1024_over_640_matches_paper():
-    r640 = count_macs(build("litesam", 640), 640)
-    r1024 = count_macs(build("litesam", 1024), 1024)
-    assert r640 > count_macs(build("litevit", 640), 640)  # the single-prompt forward includes the decoder etc.
+    r640 = count_macs(build_measured("litesam", 640), 640)
+    r1024 = count_macs(build_measured("litesam", 1024), 1024)
+    assert r640 > count_macs(build_measured("litevit", 640), 640)  # the single-prompt forward includes the decoder etc.
     assert abs((r1024 / r640) / COMPLEXITY_RATIOS["litesam MACs 1024/640"] - 1) < 0.10, (r640, r1024)
 
 

@@ -60,7 +60,7 @@ def test_table2_missing_runs_and_ar100_fallback(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "n/a" in text and "not measured" in text
-    rows = table2.collect(tmp_path / "runs")
+    rows = table2.collect_runs(tmp_path / "runs")
     assert rows[0]["metric"] == "val/ar100" and rows[0]["ours"] == pytest.approx(20.0)  # no ar1000: ar100
     assert rows[1]["ours"] is None and rows[2]["ours"] is None
     # NaN is no measurement

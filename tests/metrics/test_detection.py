@@ -199,11 +199,14 @@ def _rank_main(rank: int, init_file: str, out_dir: str) -> None:
             fill_recall(recall, boxes[own])
             for ious, areas in _miou_items(split, s)[own]:
                 miou.update(ious, areas)
-            local = len(mask_ap_metric.scores)
+            local = [[t.clone() for t in getattr(mask_ap_metric, k)] for k in ("scores", "ranks", "outcome")]
             rows.append({"map": {k: float(v) for k, v in mask_ap_metric.compute().items()},
                          "recall": {k: float(v) for k, v in recall.compute().items()},
                          "miou": {k: float(v) for k, v in miou.compute().items()},
-                         "local_restored": len(mask_ap_metric.scores) == local})
+                         "local_restored": all(
+                             len(getattr(mask_ap_metric, k)) == len(ts)
+                             and all(torch.equal(a, b) for a, b in zip(getattr(mask_ap_metric, k), ts))
+                             for k, ts in zip(("scores", "ranks", "outcome"), local))})
             mask_ap_metric.reset()
             recall.reset()
             miou.reset()

@@ -90,7 +90,7 @@ def test_everything_records_masks_phases(slot, photo, seg):
     assert seg.proposals.shape[1] == 2 and len(seg.proposals) >= len(seg.records)
     assert (seg.proposals >= 0).all() and (seg.proposals[:, 0] <= w).all() and (seg.proposals[:, 1] <= h).all()
     assert "decode" not in vars(slot.model.autoppn)  # the proposal recorder is gone
-    text = H.summary(seg)
+    text = H.segmentation_summary(seg)
     for word in ("encoder", "AutoPPN", "decoder", "post-processing", f"{len(seg.records)} mask", "proposals"):
         assert word in text
 
@@ -100,7 +100,7 @@ def test_everything_filters_apply_and_report(slot, photo, seg):
     assert len(capped.records) == 1 and capped.records[0]["predicted_iou"] == seg.records[0]["predicted_iou"]
     none = H.run_everything(slot, photo, 1.0, 0.0, 0.7, 64, None, 0.0)
     assert none.records == [] and none.funnel["kept"] == 0
-    report = H.summary(none)
+    report = H.segmentation_summary(none)
     assert "removed by predicted IoU" in report and "--" not in report  # the flags are named as the sliders
     with pytest.raises(H.PageError, match=r"pred_iou_thresh must be a number in \[0, 1\]"):
         H.run_everything(slot, photo, 1.5)
@@ -122,7 +122,7 @@ def test_grid_search_baseline(slot, photo):
     assert "SamAutomaticMaskGenerator 2x2" in grid.method and grid.proposals.shape == (0, 2)
     assert grid.phases_ms["encoder"] > 0 and grid.phases_ms["decoder"] > 0 and grid.total_ms > 0
     assert all(m.shape == photo.image.shape[:2] for m in grid.masks)
-    assert "prompt encoder" in H.summary(grid)
+    assert "prompt encoder" in H.segmentation_summary(grid)
     for hook_owner in (slot.model.image_encoder, slot.model.mask_decoder):
         assert not hook_owner._forward_hooks and not hook_owner._forward_pre_hooks
     with pytest.raises(H.PageError, match="grid points per side"):
