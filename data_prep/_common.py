@@ -1,17 +1,22 @@
-"""Helpers shared by the data_prep tools: deterministic tars, atomic writes, hashing, manifests."""
+"""Helpers shared by the data_prep tools: deterministic tars, atomic writes, hashing, manifests.
+
+Every file is written atomically and fsynced (``litesam_pl.files``, ``fsync=True``): a shard or a state file is on
+disk before the state / manifest that records it, so a resumed or merged run never trusts a file lost in a crash.
+"""
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from litesam_pl.files import TMP_SUFFIX, AtomicPath, write_json  # TMP_SUFFIX: data_prep.sa1b's stale-file glob
+from litesam_pl.files import atomic_write as _atomic_write
+
 # Fixed tar header fields so the same members always give byte-identical tars.
 TAR_MTIME = 1_600_000_000  # 2020-09-13, an arbitrary fixed time
-TMP_SUFFIX = ".tmp"
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -39,7 +44,8 @@ class ShardWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + TMP_SUFFIX)
+        self._target = AtomicPath(self.path, fsync=True)
+        self.tmp = self._target.tmp
         self._file = open(self.tmp, "wb")
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
         self.samples = 0
@@ -51,12 +57,10 @@ class ShardWriter:
 
     def close(self) -> dict:
         self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
         info = {"url": self.path.name, "samples": self.samples, "bytes": self.tmp.stat().st_size,
                 "sha256": sha256_file(self.tmp)}
-        os.replace(self.tmp, self.path)
+        self._target.commit()
         return info
 
     def abort(self) -> None:
@@ -65,7 +69,7 @@ class ShardWriter:
             self._tar.close()
             self._file.close()
         finally:
-            self.tmp.unlink(missing_ok=True)
+            self._target.discard()
 
 
 def sample_members(samples: Sequence[tuple[str, bytes, bytes]]) -> list[tuple[str, bytes]]:
@@ -79,14 +83,9 @@ def sample_members(samples: Sequence[tuple[str, bytes, bytes]]) -> list[tuple[st
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via ``<path>.tmp`` + ``os.replace``: the file appears only once complete."""
-    path = Path(path)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` via ``<path>.tmp``, fsync and ``os.replace`` (``litesam_pl.files.atomic_write``):
+    the file appears only once complete and on disk."""
+    _atomic_write(path, data, fsync=True)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -147,9 +146,7 @@ def write_manifest(out: Path, shards: list[dict], skipped: Mapping[str, int], ar
         "args": dict(args),
         **extra,
     }
-    path = Path(out) / "manifest.json"
-    atomic_write(path, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
-    return path
+    return write_json(Path(out) / "manifest.json", manifest, fsync=True)
 
 
 def is_jpeg(data: bytes) -> bool:

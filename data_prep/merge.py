@@ -23,7 +23,7 @@ from typing import Sequence
 
 from ._common import sha256_file, write_manifest
 from .sa1b_inputs import assign_inputs
-from .sa1b_manifest import JOBS_DIR, manifest_fields, summary
+from .sa1b_manifest import JOBS_DIR, manifest_fields, manifest_summary
 
 __all__ = ["MergeError", "merge_jobs"]
 
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MergeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(summary(manifest))
+    print(manifest_summary(manifest))
     print(f"manifest: {Path(a.out) / 'manifest.json'} (merged from {manifest['jobs']} jobs)")
     return 1 if manifest.get("errors") else 0
 

@@ -48,7 +48,9 @@ from typing import Any, Callable, Sequence
 
 import cv2
 
-from ._common import TMP_SUFFIX, ShardWriter, atomic_write, write_manifest
+from litesam_pl.files import write_json
+
+from ._common import TMP_SUFFIX, ShardWriter, write_manifest
 from .sa1b_inputs import (
     assign_inputs,
     check_hash_range,
@@ -69,7 +71,7 @@ from .sa1b_manifest import (
     partial_path,
     shard_ok,
     state_path,
-    summary,
+    manifest_summary,
     write_partial,
 )
 from .sa1b_sample import PrepConfig, SkipSample, decode_image_or_skip, process_sample, resized_hw
@@ -77,8 +79,8 @@ from .sa1b_sample import PrepConfig, SkipSample, decode_image_or_skip, process_s
 # the names other tools, tests and users import from data_prep.sa1b; their homes are the sa1b_* modules above
 __all__ = ["PrepConfig", "find_inputs", "iter_input", "hash_fraction", "in_hash_range", "is_selected", "process_sample",
            "prepare_input", "prepare_sa1b", "check_disjoint", "SkipSample", "assign_inputs", "partial_path",
-           "check_hash_range", "check_job", "decode_image_or_skip", "resized_hw", "manifest_fields", "summary", "main",
-           "JOBS_DIR", "STATE_DIR"]
+           "check_hash_range", "check_job", "decode_image_or_skip", "resized_hw", "manifest_fields", "manifest_summary",
+           "main", "JOBS_DIR", "STATE_DIR"]
 
 
 # ------------------------------------------------------------------------------------------------ one input
@@ -105,7 +107,7 @@ class _InputRun:
         st = {"config": asdict(self.cfg), "input": str(self.path), "shards": self.shards, "complete": complete,
               "records": records, "skipped": dict(self.skipped), "not_selected": self.not_selected,
               "stats": dict(self.stats)}
-        atomic_write(state_path(self.out, self.stem), json.dumps(st, indent=1).encode())
+        write_json(state_path(self.out, self.stem), st, newline=False, fsync=True)
         return st
 
     def flush(self, end: int) -> None:
@@ -363,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(summary(manifest))
+    print(manifest_summary(manifest))
     if num_jobs > 1:
         print(f"partial manifest (job {job_index} of {num_jobs}): {partial_path(a.out, job_index, num_jobs)}; "
               f"when all {num_jobs} jobs are done: python -m data_prep.sa1b --merge {a.out}")

@@ -1,6 +1,6 @@
 """What ``data_prep.sa1b`` records on disk besides the shards: each input's state file (``_state/<stem>.json``:
 where its shards end, so a rerun resumes), a job's partial manifest (``_jobs/job-<I>-of-<N>.json``) and the
-fields of ``manifest.json``; ``check_disjoint`` compares two prepared splits, ``summary`` prints one.
+fields of ``manifest.json``; ``check_disjoint`` compares two prepared splits, ``manifest_summary`` prints one.
 """
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from ._common import atomic_write
+from litesam_pl.files import write_json
+
 from .sa1b_sample import PrepConfig
 
 __all__ = ["STATE_DIR", "JOBS_DIR", "partial_path", "state_path", "load_state", "shard_ok", "manifest_fields",
-           "write_partial", "check_disjoint", "summary"]
+           "write_partial", "check_disjoint", "manifest_summary"]
 
 STATE_DIR = "_state"
 JOBS_DIR = "_jobs"  # partial manifests of --num-jobs runs
@@ -103,9 +104,7 @@ def write_partial(out: Path, args: dict, all_inputs: Sequence[Path], inputs: Seq
                "job": {"index": job_index, "num_jobs": num_jobs, "inputs": [str(p) for p in all_inputs],
                        "assigned": [str(p) for p in inputs]},
                "states": states}
-    path = partial_path(out, job_index, num_jobs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, (json.dumps(partial, indent=1) + "\n").encode("utf-8"))
+    write_json(partial_path(out, job_index, num_jobs), partial, fsync=True)
     return partial
 
 
@@ -130,7 +129,7 @@ def check_disjoint(a: dict | str | Path, b: dict | str | Path) -> None:
         raise ValueError(f"hash ranges {ra} and {rb} overlap")
 
 
-def summary(manifest: dict) -> str:
+def manifest_summary(manifest: dict) -> str:
     """A human-readable one-paragraph summary of a manifest."""
     lines = [f"{manifest['samples']} samples in {len(manifest['shards'])} shards "
              f"({manifest.get('records', '?')} images read, {manifest.get('not_selected', 0)} not in the hash range "

@@ -26,7 +26,6 @@ onnxruntime only: ``examples/onnx_segment_everything.py`` and ``docs/onnx.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -39,6 +38,7 @@ from .fast_decoder import LABEL_BOX_BR, LABEL_BOX_TL, FastMaskDecoder, embed_pro
 
 __all__ = ["EXPORT_FORMAT", "export_weights", "export_onnx", "require_onnx", "EncoderOnnx", "DecoderOnnx", "main"]
 
+from litesam_pl.files import json_text, write_json  # noqa: E402
 from litesam_pl.models.checkpoint import EXPORT_FORMAT, export_payload, save_atomic  # noqa: E402
 from litesam_pl.models.prompt_encoder import dense_embeddings, uses_box_mask  # noqa: E402
 
@@ -220,7 +220,7 @@ def export_onnx(
                               "opset": opset}
     if check:
         report["max_abs_diff"] = _compare_with_torch(model, enc, enc_path, dec_path, image, num_prompts, g)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    write_json(out_dir / "report.json", report, indent=2, newline=False)
     return report
 
 
@@ -270,7 +270,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"wrote {path}")
     if args.onnx:
         report = export_onnx(model, args.onnx, top_n=args.top_n, opset=args.opset, check=not args.no_check)
-        print(json.dumps(report, indent=2))
+        print(json_text(report, indent=2))
         worst = max(report.get("max_abs_diff", {"none": 0.0}).values())
         if worst > args.tolerance:
             print(f"litesam export: ONNX differs from PyTorch by {worst:.3g} > {args.tolerance}", file=sys.stderr)

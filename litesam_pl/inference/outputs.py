@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -20,6 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..data.rle import rle_to_bbox
+from ..files import write_json
 
 __all__ = [
     "IMAGE_SUFFIXES", "DEFAULT_PROJECT", "DEFAULT_NAME", "RESULTS_FILE", "IMAGES_FILE", "collect_inputs",
@@ -189,22 +189,21 @@ def coco_images(images: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def write_coco(out_dir: Path, results: List[Dict[str, Any]], images: List[Dict[str, Any]]) -> None:
-    """Write ``results.json`` (``coco_results`` over all images) and ``images.json`` (``coco_images``)."""
-    (out_dir / RESULTS_FILE).write_text(json.dumps(results))
-    (out_dir / IMAGES_FILE).write_text(json.dumps(coco_images(images)))
+    """Write ``results.json`` (``coco_results`` over all images) and ``images.json`` (``coco_images``): one line
+    each, strict JSON, atomically (``litesam_pl.files.write_json``)."""
+    write_json(out_dir / RESULTS_FILE, results, indent=None, newline=False)
+    write_json(out_dir / IMAGES_FILE, coco_images(images), indent=None, newline=False)
 
 
 def write_masks_json(path: Path, records: Sequence[Dict[str, Any]], image_id: int, size: Sequence[int],
                      file_name: str, original_size: Optional[Sequence[int]] = None) -> Path:
     """``<stem>_masks.json`` of one image (SA-1B layout): ``image`` (``image_id``, ``width``, ``height`` = ``size``
     (H, W) of the masks, ``file_name``, and ``original_height`` / ``original_width`` when ``original_size``
-    differs) and ``annotations`` (the records, each with an ``id``). Written by ``litesam segment-everything``,
-    ``litesam predict`` and the web page alike."""
+    differs) and ``annotations`` (the records, each with an ``id``), on one line (``litesam_pl.files.write_json``).
+    Written by ``litesam segment-everything``, ``litesam predict`` and the web page alike."""
     h, w = int(size[0]), int(size[1])
     info: Dict[str, Any] = {"image_id": int(image_id), "width": w, "height": h, "file_name": file_name}
     if original_size is not None and tuple(original_size) != (h, w):
         info["original_height"], info["original_width"] = int(original_size[0]), int(original_size[1])
     anns = [{**r, "id": i} for i, r in enumerate(records)]
-    path = Path(path)
-    path.write_text(json.dumps({"image": info, "annotations": anns}))
-    return path
+    return write_json(path, {"image": info, "annotations": anns}, indent=None, newline=False)

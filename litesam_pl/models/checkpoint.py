@@ -26,6 +26,7 @@ from typing import Any, Dict, List, MutableMapping, Optional, Tuple
 import torch
 from torch import nn
 
+from ..files import AtomicPath
 from .registry import ModelError, ModelFileNotFoundError, build_from_config, model_config, plain_values
 
 __all__ = [
@@ -50,14 +51,12 @@ def export_payload(model: nn.Module) -> Dict[str, Any]:
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` through ``<path>.tmp`` and ``os.replace`` (the parent folder created): the file
-    appears only once complete, so a killed run never leaves half a model file. Returns the path."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, out)
-    return out
+    """``torch.save(obj)`` to ``path`` through ``<path>.tmp`` and ``os.replace`` (``litesam_pl.files.AtomicPath``; the
+    parent folder created): the file appears only once complete, so a killed run never leaves half a model file.
+    Returns the path."""
+    with AtomicPath(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def write_model_entry(checkpoint: MutableMapping[str, Any], model: nn.Module) -> None:

@@ -4,7 +4,6 @@ every N steps). Recipes name them as ``litesam_pl.modules.callbacks.<Name>`` (re
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -17,12 +16,15 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
+from ..files import write_json
+
 __all__ = ["MetricsJSON", "Throughput", "ImageLogger"]
 
 
 class MetricsJSON(pl.Callback):
     """Write the latest validation (and test) metrics as a flat JSON object: every logged ``val/*`` (``test/*``)
-    metric as a float, plus ``global_step`` and ``epoch``. Rank 0 only; the sanity-check pass is skipped.
+    metric as a float (NaN / inf as ``null``: strict JSON, ``litesam_pl.files.write_json``), plus ``global_step``
+    and ``epoch``; written atomically. Rank 0 only; the sanity-check pass is skipped.
 
     Where (so that ``litesam validate`` never overwrites a training run's ``metrics.json``):
 
@@ -91,10 +93,7 @@ class MetricsJSON(pl.Callback):
         else:
             path, extra, warning = self._eval_target(trainer, pl_module, kind)
             out.update(extra)  # a checkpoint's step (null when it has none), not the evaluating trainer's 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(out, indent=2, sort_keys=True, allow_nan=True))
-        os.replace(tmp, path)
+        write_json(path, out, indent=2, sort_keys=True, newline=False)  # atomic; a NaN metric as null
         if warning:
             sys.stderr.write(warning + "\n")
             sys.stderr.flush()

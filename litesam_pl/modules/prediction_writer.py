@@ -42,6 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from litesam_pl.files import json_text, write_json
 from litesam_pl.inference.outputs import plural, write_masks_json
 
 __all__ = ["SegEveryWriter", "PredictOutputError", "attach_writer", "add_writer_arguments", "key_image_id",
@@ -215,9 +216,9 @@ class SegEveryWriter(BasePredictionWriter):
                 write_masks_json(self.out_dir / f"{stem}_masks.json", records, image_id, (h, w), stem)
             results, images = self._parts
             for entry in coco_results(records, image_id):
-                results.write(json.dumps(entry) + "\n")
-            images.write(json.dumps({"id": image_id, "file_name": stem, "key": key, "height": h, "width": w,
-                                     "masks": f"{stem}_masks.json"}) + "\n")
+                results.write(json_text(entry) + "\n")
+            images.write(json_text({"id": image_id, "file_name": stem, "key": key, "height": h, "width": w,
+                                    "masks": f"{stem}_masks.json"}) + "\n")
             self.num_images += 1
             self.num_masks += len(records)
         for f in self._parts:
@@ -257,8 +258,7 @@ class SegEveryWriter(BasePredictionWriter):
             out.write("]")
         coco = coco_images(images)
         coco["info"]["description"] = "litesam predict inputs (shard sample keys)"
-        with open(self.out_dir / IMAGES_FILE, "x", encoding="utf-8") as out:
-            json.dump(coco, out)
+        write_json(self.out_dir / IMAGES_FILE, coco, indent=None, newline=False)  # refused at setup if it existed
         for pair in parts:
             for p in pair:
                 p.unlink(missing_ok=True)

@@ -4,7 +4,6 @@ flags themselves: ``tests/inference/test_segevery_api.py``)."""
 from __future__ import annotations
 
 import ast
-import json
 import math
 import time
 
@@ -15,24 +14,19 @@ import torch
 from benchmarks.toolkit import paper
 from benchmarks.toolkit.results import error_text, write_json
 from benchmarks.toolkit.timing import Laps, interleaved, quantile
+from litesam_pl import files
 from litesam_pl.inference.segevery_options import SegEveryOptions
 from tests.helpers import REPO
 
 # ----------------------------------------------------------------------------------------------------- results
 
 
-def test_write_json_is_strict_json_and_atomic(tmp_path):
-    path = tmp_path / "sub" / "r.json"
-    out = write_json(path, {"nan": float("nan"), "inf": float("inf"), "np": np.float32(0.5), "i": np.int64(3),
-                            "arr": np.arange(3), "rows": [(1, float("nan"))], "obj": tmp_path})
-    assert out == path
-    text = path.read_text()
-    data = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))  # no NaN / Infinity
-    assert data == {"nan": None, "inf": None, "np": 0.5, "i": 3, "arr": [0, 1, 2], "rows": [[1, None]],
-                    "obj": str(tmp_path)}
-    assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temporary file left
-    write_json(path, {"a": 1})
-    assert json.loads(path.read_text()) == {"a": 1}
+def test_write_json_is_the_library_writer(tmp_path):
+    """The benchmarks' JSON writer is ``litesam_pl.files.write_json`` (strict JSON, atomic: ``tests/test_files.py``),
+    with the benchmarks' layout: one-space indent and a final newline."""
+    assert write_json is files.write_json
+    path = write_json(tmp_path / "sub" / "r.json", {"nan": float("nan"), "np": np.float32(0.5)})
+    assert path.read_text() == '{\n "nan": null,\n "np": 0.5\n}\n'
     write_json(path, [{"a": 1}], indent=None)  # one line (COCO results files)
     assert path.read_text() == '[{"a": 1}]\n'
 

@@ -117,6 +117,23 @@ def test_fit_validate_checkpoint_contract_and_init_from(tmp_path):
         load_init_weights(m2.model, str(bad))
 
 
+def test_metrics_json_is_strict_json(tmp_path):
+    """``metrics.json`` goes through ``litesam_pl.files.write_json``: a NaN metric is ``null``; indent 2, keys sorted,
+    no final newline, as always."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    metrics = {"val/b": torch.tensor(float("nan")), "val/a": torch.tensor(0.5), "train/loss": torch.tensor(1.0)}
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, global_step=3, current_epoch=0,
+                              callback_metrics=metrics, state=SimpleNamespace(fn=TrainerFn.FITTING),
+                              default_root_dir=str(tmp_path))
+    MetricsJSON().on_validation_end(trainer, None)
+    assert (tmp_path / "metrics.json").read_text() == \
+        '{\n  "epoch": 0,\n  "global_step": 3,\n  "val/a": 0.5,\n  "val/b": null\n}'
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
 def test_backbone_and_autoppn_validation_keys(tmp_path):
     bb = BackboneBoxModule(model=ModelSpec(kwargs={**TINY, "autoppn": False}),
                            validation=ValidationConfig(compute_map=False))
