@@ -3,39 +3,52 @@
 When jsonargparse refuses a command line, its message is a dump of nested type errors. ``refused_setting(argv)``
 finds the setting at fault without reading that dump: it merges the ``--config`` recipes and the options of ``argv``
 as jsonargparse does (``merged_config``: later sources win; a new ``class_path`` keeps only the ``init_args`` its class
-takes; ``init_args`` may be left out of a key) and checks, in this order:
+takes, a function none; ``init_args`` may be left out of a key) and checks, in this order:
 
-- a link target given as an option (``linked_value_set_by_user``);
+- a link target given as an option outside the model's ``init_args`` (``--data.ppn_stride``, which jsonargparse has
+  no option for: ``linked_value_set_by_user``);
 - the module's arguments: each against the ``__init__`` arguments of the class named by ``model.class_path``, each
   field of a typed part (``mask_loss``, ...) against the part's dataclass;
-- the module's ``optimizer`` / ``lr_scheduler``: the class named by its ``class_path`` (importable, of its kind), its
-  ``init_args`` keys against ``inspect.signature`` of that class, then its values by building both on a probe
-  parameter (``modules.optim.optimization``).
+- the module's ``optimizer`` / ``lr_scheduler``: what its ``class_path`` names (importable; of its kind, in the
+  sentence jsonargparse words it in: ``JSONARGPARSE_MESSAGES["wrong_callable"]``), for a class its ``init_args`` keys
+  against ``inspect.signature`` of that class, then its values by building it on a probe parameter
+  (``modules.optim.optimization``). A function (jsonargparse takes one whose return type is of the kind, without
+  ``init_args``) is checked no further.
 
 Each finding is a ``ConfigError`` whose message is the one line ``litesam`` prints
-(``litesam_pl.cli.lightning.ShortErrorParser``); ``refused_setting`` returns it (``""``: nothing found, jsonargparse's
-own message stands). It runs only once jsonargparse has refused the command line, so a setting jsonargparse accepts
-is never refused here.
+(``litesam_pl.cli.lightning.ShortErrorParser``); ``refused_setting`` returns it, or ``""`` (nothing found:
+jsonargparse's own message stands).
+
+What is guaranteed: a finding is named only when jsonargparse refuses that setting too. Before it is raised, the
+setting alone (the module's class with that one argument; the ``optimizer`` / ``lr_scheduler`` setting, as merged
+here) is parsed by a jsonargparse parser against the type the module's ``__init__`` gives it, as LightningCLI parses
+it (``_refusal``); a setting it accepts is not named (a value that parses but its class refuses, a negative lr, is left
+to the module's construction), nor is a link target inside the model's ``init_args`` (jsonargparse takes it;
+``LiteSAMCLI.before_instantiate_classes`` refuses it). What these checks cannot read or resolve (an unreadable recipe,
+a model class that does not import, a type hint that does not resolve, a function, a refusal they have no line for)
+is not named either. Limits: the merge is ``merged_config``'s reading of jsonargparse's rules; and when jsonargparse
+refuses several settings, the one named here can be another than the first one jsonargparse met (both are refused).
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import os
 import typing
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from litesam_pl.cli.config import dataclass_of, init_arguments, init_options, linked_value_set_by_user, suggest_option
 
-__all__ = ["merged_config", "refused_setting", "check_settings"]
+__all__ = ["merged_config", "refused_setting", "check_settings", "command_line", "resolve_class", "resolve_object"]
 
 _CONFIG_OPTIONS = ("--config", "-c")
+_NO_VALUE = ("-h", "--help")  # the options that take no value (LightningCLI's bool options take one: true / false)
 _META_KEYS = ("class_path", "init_args", "dict_kwargs")
 # the keys whose value is a class and its init_args -> the kind of class
 _CLASS_KEYS = {("model",): "model", ("model", "init_args", "optimizer"): "optimizer",
                ("model", "init_args", "lr_scheduler"): "lr_scheduler"}
-# how the type LightningCLI gives each callable names its kind (the messages jsonargparse printed for a wrong class)
-_KIND_NAMES = {"optimizer": "<class 'Optimizer'>", "lr_scheduler": "Union[LRScheduler, ReduceLROnPlateau]"}
+_CALLABLES = ("optimizer", "lr_scheduler")
 
 
 def _kinds(kind: str) -> Tuple[type, ...]:
@@ -56,9 +69,10 @@ def _subclasses(base: type) -> Iterator[type]:
         yield from _subclasses(sub)
 
 
-def resolve_class(class_path: Any, kind: str) -> Optional[type]:
-    """The class ``class_path`` names: a dotted import path, or (as jsonargparse resolves it) the name of an
-    imported subclass of the ``kind``'s base class (``SGD``); None when there is none."""
+def resolve_object(class_path: Any, kind: str) -> Any:
+    """What ``class_path`` names: a dotted import path (a class, or a function: jsonargparse takes both for a
+    callable), or (as jsonargparse resolves it) the name of an imported subclass of the ``kind``'s base class
+    (``SGD``); None when it names nothing."""
     from litesam_pl.modules.optim import import_object
 
     if not isinstance(class_path, str) or not class_path:
@@ -66,6 +80,12 @@ def resolve_class(class_path: Any, kind: str) -> Optional[type]:
     obj = import_object(class_path) if "." in class_path else None
     if obj is None:
         obj = next((c for base in _kinds(kind) for c in _subclasses(base) if c.__name__ == class_path), None)
+    return obj
+
+
+def resolve_class(class_path: Any, kind: str) -> Optional[type]:
+    """The class ``class_path`` names (``resolve_object``); None when it names no class."""
+    obj = resolve_object(class_path, kind)
     return obj if inspect.isclass(obj) else None
 
 
@@ -93,18 +113,32 @@ def _config(text: str) -> Any:
         return None
 
 
+def _is_option(token: str) -> bool:
+    """Whether an argv token is an option (``--a.b``, ``-c``), not a value (``-1``, ``-.5``: numbers)."""
+    return token.startswith("--") or (token.startswith("-") and token[1:2].isalpha())
+
+
+def _option(token: str) -> Tuple[str, Optional[str]]:
+    """An option token as (its name, the value written in it or None): ``--a=1``, ``-c=x.yaml``, ``-cx.yaml``."""
+    if not token.startswith("--") and token.startswith("-c") and len(token) > 2:
+        return "-c", token[2:].removeprefix("=")
+    key, eq, text = token.partition("=")
+    return key, (text if eq else None)
+
+
 def _sources(argv: Sequence[str]) -> Iterator[Dict[str, Any]]:
-    """The settings of each ``--config`` and each ``--a.b value`` (``{"a": {"b": value}}``) of ``argv``, in order."""
+    """The settings of each ``--config`` and each ``--a.b value`` (``{"a": {"b": value}}``) of ``argv``, in order. An
+    option's value is the next token only when that token is no option: ``--config`` / ``-c`` always start a source."""
     tokens = [str(t) for t in argv]
     i = 0
     while i < len(tokens):
-        key, eq, text = tokens[i].partition("=")
-        i += 1
-        if not key.startswith("-"):
+        token, i = tokens[i], i + 1
+        if not _is_option(token):
             continue  # the subcommand
-        if not eq:
-            if i >= len(tokens) or tokens[i].startswith("--"):
-                continue  # a flag (--print_config, ...)
+        key, text = _option(token)
+        if text is None:
+            if key in _NO_VALUE or i >= len(tokens) or _is_option(tokens[i]):
+                continue  # an option without a value (--help, --print_config, or one left without its value)
             text, i = tokens[i], i + 1
         tree: Any = _config(text) if key in _CONFIG_OPTIONS else _value(text)
         if key not in _CONFIG_OPTIONS:
@@ -112,6 +146,29 @@ def _sources(argv: Sequence[str]) -> Iterator[Dict[str, Any]]:
                 tree = {part: tree}
         if isinstance(tree, dict):
             yield tree
+
+
+def command_line(args: Any) -> List[str]:
+    """LightningCLI's ``args`` as the command line these checks read: a list or tuple as it is; a dict or a
+    jsonargparse ``Namespace`` (LightningCLI parses it with ``parse_object``, without ``sys.argv``) as one
+    ``--config`` source, its settings as JSON, after its subcommand (its ``subcommand`` key, or its one key that is a
+    subcommand). ``[]`` (nothing checked) for one that is not plain data (numbers, strings, lists, dicts)."""
+    from litesam_pl.cli.errors import LIGHTNING_SUBCOMMANDS
+
+    if isinstance(args, (list, tuple)):
+        return [str(a) for a in args]
+    tree = args.as_dict() if hasattr(args, "as_dict") else args
+    if not isinstance(tree, dict):
+        return []
+    subs = [k for k in tree if k in LIGHTNING_SUBCOMMANDS]
+    sub = tree.get("subcommand") or (subs[0] if len(subs) == 1 else None)
+    settings = tree.get(sub) if sub else tree
+    settings = settings.as_dict() if hasattr(settings, "as_dict") else settings
+    try:
+        text = json.dumps(settings)
+    except (TypeError, ValueError):
+        return []
+    return [*([str(sub)] if sub else []), "--config", text]
 
 
 def _as_class_setting(value: Any) -> Optional[Dict[str, Any]]:
@@ -134,9 +191,13 @@ def _merge_class(old: Any, new: Any, path: Tuple[str, ...]) -> Any:
     init = old_setting["init_args"]
     old_path, new_path = old_setting.get("class_path"), new_setting.get("class_path")
     if old_path and new_path and old_path != new_path:  # another class: the init_args it does not take are dropped
-        cls, kind = resolve_class(new_path, _CLASS_KEYS[path]), _CLASS_KEYS[path]
-        taken = init_arguments(cls) if cls is not None and kind == "model" else _signature_arguments(cls)
-        init = {k: v for k, v in init.items() if taken is None or k in taken}
+        kind = _CLASS_KEYS[path]
+        obj = resolve_object(new_path, kind)
+        if obj is not None and not inspect.isclass(obj):
+            init = {}  # a function: jsonargparse takes its path alone
+        else:
+            taken = init_arguments(obj) if obj is not None and kind == "model" else _signature_arguments(obj)
+            init = {k: v for k, v in init.items() if taken is None or k in taken}
     class_path = new_path or old_path
     return {**({"class_path": class_path} if class_path else {}),
             "init_args": _merge(init, new_setting["init_args"], path + ("init_args",))}
@@ -176,28 +237,57 @@ def _signature_arguments(cls: Optional[type]) -> Optional[set]:
     return {p.name for p in params if p.kind is not p.VAR_POSITIONAL}
 
 
+def _refusal(hint: Any, value: Any) -> Optional[str]:
+    """jsonargparse's message when it refuses ``value`` for the type ``hint`` (the setting alone, parsed as
+    LightningCLI parses it); None when it takes it, or when the parse cannot tell (no hint, another error)."""
+    import argparse
+
+    from jsonargparse import ArgumentParser
+
+    if hint is None:
+        return None
+    parser = ArgumentParser(exit_on_error=False)
+    try:
+        parser.add_argument("--value", type=hint)
+        parser.parse_object({"value": value})
+    except argparse.ArgumentError as err:
+        return str(err)
+    except Exception:  # noqa: BLE001 - not a refusal of the value: say nothing
+        return None
+    return None
+
+
 def _guess(hint: str) -> str:
     return f" ({hint})" if hint else ""
 
 
-def _check_module(cls: type, init_args: Dict[str, Any]) -> None:
-    """``ConfigError`` for an argument ``cls`` does not take, or a field a typed part does not have."""
+def _module_finding(cls: type, key: str, value: Any, taken: Dict[str, Any], choices: List[str]) -> str:
+    """The line for ``init_args[key]`` of the module ``cls``: an argument it does not take, or a field its typed part
+    does not have; ``""`` for neither."""
+    if key not in taken:
+        return (f"unrecognized option --model.init_args.{key}: {cls.__name__} has no argument {key!r}"
+                + _guess(suggest_option(key, choices)))
+    part = dataclass_of(taken[key])
+    if part is None or not isinstance(value, dict):
+        return ""
+    unknown = [field for field in value if field not in {f.name for f in dataclasses.fields(part)}]
+    if not unknown:
+        return ""
+    option = f"{key}.{unknown[0]}"
+    return (f"unrecognized option --model.init_args.{option}: {cls.__name__}'s {key} has no field {unknown[0]!r}"
+            + _guess(suggest_option(option, choices)))
+
+
+def _check_module(cls: type, class_path: str, init_args: Dict[str, Any]) -> None:
+    """``ConfigError`` for an argument ``cls`` does not take, or a field a typed part does not have, when
+    jsonargparse refuses the class with that argument (``_refusal``)."""
     from litesam_pl.modules.config import ConfigError
 
-    taken = init_arguments(cls)
-    choices = init_options(cls)
+    taken, choices = init_arguments(cls), init_options(cls)
     for key, value in init_args.items():
-        if key not in taken:
-            raise ConfigError(f"unrecognized option --model.init_args.{key}: {cls.__name__} has no argument "
-                              f"{key!r}" + _guess(suggest_option(key, choices)))
-        part = dataclass_of(taken[key])
-        if part is None or not isinstance(value, dict):
-            continue
-        unknown = [field for field in value if field not in {f.name for f in dataclasses.fields(part)}]
-        if unknown:
-            option = f"{key}.{unknown[0]}"
-            raise ConfigError(f"unrecognized option --model.init_args.{option}: {cls.__name__}'s {key} has no field "
-                              f"{unknown[0]!r}" + _guess(suggest_option(option, choices)))
+        line = _module_finding(cls, key, value, taken, choices)
+        if line and _refusal(_kinds("model")[0], {"class_path": class_path, "init_args": {key: value}}):
+            raise ConfigError(line)
 
 
 def _typed(value: Any, hint: Any) -> Any:
@@ -216,24 +306,29 @@ def _typed(value: Any, hint: Any) -> Any:
     return value
 
 
-def _check_callable(key: str, setting: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """``ConfigError`` for the ``optimizer`` / ``lr_scheduler`` setting: a class that cannot be imported or is not of
-    its kind, an argument its class does not take (with where an old optimizer field went, or the closest argument);
-    else its spec (``{class_path, init_args}``), for the construction."""
-    from litesam_pl.cli.errors import did_you_mean
+def _check_callable(key: str, setting: Dict[str, Any], hint: Any) -> Optional[Dict[str, Any]]:
+    """For an ``optimizer`` / ``lr_scheduler`` setting jsonargparse refuses (``_refusal`` on ``hint``, the module's
+    type for it): ``ConfigError`` for a class that cannot be imported or is not of its kind (jsonargparse's sentence),
+    an argument its class does not take (with where an old optimizer field went, or the closest argument); else its
+    spec (``{class_path, init_args}``), for the construction. None when jsonargparse takes it, or for a function."""
+    from litesam_pl.cli.errors import did_you_mean, jsonargparse_message
     from litesam_pl.modules.config import ConfigError
     from litesam_pl.modules.optim import import_path, moved_option
 
     option, class_path = f"--model.init_args.{key}", setting.get("class_path")
-    if not class_path:
+    refusal = _refusal(hint, setting if setting["init_args"] else class_path) if class_path else None
+    if refusal is None:
         return None
-    cls = resolve_class(class_path, key)
-    if cls is None:
+    obj = resolve_object(class_path, key)
+    if obj is None:
         raise ConfigError(f"{option}: cannot import {class_path!r}")
-    if not issubclass(cls, _kinds(key)):
-        raise ConfigError(f"{option}: Expected {class_path!r} to be a subclass of {_KIND_NAMES[key]}")
-    shown = class_path if "." in class_path else import_path(cls)
-    taken = _signature_arguments(cls)
+    wrong = jsonargparse_message("wrong_callable", refusal)
+    if wrong:
+        raise ConfigError(f"{option}: {wrong['sentence']}")
+    if not inspect.isclass(obj) or not issubclass(obj, _kinds(key)):
+        return None  # a function, or a refusal without a line here: jsonargparse's message stands
+    shown = class_path if "." in class_path else import_path(obj)
+    taken = _signature_arguments(obj)
     for name in setting["init_args"]:
         if taken is not None and name not in taken:
             moved = moved_option(key, name)
@@ -241,7 +336,7 @@ def _check_callable(key: str, setting: Dict[str, Any]) -> Optional[Dict[str, Any
             hint = f"now {moved!r}" if elsewhere else did_you_mean(name, sorted(taken))
             raise ConfigError(f"unrecognized option {option}.init_args.{name}: {shown} has no argument {name!r}"
                               + _guess(hint))
-    hints = init_arguments(cls)
+    hints = init_arguments(obj)
     return {"class_path": shown, "init_args": {k: _typed(v, hints.get(k)) for k, v in setting["init_args"].items()}}
 
 
@@ -251,17 +346,19 @@ def check_settings(argv: Sequence[str]) -> None:
     from litesam_pl.modules.config import ConfigError
     from litesam_pl.modules.optim import optimization
 
-    linked = linked_value_set_by_user((), argv)
+    outside_model = [str(t) for t in argv if not str(t).startswith("--model.")]  # jsonargparse takes those targets
+    linked = linked_value_set_by_user((), outside_model)
     if linked:
         raise ConfigError(linked)
     model = merged_config(argv).get("model")
     cls = resolve_class(model.get("class_path"), "model") if isinstance(model, dict) else None
     if cls is None:
         return
-    _check_module(cls, model["init_args"])
-    specs = {key: _check_callable(key, model["init_args"][key]) for key in _KIND_NAMES
-             if isinstance(model["init_args"].get(key), dict)}
-    if any(specs.values()) and all(spec is not None for spec in specs.values()):
+    init_args, hints = model["init_args"], init_arguments(cls)
+    _check_module(cls, model["class_path"], init_args)
+    specs = {key: _check_callable(key, init_args[key], hints.get(key)) for key in _CALLABLES
+             if isinstance(init_args.get(key), dict)}
+    if any(specs.values()):  # the refused ones, built (the other: the paper's Adam, no schedule)
         optimization(specs.get("optimizer"), specs.get("lr_scheduler"))  # a value its class refuses: ConfigError
 
 

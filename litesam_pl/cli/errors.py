@@ -65,10 +65,11 @@ def user_errors() -> tuple:
 
 # --- jsonargparse's messages ----------------------------------------------------------------------------------------
 # The jsonargparse messages ``litesam`` reads: a name -> the pattern of the message and what it captures. This is the
-# only place that knows their wording (checked against jsonargparse 4.53.0, which words them as Python 3.11's argparse
-# does); tests/cli/test_errors.py checks each pattern on the message jsonargparse prints. The settings jsonargparse
-# refuses inside a class (an unknown argument, a part's field, the optimizer) are found without its message:
-# ``litesam_pl.cli.checks``.
+# only place in ``litesam_pl`` that knows their wording (checked against jsonargparse 4.53.0, which words the first
+# three as Python 3.11's argparse does); tests/cli/test_errors.py checks each pattern on the message LightningCLI's
+# parser prints. The settings jsonargparse refuses inside a class (an unknown argument, a part's field, the optimizer)
+# are found without its message (``litesam_pl.cli.checks``), but for the sentence that says a class or function is not
+# an optimizer / a schedule, which ``checks`` reads off jsonargparse's refusal of that one setting.
 JSONARGPARSE_MESSAGES = {
     # an unknown subcommand: ``name``
     "invalid_subcommand": re.compile(r"argument subcommand: invalid choice: '(?P<name>[^']*)'"),
@@ -76,6 +77,11 @@ JSONARGPARSE_MESSAGES = {
     "model_required": re.compile(r"arguments are required: (?P<subcommand>\w+)\.model\b"),
     # options no parser takes: the ``arguments`` (options and their values) as given
     "unrecognized_arguments": re.compile(r"unrecognized arguments: (?P<arguments>.*)", re.S),
+    # a callable (``model.init_args.optimizer``) of the wrong kind: the ``sentence`` (without its full stop) and the
+    # ``class_path`` it names: "Expected 'x.StepLR' to be a subclass of <class 'Optimizer'>" (a class) or "Expected
+    # 'x.f' to be a function that returns <class 'Optimizer'>" (a function)
+    "wrong_callable": re.compile(r"(?P<sentence>Expected '(?P<class_path>[^']+)' to be "
+                                 r"(?:a subclass of|a function that returns) [^\n]+?)\.(?=\.|\s|$)"),
 }
 
 

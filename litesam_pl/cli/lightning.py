@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from litesam_pl.cli.checks import command_line
 from litesam_pl.cli.config import add_links, ckpt_model_config, config_error_in, linked_value_set_by_user
 from litesam_pl.cli.errors import (CLIError, check_accelerator, fail, jsonargparse_message, parse_error_line,
                                    recipe_files, unknown_subcommand)
@@ -73,8 +74,12 @@ class LiteSAMCLI(LightningCLI):
             raise CLIError(refused)
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
-        raw = sys.argv[1:] if args is None else args
-        self._argv = [str(a) for a in raw] if isinstance(raw, (list, tuple)) else []
+        """LightningCLI's, with the command line told to the parsers first (where an error looks for the setting at
+        fault): ``args`` (else ``sys.argv``) as ``litesam_pl.cli.checks.command_line`` reads it, a dict or
+        ``Namespace`` (which LightningCLI parses with ``parse_object``) as one more config source. Such a dict's
+        link targets are left to the links (``before_instantiate_classes`` refuses the ones options and recipe
+        files set)."""
+        self._argv = command_line(sys.argv[1:] if args is None else args)
         for each in {id(p): p for p in (parser, *self._parsers)}.values():
             each.argv = self._argv  # where their errors look for the setting at fault
         super().parse_arguments(parser, args)

@@ -317,11 +317,25 @@ def segment_everything(model: nn.Module, images: ImagesLike, *, output_sizes: Op
                        **options: Any) -> Union[List[Any], Any]:
     """Segment everything in ``images`` with ``model``: ``SegEvery(model, SegEveryOptions(**options)).run(images,
     output_sizes).masks`` (see ``SegEvery``, ``SegEveryResult`` for the return value and ``SegEveryOptions`` for
-    every option and its default; a bad option raises a one-line ``ValueError`` naming it).
+    every option and its default; a bad option value raises a one-line ``ValueError`` naming it, an unknown option a
+    one-line ``TypeError`` naming it).
 
     The masks only: no timing or count is collected. For the per-phase timings or the per-image stats run
-    ``SegEvery(model, options).run(images)`` and read ``SegEveryResult.timings`` / ``.stats``.
+    ``SegEvery(model, options).run(images)`` and read ``SegEveryResult.timings`` / ``.stats`` (``stats=`` /
+    ``timings=``, the dicts it once filled, are refused with that pointer).
     """
+    import difflib
+
+    names = SegEveryOptions.names()
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        name = unknown[0]
+        if name in ("stats", "timings"):
+            raise TypeError(f"segment_everything: unexpected option {name!r} (it returns the masks only; for the "
+                            f"{name} read SegEvery(model, options).run(images).{name})")
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        guess = f"did you mean {close[0]!r}? " if close else ""
+        raise TypeError(f"segment_everything: unexpected option {name!r} ({guess}options: {', '.join(names)})")
     return SegEvery(model, SegEveryOptions(**options)).run(
         images, output_sizes, collect_timings=False, collect_stats=False).masks
 

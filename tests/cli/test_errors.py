@@ -5,7 +5,6 @@ no GPU and no training: the GPU-recipe case stops before the Trainer is built.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -197,25 +196,37 @@ def test_unknown_model_init_arg_one_line(monkeypatch, capsys):
     ]
 
 
-def _jsonargparse_error(args: list) -> str:
-    """jsonargparse's message for ``args`` on a parser shaped as ``litesam``'s: a ``fit`` subcommand that needs a
-    ``--model``."""
-    from jsonargparse import ArgumentParser
+def _jsonargparse_error(args: list, monkeypatch, capsys) -> str:
+    """The message jsonargparse gives ``litesam``'s own parser (``ShortErrorParser``, in the LightningCLI that
+    ``litesam`` builds) when it refuses ``args``: the one its ``error`` prints from (not a nested parser's)."""
+    from litesam_pl.cli.lightning import ShortErrorParser
 
-    fit = ArgumentParser(exit_on_error=False)
-    fit.add_argument("--model", type=dict, required=True)
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subcommands().add_subcommand("fit", fit)
-    with pytest.raises(argparse.ArgumentError) as err:
-        parser.parse_args(args)
-    return str(err.value)
+    seen = []
+    error = ShortErrorParser.error
+
+    def recording(self, message, ex=None):
+        if self.exit_on_error:
+            seen.append(message)
+        return error(self, message, ex)
+
+    monkeypatch.setattr(ShortErrorParser, "error", recording)
+    monkeypatch.setattr(sys, "argv", ["litesam"])
+    with pytest.raises(SystemExit):
+        cli.run_lightning_cli(args)
+    capsys.readouterr()
+    assert len(seen) == 1, seen
+    return seen[0]
 
 
+RECIPE = str(REPO / "recipes" / "litesam.yaml")
 # one case per JSONARGPARSE_MESSAGES pattern: a command line jsonargparse refuses so, and what the pattern captures
 MESSAGE_CASES = {
     "invalid_subcommand": (["fitt"], {"name": "fitt"}),
     "model_required": (["fit"], {"subcommand": "fit"}),
-    "unrecognized_arguments": (["fit", "--model", "{}", "--nope", "1"], {"arguments": "--nope 1"}),
+    "unrecognized_arguments": (["fit", "--config", RECIPE, "--nope", "1"], {"arguments": "--nope 1"}),
+    "wrong_callable": (["fit", "--config", RECIPE, "--model.init_args.lr_scheduler", "torch.optim.Adam"],
+                       {"class_path": "torch.optim.Adam", "sentence": "Expected 'torch.optim.Adam' to be a subclass "
+                                                                      "of Union[LRScheduler, ReduceLROnPlateau]"}),
 }
 
 
@@ -224,11 +235,11 @@ def test_every_jsonargparse_message_pattern_has_a_case():
 
 
 @pytest.mark.parametrize("name", sorted(MESSAGE_CASES))
-def test_jsonargparse_message_patterns_match_its_messages(name):
-    """Each pattern on the message the installed jsonargparse prints (a new wording fails here, not in a user's
-    terminal)."""
+def test_jsonargparse_message_patterns_match_its_messages(name, monkeypatch, capsys):
+    """Each pattern on the message the installed jsonargparse gives ``litesam``'s parser (a new wording fails here,
+    not in a user's terminal)."""
     args, captured = MESSAGE_CASES[name]
-    assert jsonargparse_message(name, _jsonargparse_error(args)) == captured
+    assert jsonargparse_message(name, _jsonargparse_error(args, monkeypatch, capsys)) == captured
 
 
 def test_an_unknown_subcommand_past_main_lists_every_subcommand(capsys):

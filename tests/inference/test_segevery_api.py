@@ -86,6 +86,21 @@ def test_run_returns_masks_timings_and_stats(tiny_model, images):
         SegEvery(tiny_model, top_n=0)
 
 
+def test_segment_everything_names_an_unknown_option_in_one_line():
+    """``stats=`` / ``timings=`` (the dicts it once filled) point to ``SegEveryResult``; any other unknown keyword is
+    named with the closest option. Both before the model is touched."""
+    for gone in ("stats", "timings"):
+        with pytest.raises(TypeError) as err:
+            segment_everything(None, [], **{gone: {}}, top_n=3)
+        assert str(err.value) == (f"segment_everything: unexpected option {gone!r} (it returns the masks only; for "
+                                  f"the {gone} read SegEvery(model, options).run(images).{gone})")
+    with pytest.raises(TypeError) as err:
+        segment_everything(None, [], topn=3)
+    msg = str(err.value)
+    assert msg.startswith("segment_everything: unexpected option 'topn' (did you mean 'top_n'? options: prompts, ")
+    assert "\n" not in msg and all(name in msg for name in SegEveryOptions.names())
+
+
 def test_cli_flags_come_from_the_options():
     args = build_parser().parse_args(["x.jpg"])
     cli = SegEveryOptions.flag_names()
