@@ -146,3 +146,55 @@ def test_docs_name_only_test_files_that_exist():
     stale = sorted({f"{d.relative_to(REPO)}: {m}" for d in docs
                     for m in re.findall(r"\btests/[\w/]+\.py\b", d.read_text()) if not (REPO / m).is_file()})
     assert not stale, stale
+
+
+# What each part of the library may import (docs/architecture.md, "Walls": packages on floors, no edge going up);
+# every import counts, also those inside functions. ``litesam_pl`` alone is the package's face (``__init__.py``).
+MAY_IMPORT = {
+    "constants": set(), "compat": set(), "files": set(), "mask_resampling": set(),
+    "data": {"constants", "compat", "files"},
+    "models": {"constants", "files"},
+    "losses": {"mask_resampling"},
+    "metrics": {"data", "compat", "files"},
+    "inference": {"data", "models", "files", "compat", "constants"},
+    "evaluation": {"data", "models", "inference", "constants"},
+    "web": {"data", "models", "inference", "files", "constants"},
+    "modules": {"data", "models", "metrics", "inference", "losses", "mask_resampling", "compat", "files", "constants"},
+    "cli": {"data", "models", "modules", "inference", "compat", "files", "constants", "litesam_pl"},
+    "litesam_pl": {"models", "inference"},
+}
+
+
+def _unit(module: str) -> str:
+    """The wall-side of a module: ``litesam_pl.data.rle`` -> ``data``, ``litesam_pl`` -> ``litesam_pl``."""
+    parts = module.split(".")
+    return parts[0] if parts[0] != "litesam_pl" or len(parts) == 1 else parts[1]
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            module = _imported_module(path, node)
+            out |= ({f"{module}.{a.name}" for a in node.names} if module == "litesam_pl" else {module})
+    return {m for m in out if m.split(".")[0] in CODE_DIRS}
+
+
+def test_library_imports_only_downwards():
+    """Each part of ``litesam_pl`` imports only the parts below it (``MAY_IMPORT``; ``cli`` may read the face's
+    ``__version__``), and the library never imports ``benchmarks`` or ``data_prep``."""
+    found = []
+    for path in sorted((REPO / "litesam_pl").rglob("*.py")):
+        rel = path.relative_to(REPO).with_suffix("").parts
+        me = _unit(".".join(rel[:-1] if rel[-1] == "__init__" else rel))
+        for module in sorted(_imports(path)):
+            target = _unit(module)
+            if module == "litesam_pl.__version__":
+                target = "litesam_pl"
+            elif module.startswith("litesam_pl.") and module.split(".")[1] not in MAY_IMPORT:  # a name of the face
+                target = "litesam_pl"
+            if target != me and target not in MAY_IMPORT.get(me, set()):
+                found.append(f"{path.relative_to(REPO)}: {me} imports {module}")
+    assert not found, found

@@ -12,7 +12,7 @@ import difflib
 import os
 import re
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 __all__ = ["CLIError", "SUBCOMMANDS", "LIGHTNING_SUBCOMMANDS", "TOOL_SUBCOMMANDS", "MOVED_OPTIONS", "check_accelerator",
            "did_you_mean", "fail", "parse_error_line", "recipe_files", "unknown_subcommand", "user_errors",
@@ -115,18 +115,17 @@ def _short(message: str, max_lines: int = 3) -> str:
 
 
 def parse_error_line(message: str, ex: Optional[Exception], known_options: Sequence[str],
-                     argv: Sequence[str] = ()) -> str:
-    """The line that matters when jsonargparse refuses the command line ``argv``: a bad config value (the
-    ``ConfigError`` jsonargparse wrapped), else the setting at fault (``litesam_pl.cli.checks.refused_setting``: a
-    linked value, an unknown module argument or part field, a refused optimizer or schedule), else the message itself
-    (short ones on one line); an unknown option gets where it moved (``MOVED_OPTIONS``) or the closest of
-    ``known_options``."""
-    from litesam_pl.cli.checks import refused_setting
+                     refused_setting: Callable[[], str] = lambda: "") -> str:
+    """The line that matters when jsonargparse refuses a command line: a bad config value (the ``ConfigError``
+    jsonargparse wrapped), else ``refused_setting()`` (the caller's finder of the setting at fault,
+    ``litesam_pl.cli.checks.refused_setting`` on the command line: a linked value, an unknown module argument or part
+    field, a refused optimizer or schedule; ``""`` when it finds none), else the message itself (short ones on one
+    line); an unknown option gets where it moved (``MOVED_OPTIONS``) or the closest of ``known_options``."""
     from litesam_pl.cli.config import config_error_in
 
     guesses = [g for g in (_moved_or_close(o, known_options) for o in _unrecognized_options(message)) if g]
     config_error = config_error_in(ex) if ex is not None else None
-    line = (str(config_error) if config_error else "") or refused_setting(argv) or _short(message)
+    line = (str(config_error) if config_error else "") or refused_setting() or _short(message)
     if guesses and not line.startswith("unrecognized option"):
         line += f" ({'; '.join(guesses)})"
     return line

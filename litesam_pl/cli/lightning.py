@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from litesam_pl.cli.checks import command_line
+from litesam_pl.cli.checks import command_line, refused_setting
 from litesam_pl.cli.config import add_links, ckpt_model_config, config_error_in, linked_value_set_by_user
 from litesam_pl.cli.errors import (CLIError, check_accelerator, fail, jsonargparse_message, parse_error_line,
                                    recipe_files, unknown_subcommand)
@@ -47,7 +47,7 @@ class ShortErrorParser(LightningArgumentParser):
         parser = getattr(ex, "subcommand_parser", None) or self
         prog = parser.prog.replace(" [options]", "")
         known = [o for o in argparse_option_strings(parser) if o.startswith("--")]
-        line = parse_error_line(message, ex, known, self.argv)
+        line = parse_error_line(message, ex, known, lambda: refused_setting(self.argv))
         no_recipe = jsonargparse_message("model_required", message)
         if no_recipe:  # `litesam fit` without --config
             prog = f"litesam {no_recipe['subcommand']}"

@@ -244,7 +244,7 @@ def remove_small_regions_and_dedup(masks: Tensor, min_area: int, nms_thresh: Opt
 def _as_model(model: Union[nn.Module, str, "os.PathLike[str]"], prompts: str) -> nn.Module:
     """The model (a path: ``litesam_pl.load_model``), checked: ``Sam``-like, with an AutoPPN head for AutoPPN."""
     if isinstance(model, (str, os.PathLike)):
-        from .. import load_model
+        from ..models.checkpoint import load_model
 
         model = load_model(model)
     if not isinstance(model, nn.Module):

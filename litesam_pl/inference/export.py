@@ -258,7 +258,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except ImportError as err:
             print(f"litesam export: error: {err}", file=sys.stderr)
             return 2
-    from litesam_pl import load_model
+    from litesam_pl.models.checkpoint import load_model
 
     try:
         model = load_model(args.ckpt)

@@ -26,12 +26,12 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
-import litesam_pl
 from litesam_pl.inference.segevery import SegEvery
 from litesam_pl.losses import MaskLoss, PPNLoss, predicted_mask_iou
 from litesam_pl.mask_resampling import (block_downsample_masks, downsample_masks, point_sample_logits,
                                         point_sample_masks, uncertain_point_coords, upsample_prompt_logits)
 from litesam_pl.models.checkpoint import load_init_weights
+from litesam_pl.models.registry import create_model
 from litesam_pl.models.prompt_forms import multimask_output_for
 from litesam_pl.models.prompt_encoder import uses_box_mask
 
@@ -116,7 +116,7 @@ class LiteSAMTaskBase(EvaluationMixin, pl.LightningModule):
         self._hparams_initial = copy.deepcopy(self._hparams)
         spec, ml, ppn = self.cfg.model, self.cfg.mask_loss, self.cfg.ppn_loss
         self.model_name = spec.name
-        self.model = litesam_pl.create_model(spec.name, **spec.create_kwargs())
+        self.model = create_model(spec.name, **spec.create_kwargs())
         self.init_report: Optional[Dict[str, List[str]]] = None  # set by apply_init_from()
         self.mask_loss = MaskLoss(ml.focal_weight, ml.dice_weight, ml.iou_weight, ml.focal_alpha, ml.focal_gamma)
         self.ppn_loss = PPNLoss(ppn.heatmap_weight, ppn.box_weight, ppn.point_loss, ppn.neg_ratio,
