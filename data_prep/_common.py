@@ -44,7 +44,7 @@ class ShardWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._target = AtomicPath(self.path, fsync=True)
+        self._target = AtomicPath(self.path, fsync=True, unique=False)  # sa1b finds stale ones by name
         self.tmp = self._target.tmp
         self._file = open(self.tmp, "wb")
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)

@@ -1,11 +1,14 @@
 """Writing files: atomically (``AtomicPath``, ``atomic_write``) and as strict JSON (``json_text``, ``write_json``).
-The one home of both for the library, the benchmarks and ``data_prep``; nothing else does a temporary file and
-``os.replace``, nor dumps a JSON file of its own.
+The one home of both for the library, the benchmarks and ``data_prep``: their results, reports, manifests, exported
+weights and ``metrics.json`` are written here (not: the ONNX graphs, which ``torch.onnx`` writes, Lightning's own
+checkpoints, pictures, and the streamed ``results.json`` that ``litesam predict`` merges from its ranks' parts).
 
-Atomic: the content goes to ``<name>.tmp`` beside the target (the parent folders are created), optionally flushed
+Atomic: the content goes to a temporary file beside the target (the parent folders are created), optionally flushed
 to disk (``fsync``), then ``os.replace``-d onto the target. A reader sees the old file or the new one, never half of
-one; an exception during the write removes the temporary file and leaves the target as it was; a process killed
-mid-write leaves at most a stale ``<name>.tmp``, which the next write of the same file overwrites.
+one; an exception during the write removes the temporary file and leaves the target as it was. The temporary file
+is ``<name>.<pid>.<random>.tmp``, so two processes writing the same file never share it (the last rename wins), or
+``<name>.tmp`` with ``unique=False`` (``data_prep``'s shards, whose stale ``.tmp`` files a resumed run finds by
+name and deletes).
 
 Strict JSON: NaN and +-inf are written as ``null`` (``allow_nan=False``: any JSON reader parses the file), numpy
 scalars and arrays as Python numbers and lists, and anything else that JSON does not know as its ``str``. The layout
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,8 +31,8 @@ TMP_SUFFIX = ".tmp"
 
 
 class AtomicPath:
-    """The temporary file ``tmp`` (``<path>.tmp``) of ``path``: write it by name, then ``commit`` renames it onto
-    ``path`` (after an ``fsync`` when asked) and ``discard`` deletes it. As a context manager it gives ``tmp`` and
+    """The temporary file ``tmp`` of ``path`` (see the module docstring): write it by name, then ``commit`` renames it
+    onto ``path`` (after an ``fsync`` when asked) and ``discard`` deletes it. As a context manager it gives ``tmp`` and
     commits when the block ends normally, discards when it raises::
 
         with AtomicPath(out) as tmp:
@@ -37,9 +41,10 @@ class AtomicPath:
     ``commit`` / ``discard`` by hand serve a write spread over several calls (``data_prep``'s ``ShardWriter``).
     """
 
-    def __init__(self, path: str | os.PathLike, fsync: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, fsync: bool = False, unique: bool = True) -> None:
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + TMP_SUFFIX)
+        tag = f".{os.getpid()}.{secrets.token_hex(4)}" if unique else ""
+        self.tmp = self.path.with_name(self.path.name + tag + TMP_SUFFIX)
         self.fsync = fsync
         self.path.parent.mkdir(parents=True, exist_ok=True)
 

@@ -59,7 +59,7 @@ def test_commit_and_discard_by_hand_and_fsync(tmp_path, monkeypatch):
     synced = []
     real_fsync = os.fsync
     monkeypatch.setattr(files.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
-    target = AtomicPath(tmp_path / "shard.tar", fsync=True)
+    target = AtomicPath(tmp_path / "shard.tar", fsync=True, unique=False)
     assert target.tmp == tmp_path / f"shard.tar{files.TMP_SUFFIX}"
     target.tmp.write_bytes(b"data")
     assert not target.path.exists()  # nothing at the target until commit
@@ -68,6 +68,18 @@ def test_commit_and_discard_by_hand_and_fsync(tmp_path, monkeypatch):
     other.tmp.write_bytes(b"partial")
     other.discard()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shard.tar"] and len(synced) == 1  # fsync only if asked
+
+
+def test_two_writers_of_one_file_never_share_a_temporary_file(tmp_path):
+    """By default each write has its own temporary file (pid and a random tag), so two processes writing the same
+    file both finish and the target is one of their contents, whole."""
+    first, second = AtomicPath(tmp_path / "r.json"), AtomicPath(tmp_path / "r.json")
+    assert first.tmp != second.tmp and first.tmp.name.startswith("r.json.") and first.tmp.suffix == ".tmp"
+    first.tmp.write_text("first")
+    second.tmp.write_text("second")
+    first.commit()
+    second.commit()
+    assert (tmp_path / "r.json").read_text() == "second" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
 # -------------------------------------------------------------------------------------------------- strict JSON

@@ -157,18 +157,17 @@ def command_line(args: Any) -> List[str]:
 
     if isinstance(args, (list, tuple)):
         return [str(a) for a in args]
-    tree = args.as_dict() if hasattr(args, "as_dict") else args
-    if not isinstance(tree, dict):
+    try:  # anything odd in a user's dict means nothing to check, never an error of its own
+        tree = args.as_dict() if hasattr(args, "as_dict") else args
+        if not isinstance(tree, dict):
+            return []
+        subs = [k for k in tree if k in LIGHTNING_SUBCOMMANDS]
+        sub = tree.get("subcommand") or (subs[0] if len(subs) == 1 else None)
+        settings = tree.get(sub) if sub else tree
+        settings = settings.as_dict() if hasattr(settings, "as_dict") else settings
+        return [*([str(sub)] if sub else []), "--config", json.dumps(settings)]
+    except Exception:  # noqa: BLE001
         return []
-    subs = [k for k in tree if k in LIGHTNING_SUBCOMMANDS]
-    sub = tree.get("subcommand") or (subs[0] if len(subs) == 1 else None)
-    settings = tree.get(sub) if sub else tree
-    settings = settings.as_dict() if hasattr(settings, "as_dict") else settings
-    try:
-        text = json.dumps(settings)
-    except (TypeError, ValueError):
-        return []
-    return [*([str(sub)] if sub else []), "--config", text]
 
 
 def _as_class_setting(value: Any) -> Optional[Dict[str, Any]]:

@@ -175,6 +175,7 @@ def test_a_dict_or_namespace_is_one_more_source(recipe):
         assert merged_config(argv)["model"]["init_args"]["optimizer"]["init_args"] == {"lrr": 3}
     assert command_line(settings)[0] == "--config"  # no subcommand (LightningCLI with run=False)
     assert command_line({"fit": {"model": object()}}) == []  # not plain data: nothing checked
+    assert command_line({"subcommand": ["fit"], "fit": {}}) == []  # nonsense: nothing checked, no error
     assert command_line(("fit", 3)) == ["fit", "3"]
 
 
