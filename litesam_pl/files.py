@@ -8,7 +8,8 @@ to disk (``fsync``), then ``os.replace``-d onto the target. A reader sees the ol
 one; an exception during the write removes the temporary file and leaves the target as it was. The temporary file
 is ``<name>.<pid>.<random>.tmp``, so two processes writing the same file never share it (the last rename wins), or
 ``<name>.tmp`` with ``unique=False`` (``data_prep``'s shards, whose stale ``.tmp`` files a resumed run finds by
-name and deletes).
+name and deletes). A process killed mid-write leaves its temporary file behind: a ``*.tmp`` beside the target, never
+read as the target.
 
 Strict JSON: NaN and +-inf are written as ``null`` (``allow_nan=False``: any JSON reader parses the file), numpy
 scalars and arrays as Python numbers and lists, and anything else that JSON does not know as its ``str``. The layout
