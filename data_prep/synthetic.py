@@ -246,8 +246,9 @@ def dense_scene(rng: np.random.Generator, hw: tuple[int, int], n_masks: int) -> 
         if m.sum() < 16:
             continue
         colour = rng.integers(0, 256, 3).tolist()
-        img[m.astype(bool)] = (0.5 * img[m.astype(bool)] + 0.5 * np.array(colour)).astype(np.uint8)
-        masks.append(m.astype(bool))
+        mb = m.astype(bool)
+        img[mb] = (0.5 * img[mb] + 0.5 * np.array(colour)).astype(np.uint8)
+        masks.append(mb)
         if extent > 0.05 and rng.random() < 0.5 and len(masks) < n_masks:  # a part inside the whole
             ys, xs = np.nonzero(m)
             c = int(rng.integers(len(ys)))

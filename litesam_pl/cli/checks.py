@@ -48,7 +48,7 @@ _META_KEYS = ("class_path", "init_args", "dict_kwargs")
 # the keys whose value is a class and its init_args -> the kind of class
 _CLASS_KEYS = {("model",): "model", ("model", "init_args", "optimizer"): "optimizer",
                ("model", "init_args", "lr_scheduler"): "lr_scheduler"}
-_CALLABLES = ("optimizer", "lr_scheduler")
+_CALLABLES = tuple(kind for kind in _CLASS_KEYS.values() if kind != "model")  # optimizer, lr_scheduler
 
 
 def _kinds(kind: str) -> Tuple[type, ...]:
@@ -277,12 +277,12 @@ def _module_finding(cls: type, key: str, value: Any, taken: Dict[str, Any], choi
             + _guess(suggest_option(option, choices)))
 
 
-def _check_module(cls: type, class_path: str, init_args: Dict[str, Any]) -> None:
-    """``ConfigError`` for an argument ``cls`` does not take, or a field a typed part does not have, when
-    jsonargparse refuses the class with that argument (``_refusal``)."""
+def _check_module(cls: type, class_path: str, init_args: Dict[str, Any], taken: Dict[str, Any]) -> None:
+    """``ConfigError`` for an argument ``cls`` does not take (``taken``: its ``init_arguments``), or a field a typed
+    part does not have, when jsonargparse refuses the class with that argument (``_refusal``)."""
     from litesam_pl.modules.config import ConfigError
 
-    taken, choices = init_arguments(cls), init_options(cls)
+    choices = init_options(cls)
     for key, value in init_args.items():
         line = _module_finding(cls, key, value, taken, choices)
         if line and _refusal(_kinds("model")[0], {"class_path": class_path, "init_args": {key: value}}):
@@ -354,7 +354,7 @@ def check_settings(argv: Sequence[str]) -> None:
     if cls is None:
         return
     init_args, hints = model["init_args"], init_arguments(cls)
-    _check_module(cls, model["class_path"], init_args)
+    _check_module(cls, model["class_path"], init_args, hints)
     specs = {key: _check_callable(key, init_args[key], hints.get(key)) for key in _CALLABLES
              if isinstance(init_args.get(key), dict)}
     if any(specs.values()):  # the refused ones, built (the other: the paper's Adam, no schedule)

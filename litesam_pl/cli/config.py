@@ -187,14 +187,11 @@ def init_arguments(cls: Any) -> Dict[str, Any]:
     return out
 
 
-def init_options(class_path: Any) -> List[str]:
-    """``init_arguments`` of a class (or its import path), with the fields of the typed parts as ``part.field`` and
-    the arguments of the recipes' optimizer and schedule classes as ``optimizer.init_args.lr``: what
-    ``--<key>.init_args.*`` accepts, for a did-you-mean."""
-    from litesam_pl.modules.optim import import_object
-
+def init_options(cls: type) -> List[str]:
+    """``init_arguments`` of a class, with the fields of the typed parts as ``part.field`` and the arguments of the
+    recipes' optimizer and schedule classes as ``optimizer.init_args.lr``: what ``--<key>.init_args.*`` accepts,
+    for a did-you-mean."""
     names: List[str] = []
-    cls = import_object(class_path) if isinstance(class_path, str) else class_path
     for name, hint in init_arguments(cls).items():
         names.append(name)
         part = dataclass_of(hint)

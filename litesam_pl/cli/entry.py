@@ -25,7 +25,8 @@ This file is the entry point (``main``: help, version, the tools, the Lightning 
 ``litesam_pl.cli`` package lives beside it: ``errors.py`` (the one-line errors, ``CLIError``, ``check_accelerator``),
 ``run.py`` (console noise, the run folder, warnings about the run), ``lightning.py`` (the LightningCLI subclass and
 its parser: imports Lightning, so only when a Lightning subcommand runs), ``config.py`` (data <-> model links,
-what the config errors need) and ``checks.py`` (the setting at fault in a command line jsonargparse refused). The names tests and docs use are importable from ``litesam_pl.cli`` (its ``__init__`` re-exports them).
+what the config errors need) and ``checks.py`` (the setting at fault in a command line jsonargparse refused). The
+names tests and docs use are importable from ``litesam_pl.cli`` (its ``__init__`` re-exports them).
 """
 from __future__ import annotations
 

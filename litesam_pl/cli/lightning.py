@@ -80,7 +80,7 @@ class LiteSAMCLI(LightningCLI):
         link targets are left to the links (``before_instantiate_classes`` refuses the ones options and recipe
         files set)."""
         self._argv = command_line(sys.argv[1:] if args is None else args)
-        for each in {id(p): p for p in (parser, *self._parsers)}.values():
+        for each in (parser, *self._parsers):
             each.argv = self._argv  # where their errors look for the setting at fault
         super().parse_arguments(parser, args)
 

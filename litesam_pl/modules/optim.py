@@ -2,9 +2,9 @@
 ``LRSchedulerCallable``: a recipe's ``{class_path, init_args}``), saved in the hyper-parameters as such plain dicts.
 
 ``optimization`` checks both at start-up and gives each as a ``CallableSpec`` with the factory the module calls;
-``callable_from_spec`` turns a spec back into its callable. ``upgrade_hparams`` maps what checkpoints written before hold onto
-today's arguments: the flat arguments of the first modules (``config.upgrade_flat_hparams``) and the optimizer part
-of the next ones (``optimizer: {lr, weight_decay, betas, schedule, warmup_steps, min_lr_ratio}``:
+``callable_from_spec`` turns a spec back into its callable. ``upgrade_hparams`` maps what checkpoints written
+before hold onto today's arguments: the flat arguments of the first modules (``config.upgrade_flat_hparams``) and
+the optimizer part of the next ones (``optimizer: {lr, weight_decay, betas, schedule, warmup_steps, min_lr_ratio}``:
 ``upgrade_optimizer``). The schedule class the recipes name is ``litesam_pl.modules.schedules.WarmupCosine``.
 """
 from __future__ import annotations
@@ -231,20 +231,23 @@ def upgraded_checkpoint(checkpoint: Any) -> Any:
     a module that ``litesam fit`` saved through LightningCLI's instantiator, which refuses older arguments; the
     copy gives it today's. A file ``torch.load(weights_only=True)`` cannot read is returned as it is."""
     import io
+    import os
 
     import torch
 
+    mmap = isinstance(checkpoint, (str, os.PathLike))  # a file on disk is mapped: tensors read only for a copy
     try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception:  # noqa: BLE001 - Lightning's own loader reports it
         return checkpoint
     finally:
         if hasattr(checkpoint, "seek"):
             checkpoint.seek(0)
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not hparams or upgrade_hparams(hparams) == dict(hparams):
+    upgraded = upgrade_hparams(hparams) if hparams else None
+    if upgraded is None or upgraded == dict(hparams):
         return checkpoint
-    ckpt["hyper_parameters"] = upgrade_hparams(hparams)
+    ckpt["hyper_parameters"] = upgraded
     buf = io.BytesIO()
     torch.save(ckpt, buf)
     buf.seek(0)

@@ -33,7 +33,7 @@ class EvaluationMixin:
 
     def init_eval_metrics(self) -> None:
         """The validation metrics (torchmetrics: synced across DDP ranks at compute time); ``__init__`` calls it."""
-        self.val_miou_1box = MIoU()  # the benchmarks' mIoU (summed IoUs and counts; groups by area at input size)
+        self.val_miou_1box = MIoU()  # the benchmarks' mIoU (summed IoUs and counts), overall
         self.val_miou_1point = MIoU()
         self.val_point_hit = MeanMetric()
         self.val_point_precision = PointPrecision()
@@ -67,9 +67,8 @@ class EvaluationMixin:
             g = gt[i, v, :h, :w]
             bm = box_masks[i, v, :h, :w]
             pm = pt_masks[i, v, :h, :w]
-            areas = g.flatten(1).sum(1)
-            self.val_miou_1box.update(mask_ious(bm, g), areas)
-            self.val_miou_1point.update(mask_ious(pm, g), areas)
+            self.val_miou_1box.update(mask_ious(bm, g))  # the overall mean only: validation logs no size groups
+            self.val_miou_1point.update(mask_ious(pm, g))
             if self.cfg.validation.compute_map:  # IoUs, scores and areas: a few numbers per mask, never the masks
                 self.val_map.update(pred_gt_iou_matrix(bm, g), box_iou[i, v, 0].float(), g.flatten(1).sum(1),
                                     bm.flatten(1).sum(1))
